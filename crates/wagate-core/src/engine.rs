@@ -1,0 +1,294 @@
+//! The port to WhatsApp: an [`Engine`] starts one [`EngineSession`] per device; sessions
+//! take commands and report what happens as [`EngineEvent`]s.
+//!
+//! Engines know nothing of HTTP or the store. The device runtime owns the sessions and
+//! persists what their events mean; an engine waits for [`EngineEvents::emit`] to return
+//! before acknowledging an inbound message to WhatsApp, which is what makes receiving
+//! crash-safe.
+
+use crate::device::EngineKind;
+use crate::id::{DeviceUid, MessageId};
+use crate::message::MessageKind;
+use crate::phone::Phone;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// WhatsApp's message id for one of our messages, derived from our id so that a resend
+/// after a crash carries the same id and the recipient's phone shows it once. Shaped like
+/// WhatsApp Web's own ids (`3EB0` + 18 uppercase hex).
+pub fn provider_message_id(id: &MessageId) -> String {
+    let digest = Sha256::digest(id.as_str().as_bytes());
+    let mut out = String::with_capacity(22);
+    out.push_str("3EB0");
+    for b in &digest[..9] {
+        out.push_str(&format!("{b:02X}"));
+    }
+    out
+}
+
+/// What a device's session needs to know about the device when it starts.
+#[derive(Debug, Clone)]
+pub struct DeviceContext {
+    pub uid: DeviceUid,
+    pub name: String,
+    /// The number the device was linked to, when it was.
+    pub phone: Option<Phone>,
+}
+
+/// A message to hand to WhatsApp.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub id: MessageId,
+    /// The id WhatsApp will know the message by ([`provider_message_id`]).
+    pub provider_message_id: String,
+    pub to: Phone,
+    pub content: OutgoingContent,
+}
+
+#[derive(Debug, Clone)]
+pub enum OutgoingContent {
+    Text {
+        text: String,
+    },
+    Media {
+        kind: MessageKind,
+        data: Bytes,
+        mime_type: String,
+        file_name: Option<String>,
+        caption: Option<String>,
+    },
+}
+
+/// Whether a number is on WhatsApp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NumberCheck {
+    pub phone: Phone,
+    pub on_whatsapp: bool,
+    /// The phone JID (`<digits>@s.whatsapp.net`) when registered.
+    pub jid: Option<String>,
+    /// The LID (`…@lid`) when WhatsApp returned one.
+    pub lid: Option<String>,
+}
+
+/// A code to type on the phone under *Linked devices → Link with phone number*.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairCode {
+    pub code: String,
+    pub expires_in: Duration,
+}
+
+/// Why an engine could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The device is not connected to WhatsApp; the caller may retry later.
+    #[error("device not connected: {0}")]
+    NotConnected(String),
+    /// A temporary failure (timeout, connection lost); retrying may succeed.
+    #[error("temporary engine failure: {0}")]
+    Transient(String),
+    /// WhatsApp refused for good (number not on WhatsApp, media rejected); retrying will not help.
+    #[error("{reason}")]
+    Rejected {
+        code: Option<String>,
+        reason: String,
+    },
+    /// Throttled by WhatsApp; `retry_after` says how long to wait when known.
+    #[error("rate limited: {reason}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        reason: String,
+    },
+    /// The engine cannot do this at all.
+    #[error("not supported by this engine: {0}")]
+    Unsupported(String),
+    /// The engine itself failed (store, bug); logged, never shown in detail.
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotConnected(_)
+                | Self::Transient(_)
+                | Self::RateLimited { .. }
+                | Self::Internal(_)
+        )
+    }
+}
+
+/// Which receipt WhatsApp sent for an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+    Played,
+}
+
+/// Media received with an inbound message.
+#[derive(Debug, Clone)]
+pub struct IncomingMedia {
+    pub data: Bytes,
+    pub mime_type: String,
+    pub file_name: Option<String>,
+}
+
+/// A message received from WhatsApp.
+#[derive(Debug, Clone)]
+pub struct IncomingMessage {
+    pub provider_message_id: String,
+    /// The sender's number, when it can be resolved (also when WhatsApp used a LID).
+    pub from: Option<Phone>,
+    pub from_lid: Option<String>,
+    pub from_name: Option<String>,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub media: Option<IncomingMedia>,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+/// What a session reports.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Connecting,
+    /// A QR code to scan; replaces any earlier one.
+    Qr {
+        code: String,
+        expires_in: Duration,
+    },
+    /// A pair code was issued.
+    PairCode {
+        code: String,
+        expires_in: Duration,
+    },
+    /// The QR codes ran out before one was scanned.
+    QrExpired,
+    /// Linked (when first paired) and online.
+    Connected {
+        phone: Option<Phone>,
+        lid: Option<String>,
+        push_name: Option<String>,
+    },
+    /// The connection dropped; the engine is reconnecting by itself.
+    Reconnecting {
+        reason: String,
+        retry_in: Option<Duration>,
+    },
+    LoggedOut {
+        reason: String,
+    },
+    Banned {
+        reason: String,
+        expires_at: Option<Timestamp>,
+    },
+    /// Another session with the same credentials took over.
+    Replaced,
+    Failed {
+        reason: String,
+    },
+    /// WhatsApp's server took (or, with `error`, refused) an outbound message.
+    ServerAck {
+        provider_message_id: String,
+        error: Option<String>,
+    },
+    Receipt {
+        provider_message_ids: Vec<String>,
+        kind: ReceiptKind,
+        at: Timestamp,
+    },
+    Inbound(IncomingMessage),
+    /// A message arrived that could not be decrypted; recorded, not dropped silently.
+    Undecryptable {
+        provider_message_id: String,
+        from: Option<Phone>,
+        reason: String,
+    },
+}
+
+/// The event sink could not commit an event; the engine must not acknowledge it upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("event not committed: {0}")]
+pub struct EventNotCommitted(pub String);
+
+/// Where a session reports to; one per device.
+#[async_trait]
+pub trait EngineEvents: Send + Sync {
+    /// Returns once the event's meaning is durably committed.
+    async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted>;
+}
+
+/// One kind of WhatsApp connection (sandbox, whatsapp-web, …), shared by its devices.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    fn kind(&self) -> EngineKind;
+
+    /// Starts a session for a device: resumes it when the engine has its keys, otherwise
+    /// begins linking (QR events). Returns once the session exists, not once connected.
+    async fn start(
+        &self,
+        device: DeviceContext,
+        events: Arc<dyn EngineEvents>,
+    ) -> Result<Arc<dyn EngineSession>, EngineError>;
+
+    /// Deletes everything the engine keeps for a device (keys on disk). The device's
+    /// session has been stopped before this is called.
+    async fn forget(&self, device: &DeviceUid) -> Result<(), EngineError>;
+}
+
+/// A running device.
+#[async_trait]
+pub trait EngineSession: Send + Sync {
+    /// Hands a message to WhatsApp and returns once the engine has taken it; "sent" is
+    /// reported later by [`EngineEvent::ServerAck`]. Idempotent on
+    /// `message.provider_message_id`: handing the same message twice (after a crash)
+    /// must not show it twice on the recipient's phone.
+    async fn send(&self, message: OutgoingMessage) -> Result<(), EngineError>;
+
+    /// Whether each number is on WhatsApp (at most 50 per call).
+    async fn check_numbers(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError>;
+
+    /// Shows "typing…" in the chat for about `duration` (best effort).
+    async fn typing(&self, _to: &Phone, _duration: Duration) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// Requests a pair code to link by phone number instead of QR.
+    async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError>;
+
+    /// Starts a new connection or linking round after the session stopped trying
+    /// (QR codes ran out, logged out, failed).
+    async fn connect(&self) -> Result<(), EngineError>;
+
+    /// Unlinks the device from its WhatsApp account.
+    async fn logout(&self) -> Result<(), EngineError>;
+
+    /// Stops the session, flushing whatever the engine must persist. Idempotent.
+    async fn stop(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_ids_are_stable_and_whatsapp_shaped() {
+        let id = MessageId::parse("msg_01jabc").unwrap();
+        let a = provider_message_id(&id);
+        assert_eq!(a, provider_message_id(&id));
+        assert_eq!(a.len(), 22);
+        assert!(a.starts_with("3EB0"));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        );
+        assert_ne!(a, provider_message_id(&MessageId::new()));
+    }
+}

@@ -1,0 +1,165 @@
+//! Domain events: what happened, committed in the same transaction as the state they
+//! report, then delivered to webhooks and the live stream.
+//!
+//! Every event has a stable id (receivers dedupe on it) and a store-assigned sequence
+//! number (the live stream resumes from it).
+
+use crate::device::DeviceStatus;
+use crate::id::{AccountId, DeviceUid, EventId, MessageId};
+use crate::message::{InboundMessage, MessageStatus};
+use crate::phone::Phone;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// The type of an event, as subscribers filter on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "message.received")]
+    MessageReceived,
+    #[serde(rename = "message.status")]
+    MessageStatus,
+    #[serde(rename = "device.status")]
+    DeviceStatus,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 3] = [
+        Self::MessageReceived,
+        Self::MessageStatus,
+        Self::DeviceStatus,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MessageReceived => "message.received",
+            Self::MessageStatus => "message.status",
+            Self::DeviceStatus => "device.status",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// What an event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventData {
+    #[serde(rename = "message.received")]
+    MessageReceived(ReceivedMessage),
+    #[serde(rename = "message.status")]
+    MessageStatus(MessageStatusChanged),
+    #[serde(rename = "device.status")]
+    DeviceStatus(DeviceStatusChanged),
+}
+
+impl EventData {
+    pub fn event_type(&self) -> EventType {
+        match self {
+            Self::MessageReceived(_) => EventType::MessageReceived,
+            Self::MessageStatus(_) => EventType::MessageStatus,
+            Self::DeviceStatus(_) => EventType::DeviceStatus,
+        }
+    }
+}
+
+/// An inbound message, as events carry it (media by id; links are made when delivered).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReceivedMessage {
+    pub message_id: MessageId,
+    pub provider_message_id: String,
+    pub from: Option<Phone>,
+    pub from_lid: Option<String>,
+    pub from_name: Option<String>,
+    pub kind: String,
+    pub text: Option<String>,
+    pub media_id: Option<String>,
+    pub mime_type: Option<String>,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+impl ReceivedMessage {
+    pub fn from_inbound(m: &InboundMessage, mime_type: Option<String>) -> Self {
+        Self {
+            message_id: m.id.clone(),
+            provider_message_id: m.provider_message_id.clone(),
+            from: m.from.clone(),
+            from_lid: m.from_lid.clone(),
+            from_name: m.from_name.clone(),
+            kind: m.kind.as_str().to_owned(),
+            text: m.text.clone(),
+            media_id: m.media_id.as_ref().map(|id| id.to_string()),
+            mime_type,
+            is_group: m.is_group,
+            group_id: m.group_id.clone(),
+            group_name: m.group_name.clone(),
+            timestamp: m.timestamp,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageStatusChanged {
+    pub message_id: MessageId,
+    pub client_message_id: Option<String>,
+    pub recipient: Phone,
+    pub status: MessageStatus,
+    pub reason: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceStatusChanged {
+    pub status: DeviceStatus,
+    pub reason: Option<String>,
+    pub phone: Option<Phone>,
+    /// The QR code to scan, on `qr` events.
+    pub qr: Option<String>,
+    pub timestamp: Timestamp,
+}
+
+/// An event to commit.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub account_id: AccountId,
+    pub device_uid: DeviceUid,
+    pub data: EventData,
+    pub created_at: Timestamp,
+}
+
+impl NewEvent {
+    pub fn new(
+        account_id: AccountId,
+        device_uid: DeviceUid,
+        data: EventData,
+        at: Timestamp,
+    ) -> Self {
+        Self {
+            id: EventId::new(),
+            account_id,
+            device_uid,
+            data,
+            created_at: at,
+        }
+    }
+}
+
+/// A committed event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Store-assigned, strictly increasing in commit order.
+    pub seq: i64,
+    pub id: EventId,
+    pub account_id: AccountId,
+    pub device_uid: DeviceUid,
+    pub data: EventData,
+    pub created_at: Timestamp,
+}

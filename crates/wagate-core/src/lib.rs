@@ -1,0 +1,21 @@
+//! wagate's domain: the types every layer speaks, free of HTTP, SQL and protocol crates.
+//!
+//! Values are parsed once at the edge ([`Phone`], [`Spintax`], ids) and are valid by
+//! construction afterwards; the [`engine`] and [`store`] traits are the ports the
+//! application wires real implementations into.
+
+pub mod account;
+pub mod device;
+pub mod engine;
+pub mod event;
+pub mod id;
+pub mod media;
+pub mod message;
+pub mod phone;
+pub mod spintax;
+pub mod store;
+pub mod time;
+
+pub use id::{AccountId, ApiKeyId, DeviceUid, EventId, MediaId, MessageId};
+pub use phone::Phone;
+pub use spintax::Spintax;

@@ -1,0 +1,227 @@
+//! Messages: outbound sends with their status lifecycle, and inbound messages received.
+
+use crate::id::{AccountId, DeviceUid, MediaId, MessageId};
+use crate::phone::Phone;
+use crate::time::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Where an outbound message is in its life.
+///
+/// Statuses only move forward (`queued → sent → delivered → read → played`); `failed` is
+/// reachable from `queued` only, because once WhatsApp's server has the message it can no
+/// longer fail to send. A late or duplicate receipt never moves a status backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    /// A voice note was listened to.
+    Played,
+    Failed,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 6] = [
+        Self::Queued,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Played,
+        Self::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
+            Self::Played => "played",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Self::Queued => 0,
+            Self::Sent => 1,
+            Self::Delivered => 2,
+            Self::Read => 3,
+            Self::Played => 4,
+            Self::Failed => 1,
+        }
+    }
+
+    /// Whether a message in `self` may move to `next`.
+    pub fn can_advance_to(self, next: MessageStatus) -> bool {
+        match (self, next) {
+            (Self::Failed, _) => false,
+            (Self::Queued, Self::Failed) => true,
+            (_, Self::Failed) => false,
+            _ => next.rank() > self.rank(),
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Failed | Self::Played)
+    }
+}
+
+impl fmt::Display for MessageStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What kind of WhatsApp message a send produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Text,
+    Image,
+    Video,
+    /// An audio file, shown with a player.
+    Audio,
+    /// A push-to-talk voice note.
+    Voice,
+    Document,
+    Sticker,
+}
+
+impl MessageKind {
+    pub const ALL: [MessageKind; 7] = [
+        Self::Text,
+        Self::Image,
+        Self::Video,
+        Self::Audio,
+        Self::Voice,
+        Self::Document,
+        Self::Sticker,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Video => "video",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    pub fn has_media(self) -> bool {
+        self != Self::Text
+    }
+}
+
+/// Which API dialect accepted a message (for support and statistics; the pipeline is one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Msgera,
+    Megamsg,
+    Dashboard,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Msgera => "msgera",
+            Self::Megamsg => "megamsg",
+            Self::Dashboard => "dashboard",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Msgera, Self::Megamsg, Self::Dashboard]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// An outbound message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: MessageId,
+    pub account_id: AccountId,
+    pub device_uid: DeviceUid,
+    pub to: Phone,
+    pub kind: MessageKind,
+    /// The text or caption actually sent (spintax already expanded).
+    pub text: Option<String>,
+    pub media_id: Option<MediaId>,
+    pub client_message_id: Option<String>,
+    pub status: MessageStatus,
+    pub failure_reason: Option<String>,
+    /// WhatsApp's id for the message once handed to the engine.
+    pub provider_message_id: Option<String>,
+    pub dialect: Dialect,
+    /// When the send was scheduled for, if it was.
+    pub send_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A message to accept for sending.
+#[derive(Debug, Clone)]
+pub struct NewOutboundMessage {
+    pub id: MessageId,
+    pub account_id: AccountId,
+    pub device_uid: DeviceUid,
+    pub to: Phone,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub media_id: Option<MediaId>,
+    pub client_message_id: Option<String>,
+    pub dialect: Dialect,
+    pub send_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+/// One step of a message's status history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChange {
+    pub status: MessageStatus,
+    pub at: Timestamp,
+    pub reason: Option<String>,
+}
+
+/// A message received from WhatsApp on a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundMessage {
+    pub id: MessageId,
+    pub account_id: AccountId,
+    pub device_uid: DeviceUid,
+    /// WhatsApp's message id; receiving the same one twice stores it once.
+    pub provider_message_id: String,
+    /// The sender's number, when it could be resolved.
+    pub from: Option<Phone>,
+    /// The sender's LID (`…@lid`), when WhatsApp identified them by one.
+    pub from_lid: Option<String>,
+    pub from_name: Option<String>,
+    pub kind: MessageKind,
+    pub text: Option<String>,
+    pub media_id: Option<MediaId>,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+    /// When WhatsApp says the message was sent.
+    pub timestamp: Timestamp,
+    pub received_at: Timestamp,
+}

@@ -1,0 +1,291 @@
+//! The persistence ports: one trait per aggregate, every method a unit of work.
+//!
+//! A method either commits everything it describes or nothing; no transaction escapes
+//! into callers and none is held across network I/O. Methods that change reported state
+//! (message status, device status, inbound messages) append the matching domain event in
+//! the same transaction, which is what makes webhooks lossless. Every implementation
+//! (SQLite now, PostgreSQL later) must pass the conformance suite in `wagate-store-tests`.
+
+use crate::account::{Account, ApiKey, ApiKeyCredential, NewApiKey};
+use crate::device::{Device, DevicePatch, DeviceStateChange, NewDevice};
+use crate::event::{Event, EventType};
+use crate::id::{AccountId, ApiKeyId, DeviceUid, MediaId, MessageId};
+use crate::media::Media;
+use crate::message::{InboundMessage, Message, MessageStatus, NewOutboundMessage, StatusChange};
+use crate::phone::Phone;
+use crate::time::Timestamp;
+use async_trait::async_trait;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist, or belongs to another account.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or state rule refused the change; the text says which.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database cannot be reached or is overloaded; retrying later may work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A 1-based page of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub limit: u32,
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> u64 {
+        u64::from(self.page.saturating_sub(1)) * u64::from(self.limit)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+    pub page: u32,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    async fn create_account(&self, account: &Account) -> StoreResult<()>;
+    async fn get_account(&self, id: &AccountId) -> StoreResult<Account>;
+    /// Adds a key unless the account already has `max_active` unrevoked keys (`Conflict`).
+    async fn create_api_key(&self, key: &NewApiKey, max_active: usize) -> StoreResult<ApiKey>;
+    /// All keys of the account, revoked ones included, oldest first.
+    async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>>;
+    /// Revokes a key of the account; revoking twice is `NotFound` the second time.
+    async fn revoke_api_key(
+        &self,
+        account: &AccountId,
+        key: &ApiKeyId,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Unrevoked keys with this public prefix (normally one), for authentication.
+    async fn find_api_keys_by_prefix(&self, prefix: &str) -> StoreResult<Vec<ApiKeyCredential>>;
+}
+
+#[async_trait]
+pub trait DeviceStore: Send + Sync {
+    async fn create_device(&self, device: &NewDevice) -> StoreResult<Device>;
+    /// A device of the account (`NotFound` for another account's).
+    async fn get_device(&self, account: &AccountId, uid: &DeviceUid) -> StoreResult<Device>;
+    /// Any live device, for the runtime.
+    async fn get_device_by_uid(&self, uid: &DeviceUid) -> StoreResult<Device>;
+    async fn list_devices(&self, account: &AccountId) -> StoreResult<Vec<Device>>;
+    /// Every live device of every account, oldest first (startup).
+    async fn list_all_devices(&self) -> StoreResult<Vec<Device>>;
+    async fn update_device(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        patch: &DevicePatch,
+    ) -> StoreResult<Device>;
+    /// Removes the device from listings; its messages stay for history. Pending sends
+    /// are failed with a reason.
+    async fn delete_device(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        at: Timestamp,
+    ) -> StoreResult<()>;
+    /// Records a state reported by the engine and appends a `device.status` event; `qr`
+    /// is carried in the event only (QR codes are not stored).
+    async fn record_device_state(
+        &self,
+        uid: &DeviceUid,
+        change: &DeviceStateChange,
+        qr: Option<&str>,
+    ) -> StoreResult<Device>;
+    async fn set_instance_token_hash(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        hash: &[u8; 32],
+    ) -> StoreResult<()>;
+    /// A live device and its instance token hash, for MegaMsg authentication.
+    async fn get_instance_credential(&self, uid: &DeviceUid) -> StoreResult<(Device, [u8; 32])>;
+}
+
+/// What accepting an outbound message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// The message, its idempotency key and its send job were committed.
+    Created(Message),
+    /// The device already had a message with this `clientMessageId`: nothing new.
+    Duplicate(Message),
+    /// The device's daily budget is used up: nothing was committed.
+    DailyBudgetExhausted { limit: u32 },
+}
+
+/// How much of a device's budgets recent traffic used, in rolling windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BudgetUsage {
+    /// Messages accepted in the last 24 hours.
+    pub accepted_last_day: u64,
+    /// Messages handed to the engine in the last hour.
+    pub handed_last_hour: u64,
+    /// Messages handed to the engine in the last minute.
+    pub handed_last_minute: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    pub device_uid: Option<DeviceUid>,
+    pub status: Option<MessageStatus>,
+    pub to: Option<Phone>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+/// How a status change finds its message: by our id, or by WhatsApp's on a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageRef {
+    Id(MessageId),
+    Provider {
+        device: DeviceUid,
+        provider_message_id: String,
+    },
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Commits the message (status `queued` at `created_at`), its idempotency key and its
+    /// send job in one transaction, unless a message with the same `client_message_id`
+    /// exists on the device or `daily_limit` messages were accepted in the last 24 hours.
+    /// The message's `provider_message_id` is set by the caller before sending; here it
+    /// is stored as given by [`crate::engine::provider_message_id`].
+    async fn accept_outbound_message(
+        &self,
+        message: &NewOutboundMessage,
+        provider_message_id: &str,
+        daily_limit: u32,
+    ) -> StoreResult<AcceptOutcome>;
+    async fn get_message(&self, account: &AccountId, id: &MessageId) -> StoreResult<Message>;
+    async fn list_messages(
+        &self,
+        account: &AccountId,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>>;
+    /// Every status the message went through, oldest first.
+    async fn message_history(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<Vec<StatusChange>>;
+    /// Moves the message to `status` if that is forward ([`MessageStatus::can_advance_to`]),
+    /// recording the step and a `message.status` event. `Ok(None)` when it did not move
+    /// (duplicate or late receipt); `NotFound` when no such message.
+    async fn advance_message_status(
+        &self,
+        message: &MessageRef,
+        status: MessageStatus,
+        at: Timestamp,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<Message>>;
+    async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage>;
+}
+
+/// A claimed send job: the lease keeps other workers off it until `lease_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendJob {
+    pub job_id: i64,
+    pub message: Message,
+    /// How many times the job was claimed, this claim included.
+    pub attempt: u32,
+}
+
+#[async_trait]
+pub trait SendQueue: Send + Sync {
+    /// Claims up to `limit` due jobs of the device (run time reached, lease free or
+    /// expired), oldest first, leasing them until `lease_until`.
+    async fn claim_send_jobs(
+        &self,
+        device: &DeviceUid,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<SendJob>>;
+    /// When the device's next job becomes claimable, if it has any.
+    async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>>;
+    /// The engine took the message: the job is done and counts against the budgets.
+    async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()>;
+    /// The send failed for good: the job is done and the message `failed` with `reason`.
+    async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()>;
+    /// A transient failure: the job is released to run again at `run_at`.
+    async fn retry_send_job(&self, job_id: i64, run_at: Timestamp, error: &str) -> StoreResult<()>;
+    /// Releases every lease held on the device's jobs (graceful shutdown).
+    async fn release_send_jobs(&self, device: &DeviceUid) -> StoreResult<()>;
+}
+
+/// What recording an inbound message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundOutcome {
+    Created(InboundMessage),
+    /// The same provider message id was already stored on the device.
+    Duplicate(InboundMessage),
+}
+
+#[async_trait]
+pub trait InboundStore: Send + Sync {
+    /// Stores the message and a `message.received` event, once per provider message id and
+    /// device; `mime_type` describes its media for the event.
+    async fn record_inbound(
+        &self,
+        message: &InboundMessage,
+        mime_type: Option<&str>,
+    ) -> StoreResult<InboundOutcome>;
+    async fn list_inbound(
+        &self,
+        account: &AccountId,
+        device: Option<&DeviceUid>,
+        page: PageRequest,
+    ) -> StoreResult<Page<InboundMessage>>;
+}
+
+#[async_trait]
+pub trait MediaStore: Send + Sync {
+    async fn create_media(&self, media: &Media) -> StoreResult<()>;
+    /// A media file of the account (`NotFound` for another account's).
+    async fn get_media(&self, account: &AccountId, id: &MediaId) -> StoreResult<Media>;
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Committed events with `seq > after`, in order, optionally of one account only.
+    async fn list_events(
+        &self,
+        after: i64,
+        limit: u32,
+        account: Option<&AccountId>,
+        types: &[EventType],
+    ) -> StoreResult<Vec<Event>>;
+    /// The newest committed event's seq (0 when none).
+    async fn last_event_seq(&self) -> StoreResult<i64>;
+}
+
+/// Everything wagate persists.
+pub trait Store:
+    AccountStore + DeviceStore + MessageStore + SendQueue + InboundStore + MediaStore + EventStore
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore
+        + DeviceStore
+        + MessageStore
+        + SendQueue
+        + InboundStore
+        + MediaStore
+        + EventStore
+{
+}
