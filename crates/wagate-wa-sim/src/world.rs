@@ -1,0 +1,198 @@
+//! The simulator's state: accounts, their devices and keys, the PN↔LID map, live connections,
+//! offline queues, pending pairings, media blobs and armed faults.
+//!
+//! One `std::sync::Mutex` guards it all. Handlers never await while holding it: they mutate,
+//! queue outbound stanzas on per-connection channels, and return. That keeps the ordering
+//! argument simple (everything a device is sent passes through one channel in lock order) and
+//! is plenty for test loads of a few hundred clients.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedSender;
+use whatsapp_rust::wacore::store::Device;
+use whatsapp_rust::wacore_binary::Node;
+use whatsapp_rust::{Jid, Server};
+
+pub(crate) type ConnId = u64;
+
+/// What other parts of the simulator can ask a connection task to do.
+#[derive(Debug)]
+pub(crate) enum ConnCmd {
+    /// Encrypt and write this stanza.
+    Send(Node),
+    /// Write `last` (if any), then close the transport.
+    Close { last: Option<Node> },
+}
+
+pub(crate) struct ConnEntry {
+    pub(crate) tx: UnboundedSender<ConnCmd>,
+    /// Set once the connection logged in as a device: (phone number, device id).
+    pub(crate) device: Option<(String, u16)>,
+}
+
+/// A device's public Signal keys, as uploaded by the device (or known from its seed).
+#[derive(Clone)]
+pub(crate) struct DeviceKeys {
+    pub(crate) registration_id: u32,
+    pub(crate) identity: Vec<u8>,
+    pub(crate) signed_id: u32,
+    pub(crate) signed_pub: Vec<u8>,
+    pub(crate) signed_sig: Vec<u8>,
+    pub(crate) one_time: VecDeque<(u32, Vec<u8>)>,
+}
+
+impl DeviceKeys {
+    pub(crate) fn from_device(d: &Device) -> Self {
+        Self {
+            registration_id: d.registration_id,
+            identity: d.identity_key.public_key.public_key_bytes().to_vec(),
+            signed_id: d.signed_pre_key_id,
+            signed_pub: d.signed_pre_key.public_key.public_key_bytes().to_vec(),
+            signed_sig: d.signed_pre_key_signature.to_vec(),
+            one_time: VecDeque::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct DeviceRecord {
+    pub(crate) keys: Option<DeviceKeys>,
+    /// The `ADVSignedDeviceIdentity` peers get as `<device-identity>` with this device's bundle.
+    /// `Some` for every linked companion; `None` while a QR pairing is still in flight.
+    pub(crate) device_identity: Option<Vec<u8>>,
+    pub(crate) conn: Option<ConnId>,
+    /// True after the connection sent `<active/>`: only then are stanzas sent directly.
+    pub(crate) online: bool,
+    pub(crate) queue: Vec<Node>,
+    /// Every stanza handed to this device's connection, for test assertions.
+    pub(crate) delivered: Vec<Node>,
+    pub(crate) removed: bool,
+}
+
+impl DeviceRecord {
+    pub(crate) fn is_linked(&self, device_id: u16) -> bool {
+        !self.removed && (device_id == 0 || self.device_identity.is_some())
+    }
+}
+
+pub(crate) struct AccountRecord {
+    pub(crate) pn: String,
+    pub(crate) lid: String,
+    pub(crate) push_name: String,
+    /// The simulated primary phone (device 0). Its Signal identity is the account key.
+    pub(crate) phone: Arc<Device>,
+    pub(crate) devices: BTreeMap<u16, DeviceRecord>,
+    pub(crate) next_device: u16,
+    pub(crate) ban: Option<(u64, u64)>,
+    pub(crate) raw_id: u32,
+}
+
+impl AccountRecord {
+    pub(crate) fn pn_jid(&self, device: u16) -> Jid {
+        Jid::pn_device(self.pn.clone(), device)
+    }
+    pub(crate) fn lid_jid(&self, device: u16) -> Jid {
+        Jid::lid_device(self.lid.clone(), device)
+    }
+    /// This account's device `device` addressed in the namespace of `like`.
+    pub(crate) fn jid_like(&self, like: &Jid, device: u16) -> Jid {
+        if like.server == Server::Lid {
+            self.lid_jid(device)
+        } else {
+            self.pn_jid(device)
+        }
+    }
+    pub(crate) fn linked_devices(&self) -> Vec<u16> {
+        self.devices
+            .iter()
+            .filter(|(id, d)| d.is_linked(**id))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+}
+
+/// The armed faults; each is consumed or cleared by the code path it affects.
+#[derive(Default)]
+pub(crate) struct Faults {
+    /// Next `<message>` from this (phone number, device) gets a nack with this code.
+    pub(crate) nack_next: HashMap<(String, u16), String>,
+    /// Delay applied before the server writes each stanza.
+    pub(crate) latency: Duration,
+}
+
+#[derive(Default)]
+pub(crate) struct World {
+    pub(crate) accounts: HashMap<String, AccountRecord>,
+    pub(crate) lid_to_pn: HashMap<String, String>,
+    pub(crate) conns: HashMap<ConnId, ConnEntry>,
+    /// QR refs issued to unpaired connections.
+    pub(crate) pairing_refs: HashMap<String, ConnId>,
+    /// `<pair-success>` iq id → (connection, phone number, device id) awaiting the client's signature.
+    pub(crate) pending_pairs: HashMap<String, (ConnId, String, u16)>,
+    pub(crate) faults: Faults,
+    pub(crate) media: HashMap<String, Bytes>,
+    counter: u64,
+}
+
+impl World {
+    /// A process-unique, increasing number for ids, refs, tokens and LIDs. Deterministic on
+    /// purpose: failing tests are easier to read with stable ids.
+    pub(crate) fn next_counter(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    /// The account behind a JID in either namespace.
+    pub(crate) fn account_pn(&self, jid: &Jid) -> Option<String> {
+        match jid.server {
+            Server::Pn => self
+                .accounts
+                .contains_key(jid.user.as_str())
+                .then(|| jid.user.to_string()),
+            Server::Lid => self.lid_to_pn.get(jid.user.as_str()).cloned(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn account_of(&self, jid: &Jid) -> Option<&AccountRecord> {
+        self.account_pn(jid).and_then(|pn| self.accounts.get(&pn))
+    }
+
+    /// Hands `node` to a device: straight to its connection when it is online, else to its
+    /// offline queue (drained on its next `<active/>`).
+    pub(crate) fn deliver(&mut self, pn: &str, device: u16, node: Node) {
+        let Some(account) = self.accounts.get_mut(pn) else {
+            return;
+        };
+        let record = account.devices.entry(device).or_default();
+        if record.online
+            && let Some(conn) = record.conn
+            && let Some(entry) = self.conns.get(&conn)
+            && entry.tx.send(ConnCmd::Send(node.clone())).is_ok()
+        {
+            record.delivered.push(node);
+            return;
+        }
+        record.queue.push(node);
+    }
+
+    /// Sends a stanza to a connection regardless of device state (server replies, faults).
+    pub(crate) fn send_to_conn(&self, conn: ConnId, cmd: ConnCmd) -> bool {
+        self.conns
+            .get(&conn)
+            .is_some_and(|entry| entry.tx.send(cmd).is_ok())
+    }
+
+    /// The live connection of a device, if any.
+    pub(crate) fn conn_of(&self, pn: &str, device: u16) -> Option<ConnId> {
+        self.accounts
+            .get(pn)?
+            .devices
+            .get(&device)?
+            .conn
+            .filter(|c| self.conns.contains_key(c))
+    }
+}
