@@ -209,6 +209,8 @@ impl Conn {
         if let Some(account) = world.accounts.get_mut(&pn)
             && let Some(record) = account.devices.get_mut(&device)
         {
+            // Whatever the previous connection never acked is redelivered on this one.
+            record.requeue_unacked();
             record.conn = Some(self.id);
             record.online = false;
         }
@@ -232,9 +234,12 @@ impl Conn {
             "iq" => iq::handle(self, &node),
             "message" => relay::message(self, &node),
             "receipt" => relay::receipt(self, &node),
-            // Client acks of our stanzas, presence and typing state, and `<ib>` hints
-            // (unified_session) need no answer.
-            "ack" | "presence" | "chatstate" | "ib" => {
+            "ack" => {
+                self.client_ack(&node);
+                Replies::none()
+            }
+            // Presence and typing state, and `<ib>` hints (unified_session) need no answer.
+            "presence" | "chatstate" | "ib" => {
                 debug!(conn = self.id, stanza = %stanza::show(&node), "ignored");
                 Replies::none()
             }
@@ -254,6 +259,26 @@ impl Conn {
         }
     }
 
+    /// The client confirms a message: the server may forget it.
+    fn client_ack(&mut self, ack: &Node) {
+        if stanza::attr(ack, "class").as_deref() != Some("message") {
+            return;
+        }
+        let (Some((pn, device)), Some(id)) = (&self.me, stanza::attr(ack, "id")) else {
+            return;
+        };
+        let mut world = self.shared.lock();
+        if let Some(record) = world
+            .accounts
+            .get_mut(pn)
+            .and_then(|a| a.devices.get_mut(device))
+        {
+            record
+                .unacked
+                .retain(|m| stanza::attr(m, "id").as_deref() != Some(id.as_str()));
+        }
+    }
+
     /// Unregisters the connection; its device goes offline (messages queue from now on).
     fn finish(&mut self) {
         let mut world = self.shared.lock();
@@ -267,6 +292,7 @@ impl Conn {
                 .and_then(|a| a.devices.get_mut(device))
             && record.conn == Some(self.id)
         {
+            record.requeue_unacked();
             record.conn = None;
             record.online = false;
         }

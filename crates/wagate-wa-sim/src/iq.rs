@@ -76,7 +76,9 @@ fn active(conn: &mut Conn, id: &str) -> Replies {
     {
         let queued = std::mem::take(&mut record.queue);
         record.online = true;
-        record.delivered.extend(queued.iter().cloned());
+        for node in &queued {
+            record.sent(node);
+        }
         nodes.extend(queued);
     }
     drop(world);

@@ -464,6 +464,23 @@ impl Simulator {
         self.shared.lock().faults.latency = latency;
     }
 
+    /// Polls `condition` (on simulator state, e.g. [`Self::is_online`]) until it holds or
+    /// `timeout` passes. For state that no client event announces.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&Simulator) -> bool,
+    ) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !condition(self) {
+            if tokio::time::Instant::now() >= deadline {
+                bail!("condition not met within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// The account behind `jid` (PN or LID, any device).
     pub fn account(&self, jid: &Jid) -> Option<Account> {
         let world = self.shared.lock();

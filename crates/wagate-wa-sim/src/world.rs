@@ -67,12 +67,33 @@ pub(crate) struct DeviceRecord {
     /// True after the connection sent `<active/>`: only then are stanzas sent directly.
     pub(crate) online: bool,
     pub(crate) queue: Vec<Node>,
+    /// Messages written to the connection but not yet acked by the client. Like WhatsApp, the
+    /// server keeps them until the `<ack>`; if the connection dies first they are queued again,
+    /// so a message racing a disconnect is redelivered instead of lost.
+    pub(crate) unacked: Vec<Node>,
     /// Every stanza handed to this device's connection, for test assertions.
     pub(crate) delivered: Vec<Node>,
     pub(crate) removed: bool,
 }
 
 impl DeviceRecord {
+    /// Records that `node` was written to this device's connection.
+    pub(crate) fn sent(&mut self, node: &Node) {
+        if node.tag == "message" {
+            self.unacked.push(node.clone());
+        }
+        self.delivered.push(node.clone());
+    }
+
+    /// The connection is gone (or replaced): unacked messages go back to the queue's front.
+    pub(crate) fn requeue_unacked(&mut self) {
+        if !self.unacked.is_empty() {
+            let mut queue = std::mem::take(&mut self.unacked);
+            queue.append(&mut self.queue);
+            self.queue = queue;
+        }
+    }
+
     pub(crate) fn is_linked(&self, device_id: u16) -> bool {
         !self.removed && (device_id == 0 || self.device_identity.is_some())
     }
@@ -173,7 +194,7 @@ impl World {
             && let Some(entry) = self.conns.get(&conn)
             && entry.tx.send(ConnCmd::Send(node.clone())).is_ok()
         {
-            record.delivered.push(node);
+            record.sent(&node);
             return;
         }
         record.queue.push(node);

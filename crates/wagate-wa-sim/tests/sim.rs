@@ -1,70 +1,86 @@
-//! End-to-end tests of the simulator with real whatsapp-rust 0.7 clients.
+//! End-to-end tests of the simulator with real, unmodified whatsapp-rust 0.7 clients.
 //!
-//! Every wait has a deadline; nothing sleeps to "let things settle".
+//! Every wait has a deadline; nothing sleeps to "let things settle". Run with
+//! `RUST_LIB_BACKTRACE=0` (anyhow would capture a backtrace for every logged warning).
 
-use std::sync::Once;
+use std::sync::Arc;
 use std::time::Duration;
 
-use wagate_wa_sim::{SimClient, Simulator};
+use wagate_wa_sim::{Account, ReceiptKind, SimClient, Simulator};
+use whatsapp_rust::download::MediaType;
+use whatsapp_rust::media::{ImageOptions, image_message};
 use whatsapp_rust::prelude::*;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
+use whatsapp_rust::UploadOptions;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 
 const ONLINE: Duration = Duration::from_secs(15);
+/// A freshly paired client waits 10 s for an app-state key share the simulated phone never
+/// sends before it syncs and reports `Connected`.
+const AFTER_PAIRING: Duration = Duration::from_secs(30);
 
 fn init() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Every anyhow error logged as a warning would otherwise capture a backtrace.
-        // SAFETY-free: set before any other thread of this test binary reads the environment.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "warn,whatsapp_rust=error,wacore=error".into()),
-            )
-            .with_test_writer()
-            .try_init();
-    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,whatsapp_rust=error,wacore=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
 }
 
-async fn pair_of_clients(
-    sim: &Simulator,
-) -> (
-    SimClient,
-    SimClient,
-    wagate_wa_sim::Account,
-    wagate_wa_sim::Account,
-) {
+struct Pair {
+    sim: Simulator,
+    alice: Account,
+    bob: Account,
+    a: SimClient,
+    b: SimClient,
+}
+
+async fn pair() -> Pair {
+    init();
+    let sim = Simulator::new();
     let alice = sim.create_account("15550000001", "Alice").unwrap();
-    let bob = sim.create_account("15550000002", "Bob").unwrap();
+    let bob = sim.create_account("+1 555-000-0002", "Bob").unwrap();
     let a = sim.connect(&alice).await.unwrap();
     let b = sim.connect(&bob).await.unwrap();
     a.wait_connected(ONLINE).await.unwrap();
     b.wait_connected(ONLINE).await.unwrap();
-    (a, b, alice, bob)
+    Pair {
+        sim,
+        alice,
+        bob,
+        a,
+        b,
+    }
+}
+
+fn receipt_of(id: &str, kind: ReceiptType) -> impl FnMut(&Event) -> Option<()> {
+    move |e| match e {
+        Event::Receipt(r) if r.message_ids.iter().any(|m| m == id) && r.r#type == kind => Some(()),
+        _ => None,
+    }
+}
+
+fn ack_of(id: &str) -> impl FnMut(&Event) -> Option<Option<String>> {
+    move |e| match e {
+        Event::ServerAck(ack) if ack.id == id => Some(ack.error.clone()),
+        _ => None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_with_ack_delivery_and_read_receipts() {
-    init();
-    let sim = Simulator::new();
-    let (a, b, _alice, bob) = pair_of_clients(&sim).await;
+    let Pair { a, b, bob, .. } = pair().await;
 
-    let sent = a
+    let id = a
         .client()
         .send_text(bob.pn_jid(), "hello from A")
         .await
-        .unwrap();
-    let id = sent.message_id.clone();
-
-    let ack = a
-        .wait_for(ONLINE, |e| match e {
-            Event::ServerAck(ack) if ack.id == id => Some(ack.clone()),
-            _ => None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(ack.error, None);
+        .unwrap()
+        .message_id;
+    assert_eq!(a.wait_for(ONLINE, ack_of(&id)).await.unwrap(), None);
 
     let (message, info) = b
         .wait_message(ONLINE, |m, _| m.text_content() == Some("hello from A"))
@@ -72,26 +88,377 @@ async fn text_with_ack_delivery_and_read_receipts() {
         .unwrap();
     assert_eq!(message.text_content(), Some("hello from A"));
     assert_eq!(info.id, id);
+    assert_eq!(info.push_name, "Alice");
 
-    a.wait_for(ONLINE, |e| match e {
-        Event::Receipt(r) if r.message_ids.contains(&id) && r.r#type == ReceiptType::Delivered => {
-            Some(())
-        }
-        _ => None,
-    })
-    .await
-    .unwrap();
-
+    a.wait_for(ONLINE, receipt_of(&id, ReceiptType::Delivered))
+        .await
+        .unwrap();
     b.client()
         .mark_as_read(&info.source.chat, None, &[id.as_str()])
         .await
         .unwrap();
+    a.wait_for(ONLINE, receipt_of(&id, ReceiptType::Read))
+        .await
+        .unwrap();
+
+    // And back: B replies to A.
+    let reply = b
+        .client()
+        .send_text(info.source.chat.clone(), "hi A")
+        .await
+        .unwrap()
+        .message_id;
+    let (_, info) = a
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hi A"))
+        .await
+        .unwrap();
+    assert_eq!(info.id, reply);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_phone_sends_read_receipt() {
+    let Pair {
+        sim, a, bob, alice, ..
+    } = pair().await;
+    let id = a
+        .client()
+        .send_text(bob.pn_jid(), "read me on your phone")
+        .await
+        .unwrap()
+        .message_id;
+    a.wait_for(ONLINE, ack_of(&id)).await.unwrap();
+    // The message was fanned out to Bob's phone (device 0) too.
+    sim.wait_until(ONLINE, |s| {
+        s.phone_inbox(&bob)
+            .iter()
+            .any(|n| n.attrs.get("id").is_some_and(|v| v.as_str() == id))
+    })
+    .await
+    .unwrap();
+    let from_device = alice.device_jid(1);
+    sim.phone_send_receipt(&bob, &from_device, &[&id], ReceiptKind::Read)
+        .unwrap();
+    a.wait_for(ONLINE, receipt_of(&id, ReceiptType::Read))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn is_on_whatsapp_tells_registered_from_unregistered() {
+    let Pair { a, bob, .. } = pair().await;
+    let stranger = Jid::pn("15559999999");
+    let results = a
+        .client()
+        .contacts()
+        .is_on_whatsapp(&[bob.pn_jid(), stranger.clone()])
+        .await
+        .unwrap();
+    let by_user = |user: &str| {
+        results
+            .iter()
+            .find(|r| r.jid.user == user)
+            .unwrap_or_else(|| panic!("no result for {user}: {results:?}"))
+    };
+    let registered = by_user(&bob.phone);
+    assert!(registered.is_registered);
+    assert_eq!(registered.lid.as_ref().map(|l| l.user.to_string()), Some(bob.lid.clone()));
+    assert!(!by_user(&stranger.user).is_registered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_queue_is_delivered_on_reconnect() {
+    let Pair { sim, a, b, bob, .. } = pair().await;
+    let b_jid = bob.device_jid(1);
+    let backend = b.backend.clone();
+    b.shutdown().await;
+    sim.wait_until(ONLINE, |s| !s.is_online(&b_jid)).await.unwrap();
+
+    let id = a
+        .client()
+        .send_text(bob.pn_jid(), "while you were away")
+        .await
+        .unwrap()
+        .message_id;
+    assert_eq!(a.wait_for(ONLINE, ack_of(&id)).await.unwrap(), None);
+    assert!(sim.queued(&b_jid) >= 1, "message should wait in B's offline queue");
+
+    // Same store, new process-equivalent: B logs in again and drains its queue.
+    let b = sim.start_client(backend, None).await.unwrap();
+    let (_, info) = b
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("while you were away"))
+        .await
+        .unwrap();
+    assert_eq!(info.id, id);
+    b.wait_connected(ONLINE).await.unwrap();
+    assert_eq!(sim.queued(&b_jid), 0);
+    // B's delivery receipt for a message drained offline is `inactive` or delivered.
     a.wait_for(ONLINE, |e| match e {
-        Event::Receipt(r) if r.message_ids.contains(&id) && r.r#type == ReceiptType::Read => {
+        Event::Receipt(r)
+            if r.message_ids.contains(&id)
+                && matches!(r.r#type, ReceiptType::Delivered | ReceiptType::Inactive) =>
+        {
             Some(())
         }
         _ => None,
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qr_pairing_by_the_simulated_phone() {
+    init();
+    let sim = Simulator::new();
+    let carol = sim.create_account("15550000003", "Carol").unwrap();
+    let dave = sim.create_account("15550000004", "Dave").unwrap();
+    let fresh = sim.connect_fresh().await.unwrap();
+    let code = fresh
+        .wait_for(ONLINE, |e| match e {
+            Event::PairingQrCode(qr) => Some(qr.code.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    let linked = sim.scan_qr(&carol, &code).unwrap();
+    let paired_as = fresh
+        .wait_for(ONLINE, |e| match e {
+            Event::PairSuccess(p) => Some(p.id.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(paired_as, linked);
+    fresh.wait_connected(AFTER_PAIRING).await.unwrap();
+    assert!(
+        !fresh
+            .events
+            .snapshot()
+            .iter()
+            .any(|e| matches!(&**e, Event::AppStateSyncFailed(_)))
+    );
+
+    // The new companion is a full device: another account can message it.
+    let d = sim.connect(&dave).await.unwrap();
+    d.wait_connected(ONLINE).await.unwrap();
+    d.client()
+        .send_text(carol.pn_jid(), "welcome, new device")
+        .await
+        .unwrap();
+    fresh
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("welcome, new device"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_upload_and_download_through_the_fake_cdn() {
+    let Pair { a, b, bob, .. } = pair().await;
+    let picture: Vec<u8> = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+    let upload = a
+        .client()
+        .upload(picture.clone(), MediaType::Image, UploadOptions::default())
+        .await
+        .unwrap();
+    let message = image_message(
+        upload,
+        ImageOptions {
+            caption: Some("a picture".into()),
+            ..Default::default()
+        },
+    );
+    a.client().send_message(bob.pn_jid(), message).await.unwrap();
+    let (received, _) = b
+        .wait_message(ONLINE, |m, _| m.image_message.is_set())
+        .await
+        .unwrap();
+    let image = received.image_message.as_option().unwrap();
+    assert_eq!(image.caption.as_deref(), Some("a picture"));
+    let downloaded = b.client().download(image).await.unwrap();
+    assert_eq!(downloaded, picture);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_nack_reaches_the_sender() {
+    let Pair { sim, a, b, alice, bob } = pair().await;
+    sim.nack_next_message(&alice.device_jid(1), "479");
+    let refused = a
+        .client()
+        .send_text(bob.pn_jid(), "refused")
+        .await
+        .unwrap()
+        .message_id;
+    assert_eq!(
+        a.wait_for(ONLINE, ack_of(&refused)).await.unwrap(),
+        Some("479".to_string())
+    );
+    // Only the next one: the following message goes through.
+    let fine = a
+        .client()
+        .send_text(bob.pn_jid(), "accepted")
+        .await
+        .unwrap()
+        .message_id;
+    assert_eq!(a.wait_for(ONLINE, ack_of(&fine)).await.unwrap(), None);
+    b.wait_message(ONLINE, |m, _| m.text_content() == Some("accepted"))
+        .await
+        .unwrap();
+    assert!(
+        !b.events.snapshot().iter().any(|e| matches!(&**e,
+            Event::Messages(batch) if batch.messages.iter().any(|m| m.info.id == refused)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_removed_logs_the_client_out() {
+    let Pair { sim, a, alice, .. } = pair().await;
+    let device = alice.device_jid(1);
+    assert!(sim.remove_device(&device));
+    a.wait_for(ONLINE, |e| matches!(e, Event::LoggedOut(_)).then_some(()))
+        .await
+        .unwrap();
+    // And it stays unlinked.
+    let again = sim.start_client(a.backend.clone(), None).await.unwrap();
+    again
+        .wait_for(ONLINE, |e| matches!(e, Event::LoggedOut(_)).then_some(()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connection_reconnects_and_still_relays() {
+    let Pair { sim, a, b, alice, bob } = pair().await;
+    let mark = a.events.len();
+    assert!(sim.drop_connection(&alice.device_jid(1)));
+    a.events
+        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .await
+        .unwrap();
+    a.events
+        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await
+        .unwrap();
+    a.client()
+        .send_text(bob.pn_jid(), "after reconnect")
+        .await
+        .unwrap();
+    b.wait_message(ONLINE, |m, _| m.text_content() == Some("after reconnect"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_error_515_reconnects_at_once() {
+    let Pair { sim, a, alice, .. } = pair().await;
+    let mark = a.events.len();
+    assert!(sim.stream_error(&alice.device_jid(1), 515));
+    a.events
+        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_ban_is_reported() {
+    let Pair { sim, a, alice, .. } = pair().await;
+    sim.temp_ban(&alice, 101, Duration::from_secs(3600));
+    let ban = a
+        .wait_for(Duration::from_secs(30), |e| match e {
+            Event::TemporaryBan(ban) => Some(ban.expire),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ban.num_seconds(), 3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_delays_but_delivers() {
+    let Pair { sim, a, b, bob, .. } = pair().await;
+    sim.set_latency(Duration::from_millis(200));
+    let started = tokio::time::Instant::now();
+    let id = a
+        .client()
+        .send_text(bob.pn_jid(), "slow")
+        .await
+        .unwrap()
+        .message_id;
+    a.wait_for(ONLINE, ack_of(&id)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    sim.set_latency(Duration::ZERO);
+    b.wait_message(ONLINE, |m, _| m.text_content() == Some("slow"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_listener_serves_the_stock_transport() {
+    init();
+    let sim = Simulator::new();
+    let url = sim.listen("127.0.0.1:0").await.unwrap();
+    assert!(url.starts_with("ws://127.0.0.1:"));
+    let erin = sim.create_account("15550000005", "Erin").unwrap();
+    let frank = sim.create_account("15550000006", "Frank").unwrap();
+    let f = sim.connect(&frank).await.unwrap();
+
+    let backend: Arc<dyn whatsapp_rust::store::traits::Backend> =
+        Arc::new(whatsapp_rust::wacore::store::InMemoryBackend::new());
+    sim.seed_backend(&erin, "Erin", backend.as_ref()).await.unwrap();
+    let events = wagate_wa_sim::EventLog::default();
+    let bot = Bot::builder()
+        .with_backend_arc(backend)
+        .with_transport_factory(TokioWebSocketTransportFactory::new().with_url(&url))
+        .with_http_client(sim.http_client())
+        .with_runtime(TokioRuntime)
+        .with_version((2, 3000, 1_042_742_319))
+        .with_wanted_pre_key_count(30)
+        .skip_history_sync()
+        .with_event_handler(events.clone())
+        .build()
+        .await
+        .unwrap();
+    let client = bot.client();
+    let _handle = bot.spawn();
+    events
+        .wait_for(ONLINE, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .await
+        .unwrap();
+    f.wait_connected(ONLINE).await.unwrap();
+    client
+        .send_text(frank.pn_jid(), "over a real socket")
+        .await
+        .unwrap();
+    f.wait_message(ONLINE, |m, _| m.text_content() == Some("over a real socket"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_clients_in_one_process() {
+    init();
+    let sim = Simulator::new();
+    let mut clients = Vec::new();
+    for i in 0..100u32 {
+        let account = sim
+            .create_account(&format!("1555100{i:04}"), &format!("user{i}"))
+            .unwrap();
+        clients.push((account.clone(), sim.connect(&account).await.unwrap()));
+    }
+    for (_, client) in &clients {
+        client.wait_connected(ONLINE).await.unwrap();
+    }
+    for (account, _) in &clients {
+        assert!(sim.is_online(&account.device_jid(1)));
+    }
+    // A message across the crowd still flows.
+    let (first, last) = (&clients[0], &clients[99]);
+    first
+        .1
+        .client()
+        .send_text(last.0.pn_jid(), "hello, number 99")
+        .await
+        .unwrap();
+    last.1
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hello, number 99"))
+        .await
+        .unwrap();
 }
