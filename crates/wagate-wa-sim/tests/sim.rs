@@ -3,17 +3,20 @@
 //! Every wait has a deadline; nothing sleeps to "let things settle". Run with
 //! `RUST_LIB_BACKTRACE=0` (anyhow would capture a backtrace for every logged warning).
 
+// Helpers outside `#[test]` functions panic on purpose too: this whole file is test code.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use wagate_wa_sim::{Account, ReceiptKind, SimClient, Simulator};
+use whatsapp_rust::UploadOptions;
 use whatsapp_rust::download::MediaType;
 use whatsapp_rust::media::{ImageOptions, image_message};
 use whatsapp_rust::prelude::*;
+use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 use whatsapp_rust::types::events::Event;
 use whatsapp_rust::types::presence::ReceiptType;
-use whatsapp_rust::UploadOptions;
-use whatsapp_rust::transport::TokioWebSocketTransportFactory;
 
 const ONLINE: Duration = Duration::from_secs(15);
 /// A freshly paired client waits 10 s for an app-state key share the simulated phone never
@@ -161,7 +164,10 @@ async fn is_on_whatsapp_tells_registered_from_unregistered() {
     };
     let registered = by_user(&bob.phone);
     assert!(registered.is_registered);
-    assert_eq!(registered.lid.as_ref().map(|l| l.user.to_string()), Some(bob.lid.clone()));
+    assert_eq!(
+        registered.lid.as_ref().map(|l| l.user.to_string()),
+        Some(bob.lid.clone())
+    );
     assert!(!by_user(&stranger.user).is_registered);
 }
 
@@ -171,7 +177,9 @@ async fn offline_queue_is_delivered_on_reconnect() {
     let b_jid = bob.device_jid(1);
     let backend = b.backend.clone();
     b.shutdown().await;
-    sim.wait_until(ONLINE, |s| !s.is_online(&b_jid)).await.unwrap();
+    sim.wait_until(ONLINE, |s| !s.is_online(&b_jid))
+        .await
+        .unwrap();
 
     let id = a
         .client()
@@ -180,12 +188,17 @@ async fn offline_queue_is_delivered_on_reconnect() {
         .unwrap()
         .message_id;
     assert_eq!(a.wait_for(ONLINE, ack_of(&id)).await.unwrap(), None);
-    assert!(sim.queued(&b_jid) >= 1, "message should wait in B's offline queue");
+    assert!(
+        sim.queued(&b_jid) >= 1,
+        "message should wait in B's offline queue"
+    );
 
     // Same store, new process-equivalent: B logs in again and drains its queue.
     let b = sim.start_client(backend, None).await.unwrap();
     let (_, info) = b
-        .wait_message(ONLINE, |m, _| m.text_content() == Some("while you were away"))
+        .wait_message(ONLINE, |m, _| {
+            m.text_content() == Some("while you were away")
+        })
         .await
         .unwrap();
     assert_eq!(info.id, id);
@@ -245,7 +258,9 @@ async fn qr_pairing_by_the_simulated_phone() {
         .await
         .unwrap();
     fresh
-        .wait_message(ONLINE, |m, _| m.text_content() == Some("welcome, new device"))
+        .wait_message(ONLINE, |m, _| {
+            m.text_content() == Some("welcome, new device")
+        })
         .await
         .unwrap();
 }
@@ -266,7 +281,10 @@ async fn image_upload_and_download_through_the_fake_cdn() {
             ..Default::default()
         },
     );
-    a.client().send_message(bob.pn_jid(), message).await.unwrap();
+    a.client()
+        .send_message(bob.pn_jid(), message)
+        .await
+        .unwrap();
     let (received, _) = b
         .wait_message(ONLINE, |m, _| m.image_message.is_set())
         .await
@@ -279,7 +297,13 @@ async fn image_upload_and_download_through_the_fake_cdn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_nack_reaches_the_sender() {
-    let Pair { sim, a, b, alice, bob } = pair().await;
+    let Pair {
+        sim,
+        a,
+        b,
+        alice,
+        bob,
+    } = pair().await;
     sim.nack_next_message(&alice.device_jid(1), "479");
     let refused = a
         .client()
@@ -302,10 +326,8 @@ async fn injected_nack_reaches_the_sender() {
     b.wait_message(ONLINE, |m, _| m.text_content() == Some("accepted"))
         .await
         .unwrap();
-    assert!(
-        !b.events.snapshot().iter().any(|e| matches!(&**e,
-            Event::Messages(batch) if batch.messages.iter().any(|m| m.info.id == refused)))
-    );
+    assert!(!b.events.snapshot().iter().any(|e| matches!(&**e,
+            Event::Messages(batch) if batch.messages.iter().any(|m| m.info.id == refused))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,15 +348,25 @@ async fn device_removed_logs_the_client_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_connection_reconnects_and_still_relays() {
-    let Pair { sim, a, b, alice, bob } = pair().await;
+    let Pair {
+        sim,
+        a,
+        b,
+        alice,
+        bob,
+    } = pair().await;
     let mark = a.events.len();
     assert!(sim.drop_connection(&alice.device_jid(1)));
     a.events
-        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Disconnected(_)).then_some(()))
+        .wait_for_since(mark, ONLINE, |e| {
+            matches!(e, Event::Disconnected(_)).then_some(())
+        })
         .await
         .unwrap();
     a.events
-        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .wait_for_since(mark, ONLINE, |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
         .await
         .unwrap();
     a.client()
@@ -352,7 +384,9 @@ async fn stream_error_515_reconnects_at_once() {
     let mark = a.events.len();
     assert!(sim.stream_error(&alice.device_jid(1), 515));
     a.events
-        .wait_for_since(mark, ONLINE, |e| matches!(e, Event::Connected(_)).then_some(()))
+        .wait_for_since(mark, ONLINE, |e| {
+            matches!(e, Event::Connected(_)).then_some(())
+        })
         .await
         .unwrap();
 }
@@ -402,7 +436,9 @@ async fn websocket_listener_serves_the_stock_transport() {
 
     let backend: Arc<dyn whatsapp_rust::store::traits::Backend> =
         Arc::new(whatsapp_rust::wacore::store::InMemoryBackend::new());
-    sim.seed_backend(&erin, "Erin", backend.as_ref()).await.unwrap();
+    sim.seed_backend(&erin, "Erin", backend.as_ref())
+        .await
+        .unwrap();
     let events = wagate_wa_sim::EventLog::default();
     let bot = Bot::builder()
         .with_backend_arc(backend)
@@ -427,9 +463,11 @@ async fn websocket_listener_serves_the_stock_transport() {
         .send_text(frank.pn_jid(), "over a real socket")
         .await
         .unwrap();
-    f.wait_message(ONLINE, |m, _| m.text_content() == Some("over a real socket"))
-        .await
-        .unwrap();
+    f.wait_message(ONLINE, |m, _| {
+        m.text_content() == Some("over a real socket")
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
