@@ -500,3 +500,29 @@ async fn a_hundred_clients_in_one_process() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_phone_sends_messages_to_linked_devices() {
+    let Pair { sim, a, b, alice, bob } = pair().await;
+    // Bob's phone (device 0), driven by a real client, writes to Alice's linked device…
+    let phone = sim.connect_phone(&bob).await.unwrap();
+    phone.wait_connected(ONLINE).await.unwrap();
+    let id = phone
+        .client()
+        .send_text(alice.pn_jid(), "from Bob's phone")
+        .await
+        .unwrap()
+        .message_id;
+    assert_eq!(phone.wait_for(ONLINE, ack_of(&id)).await.unwrap(), None);
+    let (_, info) = a
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("from Bob's phone"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.sender.device, 0);
+    // …and Bob's own linked device sees it as sent by Bob himself.
+    let (_, own) = b
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("from Bob's phone"))
+        .await
+        .unwrap();
+    assert!(own.source.is_from_me);
+}
