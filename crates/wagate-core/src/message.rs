@@ -225,3 +225,17 @@ pub struct InboundMessage {
     pub timestamp: Timestamp,
     pub received_at: Timestamp,
 }
+
+impl From<crate::media::MediaClass> for MessageKind {
+    /// The message a media file of this class is sent as by default.
+    fn from(class: crate::media::MediaClass) -> Self {
+        use crate::media::MediaClass;
+        match class {
+            MediaClass::Image => Self::Image,
+            MediaClass::Video => Self::Video,
+            MediaClass::Audio => Self::Audio,
+            MediaClass::Sticker => Self::Sticker,
+            MediaClass::Document => Self::Document,
+        }
+    }
+}

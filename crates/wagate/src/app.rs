@@ -1,0 +1,152 @@
+//! Wiring: opens the store and media, builds the engines and the device runtime, starts
+//! every device and serves HTTP until told to stop, then shuts down in order (stop
+//! accepting, let in-flight sends finish, release the rest).
+
+use crate::blob::BlobStore;
+use crate::config::{Config, Synchronous};
+use crate::engine::Engines;
+use crate::engine::sandbox::{SandboxEngine, SandboxNetwork};
+use crate::http;
+use crate::runtime::DeviceRuntime;
+use crate::service::Services;
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use wagate_core::engine::Engine;
+use wagate_core::store::Store;
+use wagate_store_sqlite::{Durability, SqliteOptions, SqliteStore};
+
+/// How long shutdown waits for sends already handed to an engine.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Parts a caller may supply instead of the defaults (tests share a sandbox network
+/// across restarts; builds with more engines add them).
+#[derive(Default)]
+pub struct AppParts {
+    pub sandbox: Option<Arc<SandboxNetwork>>,
+    pub engines: Vec<Arc<dyn Engine>>,
+}
+
+/// A running server.
+pub struct RunningApp {
+    pub addr: SocketAddr,
+    pub services: Services,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let options = SqliteOptions {
+        durability: match config.synchronous {
+            Synchronous::Full => Durability::Full,
+            Synchronous::Normal => Durability::Normal,
+        },
+        ..SqliteOptions::default()
+    };
+    let path = config.database_path();
+    SqliteStore::open_with(&path, options)
+        .await
+        .with_context(|| format!("opening the database {}", path.display()))
+}
+
+/// Starts wagate: every device, the workers and the HTTP server.
+pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
+    let blobs = BlobStore::local(&config.media_dir())?;
+    let sandbox = parts
+        .sandbox
+        .unwrap_or_else(|| SandboxNetwork::new(config.sandbox.clone()));
+    let mut engines = Engines::default().with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))));
+    for e in parts.engines {
+        engines = engines.with(e);
+    }
+    let runtime = DeviceRuntime::new(
+        Arc::clone(&store),
+        blobs.clone(),
+        engines,
+        config.sending.clone(),
+    );
+    runtime.start_all().await.context("starting devices")?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let services = Services {
+        config: Arc::new(config),
+        store,
+        blobs,
+        runtime,
+        sandbox,
+    };
+    let shutdown = CancellationToken::new();
+    let router = http::router(services.clone());
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+    });
+    tracing::info!(%addr, "wagate is listening");
+    Ok(RunningApp {
+        addr,
+        services,
+        shutdown,
+        server,
+    })
+}
+
+impl RunningApp {
+    /// Stops accepting requests, finishes in-flight HTTP requests and sends, releases
+    /// queued work for the next start, and stops every device.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "HTTP server stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
+            Err(_) => tracing::warn!("HTTP requests did not finish within the grace period"),
+        }
+        self.services.runtime.shutdown(SHUTDOWN_GRACE).await;
+        tracing::info!("wagate stopped");
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("shutdown signal received");
+        self.shutdown().await;
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,151 @@
+//! The command line: `serve`, and account/key administration on the same data directory.
+
+use crate::app::{self, AppParts};
+use crate::config::Config;
+use crate::service::accounts;
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use wagate_core::{AccountId, ApiKeyId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wagate",
+    version,
+    about = "Self-hosted WhatsApp messaging gateway"
+)]
+pub struct Cli {
+    /// A TOML configuration file (also WAGATE_CONFIG).
+    #[arg(long, global = true, env = "WAGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the database, media and device keys live (default ./wagate-data).
+    #[arg(long, global = true, env = "WAGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Manage accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "WAGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and its first API key; prints {"accountId", "apiKey"}.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Manage an account's API keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Create another key (at most two active); prints it once.
+    Create {
+        #[arg(long)]
+        account: String,
+    },
+    /// List keys (prefix only).
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        key: String,
+    },
+}
+
+impl Cli {
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = d.clone();
+        }
+        if let Command::Serve(ServeArgs { listen: Some(l) }) = &self.command {
+            config.listen = *l;
+        }
+        Ok(config)
+    }
+}
+
+fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+    Ok(())
+}
+
+fn parse_account(s: &str) -> anyhow::Result<AccountId> {
+    AccountId::parse(s).map_err(|_| anyhow::anyhow!("--account must be an account id (acc_…)"))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    match cli.command {
+        Command::Serve(_) => {
+            crate::telemetry::init(config.log_format);
+            let running = app::start(config, AppParts::default()).await?;
+            running.run_until_signal().await;
+        }
+        Command::Account(cmd) => {
+            let store = app::open_store(&config).await?;
+            match cmd {
+                AccountCommand::Create { name } => {
+                    let (account, key) = accounts::create_account(&store, &name)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    print_json(
+                        &serde_json::json!({ "accountId": account.id.to_string(), "apiKey": key.secret }),
+                    )?;
+                }
+                AccountCommand::Key(KeyCommand::Create { account }) => {
+                    let account = parse_account(&account)?;
+                    let key = accounts::create_key(&store, &account)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    print_json(
+                        &serde_json::json!({ "id": key.key.id.to_string(), "apiKey": key.secret }),
+                    )?;
+                }
+                AccountCommand::Key(KeyCommand::List { account }) => {
+                    let account = parse_account(&account)?;
+                    let keys = accounts::list_keys(&store, &account)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    print_json(&serde_json::to_value(keys).context("listing keys")?)?;
+                }
+                AccountCommand::Key(KeyCommand::Revoke { account, key }) => {
+                    let account = parse_account(&account)?;
+                    let key = ApiKeyId::parse(&key)
+                        .map_err(|_| anyhow::anyhow!("--key must be a key id (key_…)"))?;
+                    accounts::revoke_key(&store, &account, &key)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    print_json(&serde_json::json!({ "id": key.to_string(), "revoked": true }))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

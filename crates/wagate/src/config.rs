@@ -1,0 +1,185 @@
+//! Configuration: defaults in code, then an optional TOML file, then `WAGATE_*`
+//! environment variables, then command-line flags (each overriding the one before).
+//!
+//! Every option is documented here and in the README with its default; secrets never
+//! appear in logs (the config is not logged as a whole).
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on (`WAGATE_LISTEN`).
+    pub listen: SocketAddr,
+    /// Where the database, media and device keys live (`WAGATE_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Base URL under which clients reach this server, for links such as webhook
+    /// `mediaUrl`s (`WAGATE_PUBLIC_URL`); defaults to `http://<listen>`.
+    pub public_url: Option<String>,
+    /// Log format: `pretty` or `json` (`WAGATE_LOG_FORMAT`); the level comes from `RUST_LOG`.
+    pub log_format: LogFormat,
+    /// Let media and webhook URLs point at loopback, private or link-local addresses
+    /// (`WAGATE_ALLOW_PRIVATE_URLS`). Off: such URLs are refused (SSRF protection).
+    pub allow_private_urls: bool,
+    /// Commit durability: `full` (default; a 2xx survives power loss) or `normal`
+    /// (survives a process crash, not an OS crash; faster) (`WAGATE_SYNCHRONOUS`).
+    pub synchronous: Synchronous,
+    pub sandbox: SandboxConfig,
+    pub sending: SendingConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+/// The simulated network of the `sandbox` engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// How long a new sandbox device takes to link (`WAGATE_SANDBOX__LINK_DELAY_MS`).
+    pub link_delay_ms: u64,
+    /// Delay from the server ack to the "delivered" receipt (`WAGATE_SANDBOX__DELIVERED_DELAY_MS`).
+    pub delivered_delay_ms: u64,
+    /// Delay from "delivered" to "read" (and "played" for voice notes) (`WAGATE_SANDBOX__READ_DELAY_MS`).
+    pub read_delay_ms: u64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            link_delay_ms: 200,
+            delivered_delay_ms: 300,
+            read_delay_ms: 700,
+        }
+    }
+}
+
+/// The per-device send workers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SendingConfig {
+    /// First retry delay after a transient engine error; doubles per attempt
+    /// (`WAGATE_SENDING__RETRY_BASE_MS`).
+    pub retry_base_ms: u64,
+    /// Longest retry delay (`WAGATE_SENDING__RETRY_MAX_MS`).
+    pub retry_max_ms: u64,
+    /// Attempts before a message fails for good (`WAGATE_SENDING__MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// How long a worker holds a claimed job before another may take it
+    /// (`WAGATE_SENDING__LEASE_SECS`).
+    pub lease_secs: u64,
+    /// How long the MegaMsg send endpoint waits for the engine to take a message before
+    /// answering 502 (`WAGATE_SENDING__SYNC_WAIT_MS`).
+    pub sync_wait_ms: u64,
+}
+
+impl Default for SendingConfig {
+    fn default() -> Self {
+        Self {
+            retry_base_ms: 1_000,
+            retry_max_ms: 300_000,
+            max_attempts: 10,
+            lease_secs: 120,
+            sync_wait_ms: 15_000,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("wagate-data"),
+            public_url: None,
+            log_format: LogFormat::Pretty,
+            allow_private_urls: false,
+            synchronous: Synchronous::Full,
+            sandbox: SandboxConfig::default(),
+            sending: SendingConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (when given), then `WAGATE_*` variables (nested
+    /// options with `__`, e.g. `WAGATE_SANDBOX__READ_DELAY_MS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("WAGATE_").split("__").ignore(&["CONFIG"]))
+            .extract()
+            .map_err(Box::new)
+    }
+
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.data_dir.join("wagate.db")
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.data_dir.join("media")
+    }
+
+    pub fn devices_dir(&self) -> PathBuf {
+        self.data_dir.join("devices")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    // figment's Jail API fixes the closure's error type; its size is not ours to choose.
+    #[allow(clippy::result_large_err)]
+    fn file_then_environment_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wagate.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\n[sandbox]\nread_delay_ms = 5\n",
+        )
+        .unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WAGATE_DATA_DIR", "/tmp/elsewhere");
+            let c = Config::load(Some(&file)).map_err(|e| *e)?;
+            assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
+            assert_eq!(c.sandbox.read_delay_ms, 5);
+            assert_eq!(c.sandbox.delivered_delay_ms, 300);
+            assert_eq!(c.data_dir, PathBuf::from("/tmp/elsewhere"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_options_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wagate.toml");
+        std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        let err = Config::load(Some(&file)).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

@@ -1,0 +1,430 @@
+//! The sandbox engine: a simulated WhatsApp network inside the process, for development,
+//! demos and tests.
+//!
+//! A sandbox device links itself a moment after it starts and gets a phone number.
+//! Numbers ending in `0000` are not on WhatsApp (checks say so, sends fail for good);
+//! numbers ending in `0500` fail transiently on the first attempt of each message (to see
+//! retries). Every other send is acknowledged, then delivered and read after configurable
+//! delays (voice notes are also played). Sandbox devices on one server can message each
+//! other: a send to another sandbox device's number arrives there as an inbound message.
+
+use crate::config::SandboxConfig;
+use async_trait::async_trait;
+use rand::Rng;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wagate_core::device::EngineKind;
+use wagate_core::engine::{
+    DeviceContext, Engine, EngineError, EngineEvent, EngineEvents, EngineSession, IncomingMedia,
+    IncomingMessage, NumberCheck, OutgoingContent, OutgoingMessage, PairCode, ReceiptKind,
+};
+use wagate_core::message::MessageKind;
+use wagate_core::{DeviceUid, Phone, time};
+
+/// The simulated network shared by every sandbox device of a server.
+pub struct SandboxNetwork {
+    config: SandboxConfig,
+    state: Mutex<NetworkState>,
+}
+
+#[derive(Default)]
+struct NetworkState {
+    sessions: HashMap<DeviceUid, Arc<SandboxSession>>,
+    /// Which online device answers for a number.
+    by_phone: HashMap<String, DeviceUid>,
+    /// How many times each provider message id was handed to the network (including
+    /// resends), so tests can prove each accepted message was handed exactly once.
+    handed: HashMap<String, u32>,
+    /// Provider ids already delivered: a resend of the same id is not shown twice.
+    delivered: HashSet<String>,
+    /// Provider ids that already failed once on a `0500` number.
+    transient_failed: HashSet<String>,
+}
+
+impl SandboxNetwork {
+    pub fn new(config: SandboxConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            state: Mutex::new(NetworkState::default()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, NetworkState> {
+        // A panic while holding this lock cannot leave the maps inconsistent (each
+        // update is one insert/remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many times a message was handed to the network.
+    pub fn handed_count(&self, provider_message_id: &str) -> u32 {
+        self.state()
+            .handed
+            .get(provider_message_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every provider id handed to the network with its count.
+    pub fn handed(&self) -> HashMap<String, u32> {
+        self.state().handed.clone()
+    }
+
+    fn fresh_phone(&self) -> Phone {
+        let mut rng = rand::thread_rng();
+        loop {
+            let n: u64 = rng.gen_range(1_000_000..10_000_000);
+            let digits = format!("1555{n}");
+            let taken = self.state().by_phone.contains_key(&digits);
+            if !taken
+                && !digits.ends_with("0000")
+                && !digits.ends_with("0500")
+                && let Ok(p) = Phone::parse(&digits)
+            {
+                return p;
+            }
+        }
+    }
+
+    fn session(&self, uid: &DeviceUid) -> Option<Arc<SandboxSession>> {
+        self.state().sessions.get(uid).cloned()
+    }
+
+    fn online_device_for(&self, phone: &Phone) -> Option<Arc<SandboxSession>> {
+        let st = self.state();
+        let uid = st.by_phone.get(phone.digits())?;
+        st.sessions.get(uid).filter(|s| s.is_connected()).cloned()
+    }
+
+    /// Delivers a message to a sandbox device as if someone on WhatsApp sent it. Returns
+    /// once the device committed it.
+    pub async fn inject_inbound(
+        &self,
+        uid: &DeviceUid,
+        message: IncomingMessage,
+    ) -> Result<(), EngineError> {
+        let session = self
+            .session(uid)
+            .ok_or_else(|| EngineError::NotConnected("the sandbox device is not running".into()))?;
+        session
+            .events
+            .emit(EngineEvent::Inbound(message))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+}
+
+/// The sandbox engine.
+pub struct SandboxEngine {
+    network: Arc<SandboxNetwork>,
+}
+
+impl SandboxEngine {
+    pub fn new(network: Arc<SandboxNetwork>) -> Self {
+        Self { network }
+    }
+}
+
+#[async_trait]
+impl Engine for SandboxEngine {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Sandbox
+    }
+
+    async fn start(
+        &self,
+        device: DeviceContext,
+        events: Arc<dyn EngineEvents>,
+    ) -> Result<Arc<dyn EngineSession>, EngineError> {
+        let phone = device
+            .phone
+            .clone()
+            .unwrap_or_else(|| self.network.fresh_phone());
+        let session = Arc::new(SandboxSession {
+            uid: device.uid.clone(),
+            name: device.name,
+            phone,
+            events,
+            network: Arc::clone(&self.network),
+            connected: AtomicBool::new(false),
+            cancel: Mutex::new(CancellationToken::new()),
+        });
+        if let Some(old) = self
+            .network
+            .state()
+            .sessions
+            .insert(device.uid, Arc::clone(&session))
+        {
+            old.cancel_tasks();
+        }
+        session.link();
+        Ok(session)
+    }
+
+    async fn forget(&self, device: &DeviceUid) -> Result<(), EngineError> {
+        let mut st = self.network.state();
+        if let Some(s) = st.sessions.remove(device) {
+            s.cancel_tasks();
+            st.by_phone.remove(s.phone.digits());
+        }
+        Ok(())
+    }
+}
+
+struct SandboxSession {
+    uid: DeviceUid,
+    name: String,
+    phone: Phone,
+    events: Arc<dyn EngineEvents>,
+    network: Arc<SandboxNetwork>,
+    connected: AtomicBool,
+    /// Cancels the session's timers (linking, receipts); replaced on reconnect.
+    cancel: Mutex<CancellationToken>,
+}
+
+impl SandboxSession {
+    fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
+    fn token(&self) -> CancellationToken {
+        self.cancel
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn cancel_tasks(&self) {
+        self.token().cancel();
+        self.connected.store(false, Ordering::SeqCst);
+    }
+
+    /// Runs `work` after `delay` unless the session stops first.
+    fn after(
+        self: &Arc<Self>,
+        delay: Duration,
+        work: impl FnOnce(Arc<Self>) -> futures::future::BoxFuture<'static, ()> + Send + 'static,
+    ) {
+        let token = self.token();
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(delay) => work(me).await,
+            }
+        });
+    }
+
+    fn link(self: &Arc<Self>) {
+        let delay = Duration::from_millis(self.network.config.link_delay_ms);
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            emit_logged(&me.events, EngineEvent::Connecting).await;
+        });
+        self.after(delay, |me| {
+            Box::pin(async move {
+                me.connected.store(true, Ordering::SeqCst);
+                me.network
+                    .state()
+                    .by_phone
+                    .insert(me.phone.digits().to_owned(), me.uid.clone());
+                emit_logged(
+                    &me.events,
+                    EngineEvent::Connected {
+                        phone: Some(me.phone.clone()),
+                        lid: None,
+                        push_name: Some(me.name.clone()),
+                    },
+                )
+                .await;
+            })
+        });
+    }
+}
+
+async fn emit_logged(events: &Arc<dyn EngineEvents>, event: EngineEvent) {
+    if let Err(e) = events.emit(event).await {
+        tracing::warn!(error = %e, "sandbox event not committed");
+    }
+}
+
+#[async_trait]
+impl EngineSession for SandboxSession {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), EngineError> {
+        if !self.is_connected() {
+            return Err(EngineError::NotConnected(
+                "the sandbox device is not connected".into(),
+            ));
+        }
+        let to = message.to.digits();
+        if to.ends_with("0000") {
+            return Err(EngineError::Rejected {
+                code: Some("not_on_whatsapp".into()),
+                reason: format!("{} is not on WhatsApp", message.to),
+            });
+        }
+        let pid = message.provider_message_id.clone();
+        let first_delivery = {
+            let mut st = self.network.state();
+            if to.ends_with("0500") && st.transient_failed.insert(pid.clone()) {
+                return Err(EngineError::Transient(
+                    "simulated network hiccup (number ends in 0500)".into(),
+                ));
+            }
+            *st.handed.entry(pid.clone()).or_insert(0) += 1;
+            st.delivered.insert(pid.clone())
+        };
+        if !first_delivery {
+            // The same message again (a resend after a crash): WhatsApp shows it once.
+            return Ok(());
+        }
+        let Some(me) = self.network.session(&self.uid) else {
+            return Err(EngineError::NotConnected(
+                "the sandbox device stopped".into(),
+            ));
+        };
+        let cfg = self.network.config.clone();
+        let is_voice = matches!(
+            &message.content,
+            OutgoingContent::Media {
+                kind: MessageKind::Voice,
+                ..
+            }
+        );
+        me.after(Duration::from_millis(5), move |me| {
+            Box::pin(async move {
+                emit_logged(
+                    &me.events,
+                    EngineEvent::ServerAck {
+                        provider_message_id: pid.clone(),
+                        error: None,
+                    },
+                )
+                .await;
+                if let Some(peer) = me.network.online_device_for(&message.to) {
+                    emit_logged(
+                        &peer.events,
+                        EngineEvent::Inbound(incoming_from(&me, &message)),
+                    )
+                    .await;
+                }
+                let receipts = [
+                    (cfg.delivered_delay_ms, ReceiptKind::Delivered, true),
+                    (cfg.read_delay_ms, ReceiptKind::Read, true),
+                    (50, ReceiptKind::Played, is_voice),
+                ];
+                for (delay, kind, applies) in receipts {
+                    if !applies {
+                        continue;
+                    }
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    emit_logged(
+                        &me.events,
+                        EngineEvent::Receipt {
+                            provider_message_ids: vec![pid.clone()],
+                            kind,
+                            at: time::now(),
+                        },
+                    )
+                    .await;
+                }
+            })
+        });
+        Ok(())
+    }
+
+    async fn check_numbers(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
+        if !self.is_connected() {
+            return Err(EngineError::NotConnected(
+                "the sandbox device is not connected".into(),
+            ));
+        }
+        Ok(numbers
+            .iter()
+            .map(|p| {
+                let on = !p.digits().ends_with("0000");
+                NumberCheck {
+                    phone: p.clone(),
+                    on_whatsapp: on,
+                    jid: on.then(|| format!("{}@s.whatsapp.net", p.digits())),
+                    lid: None,
+                }
+            })
+            .collect())
+    }
+
+    async fn request_pair_code(&self, _phone: &Phone) -> Result<PairCode, EngineError> {
+        Err(EngineError::Unsupported(
+            "sandbox devices link themselves; no pair code is needed".into(),
+        ))
+    }
+
+    async fn connect(&self) -> Result<(), EngineError> {
+        let Some(me) = self.network.session(&self.uid) else {
+            return Err(EngineError::NotConnected(
+                "the sandbox device stopped".into(),
+            ));
+        };
+        if !me.is_connected() {
+            *me.cancel.lock().unwrap_or_else(|p| p.into_inner()) = CancellationToken::new();
+            me.link();
+        }
+        Ok(())
+    }
+
+    async fn logout(&self) -> Result<(), EngineError> {
+        self.cancel_tasks();
+        self.network.state().by_phone.remove(self.phone.digits());
+        self.events
+            .emit(EngineEvent::LoggedOut {
+                reason: "logged out through the API".into(),
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+
+    async fn stop(&self) {
+        self.cancel_tasks();
+        let mut st = self.network.state();
+        if st.by_phone.get(self.phone.digits()) == Some(&self.uid) {
+            st.by_phone.remove(self.phone.digits());
+        }
+    }
+}
+
+/// What the recipient sandbox device sees of a message from another sandbox device.
+fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessage {
+    let (kind, text, media) = match &m.content {
+        OutgoingContent::Text { text } => (MessageKind::Text, Some(text.clone()), None),
+        OutgoingContent::Media {
+            kind,
+            data,
+            mime_type,
+            file_name,
+            caption,
+        } => (
+            *kind,
+            caption.clone(),
+            Some(IncomingMedia {
+                data: data.clone(),
+                mime_type: mime_type.clone(),
+                file_name: file_name.clone(),
+            }),
+        ),
+    };
+    IncomingMessage {
+        provider_message_id: m.provider_message_id.clone(),
+        from: Some(sender.phone.clone()),
+        from_lid: None,
+        from_name: Some(sender.name.clone()),
+        kind,
+        text,
+        media,
+        is_group: false,
+        group_id: None,
+        group_name: None,
+        timestamp: time::now(),
+    }
+}

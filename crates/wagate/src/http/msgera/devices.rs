@@ -1,0 +1,286 @@
+//! Devices: create, list, read (with `safety` budgets), change, delete, rotate the
+//! instance token.
+
+use super::path_device_uid;
+use crate::http::auth::ApiKeyAccount;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::json::ApiJson;
+use crate::http::ok;
+use crate::service::Services;
+use crate::service::devices::{DeviceView, NewDeviceRequest};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use wagate_core::device::{DevicePatch, EngineKind, Pacing, SafetyLimits};
+
+/// A device's send budgets and what is left of them.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SafetyBody {
+    pub daily_limit: u32,
+    pub hourly_limit: u32,
+    pub minute_limit: u32,
+    /// Sends still accepted in the rolling 24 hours.
+    pub daily_remaining: u64,
+    /// Sends the worker may still make in the rolling hour.
+    pub hourly_remaining: u64,
+    /// Sends the worker may still make in the current minute.
+    pub minute_remaining: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PacingBody {
+    /// Shortest random pause between two sends, in ms.
+    pub min_delay_ms: u32,
+    /// Longest random pause between two sends, in ms.
+    pub max_delay_ms: u32,
+    /// Show "typing…" before sending a text.
+    pub typing_indicator: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceCountersBody {
+    pub sent: u64,
+    pub received: u64,
+    pub reconnects: u64,
+    pub last_event_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceBody {
+    pub device_uid: String,
+    pub name: String,
+    /// `sandbox` or `whatsapp-web`.
+    pub engine: String,
+    /// created, connecting, qr, pair_code, qr_expired, connected, reconnecting,
+    /// logged_out, banned, replaced or failed.
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// The linked number in E.164, once linked.
+    pub phone_number: Option<String>,
+    pub push_name: Option<String>,
+    pub safety: SafetyBody,
+    pub pacing: PacingBody,
+    pub counters: DeviceCountersBody,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub connected_at: Option<DateTime<Utc>>,
+    /// The MegaMsg instance token: present only in the reply that created or rotated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_token: Option<String>,
+}
+
+impl DeviceBody {
+    pub fn from_view(v: &DeviceView) -> Self {
+        let d = &v.device;
+        Self {
+            device_uid: d.uid.to_string(),
+            name: d.name.clone(),
+            engine: d.engine.as_str().to_owned(),
+            status: d.status.as_str().to_owned(),
+            status_reason: d.status_reason.clone(),
+            phone_number: d.phone.as_ref().map(|p| p.e164()),
+            push_name: d.push_name.clone(),
+            safety: SafetyBody {
+                daily_limit: d.limits.per_day,
+                hourly_limit: d.limits.per_hour,
+                minute_limit: d.limits.per_minute,
+                daily_remaining: v.daily_remaining(),
+                hourly_remaining: v.hourly_remaining(),
+                minute_remaining: v.minute_remaining(),
+            },
+            pacing: PacingBody {
+                min_delay_ms: d.pacing.min_delay_ms,
+                max_delay_ms: d.pacing.max_delay_ms,
+                typing_indicator: d.pacing.typing_indicator,
+            },
+            counters: DeviceCountersBody {
+                sent: v.counters.sent,
+                received: v.counters.received,
+                reconnects: v.counters.reconnects,
+                last_event_at: v.counters.last_event_at.map(wagate_core::time::from_millis),
+            },
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            connected_at: d.connected_at,
+            instance_token: None,
+        }
+    }
+}
+
+/// Budgets as a request sets them.
+#[derive(Debug, Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SafetyInput {
+    pub daily_limit: u32,
+    pub hourly_limit: u32,
+    pub minute_limit: u32,
+}
+
+impl From<SafetyInput> for SafetyLimits {
+    fn from(s: SafetyInput) -> Self {
+        SafetyLimits {
+            per_day: s.daily_limit,
+            per_hour: s.hourly_limit,
+            per_minute: s.minute_limit,
+        }
+    }
+}
+
+impl From<PacingBody> for Pacing {
+    fn from(p: PacingBody) -> Self {
+        Pacing {
+            min_delay_ms: p.min_delay_ms,
+            max_delay_ms: p.max_delay_ms,
+            typing_indicator: p.typing_indicator,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CreateDeviceRequest {
+    /// A name to recognise the device by (1–100 characters).
+    pub name: String,
+    /// `sandbox` (simulated network) or `whatsapp-web` (a real linked device).
+    pub engine: String,
+    pub safety: Option<SafetyInput>,
+    pub pacing: Option<PacingBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpdateDeviceRequest {
+    pub name: Option<String>,
+    pub safety: Option<SafetyInput>,
+    pub pacing: Option<PacingBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceTokenBody {
+    pub device_uid: String,
+    /// The new 64-character token (shown once).
+    pub instance_token: String,
+}
+
+/// Creates a device and starts linking it.
+#[utoipa::path(post, path = "/v1/developer/devices", tag = "devices",
+    request_body = CreateDeviceRequest,
+    security(("apiKey" = [])),
+    responses(
+        (status = 201, description = "Created; `instanceToken` is shown only here", body = DeviceBody),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create_device(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    ApiJson(req): ApiJson<CreateDeviceRequest>,
+) -> ApiResult<Response> {
+    let engine = EngineKind::parse(&req.engine)
+        .ok_or_else(|| ApiError::invalid("engine", "must be `sandbox` or `whatsapp-web`"))?;
+    let (view, token) = s
+        .create_device(
+            &account,
+            NewDeviceRequest {
+                name: req.name,
+                engine,
+                limits: req.safety.map(Into::into),
+                pacing: req.pacing.map(Into::into),
+            },
+        )
+        .await?;
+    let mut body = DeviceBody::from_view(&view);
+    body.instance_token = Some(token);
+    Ok(ok(StatusCode::CREATED, body))
+}
+
+/// Lists the account's devices.
+#[utoipa::path(get, path = "/v1/developer/devices", tag = "devices", security(("apiKey" = [])),
+    responses((status = 200, body = Vec<DeviceBody>), (status = 401, body = ErrorBody)))]
+pub async fn list_devices(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+) -> ApiResult<Response> {
+    let views = s.list_devices(&account).await?;
+    Ok(ok(
+        StatusCode::OK,
+        views.iter().map(DeviceBody::from_view).collect::<Vec<_>>(),
+    ))
+}
+
+/// One device, with its status, phone number and remaining budgets.
+#[utoipa::path(get, path = "/v1/developer/devices/{deviceUid}", tag = "devices", security(("apiKey" = [])),
+    params(("deviceUid" = String, Path)),
+    responses((status = 200, body = DeviceBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_device(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(uid): Path<String>,
+) -> ApiResult<Response> {
+    let uid = path_device_uid(&uid)?;
+    let view = s.device_view(&account, &uid).await?;
+    Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
+}
+
+/// Renames a device or changes its budgets and pacing.
+#[utoipa::path(patch, path = "/v1/developer/devices/{deviceUid}", tag = "devices", security(("apiKey" = [])),
+    params(("deviceUid" = String, Path)), request_body = UpdateDeviceRequest,
+    responses((status = 200, body = DeviceBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn update_device(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(uid): Path<String>,
+    ApiJson(req): ApiJson<UpdateDeviceRequest>,
+) -> ApiResult<Response> {
+    let uid = path_device_uid(&uid)?;
+    let patch = DevicePatch {
+        name: req.name,
+        limits: req.safety.map(Into::into),
+        pacing: req.pacing.map(Into::into),
+    };
+    let view = s.update_device(&account, &uid, patch).await?;
+    Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
+}
+
+/// Deletes a device: unlinks its session, deletes its keys, fails its queued messages.
+#[utoipa::path(delete, path = "/v1/developer/devices/{deviceUid}", tag = "devices", security(("apiKey" = [])),
+    params(("deviceUid" = String, Path)),
+    responses((status = 200, description = "Deleted"), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_device(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(uid): Path<String>,
+) -> ApiResult<Response> {
+    let uid = path_device_uid(&uid)?;
+    s.delete_device(&account, &uid).await?;
+    Ok(ok(
+        StatusCode::OK,
+        serde_json::json!({ "deviceUid": uid.to_string(), "deleted": true }),
+    ))
+}
+
+/// Issues a new MegaMsg instance token; the old one stops working at once.
+#[utoipa::path(post, path = "/v1/developer/devices/{deviceUid}/token", tag = "devices", security(("apiKey" = [])),
+    params(("deviceUid" = String, Path)),
+    responses((status = 200, body = InstanceTokenBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rotate_token(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(uid): Path<String>,
+) -> ApiResult<Response> {
+    let uid = path_device_uid(&uid)?;
+    let token = s.rotate_instance_token(&account, &uid).await?;
+    Ok(ok(
+        StatusCode::OK,
+        InstanceTokenBody {
+            device_uid: uid.to_string(),
+            instance_token: token,
+        },
+    ))
+}

@@ -1,0 +1,94 @@
+//! Media upload: multipart field `file`, at most 16 MB.
+
+use crate::http::auth::ApiKeyAccount;
+use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::ok;
+use crate::service::Services;
+use axum::extract::{Multipart, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::BytesMut;
+use serde::Serialize;
+use utoipa::ToSchema;
+use wagate_core::media::MAX_MEDIA_BYTES;
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaBody {
+    /// Reference this in send-media / send-voice.
+    pub media_id: String,
+    pub mime_type: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+/// The multipart form of an upload (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The file, at most 16 MB.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large("file: must be at most 16 MB")
+    } else {
+        ApiError::invalid(
+            "file",
+            format!("could not read the multipart body: {}", e.body_text()),
+        )
+    }
+}
+
+/// Uploads an image, video, audio file or document to send later by `mediaId`.
+#[utoipa::path(post, path = "/v1/developer/media/upload", tag = "media", security(("apiKey" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, body = MediaBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn upload_media(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> ApiResult<Response> {
+    let mut multipart = multipart.map_err(|e| {
+        ApiError::invalid(
+            "file",
+            format!(
+                "send a multipart/form-data body with a `file` field ({})",
+                e.body_text()
+            ),
+        )
+    })?;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        let declared = field.content_type().map(str::to_owned);
+        let file_name = field.file_name().map(str::to_owned);
+        let mut data = BytesMut::new();
+        while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+            if data.len() + chunk.len() > MAX_MEDIA_BYTES {
+                return Err(ApiError::too_large("file: must be at most 16 MB"));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        let media = s
+            .store_media(&account, data.freeze(), declared.as_deref(), file_name)
+            .await?;
+        return Ok(ok(
+            StatusCode::CREATED,
+            MediaBody {
+                media_id: media.id.to_string(),
+                mime_type: media.mime_type,
+                size: media.size,
+                file_name: media.file_name,
+            },
+        ));
+    }
+    Err(ApiError::invalid(
+        "file",
+        "is required (multipart field `file`)",
+    ))
+}

@@ -1,0 +1,527 @@
+//! Sending (text, media, voice), checking numbers, and reading messages back.
+
+use super::parse_device_uid;
+use crate::http::auth::ApiKeyAccount;
+use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
+use crate::http::json::ApiJson;
+use crate::http::ok;
+use crate::service::Services;
+use crate::service::messaging::{
+    Accepted, MAX_CHECK_NUMBERS, SendKind, SendRequest, parse_send_at, parse_text,
+    validate_client_message_id,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use wagate_core::message::{Dialect, Message, MessageKind, MessageStatus, StatusChange};
+use wagate_core::store::{MessageFilter, PageRequest};
+use wagate_core::time::Timestamp;
+use wagate_core::{MediaId, MessageId, Phone};
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendTextRequest {
+    /// UID of the WhatsApp device sending the message.
+    pub device_uid: String,
+    /// Recipient phone number, matching `^\+?[0-9]{7,15}$`.
+    pub to: String,
+    /// Message body (min 1 character). Supports spintax: `{Hi|Hello} there`.
+    pub text: String,
+    /// Your own idempotency key: a repeat on the same device returns the original message.
+    pub client_message_id: Option<String>,
+    /// ISO-8601 date-time to send at instead of now.
+    pub send_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendMediaRequest {
+    pub device_uid: String,
+    pub to: String,
+    /// Id returned by `/v1/developer/media/upload`.
+    pub media_id: String,
+    /// Optional caption shown below the media (spintax allowed).
+    pub caption: Option<String>,
+    pub client_message_id: Option<String>,
+    pub send_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendVoiceRequest {
+    pub device_uid: String,
+    pub to: String,
+    /// Id of the uploaded audio asset.
+    pub media_id: String,
+    pub client_message_id: Option<String>,
+    pub send_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CheckWhatsappRequest {
+    pub device_uid: String,
+    /// 1–50 phone numbers to check.
+    pub numbers: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NumberResult {
+    /// The number as given.
+    pub number: String,
+    pub on_whatsapp: bool,
+    /// The WhatsApp JID when the number is on WhatsApp.
+    pub jid: Option<String>,
+    /// The LID when WhatsApp returned one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lid: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckWhatsappBody {
+    pub results: Vec<NumberResult>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusChangeBody {
+    pub status: String,
+    pub at: DateTime<Utc>,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageBody {
+    pub message_id: String,
+    pub device_uid: String,
+    pub to: String,
+    /// text, image, video, audio, voice, document or sticker.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// queued, sent, delivered, read, played or failed.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    /// The text or caption sent (spintax expanded).
+    pub text: Option<String>,
+    pub media_id: Option<String>,
+    pub client_message_id: Option<String>,
+    pub provider_message_id: Option<String>,
+    /// msgera, megamsg or dashboard: which API accepted it.
+    pub source: String,
+    pub send_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// True when this reply returns an earlier message with the same `clientMessageId`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deduplicated: bool,
+    /// Every status the message went through (on single-message reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<StatusChangeBody>>,
+}
+
+impl MessageBody {
+    pub fn from_message(m: &Message) -> Self {
+        Self {
+            message_id: m.id.to_string(),
+            device_uid: m.device_uid.to_string(),
+            to: m.to.e164(),
+            kind: m.kind.as_str().to_owned(),
+            status: m.status.as_str().to_owned(),
+            failure_reason: m.failure_reason.clone(),
+            text: m.text.clone(),
+            media_id: m.media_id.as_ref().map(|i| i.to_string()),
+            client_message_id: m.client_message_id.clone(),
+            provider_message_id: m.provider_message_id.clone(),
+            source: m.dialect.as_str().to_owned(),
+            send_at: m.send_at,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            deduplicated: false,
+            history: None,
+        }
+    }
+
+    fn with_history(mut self, history: &[StatusChange]) -> Self {
+        self.history = Some(
+            history
+                .iter()
+                .map(|h| StatusChangeBody {
+                    status: h.status.as_str().to_owned(),
+                    at: h.at,
+                    reason: h.reason.clone(),
+                })
+                .collect(),
+        );
+        self
+    }
+}
+
+fn accepted(a: Accepted) -> Response {
+    let mut body = MessageBody::from_message(&a.message);
+    body.deduplicated = a.duplicate;
+    ok(StatusCode::ACCEPTED, body)
+}
+
+/// Collects every field error of a request so a client fixes them in one round.
+#[derive(Default)]
+struct Problems(Vec<FieldError>);
+
+impl Problems {
+    fn check<T>(&mut self, r: Result<T, ApiError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.details);
+                None
+            }
+        }
+    }
+    fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(self.0))
+        }
+    }
+}
+
+fn phone(s: &str, field: &str) -> Result<Phone, ApiError> {
+    Phone::parse(s).map_err(|e| ApiError::invalid(field, e.to_string()))
+}
+
+fn media_id(s: &str) -> Result<MediaId, ApiError> {
+    MediaId::parse(s).map_err(|_| {
+        ApiError::invalid(
+            "mediaId",
+            "must be a media id (med_…) from /v1/developer/media/upload",
+        )
+    })
+}
+
+struct Common {
+    device_uid: wagate_core::DeviceUid,
+    to: Phone,
+    client_message_id: Option<String>,
+    send_at: Option<Timestamp>,
+}
+
+fn common(
+    p: &mut Problems,
+    device_uid: &str,
+    to: &str,
+    cmid: Option<String>,
+    send_at: Option<&str>,
+) -> Option<Common> {
+    let device_uid = p.check(parse_device_uid(device_uid, "deviceUid"));
+    let to = p.check(phone(to, "to"));
+    let cmid_ok = match &cmid {
+        Some(c) => p
+            .check(validate_client_message_id(c, "clientMessageId").map_err(ApiError::from))
+            .is_some(),
+        None => true,
+    };
+    let send_at = match send_at {
+        Some(s) => p
+            .check(parse_send_at(s, "sendAt").map_err(ApiError::from))
+            .map(Some),
+        None => Some(None),
+    };
+    match (device_uid, to, cmid_ok, send_at) {
+        (Some(device_uid), Some(to), true, Some(send_at)) => Some(Common {
+            device_uid,
+            to,
+            client_message_id: cmid,
+            send_at,
+        }),
+        _ => None,
+    }
+}
+
+/// Sends a text message (spintax supported).
+#[utoipa::path(post, path = "/v1/developer/messages/send", tag = "messages", security(("apiKey" = [])),
+    request_body = SendTextRequest,
+    responses(
+        (status = 202, description = "Accepted and committed: it will be sent", body = MessageBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn send_text(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    ApiJson(req): ApiJson<SendTextRequest>,
+) -> ApiResult<Response> {
+    let mut p = Problems::default();
+    let c = common(
+        &mut p,
+        &req.device_uid,
+        &req.to,
+        req.client_message_id,
+        req.send_at.as_deref(),
+    );
+    let text = p.check(parse_text(&req.text, "text").map_err(ApiError::from));
+    p.finish()?;
+    let (Some(c), Some(text)) = (c, text) else {
+        return Err(ApiError::internal("validation passed without values"));
+    };
+    let a = s
+        .send_message(
+            &account,
+            SendRequest {
+                device_uid: c.device_uid,
+                to: c.to,
+                kind: SendKind::Text,
+                text: Some(text),
+                media_id: None,
+                client_message_id: c.client_message_id,
+                send_at: c.send_at,
+                dialect: Dialect::Msgera,
+            },
+        )
+        .await?;
+    Ok(accepted(a))
+}
+
+/// Sends an uploaded image, video, audio file or document, with an optional caption.
+#[utoipa::path(post, path = "/v1/developer/messages/send-media", tag = "messages", security(("apiKey" = [])),
+    request_body = SendMediaRequest,
+    responses((status = 202, body = MessageBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn send_media(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    ApiJson(req): ApiJson<SendMediaRequest>,
+) -> ApiResult<Response> {
+    let mut p = Problems::default();
+    let c = common(
+        &mut p,
+        &req.device_uid,
+        &req.to,
+        req.client_message_id,
+        req.send_at.as_deref(),
+    );
+    let media = p.check(media_id(&req.media_id));
+    let caption = match &req.caption {
+        Some(t) => p
+            .check(parse_text(t, "caption").map_err(ApiError::from))
+            .map(Some),
+        None => Some(None),
+    };
+    p.finish()?;
+    let (Some(c), Some(media), Some(caption)) = (c, media, caption) else {
+        return Err(ApiError::internal("validation passed without values"));
+    };
+    let a = s
+        .send_message(
+            &account,
+            SendRequest {
+                device_uid: c.device_uid,
+                to: c.to,
+                kind: SendKind::MediaAuto,
+                text: caption,
+                media_id: Some(media),
+                client_message_id: c.client_message_id,
+                send_at: c.send_at,
+                dialect: Dialect::Msgera,
+            },
+        )
+        .await?;
+    Ok(accepted(a))
+}
+
+/// Sends an uploaded audio file as a voice note.
+#[utoipa::path(post, path = "/v1/developer/messages/send-voice", tag = "messages", security(("apiKey" = [])),
+    request_body = SendVoiceRequest,
+    responses((status = 202, body = MessageBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub async fn send_voice(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    ApiJson(req): ApiJson<SendVoiceRequest>,
+) -> ApiResult<Response> {
+    let mut p = Problems::default();
+    let c = common(
+        &mut p,
+        &req.device_uid,
+        &req.to,
+        req.client_message_id,
+        req.send_at.as_deref(),
+    );
+    let media = p.check(media_id(&req.media_id));
+    p.finish()?;
+    let (Some(c), Some(media)) = (c, media) else {
+        return Err(ApiError::internal("validation passed without values"));
+    };
+    let a = s
+        .send_message(
+            &account,
+            SendRequest {
+                device_uid: c.device_uid,
+                to: c.to,
+                kind: SendKind::Exactly(MessageKind::Voice),
+                text: None,
+                media_id: Some(media),
+                client_message_id: c.client_message_id,
+                send_at: c.send_at,
+                dialect: Dialect::Msgera,
+            },
+        )
+        .await?;
+    Ok(accepted(a))
+}
+
+/// Checks which numbers are on WhatsApp.
+#[utoipa::path(post, path = "/v1/developer/messages/check-whatsapp", tag = "messages", security(("apiKey" = [])),
+    request_body = CheckWhatsappRequest,
+    responses((status = 200, body = CheckWhatsappBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, description = "The device is not connected", body = ErrorBody)))]
+pub async fn check_whatsapp(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    ApiJson(req): ApiJson<CheckWhatsappRequest>,
+) -> ApiResult<Response> {
+    let mut p = Problems::default();
+    let device = p.check(parse_device_uid(&req.device_uid, "deviceUid"));
+    if req.numbers.is_empty() || req.numbers.len() > MAX_CHECK_NUMBERS {
+        p.0.push(FieldError {
+            field: "numbers".into(),
+            message: format!("must hold 1 to {MAX_CHECK_NUMBERS} phone numbers"),
+        });
+    }
+    let phones: Vec<Option<Phone>> = req
+        .numbers
+        .iter()
+        .enumerate()
+        .map(|(i, n)| p.check(phone(n, &format!("numbers[{i}]"))))
+        .collect();
+    p.finish()?;
+    let Some(device) = device else {
+        return Err(ApiError::internal("validation passed without values"));
+    };
+    let phones: Vec<Phone> = phones.into_iter().flatten().collect();
+    let checks = s.check_numbers(&account, &device, &phones).await?;
+    let results = req
+        .numbers
+        .iter()
+        .zip(&phones)
+        .map(|(given, phone)| {
+            let found = checks.iter().find(|c| &c.phone == phone);
+            NumberResult {
+                number: given.clone(),
+                on_whatsapp: found.is_some_and(|c| c.on_whatsapp),
+                jid: found.and_then(|c| c.jid.clone()),
+                lid: found.and_then(|c| c.lid.clone()),
+            }
+        })
+        .collect();
+    Ok(ok(StatusCode::OK, CheckWhatsappBody { results }))
+}
+
+/// One message with its full status history.
+#[utoipa::path(get, path = "/v1/developer/messages/{messageId}", tag = "messages", security(("apiKey" = [])),
+    params(("messageId" = String, Path)),
+    responses((status = 200, body = MessageBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_message(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = MessageId::parse(&id).map_err(|_| ApiError::not_found("message"))?;
+    let (m, history) = s.get_message(&account, &id).await?;
+    Ok(ok(
+        StatusCode::OK,
+        MessageBody::from_message(&m).with_history(&history),
+    ))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListMessagesQuery {
+    pub device_uid: Option<String>,
+    /// queued, sent, delivered, read, played or failed.
+    pub status: Option<String>,
+    /// Recipient phone number.
+    pub recipient: Option<String>,
+    /// Created at or after (ISO-8601).
+    pub since: Option<String>,
+    /// Created before (ISO-8601).
+    pub until: Option<String>,
+    /// 1-based page (default 1).
+    pub page: Option<u32>,
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageBody>,
+    pub page: u32,
+    pub limit: u32,
+    pub total: u64,
+}
+
+fn parse_time(s: &str, field: &str) -> Result<Timestamp, ApiError> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| wagate_core::time::from_millis(t.timestamp_millis()))
+        .map_err(|_| ApiError::invalid(field, "must be an ISO-8601 date-time with a time zone"))
+}
+
+pub fn page_request(page: Option<u32>, limit: Option<u32>) -> Result<PageRequest, ApiError> {
+    let page = page.unwrap_or(1);
+    let limit = limit.unwrap_or(20);
+    if page == 0 {
+        return Err(ApiError::invalid("page", "must be at least 1"));
+    }
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 100"));
+    }
+    Ok(PageRequest { page, limit })
+}
+
+/// Lists messages to reconcile delivery states, newest first.
+#[utoipa::path(get, path = "/v1/developer/messages", tag = "messages", security(("apiKey" = [])),
+    params(ListMessagesQuery),
+    responses((status = 200, body = MessagePage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn list_messages(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    query: Result<Query<ListMessagesQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let mut filter = MessageFilter::default();
+    if let Some(d) = &q.device_uid {
+        filter.device_uid = Some(parse_device_uid(d, "deviceUid")?);
+    }
+    if let Some(st) = &q.status {
+        filter.status = Some(MessageStatus::parse(st).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "must be queued, sent, delivered, read, played or failed",
+            )
+        })?);
+    }
+    if let Some(r) = &q.recipient {
+        filter.to = Some(phone(r, "recipient")?);
+    }
+    if let Some(t) = &q.since {
+        filter.since = Some(parse_time(t, "since")?);
+    }
+    if let Some(t) = &q.until {
+        filter.until = Some(parse_time(t, "until")?);
+    }
+    let page = page_request(q.page, q.limit)?;
+    let result = s.list_messages(&account, &filter, page).await?;
+    Ok(ok(
+        StatusCode::OK,
+        MessagePage {
+            items: result.items.iter().map(MessageBody::from_message).collect(),
+            page: result.page,
+            limit: result.limit,
+            total: result.total,
+        },
+    ))
+}

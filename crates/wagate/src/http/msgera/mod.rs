@@ -1,0 +1,76 @@
+//! The Msgera dialect: `/v1/developer/*` with `X-API-Key`, `{"ok": true, "data": …}`
+//! replies, camelCase fields and strict bodies (unknown fields are rejected).
+
+pub mod devices;
+pub mod keys;
+pub mod media;
+pub mod messages;
+pub mod sandbox;
+
+use crate::service::Services;
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+pub fn router() -> Router<Services> {
+    Router::new()
+        .route(
+            "/v1/developer/devices",
+            get(devices::list_devices).post(devices::create_device),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}",
+            get(devices::get_device)
+                .patch(devices::update_device)
+                .delete(devices::delete_device),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/token",
+            post(devices::rotate_token),
+        )
+        .route(
+            "/v1/developer/messages",
+            get(messages::list_messages).post(messages::send_text),
+        )
+        .route("/v1/developer/messages/send", post(messages::send_text))
+        .route(
+            "/v1/developer/messages/send-media",
+            post(messages::send_media),
+        )
+        .route(
+            "/v1/developer/messages/send-voice",
+            post(messages::send_voice),
+        )
+        .route(
+            "/v1/developer/messages/check-whatsapp",
+            post(messages::check_whatsapp),
+        )
+        .route(
+            "/v1/developer/messages/{message_id}",
+            get(messages::get_message),
+        )
+        .route("/v1/developer/media/upload", post(media::upload_media))
+        .route(
+            "/v1/developer/keys",
+            get(keys::list_keys).post(keys::create_key),
+        )
+        .route("/v1/developer/keys/{key_id}", delete(keys::revoke_key))
+        .route("/v1/developer/sandbox/inbound", post(sandbox::inbound))
+}
+
+use super::error::ApiError;
+use wagate_core::DeviceUid;
+
+/// A device uid from a body field: malformed is a 422 naming the field.
+pub fn parse_device_uid(s: &str, field: &str) -> Result<DeviceUid, ApiError> {
+    DeviceUid::parse(s).map_err(|_| {
+        ApiError::invalid(
+            field,
+            "must be a device uid (dev_…) from GET /v1/developer/devices",
+        )
+    })
+}
+
+/// A device uid from the path: malformed cannot exist, so it is a 404.
+pub fn path_device_uid(s: &str) -> Result<DeviceUid, ApiError> {
+    DeviceUid::parse(s).map_err(|_| ApiError::not_found("device"))
+}

@@ -1,0 +1,15 @@
+//! wagate: a self-hosted WhatsApp messaging gateway.
+//!
+//! Layers, from the edge in: [`http`] (dialects that parse and shape), [`service`] (use
+//! cases), the store (in `wagate-store-sqlite`), the [`runtime`] that drives each
+//! device's [`engine`] session and send worker. [`app`] wires them together.
+
+pub mod app;
+pub mod blob;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod http;
+pub mod runtime;
+pub mod service;
+pub mod telemetry;

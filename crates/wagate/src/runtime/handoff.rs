@@ -1,0 +1,47 @@
+//! Waiting for the moment a message is handed to the engine.
+//!
+//! The MegaMsg dialect answers synchronously ("the engine has taken the message"), while
+//! the pipeline is asynchronous; a waiter per message id bridges the two without the
+//! handler doing any sending itself.
+
+use super::lock;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::oneshot;
+use wagate_core::MessageId;
+use wagate_core::engine::EngineError;
+
+/// What became of a message the worker tried to hand over.
+#[derive(Debug, Clone)]
+pub enum Handoff {
+    /// The engine took it.
+    Taken,
+    /// The engine refused it for good; the message failed.
+    Failed(String),
+    /// A transient error; the message stays queued for a retry.
+    Deferred(EngineError),
+}
+
+#[derive(Default)]
+pub(super) struct HandoffWaiters {
+    waiting: Mutex<HashMap<MessageId, oneshot::Sender<Handoff>>>,
+}
+
+impl HandoffWaiters {
+    pub(super) fn register(&self, id: &MessageId) -> oneshot::Receiver<Handoff> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.waiting).insert(id.clone(), tx);
+        rx
+    }
+
+    pub(super) fn forget(&self, id: &MessageId) {
+        lock(&self.waiting).remove(id);
+    }
+
+    pub(super) fn resolve(&self, id: &MessageId, outcome: Handoff) {
+        if let Some(tx) = lock(&self.waiting).remove(id) {
+            // The waiter may have given up (timed out); nothing to do then.
+            let _ = tx.send(outcome);
+        }
+    }
+}

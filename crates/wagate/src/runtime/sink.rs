@@ -1,0 +1,289 @@
+//! Turns what an engine reports into committed state: device status, message status,
+//! inbound messages with their media. Each `emit` returns only after the commit, so an
+//! engine that acknowledges upstream after `emit` never loses a message.
+
+use super::{DeviceLive, DeviceRuntime, lock};
+use crate::blob::BlobStore;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use wagate_core::device::{DeviceStateChange, DeviceStatus};
+use wagate_core::engine::{
+    EngineEvent, EngineEvents, EventNotCommitted, IncomingMessage, ReceiptKind,
+};
+use wagate_core::media::Media;
+use wagate_core::message::{InboundMessage, MessageStatus};
+use wagate_core::store::{InboundOutcome, MessageRef, Store, StoreError};
+use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, time};
+
+pub(super) struct DeviceEventSink {
+    uid: DeviceUid,
+    account: AccountId,
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    live: Arc<DeviceLive>,
+    runtime: Weak<DeviceRuntime>,
+}
+
+impl DeviceEventSink {
+    pub(super) fn new(
+        uid: DeviceUid,
+        account: AccountId,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        live: Arc<DeviceLive>,
+        runtime: Weak<DeviceRuntime>,
+    ) -> Self {
+        Self {
+            uid,
+            account,
+            store,
+            blobs,
+            live,
+            runtime,
+        }
+    }
+
+    async fn state(
+        &self,
+        status: DeviceStatus,
+        reason: Option<String>,
+        qr: Option<&str>,
+        phone: Option<wagate_core::Phone>,
+        push_name: Option<String>,
+    ) -> Result<(), StoreError> {
+        let connected = status == DeviceStatus::Connected;
+        let was = self.live.connected.swap(connected, Ordering::SeqCst);
+        if was != connected {
+            self.live.connection_changed.notify_waiters();
+        }
+        let change = DeviceStateChange {
+            status,
+            reason,
+            phone,
+            push_name,
+            at: time::now(),
+        };
+        self.store
+            .record_device_state(&self.uid, &change, qr)
+            .await
+            .map(|_| ())
+    }
+
+    async fn advance(
+        &self,
+        provider_message_id: String,
+        status: MessageStatus,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let r = MessageRef::Provider {
+            device: self.uid.clone(),
+            provider_message_id,
+        };
+        match self
+            .store
+            .advance_message_status(&r, status, time::now(), reason)
+            .await
+        {
+            // Receipts for messages sent from the phone itself, or for messages of a
+            // deleted device, have no row here: nothing to report.
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inbound(&self, m: IncomingMessage) -> Result<(), StoreError> {
+        let mut media_id = None;
+        let mut mime = None;
+        if let Some(media) = &m.media {
+            let id = MediaId::new();
+            self.blobs
+                .put(&id, media.data.clone())
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let record = Media {
+                id: id.clone(),
+                account_id: self.account.clone(),
+                mime_type: media.mime_type.clone(),
+                size: media.data.len() as u64,
+                file_name: media.file_name.clone(),
+                sha256: hex::encode(Sha256::digest(&media.data)),
+                created_at: time::now(),
+            };
+            self.store.create_media(&record).await?;
+            media_id = Some(id);
+            mime = Some(media.mime_type.clone());
+        }
+        let message = InboundMessage {
+            id: MessageId::new(),
+            account_id: self.account.clone(),
+            device_uid: self.uid.clone(),
+            provider_message_id: m.provider_message_id,
+            from: m.from,
+            from_lid: m.from_lid,
+            from_name: m.from_name,
+            kind: m.kind,
+            text: m.text,
+            media_id,
+            is_group: m.is_group,
+            group_id: m.group_id,
+            group_name: m.group_name,
+            timestamp: m.timestamp,
+            received_at: time::now(),
+        };
+        if let InboundOutcome::Created(_) =
+            self.store.record_inbound(&message, mime.as_deref()).await?
+        {
+            self.live.received.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EngineEvents for DeviceEventSink {
+    async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted> {
+        self.live
+            .last_event_at
+            .store(time::millis(time::now()), Ordering::Relaxed);
+        let result = match event {
+            EngineEvent::Connecting => {
+                self.state(DeviceStatus::Connecting, None, None, None, None)
+                    .await
+            }
+            EngineEvent::Qr { code, expires_in } => {
+                let expires = time::millis(time::now()) + expires_in.as_millis() as i64;
+                *lock(&self.live.qr) = Some((code.clone(), expires));
+                self.state(DeviceStatus::Qr, None, Some(&code), None, None)
+                    .await
+            }
+            EngineEvent::PairCode { code, expires_in } => {
+                let expires = time::millis(time::now()) + expires_in.as_millis() as i64;
+                *lock(&self.live.pair_code) = Some((code, expires));
+                self.state(DeviceStatus::PairCode, None, None, None, None)
+                    .await
+            }
+            EngineEvent::QrExpired => {
+                *lock(&self.live.qr) = None;
+                let reason =
+                    "the QR codes ran out before one was scanned; POST …/connect to start again";
+                self.state(
+                    DeviceStatus::QrExpired,
+                    Some(reason.into()),
+                    None,
+                    None,
+                    None,
+                )
+                .await
+            }
+            EngineEvent::Connected {
+                phone,
+                lid: _,
+                push_name,
+            } => {
+                *lock(&self.live.qr) = None;
+                *lock(&self.live.pair_code) = None;
+                self.state(DeviceStatus::Connected, None, None, phone, push_name)
+                    .await
+            }
+            EngineEvent::Reconnecting { reason, retry_in } => {
+                self.live.reconnects.fetch_add(1, Ordering::Relaxed);
+                let reason = match retry_in {
+                    Some(d) => format!("{reason}; retrying in {} ms", d.as_millis()),
+                    None => reason,
+                };
+                self.state(DeviceStatus::Reconnecting, Some(reason), None, None, None)
+                    .await
+            }
+            EngineEvent::LoggedOut { reason } => {
+                self.state(DeviceStatus::LoggedOut, Some(reason), None, None, None)
+                    .await
+            }
+            EngineEvent::Banned { reason, expires_at } => {
+                let reason = match expires_at {
+                    Some(t) => format!("{reason} (until {})", t.to_rfc3339()),
+                    None => reason,
+                };
+                self.state(DeviceStatus::Banned, Some(reason), None, None, None)
+                    .await
+            }
+            EngineEvent::Replaced => {
+                let reason = "another session with the same keys connected";
+                self.state(
+                    DeviceStatus::Replaced,
+                    Some(reason.into()),
+                    None,
+                    None,
+                    None,
+                )
+                .await
+            }
+            EngineEvent::Failed { reason } => {
+                self.state(DeviceStatus::Failed, Some(reason), None, None, None)
+                    .await
+            }
+            EngineEvent::ServerAck {
+                provider_message_id,
+                error: None,
+            } => {
+                self.live.sent.fetch_add(1, Ordering::Relaxed);
+                self.advance(provider_message_id, MessageStatus::Sent, None)
+                    .await
+            }
+            EngineEvent::ServerAck {
+                provider_message_id,
+                error: Some(code),
+            } => {
+                let reason = format!("WhatsApp refused the message (error {code})");
+                self.advance(provider_message_id, MessageStatus::Failed, Some(&reason))
+                    .await
+            }
+            EngineEvent::Receipt {
+                provider_message_ids,
+                kind,
+                at: _,
+            } => {
+                let status = match kind {
+                    ReceiptKind::Delivered => MessageStatus::Delivered,
+                    ReceiptKind::Read => MessageStatus::Read,
+                    ReceiptKind::Played => MessageStatus::Played,
+                };
+                let mut result = Ok(());
+                for id in provider_message_ids {
+                    if let Err(e) = self.advance(id, status, None).await {
+                        result = Err(e);
+                    }
+                }
+                result
+            }
+            EngineEvent::Inbound(m) => self.inbound(m).await,
+            EngineEvent::Undecryptable {
+                provider_message_id,
+                from,
+                reason,
+            } => {
+                tracing::warn!(
+                    device.uid = %self.uid,
+                    message.provider_id = %provider_message_id,
+                    from = ?from.map(|p| p.e164()),
+                    %reason,
+                    "received a message that could not be decrypted"
+                );
+                Ok(())
+            }
+        };
+        match result {
+            Ok(()) => {
+                if let Some(rt) = self.runtime.upgrade() {
+                    rt.notify_events();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(device.uid = %self.uid, error = %e, "engine event not committed");
+                Err(EventNotCommitted(e.to_string()))
+            }
+        }
+    }
+}

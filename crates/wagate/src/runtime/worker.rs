@@ -1,0 +1,257 @@
+//! The send worker of one device: claims due jobs in order, paces them within the
+//! device's budgets, hands them to the engine and records the outcome.
+//!
+//! A job is claimed with a lease before any I/O and finished after it; a crash in between
+//! leaves a lease that expires (or is released at the next start), so the message is
+//! sent again with the same provider id, which WhatsApp shows once.
+
+use super::{DeviceLive, DeviceRuntime, Handoff};
+use crate::blob::{BlobError, BlobStore};
+use crate::config::SendingConfig;
+use chrono::Duration as ChronoDuration;
+use rand::Rng;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use wagate_core::device::Device;
+use wagate_core::engine::{EngineError, EngineSession, OutgoingContent, OutgoingMessage};
+use wagate_core::message::MessageKind;
+use wagate_core::store::{SendJob, Store, StoreError};
+use wagate_core::{DeviceUid, time};
+
+/// Longest idle wait before the worker looks at the queue again on its own (a safety net:
+/// accepts wake it directly).
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+pub(super) struct SendWorker {
+    pub uid: DeviceUid,
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub session: Arc<dyn EngineSession>,
+    pub live: Arc<DeviceLive>,
+    pub wake: Arc<Notify>,
+    pub cancel: CancellationToken,
+    pub sending: SendingConfig,
+    pub runtime: Weak<DeviceRuntime>,
+}
+
+enum Step {
+    /// Go round again now.
+    Continue,
+    /// Nothing to do for this long (or until woken).
+    Idle(Duration),
+    Stop,
+}
+
+impl SendWorker {
+    pub(super) async fn run(self) {
+        loop {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let step = match self.step().await {
+                Ok(step) => step,
+                Err(e) => {
+                    tracing::warn!(device.uid = %self.uid, error = %e, "send worker store error; retrying");
+                    Step::Idle(Duration::from_secs(1))
+                }
+            };
+            match step {
+                Step::Continue => {}
+                Step::Stop => break,
+                Step::Idle(d) => {
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => break,
+                        _ = self.wake.notified() => {}
+                        _ = self.live.connection_changed.notified() => {}
+                        _ = tokio::time::sleep(d) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn step(&self) -> Result<Step, StoreError> {
+        let device = match self.store.get_device_by_uid(&self.uid).await {
+            Ok(d) => d,
+            Err(StoreError::NotFound) => return Ok(Step::Stop),
+            Err(e) => return Err(e),
+        };
+        if !self.live.connected.load(Ordering::SeqCst) {
+            // Nothing can be sent; the connection change wakes us.
+            return Ok(Step::Idle(IDLE_POLL));
+        }
+        let now = time::now();
+        if let Some(wait) = self.budget_wait(&device, now).await? {
+            return Ok(Step::Idle(wait));
+        }
+        let lease_until = now + ChronoDuration::seconds(self.sending.lease_secs as i64);
+        let jobs = self
+            .store
+            .claim_send_jobs(&self.uid, now, lease_until, 1)
+            .await?;
+        let Some(job) = jobs.into_iter().next() else {
+            let wait = match self.store.next_send_job_at(&self.uid).await? {
+                Some(at) => (at - time::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(IDLE_POLL),
+                None => IDLE_POLL,
+            };
+            return Ok(Step::Idle(wait.max(Duration::from_millis(5))));
+        };
+        self.pace(&device, &job).await;
+        self.send(job).await?;
+        Ok(Step::Continue)
+    }
+
+    /// How long to wait before the hourly and per-minute budgets allow another send.
+    async fn budget_wait(
+        &self,
+        device: &Device,
+        now: wagate_core::time::Timestamp,
+    ) -> Result<Option<Duration>, StoreError> {
+        let usage = self.store.budget_usage(&self.uid, now).await?;
+        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..500));
+        if usage.handed_last_minute >= u64::from(device.limits.per_minute) {
+            let into_minute = (time::millis(now) % 60_000) as u64;
+            return Ok(Some(Duration::from_millis(60_000 - into_minute) + jitter));
+        }
+        if usage.handed_last_hour >= u64::from(device.limits.per_hour) {
+            // The counters move by the minute; look again then.
+            let into_minute = (time::millis(now) % 60_000) as u64;
+            return Ok(Some(Duration::from_millis(60_000 - into_minute) + jitter));
+        }
+        Ok(None)
+    }
+
+    /// Human-like pacing: a random pause, and "typing…" before texts when enabled.
+    async fn pace(&self, device: &Device, job: &SendJob) {
+        let p = device.pacing;
+        if p.max_delay_ms > 0 {
+            let lo = p.min_delay_ms.min(p.max_delay_ms);
+            let ms = rand::thread_rng().gen_range(lo..=p.max_delay_ms);
+            tokio::select! {
+                _ = self.cancel.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_millis(u64::from(ms))) => {}
+            }
+        }
+        if p.typing_indicator && job.message.kind == MessageKind::Text {
+            let chars = job
+                .message
+                .text
+                .as_deref()
+                .map(|t| t.chars().count())
+                .unwrap_or(0) as u64;
+            let typing = Duration::from_millis((chars * 40).clamp(800, 5_000));
+            if let Err(e) = self.session.typing(&job.message.to, typing).await {
+                tracing::debug!(device.uid = %self.uid, error = %e, "typing indicator failed");
+            }
+        }
+    }
+
+    async fn outgoing(&self, job: &SendJob) -> Result<OutgoingMessage, String> {
+        let m = &job.message;
+        let content = match (m.kind, &m.media_id) {
+            (MessageKind::Text, _) => OutgoingContent::Text {
+                text: m.text.clone().unwrap_or_default(),
+            },
+            (kind, Some(media_id)) => {
+                let media = self
+                    .store
+                    .get_media(&m.account_id, media_id)
+                    .await
+                    .map_err(|e| format!("media {media_id} is not available: {e}"))?;
+                let data = self.blobs.get(media_id).await.map_err(|e| match e {
+                    BlobError::NotFound => format!("the content of media {media_id} is missing"),
+                    BlobError::Other(e) => e,
+                })?;
+                OutgoingContent::Media {
+                    kind,
+                    data,
+                    mime_type: media.mime_type,
+                    file_name: media.file_name,
+                    caption: m.text.clone(),
+                }
+            }
+            (kind, None) => return Err(format!("a {} message has no media", kind.as_str())),
+        };
+        Ok(OutgoingMessage {
+            id: m.id.clone(),
+            provider_message_id: m
+                .provider_message_id
+                .clone()
+                .unwrap_or_else(|| wagate_core::engine::provider_message_id(&m.id)),
+            to: m.to.clone(),
+            content,
+        })
+    }
+
+    async fn send(&self, job: SendJob) -> Result<(), StoreError> {
+        let message_id = job.message.id.clone();
+        let outgoing = match self.outgoing(&job).await {
+            Ok(o) => o,
+            Err(reason) => {
+                self.store
+                    .fail_send_job(job.job_id, &reason, time::now())
+                    .await?;
+                self.finished(&message_id, Handoff::Failed(reason));
+                return Ok(());
+            }
+        };
+        let result = self.session.send(outgoing).await;
+        let now = time::now();
+        match result {
+            Ok(()) => {
+                self.store.complete_send_job(job.job_id, now).await?;
+                self.finished(&message_id, Handoff::Taken);
+            }
+            Err(e) if e.is_retryable() && job.attempt < self.sending.max_attempts => {
+                let delay = self.backoff(job.attempt, &e);
+                tracing::info!(device.uid = %self.uid, message.id = %message_id, attempt = job.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "send deferred");
+                let run_at = now + ChronoDuration::milliseconds(delay.as_millis() as i64);
+                self.store
+                    .retry_send_job(job.job_id, run_at, &e.to_string())
+                    .await?;
+                self.finished(&message_id, Handoff::Deferred(e));
+            }
+            Err(e) => {
+                let reason = match &e {
+                    EngineError::Rejected { reason, .. } => reason.clone(),
+                    other => format!("gave up after {} attempts: {other}", job.attempt),
+                };
+                tracing::info!(device.uid = %self.uid, message.id = %message_id, %reason, "send failed");
+                self.store.fail_send_job(job.job_id, &reason, now).await?;
+                self.finished(&message_id, Handoff::Failed(reason));
+            }
+        }
+        Ok(())
+    }
+
+    fn finished(&self, message: &wagate_core::MessageId, outcome: Handoff) {
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.report_handoff(message, outcome);
+            rt.notify_events();
+        }
+    }
+
+    /// Exponential backoff with ±20% jitter, honouring the engine's own wait when given.
+    fn backoff(&self, attempt: u32, e: &EngineError) -> Duration {
+        if let EngineError::RateLimited {
+            retry_after: Some(d),
+            ..
+        } = e
+        {
+            return *d;
+        }
+        let exp = self
+            .sending
+            .retry_base_ms
+            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let capped = exp.min(self.sending.retry_max_ms) as f64;
+        let factor = rand::thread_rng().gen_range(0.8..1.2);
+        Duration::from_millis((capped * factor) as u64)
+    }
+}

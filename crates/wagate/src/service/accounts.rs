@@ -1,0 +1,125 @@
+//! Accounts and API keys: keys are `wak_` + 32 lowercase hex, shown once, stored as a
+//! SHA-256 hash beside a public prefix, and compared in constant time.
+
+use super::{ServiceError, ServiceResult};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use wagate_core::account::{Account, ApiKey, MAX_ACTIVE_API_KEYS, NewApiKey};
+use wagate_core::store::{Store, StoreError};
+use wagate_core::{AccountId, ApiKeyId, time};
+
+const KEY_PREFIX: &str = "wak_";
+/// Characters of a key kept in clear to find its row: `wak_` + 8 hex.
+const PUBLIC_PREFIX_LEN: usize = 12;
+
+/// A freshly made key: the secret exists only here.
+#[derive(Debug, Clone)]
+pub struct IssuedKey {
+    pub key: ApiKey,
+    pub secret: String,
+}
+
+fn hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn generate_secret() -> String {
+    let mut bytes = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    format!("{KEY_PREFIX}{}", hex::encode(bytes))
+}
+
+/// Whether a string has the shape of an API key (so malformed ones skip the database).
+pub fn looks_like_key(s: &str) -> bool {
+    s.len() == KEY_PREFIX.len() + 32
+        && s.starts_with(KEY_PREFIX)
+        && s[KEY_PREFIX.len()..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub async fn create_account(store: &dyn Store, name: &str) -> ServiceResult<(Account, IssuedKey)> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ServiceError::Invalid(
+            "name".into(),
+            "must be 1 to 100 characters".into(),
+        ));
+    }
+    let account = Account {
+        id: AccountId::new(),
+        name: name.to_owned(),
+        created_at: time::now(),
+    };
+    store.create_account(&account).await?;
+    let key = create_key(store, &account.id).await?;
+    Ok((account, key))
+}
+
+pub async fn create_key(store: &dyn Store, account: &AccountId) -> ServiceResult<IssuedKey> {
+    let secret = generate_secret();
+    let new = NewApiKey {
+        id: ApiKeyId::new(),
+        account_id: account.clone(),
+        prefix: secret[..PUBLIC_PREFIX_LEN].to_owned(),
+        hash: hash(&secret),
+        created_at: time::now(),
+    };
+    match store.create_api_key(&new, MAX_ACTIVE_API_KEYS).await {
+        Ok(key) => Ok(IssuedKey { key, secret }),
+        Err(StoreError::Conflict(_)) => Err(ServiceError::Conflict(format!(
+            "an account may have at most {MAX_ACTIVE_API_KEYS} active API keys; revoke one first"
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The account a key belongs to, if the key is valid and not revoked.
+pub async fn authenticate(store: &dyn Store, secret: &str) -> ServiceResult<Option<AccountId>> {
+    if !looks_like_key(secret) {
+        return Ok(None);
+    }
+    let presented = hash(secret);
+    let candidates = store
+        .find_api_keys_by_prefix(&secret[..PUBLIC_PREFIX_LEN])
+        .await?;
+    let mut found = None;
+    for c in candidates {
+        // Constant-time comparison: the time taken says nothing about how much of the
+        // hash matched. Every candidate is compared, match or not.
+        if bool::from(c.hash.ct_eq(&presented)) && c.key.revoked_at.is_none() {
+            found = Some(c.key.account_id.clone());
+        }
+    }
+    Ok(found)
+}
+
+pub async fn list_keys(store: &dyn Store, account: &AccountId) -> ServiceResult<Vec<ApiKey>> {
+    Ok(store.list_api_keys(account).await?)
+}
+
+pub async fn revoke_key(
+    store: &dyn Store,
+    account: &AccountId,
+    key: &ApiKeyId,
+) -> ServiceResult<()> {
+    match store.revoke_api_key(account, key, time::now()).await {
+        Err(StoreError::NotFound) => Err(ServiceError::NotFound("API key")),
+        other => Ok(other?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_have_the_documented_shape() {
+        let k = generate_secret();
+        assert!(looks_like_key(&k), "{k}");
+        assert!(!looks_like_key("wak_ABC"));
+        assert!(!looks_like_key(&k.to_uppercase()));
+        assert_ne!(generate_secret(), k);
+    }
+}

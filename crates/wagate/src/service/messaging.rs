@@ -1,0 +1,245 @@
+//! Messaging: accepting sends into the durable outbox, reading them back, and checking
+//! numbers. One pipeline for every dialect: what differs is only how requests are
+//! spelled and replies shaped.
+
+use super::{ServiceError, ServiceResult, Services};
+use wagate_core::device::DeviceStatus;
+use wagate_core::engine::{NumberCheck, provider_message_id};
+use wagate_core::media::MediaClass;
+use wagate_core::message::{Dialect, Message, MessageKind, NewOutboundMessage, StatusChange};
+use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, StoreError};
+use wagate_core::time::Timestamp;
+use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, Spintax, time};
+
+/// Longest `clientMessageId` accepted.
+pub const MAX_CLIENT_MESSAGE_ID: usize = 200;
+/// Longest text or caption WhatsApp accepts, in characters.
+pub const MAX_TEXT_CHARS: usize = 65_536;
+/// Most numbers per availability check.
+pub const MAX_CHECK_NUMBERS: usize = 50;
+
+/// A send, validated by the dialect that received it.
+#[derive(Debug, Clone)]
+pub struct SendRequest {
+    pub device_uid: DeviceUid,
+    pub to: Phone,
+    pub kind: SendKind,
+    /// Text or caption, as a spintax template.
+    pub text: Option<Spintax>,
+    pub media_id: Option<MediaId>,
+    pub client_message_id: Option<String>,
+    pub send_at: Option<Timestamp>,
+    pub dialect: Dialect,
+}
+
+/// What the caller asked to send; media kinds are refined by the media's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendKind {
+    Text,
+    /// Whatever the media is (image, video, audio or document), as Msgera's send-media.
+    MediaAuto,
+    Exactly(MessageKind),
+}
+
+/// The result of accepting a send.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub message: Message,
+    /// True when an earlier message with the same `clientMessageId` was returned.
+    pub duplicate: bool,
+}
+
+pub fn validate_client_message_id(id: &str, field: &str) -> ServiceResult<()> {
+    if id.is_empty() || id.chars().count() > MAX_CLIENT_MESSAGE_ID {
+        return Err(ServiceError::Invalid(
+            field.into(),
+            format!("must be 1 to {MAX_CLIENT_MESSAGE_ID} characters"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn parse_text(s: &str, field: &str) -> ServiceResult<Spintax> {
+    if s.trim().is_empty() {
+        return Err(ServiceError::Invalid(
+            field.into(),
+            "must be at least 1 character".into(),
+        ));
+    }
+    if s.chars().count() > MAX_TEXT_CHARS {
+        return Err(ServiceError::Invalid(
+            field.into(),
+            format!("must be at most {MAX_TEXT_CHARS} characters"),
+        ));
+    }
+    Spintax::parse(s)
+        .map_err(|e| ServiceError::Invalid(field.into(), format!("invalid spintax: {e}")))
+}
+
+pub fn parse_send_at(s: &str, field: &str) -> ServiceResult<Timestamp> {
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
+        ServiceError::Invalid(
+            field.into(),
+            "must be an ISO-8601 date-time with a time zone, e.g. 2026-05-01T09:30:00Z".into(),
+        )
+    })?;
+    let t = time::from_millis(t.timestamp_millis());
+    if t > time::now() + chrono::Duration::days(366) {
+        return Err(ServiceError::Invalid(
+            field.into(),
+            "must be within one year".into(),
+        ));
+    }
+    Ok(t)
+}
+
+impl Services {
+    /// Commits a send (message, idempotency key and job in one transaction) and wakes the
+    /// device's worker. A `clientMessageId` seen before on the device returns the
+    /// original message and sends nothing.
+    pub async fn send_message(
+        &self,
+        account: &AccountId,
+        req: SendRequest,
+    ) -> ServiceResult<Accepted> {
+        let device = self.get_device(account, &req.device_uid).await?;
+        if matches!(
+            device.status,
+            DeviceStatus::LoggedOut | DeviceStatus::Banned | DeviceStatus::Replaced
+        ) {
+            return Err(ServiceError::Conflict(format!(
+                "device {} is {}; link it again before sending",
+                device.uid,
+                device.status.as_str()
+            )));
+        }
+        let kind = self.resolve_kind(account, &req).await?;
+        let id = MessageId::new();
+        let new = NewOutboundMessage {
+            id: id.clone(),
+            account_id: account.clone(),
+            device_uid: device.uid.clone(),
+            to: req.to,
+            kind,
+            // The expansion is chosen once, here, and stored: retries send the same text.
+            text: req.text.map(|t| t.expand()),
+            media_id: req.media_id,
+            client_message_id: req.client_message_id,
+            dialect: req.dialect,
+            send_at: req.send_at,
+            created_at: time::now(),
+        };
+        let pid = provider_message_id(&id);
+        match self
+            .store
+            .accept_outbound_message(&new, &pid, device.limits.per_day)
+            .await?
+        {
+            AcceptOutcome::Created(message) => {
+                self.runtime.wake(&device.uid);
+                Ok(Accepted {
+                    message,
+                    duplicate: false,
+                })
+            }
+            AcceptOutcome::Duplicate(message) => Ok(Accepted {
+                message,
+                duplicate: true,
+            }),
+            AcceptOutcome::DailyBudgetExhausted { limit } => Err(ServiceError::RateLimited {
+                message: format!(
+                    "device {} reached its daily limit of {limit} messages; it frees up as messages age past 24 hours (raise safety.dailyLimit to send more)",
+                    device.uid
+                ),
+                retry_after_secs: Some(3600),
+            }),
+        }
+    }
+
+    async fn resolve_kind(
+        &self,
+        account: &AccountId,
+        req: &SendRequest,
+    ) -> ServiceResult<MessageKind> {
+        let media = match &req.media_id {
+            Some(id) => Some(match self.store.get_media(account, id).await {
+                Err(StoreError::NotFound) => {
+                    return Err(ServiceError::Invalid(
+                        "mediaId".into(),
+                        format!("no media {id} was uploaded by this account"),
+                    ));
+                }
+                other => other?,
+            }),
+            None => None,
+        };
+        match (req.kind, media) {
+            (SendKind::Text, _) => Ok(MessageKind::Text),
+            (_, None) => Err(ServiceError::Invalid(
+                "mediaId".into(),
+                "is required".into(),
+            )),
+            (SendKind::MediaAuto, Some(m)) => {
+                Ok(MessageKind::from(MediaClass::of_mime(&m.mime_type)))
+            }
+            (SendKind::Exactly(MessageKind::Voice), Some(m)) => {
+                if MediaClass::of_mime(&m.mime_type) != MediaClass::Audio {
+                    return Err(ServiceError::Invalid(
+                        "mediaId".into(),
+                        format!(
+                            "must be an audio file for a voice note (this one is {})",
+                            m.mime_type
+                        ),
+                    ));
+                }
+                Ok(MessageKind::Voice)
+            }
+            (SendKind::Exactly(k), Some(_)) => Ok(k),
+        }
+    }
+
+    pub async fn get_message(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> ServiceResult<(Message, Vec<StatusChange>)> {
+        let m = match self.store.get_message(account, id).await {
+            Err(StoreError::NotFound) => return Err(ServiceError::NotFound("message")),
+            other => other?,
+        };
+        let history = self.store.message_history(account, id).await?;
+        Ok((m, history))
+    }
+
+    pub async fn list_messages(
+        &self,
+        account: &AccountId,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> ServiceResult<Page<Message>> {
+        Ok(self.store.list_messages(account, filter, page).await?)
+    }
+
+    /// Asks WhatsApp (through the device) which numbers are on it.
+    pub async fn check_numbers(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        numbers: &[Phone],
+    ) -> ServiceResult<Vec<NumberCheck>> {
+        self.get_device(account, device).await?;
+        let session = self
+            .runtime
+            .session(device)
+            .ok_or_else(|| ServiceError::Engine(format!("device {device} is not running")))?;
+        if !self.runtime.is_connected(device) {
+            return Err(ServiceError::Engine(format!(
+                "device {device} is not connected to WhatsApp"
+            )));
+        }
+        session
+            .check_numbers(numbers)
+            .await
+            .map_err(|e| ServiceError::Engine(e.to_string()))
+    }
+}
