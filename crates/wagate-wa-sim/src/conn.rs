@@ -285,6 +285,7 @@ impl Conn {
         world.conns.remove(&self.id);
         world.pairing_refs.retain(|_, c| *c != self.id);
         world.pending_pairs.retain(|_, (c, _, _)| *c != self.id);
+        world.pair_codes.retain(|_, p| p.conn != self.id);
         if let Some((pn, device)) = &self.me
             && let Some(record) = world
                 .accounts

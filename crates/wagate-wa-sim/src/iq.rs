@@ -25,6 +25,9 @@ pub(crate) fn handle(conn: &mut Conn, iq: &Node) -> Replies {
         .first()
         .map(|n| n.tag.to_string())
         .unwrap_or_default();
+    if xmlns == "md" && first == "link_code_companion_reg" {
+        return pairing::companion_reg(conn, iq, &id);
+    }
     if conn.me.is_none() && xmlns != "w:p" {
         // Before login only pairing traffic (handled above) and pings are expected.
         warn!(conn = conn.id, stanza = %stanza::show(iq), "iq before login");

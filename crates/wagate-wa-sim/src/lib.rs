@@ -291,6 +291,13 @@ impl Simulator {
         pairing::scan(&self.shared, &account.phone, code)
     }
 
+    /// The user of `account`'s phone types the pair code a fresh client got from
+    /// `Client::pair_with_code` (`Event::PairingCode.code`). The client then links as a new
+    /// companion exactly as after a QR scan (`PairSuccess`, reconnect, login).
+    pub fn enter_pair_code(&self, account: &Account, code: &str) -> Result<()> {
+        pairing::enter_code(&self.shared, &account.phone, code)
+    }
+
     /// The simulated phone of `account` sends a receipt for `ids` to `to` (the sender's device
     /// JID, as in `MessageInfo.source.sender`), e.g. to mark messages read.
     pub fn phone_send_receipt(

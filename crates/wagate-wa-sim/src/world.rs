@@ -153,6 +153,8 @@ pub(crate) struct World {
     pub(crate) pairing_refs: HashMap<String, ConnId>,
     /// `<pair-success>` iq id → (connection, phone number, device id) awaiting the client's signature.
     pub(crate) pending_pairs: HashMap<String, (ConnId, String, u16)>,
+    /// Pair-code requests by phone number (one live code per number, as on WhatsApp).
+    pub(crate) pair_codes: HashMap<String, crate::pairing::PendingCode>,
     pub(crate) faults: Faults,
     pub(crate) media: HashMap<String, Bytes>,
     counter: u64,

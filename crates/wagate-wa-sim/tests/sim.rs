@@ -503,7 +503,13 @@ async fn a_hundred_clients_in_one_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_phone_sends_messages_to_linked_devices() {
-    let Pair { sim, a, b, alice, bob } = pair().await;
+    let Pair {
+        sim,
+        a,
+        b,
+        alice,
+        bob,
+    } = pair().await;
     // Bob's phone (device 0), driven by a real client, writes to Alice's linked device…
     let phone = sim.connect_phone(&bob).await.unwrap();
     phone.wait_connected(ONLINE).await.unwrap();
@@ -525,4 +531,31 @@ async fn simulated_phone_sends_messages_to_linked_devices() {
         .await
         .unwrap();
     assert!(own.source.is_from_me);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pair_code_linking_by_the_simulated_phone() {
+    init();
+    let sim = Simulator::new();
+    let gina = sim.create_account("15550000007", "Gina").unwrap();
+    let fresh = sim.connect_fresh().await.unwrap();
+    let client = fresh.client();
+    client.wait_for_socket(ONLINE).await.unwrap();
+    let code = client
+        .pair_with_code(whatsapp_rust::pair_code::PairCodeOptions {
+            phone_number: gina.phone.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    sim.enter_pair_code(&gina, &code).unwrap();
+    let paired_as = fresh
+        .wait_for(ONLINE, |e| match e {
+            Event::PairSuccess(p) => Some(p.id.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(paired_as.user, gina.phone);
+    fresh.wait_connected(AFTER_PAIRING).await.unwrap();
 }
