@@ -108,3 +108,18 @@ impl HttpClient for SimHttpClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::path_of;
+
+    #[test]
+    fn urls_split_into_host_and_path_without_query() {
+        assert_eq!(
+            path_of("https://mmg.sim.invalid/mms/image/abc?auth=x&token=y"),
+            Some(("mmg.sim.invalid", "/mms/image/abc"))
+        );
+        assert_eq!(path_of("https://host"), None);
+        assert_eq!(path_of("ftp://host/x"), None);
+    }
+}

@@ -256,3 +256,42 @@ pub(crate) async fn accept(
         payload,
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prologue_waits_for_the_whole_header() {
+        assert_eq!(strip_prologue(b"WA").unwrap(), None);
+        let mut with_rest = WA_CONN_HEADER.to_vec();
+        with_rest.extend_from_slice(&[0, 0, 1, 9]);
+        assert_eq!(strip_prologue(&with_rest).unwrap(), Some(vec![0, 0, 1, 9]));
+    }
+
+    #[test]
+    fn prologue_skips_edge_routing_preintro() {
+        let mut buf = b"ED\0\x01".to_vec();
+        buf.extend_from_slice(&[0, 0, 2, 0xAA, 0xBB]);
+        buf.extend_from_slice(&WA_CONN_HEADER);
+        buf.push(7);
+        assert_eq!(strip_prologue(&buf).unwrap(), Some(vec![7]));
+    }
+
+    #[test]
+    fn prologue_rejects_other_protocols() {
+        assert!(strip_prologue(b"GET / HTTP/1.1").is_err());
+    }
+
+    #[test]
+    fn cert_chain_is_expired_so_clients_never_try_ik() {
+        use whatsapp_rust::wacore::handshake::HandshakeUtils;
+        let key = whatsapp_rust::wacore::crypto::generate_curve_key_pair();
+        let public: [u8; 32] = key.public_key.public_key_bytes().try_into().unwrap();
+        let chain = expired_cert_chain(&public);
+        // Accepted as a chain (signatures are skipped by the danger feature)...
+        let verified = HandshakeUtils::verify_server_cert(&chain, &public).unwrap();
+        // ...but already expired.
+        assert!(verified.leaf_not_after < crate::stanza::now_secs());
+    }
+}

@@ -363,3 +363,18 @@ pub(crate) fn client_response(conn: &mut Conn, iq: &Node, id: &str) -> Replies {
         NodeBuilder::new("stream:error").attr("code", "515").build(),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_qr;
+
+    #[test]
+    fn qr_code_fields() {
+        let qr = parse_qr("2@ref,AAAA,AQID,BAUG,9").unwrap();
+        assert_eq!(qr.reference, "2@ref");
+        assert_eq!(qr.identity_pub, vec![1, 2, 3]);
+        assert_eq!(qr.adv_secret, vec![4, 5, 6]);
+        assert!(parse_qr("only,three,fields").is_err());
+        assert!(parse_qr("ref,AAAA,not base64!,BAUG").is_err());
+    }
+}

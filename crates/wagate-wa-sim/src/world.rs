@@ -187,10 +187,14 @@ impl World {
     /// Hands `node` to a device: straight to its connection when it is online, else to its
     /// offline queue (drained on its next `<active/>`).
     pub(crate) fn deliver(&mut self, pn: &str, device: u16, node: Node) {
-        let Some(account) = self.accounts.get_mut(pn) else {
+        let Some(record) = self
+            .accounts
+            .get_mut(pn)
+            .and_then(|a| a.devices.get_mut(&device))
+        else {
+            tracing::debug!(%pn, device, "stanza for a device that does not exist; dropped");
             return;
         };
-        let record = account.devices.entry(device).or_default();
         if record.online
             && let Some(conn) = record.conn
             && let Some(entry) = self.conns.get(&conn)
