@@ -215,11 +215,8 @@ impl Simulator {
     /// A new companion of `account`, pre-seeded (no pairing), in an in-memory store, running.
     pub async fn connect(&self, account: &Account) -> Result<SimClient> {
         let backend: Arc<dyn Backend> = Arc::new(InMemoryBackend::new());
-        let name = self
-            .account(&account.pn_jid())
-            .map(|a| a.phone)
-            .unwrap_or_default();
-        self.seed_backend(account, &format!("sim {name}"), backend.as_ref())
+        let push_name = self.push_name(account)?;
+        self.seed_backend(account, &push_name, backend.as_ref())
             .await?;
         self.start_client(backend, None).await
     }

@@ -488,6 +488,16 @@ impl Simulator {
         Ok(())
     }
 
+    /// The display name the account was created with.
+    pub fn push_name(&self, account: &Account) -> Result<String> {
+        self.shared
+            .lock()
+            .accounts
+            .get(&account.phone)
+            .map(|a| a.push_name.clone())
+            .ok_or_else(|| anyhow!("no account {}", account.phone))
+    }
+
     /// The account behind `jid` (PN or LID, any device).
     pub fn account(&self, jid: &Jid) -> Option<Account> {
         let world = self.shared.lock();
