@@ -1,0 +1,141 @@
+//! Inbound messages: stored once per provider message id and device, each with its
+//! `message.received` event.
+
+use crate::SqliteStore;
+use crate::error::map_sqlx;
+use crate::event::append_new;
+use crate::row::{get, inbound_columns, inbound_from_row};
+use async_trait::async_trait;
+use wagate_core::event::{EventData, ReceivedMessage};
+use wagate_core::message::InboundMessage;
+use wagate_core::store::{InboundOutcome, InboundStore, Page, PageRequest, StoreResult};
+use wagate_core::time::millis;
+use wagate_core::{AccountId, DeviceUid};
+
+#[async_trait]
+impl InboundStore for SqliteStore {
+    async fn record_inbound(
+        &self,
+        message: &InboundMessage,
+        mime_type: Option<&str>,
+    ) -> StoreResult<InboundOutcome> {
+        let (m, mime_type) = (message.clone(), mime_type.map(str::to_owned));
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let existing = sqlx::query(concat!(
+                        "SELECT ",
+                        inbound_columns!(),
+                        " FROM inbound_messages i \
+                         WHERE i.device_uid = ? AND i.provider_message_id = ?"
+                    ))
+                    .bind(m.device_uid.as_str())
+                    .bind(&m.provider_message_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    if let Some(row) = existing {
+                        return Ok(InboundOutcome::Duplicate(inbound_from_row(&row)?));
+                    }
+                    sqlx::query(
+                        "INSERT INTO inbound_messages (id, account_id, device_uid, \
+                         provider_message_id, from_phone, from_lid, from_name, kind, text, \
+                         media_id, is_group, group_id, group_name, timestamp, received_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(m.id.as_str())
+                    .bind(m.account_id.as_str())
+                    .bind(m.device_uid.as_str())
+                    .bind(&m.provider_message_id)
+                    .bind(m.from.as_ref().map(|p| p.digits().to_owned()))
+                    .bind(&m.from_lid)
+                    .bind(&m.from_name)
+                    .bind(m.kind.as_str())
+                    .bind(&m.text)
+                    .bind(m.media_id.as_ref().map(|id| id.as_str().to_owned()))
+                    .bind(m.is_group)
+                    .bind(&m.group_id)
+                    .bind(&m.group_name)
+                    .bind(millis(m.timestamp))
+                    .bind(millis(m.received_at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let data =
+                        EventData::MessageReceived(ReceivedMessage::from_inbound(&m, mime_type));
+                    append_new(conn, &m.account_id, &m.device_uid, data, m.received_at).await?;
+                    Ok(InboundOutcome::Created(m))
+                })
+            })
+            .await
+    }
+
+    async fn list_inbound(
+        &self,
+        account: &AccountId,
+        device: Option<&DeviceUid>,
+        page: PageRequest,
+    ) -> StoreResult<Page<InboundMessage>> {
+        let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
+        let device = device.map(|d| d.as_str().to_owned());
+        let (total, rows) = if let Some(device) = device {
+            let total: i64 = get(
+                &sqlx::query(
+                    "SELECT COUNT(*) AS n FROM inbound_messages \
+                     WHERE account_id = ? AND device_uid = ?",
+                )
+                .bind(account.as_str())
+                .bind(&device)
+                .fetch_one(&self.read)
+                .await
+                .map_err(map_sqlx)?,
+                "n",
+            )?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                inbound_columns!(),
+                " FROM inbound_messages i WHERE i.account_id = ? AND i.device_uid = ? \
+                 ORDER BY i.received_at DESC, i.id DESC LIMIT ? OFFSET ?"
+            ))
+            .bind(account.as_str())
+            .bind(&device)
+            .bind(i64::from(page.limit))
+            .bind(offset)
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_sqlx)?;
+            (total, rows)
+        } else {
+            let total: i64 = get(
+                &sqlx::query("SELECT COUNT(*) AS n FROM inbound_messages WHERE account_id = ?")
+                    .bind(account.as_str())
+                    .fetch_one(&self.read)
+                    .await
+                    .map_err(map_sqlx)?,
+                "n",
+            )?;
+            let rows = sqlx::query(concat!(
+                "SELECT ",
+                inbound_columns!(),
+                " FROM inbound_messages i WHERE i.account_id = ? \
+                 ORDER BY i.received_at DESC, i.id DESC LIMIT ? OFFSET ?"
+            ))
+            .bind(account.as_str())
+            .bind(i64::from(page.limit))
+            .bind(offset)
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_sqlx)?;
+            (total, rows)
+        };
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(inbound_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+            page: page.page,
+            limit: page.limit,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! wagate's store traits on SQLite: one file, WAL, durable commits, embedded migrations.
+//!
+//! Writes go through a single connection owned by a writer task that batches concurrent
+//! units of work into one transaction ([`writer`]); reads use a separate pool of read-only
+//! connections, which WAL lets run alongside the writer. Timestamps are stored as INTEGER
+//! milliseconds and ids as TEXT, so the file is easy to inspect with the `sqlite3` shell.
+
+mod account;
+mod device;
+mod error;
+mod event;
+mod inbound;
+mod media;
+mod message;
+mod queue;
+mod row;
+mod writer;
+
+use error::map_sqlx;
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use std::path::Path;
+use std::time::Duration;
+use wagate_core::store::{StoreError, StoreResult};
+use writer::Writer;
+
+/// The schema, compiled into the binary so a fresh file needs nothing else.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How durable a commit is before the store reports success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced before it is acknowledged: a success survives a power cut.
+    #[default]
+    Full,
+    /// Commits are fsynced at checkpoints only: a power cut may lose the last commits (never
+    /// corrupt the file). For benchmarks and throwaway instances.
+    Normal,
+}
+
+/// Tuning for [`SqliteStore::open_with`]; the defaults suit a production instance.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Read-only connections serving lookups and listings alongside the writer.
+    pub read_connections: u32,
+    /// How long a statement waits for a lock held by another process before failing
+    /// with `Unavailable`.
+    pub busy_timeout: Duration,
+    /// Most units of work the writer commits in one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Full,
+            read_connections: 4,
+            busy_timeout: Duration::from_secs(5),
+            max_batch: 256,
+        }
+    }
+}
+
+/// Every wagate store trait on one SQLite file. Clones share the same connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: Writer,
+    read: SqlitePool,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its directory if needed) the database at `path` with the
+    /// default, durable options, and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    pub async fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> StoreResult<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout)
+            .synchronous(match options.durability {
+                Durability::Full => SqliteSynchronous::Full,
+                Durability::Normal => SqliteSynchronous::Normal,
+            })
+            // Temporary b-trees (sorts, IN lists) stay in memory.
+            .pragma("temp_store", "MEMORY");
+
+        let write_options = base
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        // Migrations run through a one-connection pool (`Migrator::run` on a bare
+        // connection trips a higher-ranked lifetime error that makes `open` not `Send`);
+        // that connection is then detached and handed to the writer task for good.
+        let setup = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(write_options)
+            .await
+            .map_err(map_sqlx)?;
+        MIGRATOR
+            .run(&setup)
+            .await
+            .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
+        let conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
+        setup.close().await;
+        let writer = Writer::spawn(conn, options.max_batch);
+
+        // Opened after the writer so the file exists and is already in WAL mode (readers
+        // must not try to change the journal mode). `query_only` makes a stray write from
+        // a read path fail loudly instead of bypassing the writer.
+        let read = SqlitePoolOptions::new()
+            .max_connections(options.read_connections.max(1))
+            .min_connections(0)
+            .acquire_timeout(options.busy_timeout)
+            .connect_with(base.pragma("query_only", "ON"))
+            .await
+            .map_err(map_sqlx)?;
+        Ok(Self { writer, read })
+    }
+
+    /// Waits for queued writes, then closes every connection. Later calls on this store
+    /// or its clones fail with `Unavailable`.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.read.close().await;
+    }
+}

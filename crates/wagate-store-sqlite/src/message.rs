@@ -1,0 +1,429 @@
+//! Outbound messages: accepting (message, idempotency key, send job and budget count in one
+//! transaction), the forward-only status lifecycle with its history and events, listings
+//! and budget windows.
+
+use crate::SqliteStore;
+use crate::error::{corrupt, map_sqlx};
+use crate::event::append_new;
+use crate::row::{get, message_columns, message_from_row};
+use async_trait::async_trait;
+use sqlx::SqliteConnection;
+use sqlx::sqlite::SqliteArguments;
+use wagate_core::event::{EventData, MessageStatusChanged};
+use wagate_core::message::{Message, MessageStatus, NewOutboundMessage, StatusChange};
+use wagate_core::store::{
+    AcceptOutcome, BudgetUsage, MessageFilter, MessageRef, MessageStore, Page, PageRequest,
+    StoreError, StoreResult,
+};
+use wagate_core::time::{Timestamp, from_millis, millis};
+use wagate_core::{AccountId, DeviceUid, MessageId};
+
+/// Budget counters are kept per minute (see `device_counters`).
+const MINUTE_MS: i64 = 60_000;
+pub(crate) const DAY_MINUTES: i64 = 24 * 60;
+const HOUR_MINUTES: i64 = 60;
+
+/// The counter bucket `at` falls in.
+pub(crate) fn minute_of(at: Timestamp) -> i64 {
+    millis(at).div_euclid(MINUTE_MS)
+}
+
+/// The oldest bucket of a rolling window of `minutes` ending at `now`: the window holds
+/// the current (partial) minute and the `minutes - 1` whole minutes before it.
+pub(crate) fn window_start(now: Timestamp, minutes: i64) -> i64 {
+    minute_of(now) - minutes + 1
+}
+
+pub(crate) async fn message_by_id(
+    conn: &mut SqliteConnection,
+    id: &MessageId,
+) -> StoreResult<Message> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages m WHERE m.id = ?"
+    ))
+    .bind(id.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_sqlx)?
+    .ok_or(StoreError::NotFound)?;
+    message_from_row(&row)
+}
+
+/// Moves a loaded message to `status` when that is forward, recording the history step
+/// and the `message.status` event; `None` when the move is not allowed. A failed message
+/// loses its pending send job, so it is never sent.
+pub(crate) async fn advance_loaded(
+    conn: &mut SqliteConnection,
+    mut message: Message,
+    status: MessageStatus,
+    at: Timestamp,
+    reason: Option<&str>,
+) -> StoreResult<Option<Message>> {
+    if !message.status.can_advance_to(status) {
+        return Ok(None);
+    }
+    let failed = status == MessageStatus::Failed;
+    let at_ms = millis(at);
+    sqlx::query(
+        "UPDATE messages SET status = ?, updated_at = MAX(updated_at, ?), \
+         failure_reason = CASE WHEN ? THEN ? ELSE failure_reason END WHERE id = ?",
+    )
+    .bind(status.as_str())
+    .bind(at_ms)
+    .bind(failed)
+    .bind(reason)
+    .bind(message.id.as_str())
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO message_status_history (message_id, status, at, reason) VALUES (?, ?, ?, ?)",
+    )
+    .bind(message.id.as_str())
+    .bind(status.as_str())
+    .bind(at_ms)
+    .bind(reason)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    if failed {
+        sqlx::query("DELETE FROM send_jobs WHERE message_id = ?")
+            .bind(message.id.as_str())
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        message.failure_reason = reason.map(str::to_owned);
+    }
+    message.status = status;
+    message.updated_at = message.updated_at.max(at);
+    let data = EventData::MessageStatus(MessageStatusChanged {
+        message_id: message.id.clone(),
+        client_message_id: message.client_message_id.clone(),
+        recipient: message.to.clone(),
+        status,
+        reason: reason.map(str::to_owned),
+        timestamp: at,
+    });
+    append_new(conn, &message.account_id, &message.device_uid, data, at).await?;
+    Ok(Some(message))
+}
+
+async fn accept(
+    conn: &mut SqliteConnection,
+    new: &NewOutboundMessage,
+    provider_message_id: &str,
+    daily_limit: u32,
+) -> StoreResult<AcceptOutcome> {
+    // One statement answers the three questions an accept asks before writing: is the
+    // device live and the account's, is this clientMessageId already taken, and how much
+    // of the daily budget is used.
+    let row = sqlx::query(
+        "SELECT d.account_id, d.deleted_at, \
+         (SELECT m.id FROM messages m WHERE m.device_uid = d.uid AND m.client_message_id = ?) \
+           AS duplicate_id, \
+         (SELECT COALESCE(SUM(c.accepted), 0) FROM device_counters c \
+           WHERE c.device_uid = d.uid AND c.minute >= ? AND c.minute <= ?) AS accepted \
+         FROM devices d WHERE d.uid = ?",
+    )
+    .bind(new.client_message_id.as_deref())
+    .bind(window_start(new.created_at, DAY_MINUTES))
+    .bind(minute_of(new.created_at))
+    .bind(new.device_uid.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_sqlx)?
+    .ok_or(StoreError::NotFound)?;
+    let owner: String = get(&row, "account_id")?;
+    let deleted: Option<i64> = get(&row, "deleted_at")?;
+    if deleted.is_some() || owner != new.account_id.as_str() {
+        return Err(StoreError::NotFound);
+    }
+    if let Some(id) = get::<Option<String>>(&row, "duplicate_id")? {
+        let id = MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?;
+        return Ok(AcceptOutcome::Duplicate(message_by_id(conn, &id).await?));
+    }
+    let accepted: i64 = get(&row, "accepted")?;
+    if accepted >= i64::from(daily_limit) {
+        return Ok(AcceptOutcome::DailyBudgetExhausted { limit: daily_limit });
+    }
+
+    let created = millis(new.created_at);
+    let send_at = new.send_at.map(millis);
+    sqlx::query(
+        "INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
+         client_message_id, status, provider_message_id, dialect, send_at, created_at, \
+         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(new.id.as_str())
+    .bind(new.account_id.as_str())
+    .bind(new.device_uid.as_str())
+    .bind(new.to.digits())
+    .bind(new.kind.as_str())
+    .bind(new.text.as_deref())
+    .bind(new.media_id.as_ref().map(|m| m.as_str()))
+    .bind(new.client_message_id.as_deref())
+    .bind(MessageStatus::Queued.as_str())
+    .bind(provider_message_id)
+    .bind(new.dialect.as_str())
+    .bind(send_at)
+    .bind(created)
+    .bind(created)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO message_status_history (message_id, status, at) VALUES (?, 'queued', ?)",
+    )
+    .bind(new.id.as_str())
+    .bind(created)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    sqlx::query("INSERT INTO send_jobs (message_id, device_uid, run_at) VALUES (?, ?, ?)")
+        .bind(new.id.as_str())
+        .bind(new.device_uid.as_str())
+        .bind(send_at.unwrap_or(created))
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    sqlx::query(
+        "INSERT INTO device_counters (device_uid, minute, accepted) VALUES (?, ?, 1) \
+         ON CONFLICT (device_uid, minute) DO UPDATE SET accepted = accepted + 1",
+    )
+    .bind(new.device_uid.as_str())
+    .bind(minute_of(new.created_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+
+    Ok(AcceptOutcome::Created(Message {
+        id: new.id.clone(),
+        account_id: new.account_id.clone(),
+        device_uid: new.device_uid.clone(),
+        to: new.to.clone(),
+        kind: new.kind,
+        text: new.text.clone(),
+        media_id: new.media_id.clone(),
+        client_message_id: new.client_message_id.clone(),
+        status: MessageStatus::Queued,
+        failure_reason: None,
+        provider_message_id: Some(provider_message_id.to_owned()),
+        dialect: new.dialect,
+        send_at: new.send_at,
+        created_at: new.created_at,
+        updated_at: new.created_at,
+    }))
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn accept_outbound_message(
+        &self,
+        message: &NewOutboundMessage,
+        provider_message_id: &str,
+        daily_limit: u32,
+    ) -> StoreResult<AcceptOutcome> {
+        let (message, provider_message_id) = (message.clone(), provider_message_id.to_owned());
+        self.writer
+            .write(move |conn| {
+                Box::pin(
+                    async move { accept(conn, &message, &provider_message_id, daily_limit).await },
+                )
+            })
+            .await
+    }
+
+    async fn get_message(&self, account: &AccountId, id: &MessageId) -> StoreResult<Message> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.id = ? AND m.account_id = ?"
+        ))
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?
+        .ok_or(StoreError::NotFound)?;
+        message_from_row(&row)
+    }
+
+    async fn list_messages(
+        &self,
+        account: &AccountId,
+        filter: &MessageFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Message>> {
+        // The WHERE clause is assembled from fixed fragments only; values are bound.
+        let mut clause = String::from(" FROM messages m WHERE m.account_id = ?");
+        if filter.device_uid.is_some() {
+            clause.push_str(" AND m.device_uid = ?");
+        }
+        if filter.status.is_some() {
+            clause.push_str(" AND m.status = ?");
+        }
+        if filter.to.is_some() {
+            clause.push_str(" AND m.to_phone = ?");
+        }
+        if filter.since.is_some() {
+            clause.push_str(" AND m.created_at >= ?");
+        }
+        if filter.until.is_some() {
+            clause.push_str(" AND m.created_at < ?");
+        }
+        let bind_filter = |mut q: sqlx::query::Query<'static, sqlx::Sqlite, SqliteArguments>| {
+            q = q.bind(account.as_str().to_owned());
+            if let Some(d) = &filter.device_uid {
+                q = q.bind(d.as_str().to_owned());
+            }
+            if let Some(s) = filter.status {
+                q = q.bind(s.as_str());
+            }
+            if let Some(to) = &filter.to {
+                q = q.bind(to.digits().to_owned());
+            }
+            if let Some(t) = filter.since {
+                q = q.bind(millis(t));
+            }
+            if let Some(t) = filter.until {
+                q = q.bind(millis(t));
+            }
+            q
+        };
+        let count_sql = format!("SELECT COUNT(*) AS n{clause}");
+        let total: i64 = get(
+            &bind_filter(sqlx::query(sqlx::AssertSqlSafe(count_sql)))
+                .fetch_one(&self.read)
+                .await
+                .map_err(map_sqlx)?,
+            "n",
+        )?;
+        let list_sql = format!(
+            concat!(
+                "SELECT ",
+                message_columns!(),
+                "{} ORDER BY m.created_at DESC, m.id DESC LIMIT ? OFFSET ?"
+            ),
+            clause
+        );
+        let rows = bind_filter(sqlx::query(sqlx::AssertSqlSafe(list_sql)))
+            .bind(i64::from(page.limit))
+            .bind(i64::try_from(page.offset()).unwrap_or(i64::MAX))
+            .fetch_all(&self.read)
+            .await
+            .map_err(map_sqlx)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(message_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+            page: page.page,
+            limit: page.limit,
+        })
+    }
+
+    async fn message_history(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<Vec<StatusChange>> {
+        // Read in one statement so the message check and its steps come from one snapshot.
+        let rows = sqlx::query(
+            "SELECT h.status, h.at, h.reason FROM messages m \
+             LEFT JOIN message_status_history h ON h.message_id = m.id \
+             WHERE m.id = ? AND m.account_id = ? ORDER BY h.id",
+        )
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        if rows.is_empty() {
+            return Err(StoreError::NotFound);
+        }
+        let mut steps = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(status) = get::<Option<String>>(row, "status")? else {
+                continue;
+            };
+            steps.push(StatusChange {
+                status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+                at: from_millis(get(row, "at")?),
+                reason: get(row, "reason")?,
+            });
+        }
+        Ok(steps)
+    }
+
+    async fn advance_message_status(
+        &self,
+        message: &MessageRef,
+        status: MessageStatus,
+        at: Timestamp,
+        reason: Option<&str>,
+    ) -> StoreResult<Option<Message>> {
+        let (target, reason) = (message.clone(), reason.map(str::to_owned));
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let message = match &target {
+                        MessageRef::Id(id) => message_by_id(conn, id).await?,
+                        MessageRef::Provider {
+                            device,
+                            provider_message_id,
+                        } => message_by_provider_id(conn, device, provider_message_id).await?,
+                    };
+                    advance_loaded(conn, message, status, at, reason.as_deref()).await
+                })
+            })
+            .await
+    }
+
+    async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(accepted), 0) AS day_accepted, \
+             COALESCE(SUM(CASE WHEN minute >= ? THEN handed END), 0) AS hour_handed, \
+             COALESCE(SUM(CASE WHEN minute >= ? THEN handed END), 0) AS minute_handed \
+             FROM device_counters WHERE device_uid = ? AND minute >= ? AND minute <= ?",
+        )
+        .bind(window_start(now, HOUR_MINUTES))
+        .bind(window_start(now, 1))
+        .bind(device.as_str())
+        .bind(window_start(now, DAY_MINUTES))
+        .bind(minute_of(now))
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        let count = |col: &str| -> StoreResult<u64> {
+            let n: i64 = get(&row, col)?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        };
+        Ok(BudgetUsage {
+            accepted_last_day: count("day_accepted")?,
+            handed_last_hour: count("hour_handed")?,
+            handed_last_minute: count("minute_handed")?,
+        })
+    }
+}
+
+async fn message_by_provider_id(
+    conn: &mut SqliteConnection,
+    device: &DeviceUid,
+    provider_message_id: &str,
+) -> StoreResult<Message> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages m WHERE m.device_uid = ? AND m.provider_message_id = ?"
+    ))
+    .bind(device.as_str())
+    .bind(provider_message_id)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_sqlx)?
+    .ok_or(StoreError::NotFound)?;
+    message_from_row(&row)
+}

@@ -1,0 +1,194 @@
+//! The send queue: jobs claimed with a lease, completed (counting against the handed
+//! budget), failed, retried or released.
+
+use crate::SqliteStore;
+use crate::error::map_sqlx;
+use crate::message::{advance_loaded, message_by_id, minute_of};
+use crate::row::{get, message_columns, message_from_row};
+use async_trait::async_trait;
+use wagate_core::DeviceUid;
+use wagate_core::MessageId;
+use wagate_core::message::MessageStatus;
+use wagate_core::store::{SendJob, SendQueue, StoreError, StoreResult};
+use wagate_core::time::{Timestamp, from_millis, millis};
+
+#[async_trait]
+impl SendQueue for SqliteStore {
+    async fn claim_send_jobs(
+        &self,
+        device: &DeviceUid,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<SendJob>> {
+        let device = device.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = millis(now);
+                    // Read and lease in one write transaction: no other claimer can slip
+                    // in between, since every write goes through this connection.
+                    let rows = sqlx::query(concat!(
+                        "SELECT j.id AS job_id, j.attempts, ",
+                        message_columns!(),
+                        " FROM send_jobs j JOIN messages m ON m.id = j.message_id \
+                         WHERE j.device_uid = ? AND j.run_at <= ? \
+                         AND (j.lease_until IS NULL OR j.lease_until <= ?) \
+                         ORDER BY j.run_at, j.id LIMIT ?"
+                    ))
+                    .bind(device.as_str())
+                    .bind(now)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let mut jobs = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        let attempts: i64 = get(row, "attempts")?;
+                        jobs.push(SendJob {
+                            job_id: get(row, "job_id")?,
+                            message: message_from_row(row)?,
+                            attempt: u32::try_from(attempts + 1).unwrap_or(u32::MAX),
+                        });
+                    }
+                    if jobs.is_empty() {
+                        return Ok(jobs);
+                    }
+                    let ids = jobs
+                        .iter()
+                        .map(|j| j.job_id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    sqlx::query(
+                        "UPDATE send_jobs SET lease_until = ?, attempts = attempts + 1 \
+                         WHERE id IN (SELECT value FROM json_each(?))",
+                    )
+                    .bind(millis(lease_until))
+                    .bind(format!("[{ids}]"))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(jobs)
+                })
+            })
+            .await
+    }
+
+    async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>> {
+        // The earliest free job, and the leased job whose lease ends first (it becomes
+        // claimable then): each is the first row of an index range.
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(t) FROM ( \
+               SELECT (SELECT run_at FROM send_jobs \
+                       WHERE device_uid = ? AND lease_until IS NULL \
+                       ORDER BY run_at LIMIT 1) AS t \
+               UNION ALL \
+               SELECT (SELECT MAX(run_at, lease_until) FROM send_jobs \
+                       WHERE device_uid = ? AND lease_until IS NOT NULL \
+                       ORDER BY lease_until LIMIT 1) \
+             )",
+        )
+        .bind(device.as_str())
+        .bind(device.as_str())
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(at.map(from_millis))
+    }
+
+    async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()> {
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let device: String = sqlx::query_scalar(
+                        "DELETE FROM send_jobs WHERE id = ? RETURNING device_uid",
+                    )
+                    .bind(job_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?
+                    .ok_or(StoreError::NotFound)?;
+                    sqlx::query(
+                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, 1) \
+                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1",
+                    )
+                    .bind(device)
+                    .bind(minute_of(at))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()> {
+        let reason = reason.to_owned();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let id: String = sqlx::query_scalar(
+                        "DELETE FROM send_jobs WHERE id = ? RETURNING message_id",
+                    )
+                    .bind(job_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?
+                    .ok_or(StoreError::NotFound)?;
+                    let id = MessageId::parse(&id)
+                        .map_err(|_| crate::error::corrupt("message id", &id))?;
+                    let message = message_by_id(conn, &id).await?;
+                    // A message WhatsApp already took cannot fail any more; the job is
+                    // done either way.
+                    advance_loaded(conn, message, MessageStatus::Failed, at, Some(&reason)).await?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn retry_send_job(&self, job_id: i64, run_at: Timestamp, error: &str) -> StoreResult<()> {
+        let error = error.to_owned();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE send_jobs SET run_at = ?, lease_until = NULL, last_error = ? \
+                         WHERE id = ?",
+                    )
+                    .bind(millis(run_at))
+                    .bind(error)
+                    .bind(job_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn release_send_jobs(&self, device: &DeviceUid) -> StoreResult<()> {
+        let device = device.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE send_jobs SET lease_until = NULL \
+                         WHERE device_uid = ? AND lease_until IS NOT NULL",
+                    )
+                    .bind(device.as_str())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+}

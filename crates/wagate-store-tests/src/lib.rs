@@ -1,0 +1,95 @@
+//! The conformance suite every implementation of [`wagate_core::store::Store`] must pass,
+//! so SQLite today and PostgreSQL later behave the same to the application.
+//!
+//! Each case is a public async function taking a [`StoreFactory`] that makes a fresh,
+//! empty store. An implementing crate runs them all with one line in an integration test:
+//!
+//! ```ignore
+//! wagate_store_tests::store_conformance_tests!(|| async {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = MyStore::open(dir.path().join("db")).await.unwrap();
+//!     wagate_store_tests::Fixture::with_guard(store, dir)
+//! });
+//! ```
+//!
+//! The cases pin what the trait docs say and a few rules the application relies on that
+//! the docs leave implicit (listings newest first, `since` inclusive and `until`
+//! exclusive, accepting on a deleted device is `NotFound`); each says so where it does.
+//! Times are fixed, far-future instants a few seconds past a minute boundary, so stores
+//! that count budgets in per-minute buckets and stores that count exact rows agree.
+
+// A test suite reports failures by panicking; these lints guard production code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod account;
+mod device;
+mod event;
+mod fixture;
+mod inbound;
+mod media;
+mod message;
+mod queue;
+
+pub use account::*;
+pub use device::*;
+pub use event::*;
+pub use fixture::{Fixture, StoreFactory};
+pub use inbound::*;
+pub use media::*;
+pub use message::*;
+pub use queue::*;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio;
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, each calling the case with
+/// `$factory` (an expression evaluated once per test, e.g. a closure returning a future
+/// of [`Fixture`]). The implementing crate needs `tokio` as a dev-dependency.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($factory:expr) => {
+        $crate::store_conformance_tests!(@cases $factory;
+            account_create_get_and_duplicate,
+            api_keys_limit_revoke_and_prefix_lookup,
+            device_create_get_and_list,
+            device_isolation_between_accounts,
+            device_patch_changes_only_given_fields,
+            device_soft_delete_hides_it_and_fails_pending_sends,
+            device_state_changes_append_events,
+            device_instance_credential,
+            accept_commits_queued_message_job_and_history,
+            accept_dedupes_client_message_id_per_device,
+            accept_refuses_when_daily_budget_is_used,
+            accept_concurrent_duplicates_create_one_message,
+            accept_concurrent_sends_respect_the_budget,
+            advance_moves_forward_only_with_history_and_events,
+            advance_to_failed_only_from_queued_and_cancels_the_send,
+            advance_by_provider_id_is_scoped_to_the_device,
+            list_messages_filters_and_pages,
+            claim_honours_run_at_order_and_limit,
+            claim_leases_exclude_other_claimers_until_expiry,
+            claim_concurrent_claimers_never_share_a_job,
+            complete_fail_retry_and_release,
+            next_send_job_at_follows_run_at_and_leases,
+            budget_usage_counts_rolling_windows,
+            inbound_dedupes_per_device_and_appends_events,
+            media_is_isolated_between_accounts,
+            events_filter_by_account_type_and_position,
+            events_seq_follows_commit_order_under_concurrency,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[$crate::__private::tokio::test(
+                flavor = "multi_thread",
+                worker_threads = 2,
+                crate = "wagate_store_tests::__private::tokio"
+            )]
+            async fn $case() {
+                $crate::$case($factory).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,629 @@
+//! Outbound messages: accepting, idempotency, the daily budget, status lifecycle, listings.
+
+use crate::fixture::{
+    HOUR, MIN, SEC, StoreFactory, accept, account, at, device, events, outbound, phone, send, t0,
+};
+use std::collections::HashSet;
+use std::sync::Arc;
+use wagate_core::engine::provider_message_id;
+use wagate_core::event::{EventData, EventType, MessageStatusChanged};
+use wagate_core::message::{MessageKind, MessageStatus, StatusChange};
+use wagate_core::store::{AcceptOutcome, MessageFilter, MessageRef, PageRequest, StoreError};
+#[allow(unused_imports)]
+use wagate_core::store::{
+    AccountStore, DeviceStore, EventStore, InboundStore, MediaStore, MessageStore, SendQueue,
+};
+use wagate_core::{DeviceUid, MediaId, MessageId};
+
+pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let mut new = outbound(&d, Some("client-1"), at(SEC));
+    new.kind = MessageKind::Image;
+    new.media_id = Some(MediaId::new());
+    new.text = Some("caption".into());
+    let m = send(s, &new).await;
+    assert_eq!(m.id, new.id);
+    assert_eq!(m.account_id, a);
+    assert_eq!(m.device_uid, d.uid);
+    assert_eq!(m.to, new.to);
+    assert_eq!(m.kind, MessageKind::Image);
+    assert_eq!(m.text.as_deref(), Some("caption"));
+    assert_eq!(m.media_id, new.media_id);
+    assert_eq!(m.client_message_id.as_deref(), Some("client-1"));
+    assert_eq!(m.status, MessageStatus::Queued);
+    assert_eq!(m.failure_reason, None);
+    assert_eq!(m.provider_message_id, Some(provider_message_id(&new.id)));
+    assert_eq!(m.dialect, new.dialect);
+    assert_eq!(m.send_at, None);
+    assert_eq!(m.created_at, at(SEC));
+    assert_eq!(m.updated_at, at(SEC));
+
+    assert_eq!(s.get_message(&a, &m.id).await.unwrap(), m);
+    assert_eq!(
+        s.get_message(&a, &MessageId::new()).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.message_history(&a, &m.id).await.unwrap(),
+        vec![StatusChange {
+            status: MessageStatus::Queued,
+            at: at(SEC),
+            reason: None,
+        }]
+    );
+    assert_eq!(
+        s.message_history(&a, &MessageId::new()).await,
+        Err(StoreError::NotFound)
+    );
+    // The send job was committed with it.
+    let jobs = s
+        .claim_send_jobs(&d.uid, at(2 * SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].message, m);
+    assert_eq!(jobs[0].attempt, 1);
+    assert_eq!(
+        s.budget_usage(&d.uid, at(2 * SEC))
+            .await
+            .unwrap()
+            .accepted_last_day,
+        1
+    );
+    // Accepting onto an unknown device is refused.
+    let mut stray = outbound(&d, None, t0());
+    stray.device_uid = DeviceUid::new();
+    assert_eq!(
+        s.accept_outbound_message(&stray, "3EB0STRAY", 100).await,
+        Err(StoreError::NotFound)
+    );
+}
+
+pub async fn accept_dedupes_client_message_id_per_device(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d1 = device(s, &a).await;
+    let d2 = device(s, &a).await;
+    let first = send(s, &outbound(&d1, Some("order-17"), t0())).await;
+
+    let mut retry = outbound(&d1, Some("order-17"), at(SEC));
+    retry.text = Some("different text".into());
+    assert_eq!(
+        accept(s, &retry, 100).await,
+        AcceptOutcome::Duplicate(first.clone())
+    );
+    assert_eq!(
+        s.get_message(&a, &retry.id).await,
+        Err(StoreError::NotFound)
+    );
+
+    // The same clientMessageId on another device is another message.
+    let other = outbound(&d2, Some("order-17"), at(SEC));
+    assert!(matches!(
+        accept(s, &other, 100).await,
+        AcceptOutcome::Created(_)
+    ));
+    // Messages without a clientMessageId are never duplicates.
+    send(s, &outbound(&d1, None, at(2 * SEC))).await;
+    send(s, &outbound(&d1, None, at(3 * SEC))).await;
+    // A retry reports the original even when the budget is used up since.
+    assert_eq!(
+        accept(s, &outbound(&d1, Some("order-17"), at(4 * SEC)), 1).await,
+        AcceptOutcome::Duplicate(first.clone())
+    );
+    // A duplicate reports the message as it is now.
+    let sent = s
+        .advance_message_status(
+            &MessageRef::Id(first.id.clone()),
+            MessageStatus::Sent,
+            at(5 * SEC),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    match accept(s, &outbound(&d1, Some("order-17"), at(6 * SEC)), 100).await {
+        AcceptOutcome::Duplicate(m) => assert_eq!(m, sent),
+        other => panic!("expected Duplicate, got {other:?}"),
+    }
+
+    let all = s
+        .list_messages(
+            &a,
+            &MessageFilter::default(),
+            PageRequest {
+                page: 1,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.total, 4);
+    let jobs = s
+        .claim_send_jobs(&d1.uid, at(MIN), at(2 * MIN), 100)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 3, "a duplicate adds no send job");
+}
+
+pub async fn accept_refuses_when_daily_budget_is_used(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let other = device(s, &a).await;
+    for i in 0..3 {
+        let m = outbound(&d, Some(&format!("c{i}")), at(i * MIN));
+        assert!(matches!(accept(s, &m, 3).await, AcceptOutcome::Created(_)));
+    }
+    let refused = outbound(&d, Some("c3"), at(HOUR));
+    assert_eq!(
+        accept(s, &refused, 3).await,
+        AcceptOutcome::DailyBudgetExhausted { limit: 3 }
+    );
+    // Nothing of the refused message was committed: no row, no key, no job, no count.
+    assert_eq!(
+        s.get_message(&a, &refused.id).await,
+        Err(StoreError::NotFound)
+    );
+    let usage = s.budget_usage(&d.uid, at(HOUR)).await.unwrap();
+    assert_eq!(usage.accepted_last_day, 3);
+    let jobs = s
+        .claim_send_jobs(&d.uid, at(HOUR), at(2 * HOUR), 100)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 3);
+    // The key was not taken: the same clientMessageId is accepted once there is room.
+    assert!(matches!(
+        accept(s, &outbound(&d, Some("c3"), at(HOUR)), 4).await,
+        AcceptOutcome::Created(_)
+    ));
+    // The budget is per device.
+    assert!(matches!(
+        accept(s, &outbound(&other, Some("c9"), at(HOUR)), 3).await,
+        AcceptOutcome::Created(_)
+    ));
+    // A zero budget refuses everything.
+    assert_eq!(
+        accept(s, &outbound(&other, Some("c10"), at(HOUR)), 0).await,
+        AcceptOutcome::DailyBudgetExhausted { limit: 0 }
+    );
+    // The window rolls: the first three (at 0, 1 and 2 minutes) stop counting a day later,
+    // while the one accepted at one hour still counts.
+    let late = at(24 * HOUR + 30 * MIN);
+    assert_eq!(
+        accept(s, &outbound(&d, Some("c4"), late), 1).await,
+        AcceptOutcome::DailyBudgetExhausted { limit: 1 }
+    );
+    assert!(matches!(
+        accept(s, &outbound(&d, Some("c5"), late), 2).await,
+        AcceptOutcome::Created(_)
+    ));
+    assert_eq!(
+        s.budget_usage(&d.uid, at(24 * HOUR + 31 * MIN))
+            .await
+            .unwrap()
+            .accepted_last_day,
+        2
+    );
+    assert_eq!(
+        s.budget_usage(&d.uid, at(25 * HOUR + 31 * MIN))
+            .await
+            .unwrap()
+            .accepted_last_day,
+        1
+    );
+}
+
+pub async fn accept_concurrent_duplicates_create_one_message(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = fx.store.clone();
+    let a = account(&*s).await;
+    let d = device(&*s, &a).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let s = Arc::clone(&s);
+        let m = outbound(&d, Some("same"), t0());
+        tasks.push(tokio::spawn(async move {
+            s.accept_outbound_message(&m, &provider_message_id(&m.id), 1000)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = Vec::new();
+    let mut duplicates = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            AcceptOutcome::Created(m) => created.push(m),
+            AcceptOutcome::Duplicate(m) => duplicates.push(m),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created.len(), 1);
+    assert_eq!(duplicates.len(), 19);
+    assert!(duplicates.iter().all(|m| m.id == created[0].id));
+    let all = s
+        .list_messages(
+            &a,
+            &MessageFilter::default(),
+            PageRequest {
+                page: 1,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.total, 1);
+    assert_eq!(
+        s.budget_usage(&d.uid, t0())
+            .await
+            .unwrap()
+            .accepted_last_day,
+        1
+    );
+}
+
+pub async fn accept_concurrent_sends_respect_the_budget(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = fx.store.clone();
+    let a = account(&*s).await;
+    let d = device(&*s, &a).await;
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let s = Arc::clone(&s);
+        let m = outbound(&d, Some(&format!("c{i}")), at(i));
+        tasks.push(tokio::spawn(async move {
+            s.accept_outbound_message(&m, &provider_message_id(&m.id), 10)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            AcceptOutcome::Created(_) => created += 1,
+            AcceptOutcome::DailyBudgetExhausted { limit: 10 } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 10);
+    let all = s
+        .list_messages(
+            &a,
+            &MessageFilter::default(),
+            PageRequest {
+                page: 1,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.total, 10);
+}
+
+pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let m = send(s, &outbound(&d, Some("c1"), t0())).await;
+    let r = MessageRef::Id(m.id.clone());
+
+    let sent = s
+        .advance_message_status(&r, MessageStatus::Sent, at(SEC), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sent.status, MessageStatus::Sent);
+    assert_eq!(sent.updated_at, at(SEC));
+    assert_eq!(s.get_message(&a, &m.id).await.unwrap(), sent);
+    // Duplicates and moves backwards or to failed are ignored.
+    for (status, t) in [
+        (MessageStatus::Sent, 2),
+        (MessageStatus::Queued, 3),
+        (MessageStatus::Failed, 4),
+    ] {
+        assert_eq!(
+            s.advance_message_status(&r, status, at(t * SEC), Some("late"))
+                .await,
+            Ok(None)
+        );
+    }
+    // Skipping a step is forward too (a read receipt can arrive without a delivery one).
+    let read = s
+        .advance_message_status(&r, MessageStatus::Read, at(5 * SEC), Some("receipt"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.status, MessageStatus::Read);
+    assert_eq!(
+        s.advance_message_status(&r, MessageStatus::Delivered, at(6 * SEC), None)
+            .await,
+        Ok(None)
+    );
+    let played = s
+        .advance_message_status(&r, MessageStatus::Played, at(7 * SEC), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(played.status, MessageStatus::Played);
+    assert_eq!(s.get_message(&a, &m.id).await.unwrap(), played);
+    assert_eq!(
+        s.advance_message_status(
+            &MessageRef::Id(MessageId::new()),
+            MessageStatus::Sent,
+            at(8 * SEC),
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+
+    let steps = |status, secs, reason: Option<&str>| StatusChange {
+        status,
+        at: at(secs * SEC),
+        reason: reason.map(str::to_owned),
+    };
+    assert_eq!(
+        s.message_history(&a, &m.id).await.unwrap(),
+        vec![
+            steps(MessageStatus::Queued, 0, None),
+            steps(MessageStatus::Sent, 1, None),
+            steps(MessageStatus::Read, 5, Some("receipt")),
+            steps(MessageStatus::Played, 7, None),
+        ]
+    );
+
+    let evs = events(s, &[EventType::MessageStatus]).await;
+    assert!(
+        evs.iter()
+            .all(|e| e.account_id == a && e.device_uid == d.uid)
+    );
+    let changes: Vec<_> = evs.into_iter().map(|e| e.data).collect();
+    let change = |status, secs, reason: Option<&str>| {
+        EventData::MessageStatus(MessageStatusChanged {
+            message_id: m.id.clone(),
+            client_message_id: Some("c1".into()),
+            recipient: phone(1),
+            status,
+            reason: reason.map(str::to_owned),
+            timestamp: at(secs * SEC),
+        })
+    };
+    assert_eq!(
+        changes,
+        vec![
+            change(MessageStatus::Sent, 1, None),
+            change(MessageStatus::Read, 5, Some("receipt")),
+            change(MessageStatus::Played, 7, None),
+        ]
+    );
+}
+
+pub async fn advance_to_failed_only_from_queued_and_cancels_the_send(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let m = send(s, &outbound(&d, None, t0())).await;
+    let r = MessageRef::Id(m.id.clone());
+    let failed = s
+        .advance_message_status(
+            &r,
+            MessageStatus::Failed,
+            at(SEC),
+            Some("number not on WhatsApp"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("number not on WhatsApp")
+    );
+    assert_eq!(s.get_message(&a, &m.id).await.unwrap(), failed);
+    for status in MessageStatus::ALL {
+        assert_eq!(
+            s.advance_message_status(&r, status, at(2 * SEC), None)
+                .await,
+            Ok(None),
+            "failed is final, {status} too"
+        );
+    }
+    assert!(
+        s.claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a failed message is never sent"
+    );
+    let evs = events(s, &[EventType::MessageStatus]).await;
+    assert_eq!(evs.len(), 1);
+    match &evs[0].data {
+        EventData::MessageStatus(c) => {
+            assert_eq!(c.status, MessageStatus::Failed);
+            assert_eq!(c.reason.as_deref(), Some("number not on WhatsApp"));
+            assert_eq!(c.client_message_id, None);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d1 = device(s, &a).await;
+    let d2 = device(s, &a).await;
+    let m = send(s, &outbound(&d1, None, t0())).await;
+    let pid = m.provider_message_id.clone().unwrap();
+    assert_eq!(
+        s.advance_message_status(
+            &MessageRef::Provider {
+                device: d2.uid.clone(),
+                provider_message_id: pid.clone(),
+            },
+            MessageStatus::Sent,
+            at(SEC),
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.advance_message_status(
+            &MessageRef::Provider {
+                device: d1.uid.clone(),
+                provider_message_id: "3EB0000000000000000000".into(),
+            },
+            MessageStatus::Sent,
+            at(SEC),
+            None
+        )
+        .await,
+        Err(StoreError::NotFound)
+    );
+    let delivered = s
+        .advance_message_status(
+            &MessageRef::Provider {
+                device: d1.uid.clone(),
+                provider_message_id: pid,
+            },
+            MessageStatus::Delivered,
+            at(2 * SEC),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(delivered.id, m.id);
+    assert_eq!(delivered.status, MessageStatus::Delivered);
+}
+
+pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let b = account(s).await;
+    let d1 = device(s, &a).await;
+    let d2 = device(s, &a).await;
+    let foreign = device(s, &b).await;
+    // Seven messages a minute apart: d1 gets 0,2,4,6 (to phone 1), d2 gets 1,3,5 (to phone 2).
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let (dev, to) = if i % 2 == 0 { (&d1, 1) } else { (&d2, 2) };
+        let mut new = outbound(dev, None, at(i * MIN));
+        new.to = phone(to);
+        ids.push(send(s, &new).await.id);
+    }
+    send(s, &outbound(&foreign, None, t0())).await;
+    // 1 and 4 are sent.
+    for i in [1, 4] {
+        s.advance_message_status(
+            &MessageRef::Id(ids[i].clone()),
+            MessageStatus::Sent,
+            at(10 * MIN),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let list = |filter: MessageFilter, page: u32, limit: u32| {
+        let a = a.clone();
+        async move {
+            s.list_messages(&a, &filter, PageRequest { page, limit })
+                .await
+                .unwrap()
+        }
+    };
+    let idx = |page: &wagate_core::store::Page<wagate_core::message::Message>| -> Vec<usize> {
+        page.items
+            .iter()
+            .map(|m| ids.iter().position(|id| *id == m.id).unwrap())
+            .collect()
+    };
+
+    // Everything, newest first, paged.
+    let p1 = list(MessageFilter::default(), 1, 3).await;
+    assert_eq!((p1.total, p1.page, p1.limit), (7, 1, 3));
+    assert_eq!(idx(&p1), vec![6, 5, 4]);
+    let p3 = list(MessageFilter::default(), 3, 3).await;
+    assert_eq!(idx(&p3), vec![0]);
+    let p4 = list(MessageFilter::default(), 4, 3).await;
+    assert_eq!((p4.total, p4.items.len()), (7, 0));
+    let mut seen = HashSet::new();
+    for page in 1..=3 {
+        for i in idx(&list(MessageFilter::default(), page, 3).await) {
+            assert!(seen.insert(i), "pages do not overlap");
+        }
+    }
+    assert_eq!(seen.len(), 7);
+
+    let by_device = MessageFilter {
+        device_uid: Some(d2.uid.clone()),
+        ..MessageFilter::default()
+    };
+    let p = list(by_device.clone(), 1, 10).await;
+    assert_eq!((p.total, idx(&p)), (3, vec![5, 3, 1]));
+    let p = list(by_device, 2, 2).await;
+    assert_eq!((p.total, idx(&p)), (3, vec![1]));
+
+    let by_status = MessageFilter {
+        status: Some(MessageStatus::Sent),
+        ..MessageFilter::default()
+    };
+    let p = list(by_status, 1, 10).await;
+    assert_eq!((p.total, idx(&p)), (2, vec![4, 1]));
+    let queued = MessageFilter {
+        status: Some(MessageStatus::Queued),
+        ..MessageFilter::default()
+    };
+    assert_eq!(list(queued, 1, 10).await.total, 5);
+
+    let by_recipient = MessageFilter {
+        to: Some(phone(1)),
+        ..MessageFilter::default()
+    };
+    let p = list(by_recipient, 1, 10).await;
+    assert_eq!((p.total, idx(&p)), (4, vec![6, 4, 2, 0]));
+
+    // `since` is inclusive and `until` exclusive, as a half-open range of creation times.
+    let window = MessageFilter {
+        since: Some(at(2 * MIN)),
+        until: Some(at(5 * MIN)),
+        ..MessageFilter::default()
+    };
+    let p = list(window, 1, 10).await;
+    assert_eq!((p.total, idx(&p)), (3, vec![4, 3, 2]));
+    let since = MessageFilter {
+        since: Some(at(5 * MIN + SEC)),
+        ..MessageFilter::default()
+    };
+    assert_eq!(idx(&list(since, 1, 10).await), vec![6]);
+    let until = MessageFilter {
+        until: Some(at(MIN - SEC)),
+        ..MessageFilter::default()
+    };
+    assert_eq!(idx(&list(until, 1, 10).await), vec![0]);
+
+    let combined = MessageFilter {
+        device_uid: Some(d1.uid.clone()),
+        status: Some(MessageStatus::Queued),
+        to: Some(phone(1)),
+        since: Some(at(MIN)),
+        until: Some(at(7 * MIN)),
+    };
+    let p = list(combined, 1, 10).await;
+    assert_eq!((p.total, idx(&p)), (2, vec![6, 2]));
+    let nobody = MessageFilter {
+        to: Some(phone(3)),
+        ..MessageFilter::default()
+    };
+    assert_eq!(list(nobody, 1, 10).await.total, 0);
+}
