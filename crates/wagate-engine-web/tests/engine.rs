@@ -1,6 +1,9 @@
 //! The engine against the real network stack, without WhatsApp: a device pointed at a
 //! closed local port must back off (not spin), report why, and clean up after itself.
 
+// Test helpers outside #[test] functions panic on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wagate_core::Phone;
@@ -116,7 +119,7 @@ async fn unreachable_server_backs_off_then_stop_and_forget_clean_up() {
     // Not connected: commands refuse clearly instead of hanging.
     let phone = Phone::parse("15550001111").unwrap();
     assert!(matches!(
-        session.check_numbers(&[phone.clone()]).await,
+        session.check_numbers(std::slice::from_ref(&phone)).await,
         Err(EngineError::NotConnected(_))
     ));
     assert!(matches!(
