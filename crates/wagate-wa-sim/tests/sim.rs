@@ -173,9 +173,28 @@ async fn is_on_whatsapp_tells_registered_from_unregistered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_queue_is_delivered_on_reconnect() {
-    let Pair { sim, a, b, bob, .. } = pair().await;
-    let b_jid = bob.device_jid(1);
-    let backend = b.backend.clone();
+    init();
+    let sim = Simulator::new();
+    let alice = sim.create_account("15550000001", "Alice").unwrap();
+    let bob = sim.create_account("15550000002", "Bob").unwrap();
+    let a = sim.connect(&alice).await.unwrap();
+    // Bob on a real SQLite store, so the restart below reopens the same file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bob.db");
+    let open = || async {
+        let store = whatsapp_rust::store::SqliteStore::new(path.to_str().unwrap())
+            .await
+            .unwrap();
+        Arc::new(store) as Arc<dyn whatsapp_rust::store::traits::Backend>
+    };
+    let backend = open().await;
+    let b_jid = sim
+        .seed_backend(&bob, "Bob", backend.as_ref())
+        .await
+        .unwrap();
+    let b = sim.start_client(backend, None).await.unwrap();
+    a.wait_connected(ONLINE).await.unwrap();
+    b.wait_connected(ONLINE).await.unwrap();
     b.shutdown().await;
     sim.wait_until(ONLINE, |s| !s.is_online(&b_jid))
         .await
@@ -193,8 +212,8 @@ async fn offline_queue_is_delivered_on_reconnect() {
         "message should wait in B's offline queue"
     );
 
-    // Same store, new process-equivalent: B logs in again and drains its queue.
-    let b = sim.start_client(backend, None).await.unwrap();
+    // A new client on the same store logs in again and drains its queue.
+    let b = sim.start_client(open().await, None).await.unwrap();
     let (_, info) = b
         .wait_message(ONLINE, |m, _| {
             m.text_content() == Some("while you were away")
@@ -202,6 +221,7 @@ async fn offline_queue_is_delivered_on_reconnect() {
         .await
         .unwrap();
     assert_eq!(info.id, id);
+    assert!(info.is_offline || sim.queued(&b_jid) == 0);
     b.wait_connected(ONLINE).await.unwrap();
     assert_eq!(sim.queued(&b_jid), 0);
     // B's delivery receipt for a message drained offline is `inactive` or delivered.
@@ -216,6 +236,8 @@ async fn offline_queue_is_delivered_on_reconnect() {
     })
     .await
     .unwrap();
+    // Stop before the temporary directory goes away under the store.
+    b.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
