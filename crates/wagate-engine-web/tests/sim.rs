@@ -521,6 +521,82 @@ async fn nacks_uncommitted_inbound_and_unlinking() {
     w.engine.forget(&uid).await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_by_pair_code_survives_a_ban_and_logs_out() {
+    let w = world().await;
+    let uid = DeviceUid::parse("dev_paircode").unwrap();
+    let sink = Arc::new(Sink::default());
+    let session = w
+        .engine
+        .start_session(device(&uid), sink.clone())
+        .await
+        .unwrap();
+    // The socket is up once QR codes show.
+    sink.wait_for(ONLINE, |e| {
+        matches!(e, EngineEvent::Qr { .. }).then_some(())
+    })
+    .await;
+    let alice_phone = Phone::parse(&w.alice.phone).unwrap();
+    let code = session.request_pair_code(&alice_phone).await.unwrap();
+    assert_eq!(code.code.len(), 8);
+    assert!(code.expires_in.as_secs() > 60);
+    sink.wait_for(ONLINE, |e| match e {
+        EngineEvent::PairCode { code: c, .. } if *c == code.code => Some(()),
+        _ => None,
+    })
+    .await;
+    // One live code at a time: asking again is throttled with the time left.
+    assert!(matches!(
+        session.request_pair_code(&alice_phone).await,
+        Err(EngineError::RateLimited {
+            retry_after: Some(_),
+            ..
+        })
+    ));
+    w.sim.enter_pair_code(&w.alice, &code.code).unwrap();
+    sink.wait_for(AFTER_PAIRING, |e| {
+        matches!(e, EngineEvent::Connected { .. }).then_some(())
+    })
+    .await;
+
+    // A temporary ban: reported with its reason and end, and the session stops trying.
+    w.sim.temp_ban(&w.alice, 101, Duration::from_secs(3600));
+    let (reason, expires_at) = sink
+        .wait_for(Duration::from_secs(30), |e| match e {
+            EngineEvent::Banned { reason, expires_at } => Some((reason.clone(), *expires_at)),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("101"), "{reason}");
+    let left = expires_at.unwrap() - wagate_core::time::now();
+    assert!((3500..=3600).contains(&left.num_seconds()), "{left}");
+
+    // Once lifted, connect() brings the device back without linking again.
+    w.sim.lift_ban(&w.alice);
+    let before = sink.snapshot().len();
+    session.connect().await.unwrap();
+    sink.wait_for_from(before, ONLINE, |e| {
+        matches!(e, EngineEvent::Connected { .. }).then_some(())
+    })
+    .await;
+    assert!(
+        !sink.snapshot()[before..]
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Qr { .. }))
+    );
+
+    // logout() unlinks: LoggedOut, and the keys are gone from disk.
+    let before = sink.snapshot().len();
+    session.logout().await.unwrap();
+    sink.wait_for_from(before, ONLINE, |e| {
+        matches!(e, EngineEvent::LoggedOut { .. }).then_some(())
+    })
+    .await;
+    assert!(!w.engine.has_store(&uid));
+    session.stop().await;
+    w.engine.forget(&uid).await.unwrap();
+}
+
 /// 16-bit mono WAV of a 440 Hz tone.
 fn wav(rate: u32, seconds: f32) -> Vec<u8> {
     let frames = (rate as f32 * seconds) as usize;
