@@ -2,11 +2,10 @@
 //! `message.received` event.
 
 use crate::SqliteStore;
-use crate::error::map_sqlx;
-use crate::event::append_new;
+use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
-use wagate_core::event::{EventData, ReceivedMessage};
+use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
 use wagate_core::message::InboundMessage;
 use wagate_core::store::{InboundOutcome, InboundStore, Page, PageRequest, StoreResult};
 use wagate_core::time::millis;
@@ -23,25 +22,23 @@ impl InboundStore for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let existing = sqlx::query(concat!(
-                        "SELECT ",
-                        inbound_columns!(),
-                        " FROM inbound_messages i \
-                         WHERE i.device_uid = ? AND i.provider_message_id = ?"
-                    ))
-                    .bind(m.device_uid.as_str())
-                    .bind(&m.provider_message_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?;
-                    if let Some(row) = existing {
-                        return Ok(InboundOutcome::Duplicate(inbound_from_row(&row)?));
-                    }
-                    sqlx::query(
+                    let event = NewEvent::new(
+                        m.account_id.clone(),
+                        m.device_uid.clone(),
+                        EventData::MessageReceived(ReceivedMessage::from_inbound(&m, mime_type)),
+                        m.received_at,
+                    );
+                    let data =
+                        serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
+                    // Stored and announced in one round trip; a redelivery changes nothing.
+                    let done = sqlx::query(
                         "INSERT INTO inbound_messages (id, account_id, device_uid, \
                          provider_message_id, from_phone, from_lid, from_name, kind, text, \
                          media_id, is_group, group_id, group_name, timestamp, received_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                         ON CONFLICT (device_uid, provider_message_id) DO NOTHING; \
+                         INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
+                         SELECT ?, ?, ?, 'message.received', ?, ? WHERE changes() > 0",
                     )
                     .bind(m.id.as_str())
                     .bind(m.account_id.as_str())
@@ -58,12 +55,28 @@ impl InboundStore for SqliteStore {
                     .bind(&m.group_name)
                     .bind(millis(m.timestamp))
                     .bind(millis(m.received_at))
+                    .bind(event.id.as_str())
+                    .bind(m.account_id.as_str())
+                    .bind(m.device_uid.as_str())
+                    .bind(data)
+                    .bind(millis(m.received_at))
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
-                    let data =
-                        EventData::MessageReceived(ReceivedMessage::from_inbound(&m, mime_type));
-                    append_new(conn, &m.account_id, &m.device_uid, data, m.received_at).await?;
+                    if done.rows_affected() == 0 {
+                        let row = sqlx::query(concat!(
+                            "SELECT ",
+                            inbound_columns!(),
+                            " FROM inbound_messages i \
+                             WHERE i.device_uid = ? AND i.provider_message_id = ?"
+                        ))
+                        .bind(m.device_uid.as_str())
+                        .bind(&m.provider_message_id)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                        return Ok(InboundOutcome::Duplicate(inbound_from_row(&row)?));
+                    }
                     Ok(InboundOutcome::Created(m))
                 })
             })

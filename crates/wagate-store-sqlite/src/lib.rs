@@ -121,7 +121,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
         let conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
         setup.close().await;
-        let writer = Writer::spawn(conn, options.max_batch);
+        let writer = Writer::spawn(conn, options.max_batch)?;
 
         // Opened after the writer so the file exists and is already in WAL mode (readers
         // must not try to change the journal mode). `query_only` makes a stray write from

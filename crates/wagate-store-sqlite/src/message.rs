@@ -4,12 +4,11 @@
 
 use crate::SqliteStore;
 use crate::error::{corrupt, map_sqlx};
-use crate::event::append_new;
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteArguments;
-use wagate_core::event::{EventData, MessageStatusChanged};
+use wagate_core::event::{EventData, MessageStatusChanged, NewEvent};
 use wagate_core::message::{Message, MessageStatus, NewOutboundMessage, StatusChange};
 use wagate_core::store::{
     AcceptOutcome, BudgetUsage, MessageFilter, MessageRef, MessageStore, Page, PageRequest,
@@ -65,50 +64,78 @@ pub(crate) async fn advance_loaded(
         return Ok(None);
     }
     let failed = status == MessageStatus::Failed;
-    let at_ms = millis(at);
-    sqlx::query(
-        "UPDATE messages SET status = ?, updated_at = MAX(updated_at, ?), \
-         failure_reason = CASE WHEN ? THEN ? ELSE failure_reason END WHERE id = ?",
-    )
-    .bind(status.as_str())
-    .bind(at_ms)
-    .bind(failed)
-    .bind(reason)
-    .bind(message.id.as_str())
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-    sqlx::query(
-        "INSERT INTO message_status_history (message_id, status, at, reason) VALUES (?, ?, ?, ?)",
-    )
-    .bind(message.id.as_str())
-    .bind(status.as_str())
-    .bind(at_ms)
-    .bind(reason)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
     if failed {
-        sqlx::query("DELETE FROM send_jobs WHERE message_id = ?")
-            .bind(message.id.as_str())
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx)?;
         message.failure_reason = reason.map(str::to_owned);
     }
     message.status = status;
     message.updated_at = message.updated_at.max(at);
-    let data = EventData::MessageStatus(MessageStatusChanged {
-        message_id: message.id.clone(),
-        client_message_id: message.client_message_id.clone(),
-        recipient: message.to.clone(),
-        status,
-        reason: reason.map(str::to_owned),
-        timestamp: at,
-    });
-    append_new(conn, &message.account_id, &message.device_uid, data, at).await?;
+    let event = NewEvent::new(
+        message.account_id.clone(),
+        message.device_uid.clone(),
+        EventData::MessageStatus(MessageStatusChanged {
+            message_id: message.id.clone(),
+            client_message_id: message.client_message_id.clone(),
+            recipient: message.to.clone(),
+            status,
+            reason: reason.map(str::to_owned),
+            timestamp: at,
+        }),
+        at,
+    );
+    let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
+    // The step, its history row, its event and (for a failure) the end of its send job,
+    // in one round trip.
+    sqlx::query(
+        "UPDATE messages SET status = ?, updated_at = MAX(updated_at, ?), \
+         failure_reason = CASE WHEN ? THEN ? ELSE failure_reason END WHERE id = ?; \
+         INSERT INTO message_status_history (message_id, status, at, reason) \
+         VALUES (?, ?, ?, ?); \
+         DELETE FROM send_jobs WHERE message_id = ? AND ?; \
+         INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
+         VALUES (?, ?, ?, 'message.status', ?, ?)",
+    )
+    .bind(status.as_str())
+    .bind(millis(at))
+    .bind(failed)
+    .bind(reason)
+    .bind(message.id.as_str())
+    .bind(message.id.as_str())
+    .bind(status.as_str())
+    .bind(millis(at))
+    .bind(reason)
+    .bind(message.id.as_str())
+    .bind(failed)
+    .bind(event.id.as_str())
+    .bind(event.account_id.as_str())
+    .bind(event.device_uid.as_str())
+    .bind(data)
+    .bind(millis(at))
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
     Ok(Some(message))
 }
+
+/// The whole accept as one round trip: the message goes in only when the device is live
+/// and the account's, the clientMessageId is free on the device and the daily budget has
+/// room; each following statement runs only if the one before it wrote (`changes()`), so
+/// a refused accept writes nothing. Parameters are positional across the statements:
+/// sqlx binds `?NNN` wrongly when a statement skips a number.
+const ACCEPT: &str = "\
+    INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
+        client_message_id, status, provider_message_id, dialect, send_at, created_at, updated_at) \
+    SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ? \
+    WHERE EXISTS (SELECT 1 FROM devices WHERE uid = ? AND account_id = ? AND deleted_at IS NULL) \
+    AND NOT EXISTS (SELECT 1 FROM messages WHERE device_uid = ? AND client_message_id = ?) \
+    AND (SELECT COALESCE(SUM(accepted), 0) FROM device_counters \
+        WHERE device_uid = ? AND minute >= ? AND minute <= ?) < ?; \
+    INSERT INTO message_status_history (message_id, status, at) \
+    SELECT ?, 'queued', ? WHERE changes() > 0; \
+    INSERT INTO send_jobs (message_id, device_uid, run_at) \
+    SELECT ?, ?, ? WHERE changes() > 0; \
+    INSERT INTO device_counters (device_uid, minute, accepted) \
+    SELECT ?, ?, 1 WHERE changes() > 0 \
+    ON CONFLICT (device_uid, minute) DO UPDATE SET accepted = accepted + 1";
 
 async fn accept(
     conn: &mut SqliteConnection,
@@ -116,88 +143,51 @@ async fn accept(
     provider_message_id: &str,
     daily_limit: u32,
 ) -> StoreResult<AcceptOutcome> {
-    // One statement answers the three questions an accept asks before writing: is the
-    // device live and the account's, is this clientMessageId already taken, and how much
-    // of the daily budget is used.
-    let row = sqlx::query(
-        "SELECT d.account_id, d.deleted_at, \
-         (SELECT m.id FROM messages m WHERE m.device_uid = d.uid AND m.client_message_id = ?) \
-           AS duplicate_id, \
-         (SELECT COALESCE(SUM(c.accepted), 0) FROM device_counters c \
-           WHERE c.device_uid = d.uid AND c.minute >= ? AND c.minute <= ?) AS accepted \
-         FROM devices d WHERE d.uid = ?",
-    )
-    .bind(new.client_message_id.as_deref())
-    .bind(window_start(new.created_at, DAY_MINUTES))
-    .bind(minute_of(new.created_at))
-    .bind(new.device_uid.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?
-    .ok_or(StoreError::NotFound)?;
-    let owner: String = get(&row, "account_id")?;
-    let deleted: Option<i64> = get(&row, "deleted_at")?;
-    if deleted.is_some() || owner != new.account_id.as_str() {
-        return Err(StoreError::NotFound);
-    }
-    if let Some(id) = get::<Option<String>>(&row, "duplicate_id")? {
-        let id = MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?;
-        return Ok(AcceptOutcome::Duplicate(message_by_id(conn, &id).await?));
-    }
-    let accepted: i64 = get(&row, "accepted")?;
-    if accepted >= i64::from(daily_limit) {
-        return Ok(AcceptOutcome::DailyBudgetExhausted { limit: daily_limit });
-    }
-
+    let (id, account, device) = (
+        new.id.as_str(),
+        new.account_id.as_str(),
+        new.device_uid.as_str(),
+    );
     let created = millis(new.created_at);
-    let send_at = new.send_at.map(millis);
-    sqlx::query(
-        "INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
-         client_message_id, status, provider_message_id, dialect, send_at, created_at, \
-         updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(new.id.as_str())
-    .bind(new.account_id.as_str())
-    .bind(new.device_uid.as_str())
-    .bind(new.to.digits())
-    .bind(new.kind.as_str())
-    .bind(new.text.as_deref())
-    .bind(new.media_id.as_ref().map(|m| m.as_str()))
-    .bind(new.client_message_id.as_deref())
-    .bind(MessageStatus::Queued.as_str())
-    .bind(provider_message_id)
-    .bind(new.dialect.as_str())
-    .bind(send_at)
-    .bind(created)
-    .bind(created)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-    sqlx::query(
-        "INSERT INTO message_status_history (message_id, status, at) VALUES (?, 'queued', ?)",
-    )
-    .bind(new.id.as_str())
-    .bind(created)
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-    sqlx::query("INSERT INTO send_jobs (message_id, device_uid, run_at) VALUES (?, ?, ?)")
-        .bind(new.id.as_str())
-        .bind(new.device_uid.as_str())
-        .bind(send_at.unwrap_or(created))
+    let minute = minute_of(new.created_at);
+    let done = sqlx::query(ACCEPT)
+        // The message.
+        .bind(id)
+        .bind(account)
+        .bind(device)
+        .bind(new.to.digits())
+        .bind(new.kind.as_str())
+        .bind(new.text.as_deref())
+        .bind(new.media_id.as_ref().map(|m| m.as_str()))
+        .bind(new.client_message_id.as_deref())
+        .bind(provider_message_id)
+        .bind(new.dialect.as_str())
+        .bind(new.send_at.map(millis))
+        .bind(created)
+        .bind(created)
+        // Its conditions.
+        .bind(device)
+        .bind(account)
+        .bind(device)
+        .bind(new.client_message_id.as_deref())
+        .bind(device)
+        .bind(window_start(new.created_at, DAY_MINUTES))
+        .bind(minute)
+        .bind(i64::from(daily_limit))
+        // History, job, counter.
+        .bind(id)
+        .bind(created)
+        .bind(id)
+        .bind(device)
+        .bind(new.send_at.map_or(created, millis))
+        .bind(device)
+        .bind(minute)
         .execute(&mut *conn)
         .await
         .map_err(map_sqlx)?;
-    sqlx::query(
-        "INSERT INTO device_counters (device_uid, minute, accepted) VALUES (?, ?, 1) \
-         ON CONFLICT (device_uid, minute) DO UPDATE SET accepted = accepted + 1",
-    )
-    .bind(new.device_uid.as_str())
-    .bind(minute_of(new.created_at))
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-
+    if done.rows_affected() == 0 {
+        return refused(conn, new, daily_limit).await;
+    }
     Ok(AcceptOutcome::Created(Message {
         id: new.id.clone(),
         account_id: new.account_id.clone(),
@@ -215,6 +205,37 @@ async fn accept(
         created_at: new.created_at,
         updated_at: new.created_at,
     }))
+}
+
+/// Why [`ACCEPT`] wrote nothing, asked in the same transaction so the answer holds.
+async fn refused(
+    conn: &mut SqliteConnection,
+    new: &NewOutboundMessage,
+    daily_limit: u32,
+) -> StoreResult<AcceptOutcome> {
+    let row = sqlx::query(
+        "SELECT d.account_id, d.deleted_at, \
+         (SELECT m.id FROM messages m WHERE m.device_uid = d.uid AND m.client_message_id = ?) \
+           AS duplicate_id \
+         FROM devices d WHERE d.uid = ?",
+    )
+    .bind(new.client_message_id.as_deref())
+    .bind(new.device_uid.as_str())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(map_sqlx)?
+    .ok_or(StoreError::NotFound)?;
+    let owner: String = get(&row, "account_id")?;
+    let deleted: Option<i64> = get(&row, "deleted_at")?;
+    if deleted.is_some() || owner != new.account_id.as_str() {
+        return Err(StoreError::NotFound);
+    }
+    if let Some(id) = get::<Option<String>>(&row, "duplicate_id")? {
+        let id = MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?;
+        return Ok(AcceptOutcome::Duplicate(message_by_id(conn, &id).await?));
+    }
+    // The only condition left: the daily budget.
+    Ok(AcceptOutcome::DailyBudgetExhausted { limit: daily_limit })
 }
 
 #[async_trait]

@@ -101,23 +101,23 @@ impl SendQueue for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    let device: String = sqlx::query_scalar(
-                        "DELETE FROM send_jobs WHERE id = ? RETURNING device_uid",
+                    // Count it and end it in one round trip; nothing changes when the job
+                    // is gone.
+                    let done = sqlx::query(
+                        "INSERT INTO device_counters (device_uid, minute, handed) \
+                         SELECT device_uid, ?, 1 FROM send_jobs WHERE id = ? \
+                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1; \
+                         DELETE FROM send_jobs WHERE id = ?",
                     )
-                    .bind(job_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?
-                    .ok_or(StoreError::NotFound)?;
-                    sqlx::query(
-                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, 1) \
-                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1",
-                    )
-                    .bind(device)
                     .bind(minute_of(at))
+                    .bind(job_id)
+                    .bind(job_id)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
                     Ok(())
                 })
             })

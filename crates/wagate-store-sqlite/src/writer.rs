@@ -80,10 +80,21 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// Starts the writer task on `conn`, batching at most `max_batch` units per commit.
-    pub(crate) fn spawn(conn: SqliteConnection, max_batch: usize) -> Self {
+    ///
+    /// The task runs on a thread of its own, on a single-threaded runtime: every statement
+    /// is a round trip to sqlx's connection thread, and on a shared runtime each of those
+    /// would wait behind whatever HTTP work is queued, stretching every transaction.
+    pub(crate) fn spawn(conn: SqliteConnection, max_batch: usize) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel(4096);
-        tokio::spawn(run(conn, rx, max_batch.max(1)));
-        Self { tx }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("starting the writer runtime: {e}")))?;
+        std::thread::Builder::new()
+            .name("wagate-sqlite-writer".into())
+            .spawn(move || runtime.block_on(run(conn, rx, max_batch.max(1))))
+            .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
+        Ok(Self { tx })
     }
 
     /// Runs `f` in a write transaction and returns its result once that transaction is
@@ -155,6 +166,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, max_ba
     }
 }
 
+/// Runs fixed statements (several, separated by `;`, are sent as one round trip).
 async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()> {
     sqlx::query(sql)
         .execute(&mut *conn)
@@ -163,53 +175,62 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(map_sqlx)
 }
 
+/// Runs one batch in one transaction. Statements that move between units are sent to
+/// SQLite together (`RELEASE unit; SAVEPOINT unit`), because each round trip to sqlx's
+/// connection thread costs more than the statements themselves: a unit of work costs its
+/// own round trips plus one.
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE").await {
+    // A single unit needs no savepoint: its failure rolls back the whole transaction.
+    let single = batch.len() == 1;
+    let begin = if single {
+        "BEGIN IMMEDIATE"
+    } else {
+        "BEGIN IMMEDIATE; SAVEPOINT unit"
+    };
+    if let Err(e) = exec(conn, begin).await {
         tracing::warn!(error = %e, "could not begin a write transaction");
+        let _ = exec(conn, "ROLLBACK").await;
         for unit in batch.drain(..) {
             unit.refuse(e.clone());
         }
         return;
     }
-    // A single unit needs no savepoint: its failure rolls back the whole transaction.
-    let single = batch.len() == 1;
     let mut delivered: Vec<Box<dyn FnOnce(StoreResult<()>) + Send>> =
         Vec::with_capacity(batch.len());
     let mut abort: Option<StoreError> = None;
-    let mut only_failed = false;
-    for unit in batch.drain(..) {
+    let mut last_failed = false;
+    for (i, unit) in batch.drain(..).enumerate() {
         if let Some(e) = &abort {
             unit.refuse(e.clone());
             continue;
         }
-        if single {
-            let ran = unit.run(conn).await;
-            only_failed = ran.failed;
-            delivered.push(ran.deliver);
-            continue;
-        }
-        if let Err(e) = exec(conn, "SAVEPOINT unit").await {
-            abort = Some(e.clone());
-            unit.refuse(e);
-            continue;
+        if i > 0 {
+            let next = if last_failed {
+                "ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit"
+            } else {
+                "RELEASE unit; SAVEPOINT unit"
+            };
+            // Failing here means SQLite already rolled back the whole transaction (I/O
+            // error, disk full): nothing of this batch survives.
+            if let Err(e) = exec(conn, next).await {
+                abort = Some(e.clone());
+                unit.refuse(e);
+                continue;
+            }
         }
         let ran = unit.run(conn).await;
+        last_failed = ran.failed;
         delivered.push(ran.deliver);
-        let undo = if ran.failed {
-            exec(conn, "ROLLBACK TO unit").await
-        } else {
-            Ok(())
-        };
-        // A failed ROLLBACK TO or RELEASE means SQLite already rolled back the whole
-        // transaction (I/O error, disk full): nothing of this batch survives.
-        if let Err(e) = undo.and(exec(conn, "RELEASE unit").await) {
-            abort = Some(e);
-        }
     }
+    let end = match (single, last_failed) {
+        (true, true) => "ROLLBACK",
+        (true, false) => "COMMIT",
+        (false, true) => "ROLLBACK TO unit; RELEASE unit; COMMIT",
+        (false, false) => "RELEASE unit; COMMIT",
+    };
     let outcome = match abort {
         Some(e) => Err(e),
-        None if single && only_failed => exec(conn, "ROLLBACK").await,
-        None => exec(conn, "COMMIT").await,
+        None => exec(conn, end).await,
     };
     if outcome.is_err() {
         // Harmless when SQLite already ended the transaction; needed when it did not.
