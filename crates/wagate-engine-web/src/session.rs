@@ -3,8 +3,9 @@
 //!
 //! A protocol client that has disconnected for good (QR codes ran out, logged out,
 //! replaced) cannot be restarted, so the session runs *rounds*: each round builds a fresh
-//! bot on the same store file. Events are tagged with their round, and a stale round's
-//! events are dropped.
+//! bot on the same store file. Events are tagged with their round: a replaced round's
+//! connection-state events are dropped, while its facts about messages (acks, receipts)
+//! are still delivered.
 //!
 //! Protocol events are handled off the protocol's dispatch path: the inline handler only
 //! queues them, and a per-session pump maps and emits them in order. Inbound messages take
@@ -85,10 +86,27 @@ struct State {
     stopped: bool,
     /// WhatsApp no longer accepts this store's keys: the next round links afresh.
     logged_out: bool,
+    /// `logout()` is running and reports `LoggedOut` itself.
+    logging_out: bool,
+}
+
+/// What a round's handlers share: which round they belong to, and its client once built.
+struct RoundLink {
+    round: u64,
+    client: OnceLock<Weak<Client>>,
+}
+
+impl RoundLink {
+    fn client(&self) -> Option<Arc<Client>> {
+        self.client.get().and_then(Weak::upgrade)
+    }
 }
 
 enum Work {
-    Protocol { round: u64, event: Arc<Event> },
+    Protocol {
+        link: Arc<RoundLink>,
+        event: Arc<Event>,
+    },
     Emit(Box<EngineEvent>),
 }
 
@@ -181,6 +199,7 @@ impl WebSession {
                 round_cancel: CancellationToken::new(),
                 stopped: false,
                 logged_out: false,
+                logging_out: false,
             }),
             commands: tokio::sync::Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
@@ -336,10 +355,13 @@ async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
         .await
         .map_err(|e| format!("cannot open the device store {path}: {e}"))?;
 
-    let observer = Arc::new(Dials {
-        inner: Arc::downgrade(inner),
+    let link = Arc::new(RoundLink {
         round,
         client: OnceLock::new(),
+    });
+    let observer = Arc::new(Dials {
+        inner: Arc::downgrade(inner),
+        link: link.clone(),
     });
     let transport = ObservedTransport {
         inner: inner.shared.transport.clone(),
@@ -352,7 +374,7 @@ async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
         .with_runtime(TokioRuntime)
         .with_event_handler(Forwarder {
             tx: inner.tx.clone(),
-            round,
+            link: link.clone(),
         })
         .with_inbound_durability_hook(Hook {
             inner: Arc::downgrade(inner),
@@ -368,15 +390,14 @@ async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
         .build()
         .await
         .map_err(|e| format!("cannot start the WhatsApp client: {e}"))?;
-    let _ = observer.client.set(Arc::downgrade(&bot.client()));
+    let _ = link.client.set(Arc::downgrade(&bot.client()));
     Ok(bot)
 }
 
 /// Sees every dial of a round's client.
 struct Dials {
     inner: Weak<Inner>,
-    round: u64,
-    client: OnceLock<Weak<Client>>,
+    link: Arc<RoundLink>,
 }
 
 impl DialObserver for Dials {
@@ -384,7 +405,7 @@ impl DialObserver for Dials {
         if let Some(inner) = self.inner.upgrade() {
             let first = {
                 let st = inner.state();
-                st.round == self.round && st.phase == Phase::Starting
+                st.round == self.link.round && st.phase == Phase::Starting
             };
             if !first {
                 inner.counters.reconnect();
@@ -398,7 +419,7 @@ impl DialObserver for Dials {
         };
         {
             let mut st = inner.state();
-            if st.round != self.round || st.stopped {
+            if st.round != self.link.round || st.stopped {
                 return;
             }
             st.phase = Phase::Reconnecting;
@@ -406,9 +427,8 @@ impl DialObserver for Dials {
         // Read before the client's run loop counts this failure: the count now is the
         // step its backoff will use.
         let errors = self
-            .client
-            .get()
-            .and_then(Weak::upgrade)
+            .link
+            .client()
             .map(|c| c.stats().reconnect_errors)
             .unwrap_or(0);
         inner.settled.notify_one();
@@ -422,13 +442,13 @@ impl DialObserver for Dials {
 /// The protocol's inline event handler: queues and returns (never blocks dispatch).
 struct Forwarder {
     tx: mpsc::UnboundedSender<Work>,
-    round: u64,
+    link: Arc<RoundLink>,
 }
 
 impl EventHandler for Forwarder {
     fn handle_event(&self, event: Arc<Event>) {
         let _ = self.tx.send(Work::Protocol {
-            round: self.round,
+            link: self.link.clone(),
             event,
         });
     }
@@ -508,27 +528,31 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
         Work::Emit(ev) => {
             emit(inner, *ev).await;
         }
-        Work::Protocol { round, event } => {
-            let client = {
+        Work::Protocol { link, event } => {
+            let (current, logging_out) = {
                 let st = inner.state();
-                if st.round != round {
+                (st.round == link.round, st.logging_out)
+            };
+            if current {
+                if logging_out && matches!(&*event, Event::LoggedOut(_)) {
+                    // logout() reports its own, unambiguous LoggedOut.
                     return;
                 }
-                match &st.client {
-                    Some(c) => c.clone(),
-                    None => return,
-                }
+                note_state(inner, &event);
+            } else if !is_message_fact(&event) {
+                // A replaced round's connection states no longer describe the device.
+                return;
+            }
+            let ctx = ClientCtx {
+                inner: inner.clone(),
+                client: link.client(),
             };
-            note_state(inner, &event);
-            if let Event::Messages(batch) = &*event
-                && !batch.hook_committed
-            {
+            if let Event::Messages(batch) = &*event {
+                if batch.hook_committed {
+                    return;
+                }
                 // Messages the durability hook does not gate (recovered placeholders,
                 // or a failed durable buffer): already acked, so deliver at most once.
-                let ctx = ClientCtx {
-                    inner: inner.clone(),
-                    client,
-                };
                 for im in batch.iter() {
                     if let Some(m) =
                         inbound::convert(im, &ctx, inner.shared.config.max_inbound_media_bytes)
@@ -540,15 +564,23 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
                 }
                 return;
             }
-            let ctx = ClientCtx {
-                inner: inner.clone(),
-                client,
-            };
             if let Some(ev) = mapping::map_event(&event, &ctx).await {
                 emit(inner, ev).await;
             }
         }
     }
+}
+
+/// Events about messages stay true after their round was replaced (a stop right after a
+/// send must still report its ack).
+fn is_message_fact(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::ServerAck(_)
+            | Event::Receipt(_)
+            | Event::UndecryptableMessage(_)
+            | Event::Messages(_)
+    )
 }
 
 /// Session bookkeeping a protocol event implies, before it is reported.
@@ -611,12 +643,14 @@ fn note_state(inner: &Inner, event: &Event) {
 /// What the mappings need from the live client.
 struct ClientCtx {
     inner: Arc<Inner>,
-    client: Arc<Client>,
+    /// `None` once the round's client is gone (late events of a replaced round).
+    client: Option<Arc<Client>>,
 }
 
 impl ClientCtx {
     async fn entry(&self, jid: &Jid) -> Option<whatsapp_rust::types::lid_pn::LidPnEntry> {
-        match self.client.get_lid_pn_entry(&jid.to_non_ad()).await {
+        let client = self.client.as_ref()?;
+        match client.get_lid_pn_entry(&jid.to_non_ad()).await {
             Ok(e) => e,
             Err(e) => {
                 debug!(error = %e, "LID/PN lookup failed");
@@ -629,14 +663,18 @@ impl ClientCtx {
 #[async_trait]
 impl Context for ClientCtx {
     fn identity(&self) -> (Option<Phone>, Option<String>, Option<String>) {
-        let phone = self.client.pn().as_ref().and_then(phone_of_pn);
-        let lid = self.client.lid().as_ref().and_then(lid_string);
-        let name = Some(self.client.push_name()).filter(|n| !n.is_empty());
+        let Some(client) = &self.client else {
+            return (None, None, None);
+        };
+        let phone = client.pn().as_ref().and_then(phone_of_pn);
+        let lid = client.lid().as_ref().and_then(lid_string);
+        let name = Some(client.push_name()).filter(|n| !n.is_empty());
         (phone, lid, name)
     }
 
     fn retry_in(&self) -> Option<Duration> {
-        Some(nominal_backoff(self.client.stats().reconnect_errors))
+        let client = self.client.as_ref()?;
+        Some(nominal_backoff(client.stats().reconnect_errors))
     }
 
     async fn phone_of(&self, jid: &Jid, alt: Option<&Jid>) -> Option<Phone> {
@@ -672,7 +710,8 @@ impl InboundContext for ClientCtx {
                 return Some(name.clone());
             }
         }
-        match self.client.groups().get_metadata(group).await {
+        let client = self.client.as_ref()?;
+        match client.groups().get_metadata(group).await {
             Ok(meta) => {
                 let mut groups = self.inner.groups.lock().unwrap_or_else(|p| p.into_inner());
                 if groups.len() > 10_000 {
@@ -689,7 +728,10 @@ impl InboundContext for ClientCtx {
     }
 
     async fn download(&self, media: &dyn Downloadable) -> anyhow::Result<Vec<u8>> {
-        self.client.download(media).await
+        match &self.client {
+            Some(c) => c.download(media).await,
+            None => anyhow::bail!("the session's connection is gone"),
+        }
     }
 }
 
@@ -715,7 +757,7 @@ impl InboundDurabilityHook for Hook {
         }
         let ctx = ClientCtx {
             inner: inner.clone(),
-            client,
+            client: Some(client),
         };
         for im in batch {
             let Some(m) =
@@ -1001,22 +1043,33 @@ impl EngineSession for WebSession {
 
     async fn logout(&self) -> Result<(), EngineError> {
         let _cmd = self.inner.commands.lock().await;
-        let client = self.inner.state().client.clone();
-        match client {
-            Some(c) => {
-                // Deregisters (best effort when offline), reports LoggedOut, disconnects.
-                c.logout().await;
-            }
-            None => {
-                self.inner.queue(EngineEvent::LoggedOut {
-                    reason: "logged out while not connected; the phone may still list the \
-                             device until it is removed there"
-                        .into(),
-                });
-            }
+        let client = {
+            let mut st = self.inner.state();
+            st.logging_out = true;
+            st.client.clone()
+        };
+        let online = client
+            .as_ref()
+            .is_some_and(|c| c.is_connected() && c.is_logged_in());
+        if let Some(c) = client {
+            // Deregisters (when online), disables reconnecting, disconnects.
+            c.logout().await;
         }
         self.end_round().await;
-        self.inner.state().logged_out = false;
+        {
+            let mut st = self.inner.state();
+            st.logging_out = false;
+            st.logged_out = false;
+        }
+        self.inner.queue(EngineEvent::LoggedOut {
+            reason: if online {
+                "logged out on request; the device was unlinked".into()
+            } else {
+                "logged out on request while offline; the phone may list the device until it \
+                 is removed there"
+                    .into()
+            },
+        });
         crate::engine::remove_store_files(&self.inner.store_path)
             .await
             .map_err(|e| EngineError::Internal(format!("cannot delete the device store: {e}")))?;

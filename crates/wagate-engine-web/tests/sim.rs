@@ -588,10 +588,18 @@ async fn links_by_pair_code_survives_a_ban_and_logs_out() {
     // logout() unlinks: LoggedOut, and the keys are gone from disk.
     let before = sink.snapshot().len();
     session.logout().await.unwrap();
-    sink.wait_for_from(before, ONLINE, |e| {
-        matches!(e, EngineEvent::LoggedOut { .. }).then_some(())
-    })
-    .await;
+    let reason = sink
+        .wait_for_from(before, ONLINE, |e| match e {
+            EngineEvent::LoggedOut { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, "logged out on request; the device was unlinked");
+    let logged_out = sink.snapshot()[before..]
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::LoggedOut { .. }))
+        .count();
+    assert_eq!(logged_out, 1, "reported once");
     assert!(!w.engine.has_store(&uid));
     session.stop().await;
     w.engine.forget(&uid).await.unwrap();
