@@ -143,3 +143,64 @@ impl SqliteStore {
         self.read.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's connection settings, read back from SQLite itself.
+    async fn writer_pragmas(store: &SqliteStore) -> (i64, i64, String) {
+        store
+            .writer
+            .write(|conn| {
+                Box::pin(async move {
+                    let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    Ok((sync, fk, journal))
+                })
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn durable_by_default_and_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = SqliteStore::open(dir.path().join("full.db")).await.unwrap();
+        // synchronous: 2 = FULL, 1 = NORMAL.
+        assert_eq!(writer_pragmas(&full).await, (2, 1, "wal".to_owned()));
+        let normal = SqliteStore::open_with(
+            dir.path().join("normal.db"),
+            SqliteOptions {
+                durability: Durability::Normal,
+                ..SqliteOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(writer_pragmas(&normal).await, (1, 1, "wal".to_owned()));
+    }
+
+    #[tokio::test]
+    async fn readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("wagate.db"))
+            .await
+            .unwrap();
+        let refused =
+            sqlx::query("INSERT INTO accounts (id, name, created_at) VALUES ('acc_x', 'x', 0)")
+                .execute(&store.read)
+                .await;
+        assert!(refused.is_err());
+    }
+}
