@@ -1,6 +1,9 @@
 //! What only the SQLite store promises: the file survives a restart, migrations run once,
 //! the writer's batches isolate failing units, and lock contention maps to `Unavailable`.
 
+// Helpers outside `#[test]` functions are test code too.
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::account::Account;
