@@ -30,6 +30,7 @@ pub struct Config {
     pub synchronous: Synchronous,
     pub sandbox: SandboxConfig,
     pub sending: SendingConfig,
+    pub media_fetch: MediaFetchConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +100,29 @@ impl Default for SendingConfig {
     }
 }
 
+/// Fetching media that a send names by URL (the MegaMsg dialect's `media`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaFetchConfig {
+    /// Largest file fetched, in bytes; at most 16 MB, the most any send accepts
+    /// (`WAGATE_MEDIA_FETCH__MAX_BYTES`).
+    pub max_bytes: u64,
+    /// Time to connect to the media host (`WAGATE_MEDIA_FETCH__CONNECT_TIMEOUT_MS`).
+    pub connect_timeout_ms: u64,
+    /// Time for the whole fetch, redirects included (`WAGATE_MEDIA_FETCH__TIMEOUT_MS`).
+    pub timeout_ms: u64,
+}
+
+impl Default for MediaFetchConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024 * 1024,
+            connect_timeout_ms: 5_000,
+            timeout_ms: 30_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -110,6 +134,7 @@ impl Default for Config {
             synchronous: Synchronous::Full,
             sandbox: SandboxConfig::default(),
             sending: SendingConfig::default(),
+            media_fetch: MediaFetchConfig::default(),
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod megamsg;
 pub mod msgera;
 pub mod ops;
 
@@ -25,6 +26,7 @@ pub fn router(services: Services) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(msgera::router())
+        .merge(megamsg::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -1,6 +1,7 @@
 //! Operating endpoints: health, readiness, the OpenAPI document generated from the
 //! handlers, and a readable reference page rendered from it (no external assets).
 
+use super::megamsg::{self, InstanceSecurity};
 use super::msgera;
 use crate::service::Services;
 use axum::Router;
@@ -22,15 +23,17 @@ use utoipa::{Modify, OpenApi};
         msgera::media::upload_media,
         msgera::keys::list_keys, msgera::keys::create_key, msgera::keys::revoke_key,
         msgera::sandbox::inbound,
+        megamsg::messages::send_message,
         healthz, readyz,
     ),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &InstanceSecurity),
     tags(
         (name = "devices", description = "Linked WhatsApp devices"),
         (name = "messages", description = "Sending and message status"),
         (name = "media", description = "Files to send"),
         (name = "keys", description = "API keys"),
         (name = "sandbox", description = "The simulated network"),
+        (name = "megamsg", description = "The MegaMsg-compatible instance API (`/api/whatsapp/*`, Bearer instance token + X-Instance-Id)"),
         (name = "ops", description = "Health and readiness"),
     )
 )]

@@ -102,6 +102,19 @@ impl Services {
         account: &AccountId,
         req: SendRequest,
     ) -> ServiceResult<Accepted> {
+        self.send_message_with_id(account, MessageId::new(), req)
+            .await
+    }
+
+    /// [`Self::send_message`] with the id chosen by the caller, so it can watch for the
+    /// hand-off to the engine (`DeviceRuntime::watch_handoff`) before the worker can see
+    /// the message. A duplicate `clientMessageId` returns the original, whose id differs.
+    pub async fn send_message_with_id(
+        &self,
+        account: &AccountId,
+        id: MessageId,
+        req: SendRequest,
+    ) -> ServiceResult<Accepted> {
         let device = self.get_device(account, &req.device_uid).await?;
         if matches!(
             device.status,
@@ -114,7 +127,6 @@ impl Services {
             )));
         }
         let kind = self.resolve_kind(account, &req).await?;
-        let id = MessageId::new();
         let new = NewOutboundMessage {
             id: id.clone(),
             account_id: account.clone(),

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod devices;
 pub mod media;
 pub mod messaging;
+pub mod remote_media;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
