@@ -39,7 +39,7 @@ use whatsapp_rust::pair_code::{PairCodeError, PairCodeOptions, PairError};
 use whatsapp_rust::prelude::*;
 use whatsapp_rust::request::IqError;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
-use whatsapp_rust::transport::TransportFactory;
+use whatsapp_rust::transport::{DisconnectReason, TransportFactory};
 use whatsapp_rust::types::events::EventInterest;
 use whatsapp_rust::upload::UploadOptions;
 use whatsapp_rust::wacore::store::DevicePropsOverride;
@@ -108,6 +108,13 @@ enum Work {
         event: Arc<Event>,
     },
     Emit(Box<EngineEvent>),
+    /// A dial failed or a connection ended unseen by the client's own events.
+    Dial {
+        link: Arc<RoundLink>,
+        reason: String,
+        retry_in: Duration,
+        only_before_login: bool,
+    },
 }
 
 pub(crate) struct Inner {
@@ -414,27 +421,38 @@ impl DialObserver for Dials {
     }
 
     fn dial_failed(&self, error: &anyhow::Error) {
+        self.report(format!("cannot reach WhatsApp: {error:#}"), false);
+    }
+
+    fn closed(&self, reason: &DisconnectReason) {
+        // Online and linking connections that drop are reported by the client itself
+        // (`Disconnected`); only connections that die before login are silent.
+        self.report(
+            format!("the connection closed before login ({reason})"),
+            true,
+        );
+    }
+}
+
+impl Dials {
+    fn report(&self, reason: String, only_before_login: bool) {
         let Some(inner) = self.inner.upgrade() else {
             return;
         };
-        {
-            let mut st = inner.state();
-            if st.round != self.link.round || st.stopped {
-                return;
-            }
-            st.phase = Phase::Reconnecting;
-        }
-        // Read before the client's run loop counts this failure: the count now is the
-        // step its backoff will use.
+        // Read now, before the client's run loop counts this failure: the count now is
+        // the step its backoff will use.
         let errors = self
             .link
             .client()
             .map(|c| c.stats().reconnect_errors)
             .unwrap_or(0);
-        inner.settled.notify_one();
-        inner.queue(EngineEvent::Reconnecting {
-            reason: format!("cannot reach WhatsApp: {error:#}"),
-            retry_in: Some(nominal_backoff(errors)),
+        // Through the pump, so it is judged after the events that came before it (a ban
+        // or logout that closed this connection must not be followed by "reconnecting").
+        let _ = inner.tx.send(Work::Dial {
+            link: self.link.clone(),
+            reason,
+            retry_in: nominal_backoff(errors),
+            only_before_login,
         });
     }
 }
@@ -527,6 +545,34 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
     match work {
         Work::Emit(ev) => {
             emit(inner, *ev).await;
+        }
+        Work::Dial {
+            link,
+            reason,
+            retry_in,
+            only_before_login,
+        } => {
+            {
+                let mut st = inner.state();
+                let before_login = matches!(st.phase, Phase::Starting | Phase::Reconnecting);
+                if st.round != link.round
+                    || st.stopped
+                    || st.phase == Phase::Ended
+                    || (only_before_login && !before_login)
+                {
+                    return;
+                }
+                st.phase = Phase::Reconnecting;
+            }
+            inner.settled.notify_one();
+            emit(
+                inner,
+                EngineEvent::Reconnecting {
+                    reason,
+                    retry_in: Some(retry_in),
+                },
+            )
+            .await;
         }
         Work::Protocol { link, event } => {
             let (current, logging_out) = {

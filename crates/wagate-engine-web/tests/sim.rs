@@ -574,6 +574,17 @@ async fn links_by_pair_code_survives_a_ban_and_logs_out() {
     // Once lifted, connect() brings the device back without linking again.
     w.sim.lift_ban(&w.alice);
     let before = sink.snapshot().len();
+    let events = sink.snapshot();
+    let banned_at = events
+        .iter()
+        .rposition(|e| matches!(e, EngineEvent::Banned { .. }))
+        .unwrap();
+    assert!(
+        !events[banned_at..]
+            .iter()
+            .any(|e| matches!(e, EngineEvent::Reconnecting { .. })),
+        "a banned device is not reconnecting: {events:#?}"
+    );
     session.connect().await.unwrap();
     sink.wait_for_from(before, ONLINE, |e| {
         matches!(e, EngineEvent::Connected { .. }).then_some(())
