@@ -616,6 +616,119 @@ async fn links_by_pair_code_survives_a_ban_and_logs_out() {
     w.engine.forget(&uid).await.unwrap();
 }
 
+/// Events of many devices on one timeline.
+#[derive(Default)]
+struct Timeline {
+    events: Mutex<Vec<(usize, EngineEvent)>>,
+    changed: Notify,
+}
+
+struct Tagged(usize, Arc<Timeline>);
+
+#[async_trait::async_trait]
+impl EngineEvents for Tagged {
+    async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted> {
+        self.1.events.lock().unwrap().push((self.0, event));
+        self.1.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_devices_log_in_from_their_stores_a_few_at_a_time() {
+    init();
+    const DEVICES: usize = 12;
+    const SLOTS: usize = 3;
+    let sim = Simulator::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = WebEngineConfig::new(dir.path());
+    cfg.transport = Some(Arc::new(sim.transport()));
+    cfg.http_client = Some(Arc::new(sim.http_client()));
+    cfg.wa_version = Some(SIM_VERSION);
+    cfg.start_concurrency = SLOTS;
+    cfg.start_jitter = Duration::from_millis(300);
+    let engine = WebEngine::new(cfg);
+    let timeline = Arc::new(Timeline::default());
+
+    let mut sessions = Vec::new();
+    for i in 0..DEVICES {
+        let account = sim
+            .create_account(&format!("1555010{i:04}"), &format!("Shop {i}"))
+            .unwrap();
+        let uid = DeviceUid::parse(&format!("dev_shop{i}")).unwrap();
+        // Keys already on disk, as after a restart: the device must log in without linking.
+        {
+            let path = engine.store_path(&uid);
+            std::fs::create_dir_all(dir.path()).unwrap();
+            let store =
+                wagate_engine_web::whatsapp_rust::store::SqliteStore::new(path.to_str().unwrap())
+                    .await
+                    .unwrap();
+            sim.seed_backend(&account, &format!("Shop {i}"), &store)
+                .await
+                .unwrap();
+        }
+        let session = engine
+            .start_session(device(&uid), Arc::new(Tagged(i, timeline.clone())))
+            .await
+            .unwrap();
+        sessions.push((uid, session));
+    }
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let notified = timeline.changed.notified();
+        let connected = timeline
+            .events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| matches!(e, EngineEvent::Connected { .. }))
+            .count();
+        if connected == DEVICES {
+            break;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            panic!("only {connected} of {DEVICES} devices connected");
+        }
+    }
+
+    let events = timeline.events.lock().unwrap().clone();
+    assert!(
+        !events
+            .iter()
+            .any(|(_, e)| matches!(e, EngineEvent::Qr { .. }))
+    );
+    for (i, e) in &events {
+        if let EngineEvent::Connected {
+            phone, push_name, ..
+        } = e
+        {
+            assert_eq!(phone.as_ref().unwrap().digits(), format!("1555010{i:04}"));
+            assert_eq!(push_name.as_deref(), Some(format!("Shop {i}").as_str()));
+        }
+    }
+    // The start slots held: a device reports Connecting once it has a slot and frees the
+    // slot when it connects, so no more than SLOTS were between the two at any time.
+    let mut in_flight = 0i32;
+    let mut most = 0;
+    for (_, e) in &events {
+        match e {
+            EngineEvent::Connecting => in_flight += 1,
+            EngineEvent::Connected { .. } => in_flight -= 1,
+            _ => {}
+        }
+        most = most.max(in_flight);
+    }
+    assert!(most as usize <= SLOTS, "{most} devices logged in at once");
+
+    for (uid, session) in sessions {
+        session.stop().await;
+        engine.forget(&uid).await.unwrap();
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// 16-bit mono WAV of a 440 Hz tone.
 fn wav(rate: u32, seconds: f32) -> Vec<u8> {
     let frames = (rate as f32 * seconds) as usize;
