@@ -35,13 +35,19 @@ struct NetworkState {
     sessions: HashMap<DeviceUid, Arc<SandboxSession>>,
     /// Which online device answers for a number.
     by_phone: HashMap<String, DeviceUid>,
-    /// How many times each provider message id was handed to the network (including
-    /// resends), so tests can prove each accepted message was handed exactly once.
+    /// How many times each provider message id was delivered by the network, so tests
+    /// can prove each accepted message reached its recipient exactly once.
     handed: HashMap<String, u32>,
+    /// Hand-offs of an id already delivered (resends after a crash), acknowledged but
+    /// not shown again.
+    resent: HashMap<String, u32>,
     /// Provider ids already delivered: a resend of the same id is not shown twice.
     delivered: HashSet<String>,
     /// Provider ids that already failed once on a `0500` number.
     transient_failed: HashSet<String>,
+    /// Events for devices that were offline when they happened, delivered when they
+    /// connect again (WhatsApp's offline queue).
+    pending: HashMap<DeviceUid, Vec<EngineEvent>>,
 }
 
 impl SandboxNetwork {
@@ -62,6 +68,15 @@ impl SandboxNetwork {
     pub fn handed_count(&self, provider_message_id: &str) -> u32 {
         self.state()
             .handed
+            .get(provider_message_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// How many times a message was handed again after it was delivered.
+    pub fn resent_count(&self, provider_message_id: &str) -> u32 {
+        self.state()
+            .resent
             .get(provider_message_id)
             .copied()
             .unwrap_or(0)
@@ -92,10 +107,43 @@ impl SandboxNetwork {
         self.state().sessions.get(uid).cloned()
     }
 
-    fn online_device_for(&self, phone: &Phone) -> Option<Arc<SandboxSession>> {
-        let st = self.state();
-        let uid = st.by_phone.get(phone.digits())?;
-        st.sessions.get(uid).filter(|s| s.is_connected()).cloned()
+    /// Delivers an event to a device now if it is online, or queues it until it connects.
+    async fn deliver(&self, uid: &DeviceUid, event: EngineEvent) {
+        let online = {
+            let mut st = self.state();
+            match st.sessions.get(uid).filter(|s| s.is_connected()).cloned() {
+                Some(s) => Some(s),
+                None => {
+                    st.pending
+                        .entry(uid.clone())
+                        .or_default()
+                        .push(event.clone());
+                    None
+                }
+            }
+        };
+        if let Some(session) = online {
+            emit_logged(&session.events, event).await;
+        }
+    }
+
+    /// Delivers `event` to `uid` after `delay`, whether or not the sending session is
+    /// still running: the network, not the session, owns what is in flight.
+    fn deliver_later(self: &Arc<Self>, uid: DeviceUid, delay: Duration, event: EngineEvent) {
+        let network = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            network.deliver(&uid, event).await;
+        });
+    }
+
+    /// Which device answers for a number (online or not).
+    fn device_for(&self, phone: &Phone) -> Option<DeviceUid> {
+        self.state().by_phone.get(phone.digits()).cloned()
+    }
+
+    fn take_pending(&self, uid: &DeviceUid) -> Vec<EngineEvent> {
+        self.state().pending.remove(uid).unwrap_or_default()
     }
 
     /// Delivers a message to a sandbox device as if someone on WhatsApp sent it. Returns
@@ -201,45 +249,35 @@ impl SandboxSession {
         self.connected.store(false, Ordering::SeqCst);
     }
 
-    /// Runs `work` after `delay` unless the session stops first.
-    fn after(
-        self: &Arc<Self>,
-        delay: Duration,
-        work: impl FnOnce(Arc<Self>) -> futures::future::BoxFuture<'static, ()> + Send + 'static,
-    ) {
+    /// Connects after the configured delay, then delivers what queued up meanwhile. One
+    /// task, so "connecting" can never be recorded after "connected".
+    fn link(self: &Arc<Self>) {
+        let delay = Duration::from_millis(self.network.config.link_delay_ms);
         let token = self.token();
         let me = Arc::clone(self);
         tokio::spawn(async move {
-            tokio::select! {
-                _ = token.cancelled() => {}
-                _ = tokio::time::sleep(delay) => work(me).await,
-            }
-        });
-    }
-
-    fn link(self: &Arc<Self>) {
-        let delay = Duration::from_millis(self.network.config.link_delay_ms);
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
             emit_logged(&me.events, EngineEvent::Connecting).await;
-        });
-        self.after(delay, |me| {
-            Box::pin(async move {
-                me.connected.store(true, Ordering::SeqCst);
-                me.network
-                    .state()
-                    .by_phone
-                    .insert(me.phone.digits().to_owned(), me.uid.clone());
-                emit_logged(
-                    &me.events,
-                    EngineEvent::Connected {
-                        phone: Some(me.phone.clone()),
-                        lid: None,
-                        push_name: Some(me.name.clone()),
-                    },
-                )
-                .await;
-            })
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            me.network
+                .state()
+                .by_phone
+                .insert(me.phone.digits().to_owned(), me.uid.clone());
+            emit_logged(
+                &me.events,
+                EngineEvent::Connected {
+                    phone: Some(me.phone.clone()),
+                    lid: None,
+                    push_name: Some(me.name.clone()),
+                },
+            )
+            .await;
+            me.connected.store(true, Ordering::SeqCst);
+            for event in me.network.take_pending(&me.uid) {
+                emit_logged(&me.events, event).await;
+            }
         });
     }
 }
@@ -273,19 +311,29 @@ impl EngineSession for SandboxSession {
                     "simulated network hiccup (number ends in 0500)".into(),
                 ));
             }
-            *st.handed.entry(pid.clone()).or_insert(0) += 1;
-            st.delivered.insert(pid.clone())
+            let first = st.delivered.insert(pid.clone());
+            if first {
+                *st.handed.entry(pid.clone()).or_insert(0) += 1;
+            } else {
+                *st.resent.entry(pid.clone()).or_insert(0) += 1;
+            }
+            first
         };
+        // Like WhatsApp's server, the sandbox acknowledges at once, duplicates included
+        // (a resend after a crash carries the same id), before anything else happens.
+        emit_logged(
+            &self.events,
+            EngineEvent::ServerAck {
+                provider_message_id: pid.clone(),
+                error: None,
+            },
+        )
+        .await;
         if !first_delivery {
-            // The same message again (a resend after a crash): WhatsApp shows it once.
+            // The same message again: WhatsApp shows it once.
             return Ok(());
         }
-        let Some(me) = self.network.session(&self.uid) else {
-            return Err(EngineError::NotConnected(
-                "the sandbox device stopped".into(),
-            ));
-        };
-        let cfg = self.network.config.clone();
+        let cfg = &self.network.config;
         let is_voice = matches!(
             &message.content,
             OutgoingContent::Media {
@@ -293,45 +341,31 @@ impl EngineSession for SandboxSession {
                 ..
             }
         );
-        me.after(Duration::from_millis(5), move |me| {
-            Box::pin(async move {
-                emit_logged(
-                    &me.events,
-                    EngineEvent::ServerAck {
-                        provider_message_id: pid.clone(),
-                        error: None,
-                    },
-                )
-                .await;
-                if let Some(peer) = me.network.online_device_for(&message.to) {
-                    emit_logged(
-                        &peer.events,
-                        EngineEvent::Inbound(incoming_from(&me, &message)),
-                    )
-                    .await;
-                }
-                let receipts = [
-                    (cfg.delivered_delay_ms, ReceiptKind::Delivered, true),
-                    (cfg.read_delay_ms, ReceiptKind::Read, true),
-                    (50, ReceiptKind::Played, is_voice),
-                ];
-                for (delay, kind, applies) in receipts {
-                    if !applies {
-                        continue;
-                    }
-                    tokio::time::sleep(Duration::from_millis(delay)).await;
-                    emit_logged(
-                        &me.events,
-                        EngineEvent::Receipt {
-                            provider_message_ids: vec![pid.clone()],
-                            kind,
-                            at: time::now(),
-                        },
-                    )
-                    .await;
-                }
-            })
-        });
+        if let Some(peer) = self.network.device_for(&message.to) {
+            self.network.deliver_later(
+                peer,
+                Duration::from_millis(5),
+                EngineEvent::Inbound(incoming_from(self, &message)),
+            );
+        }
+        let receipt = |kind| EngineEvent::Receipt {
+            provider_message_ids: vec![pid.clone()],
+            kind,
+            at: time::now(),
+        };
+        let delivered = Duration::from_millis(cfg.delivered_delay_ms);
+        let read = delivered + Duration::from_millis(cfg.read_delay_ms);
+        self.network
+            .deliver_later(self.uid.clone(), delivered, receipt(ReceiptKind::Delivered));
+        self.network
+            .deliver_later(self.uid.clone(), read, receipt(ReceiptKind::Read));
+        if is_voice {
+            self.network.deliver_later(
+                self.uid.clone(),
+                read + Duration::from_millis(50),
+                receipt(ReceiptKind::Played),
+            );
+        }
         Ok(())
     }
 

@@ -93,8 +93,14 @@ fn field_error(path: &str, e: &serde_json::Error) -> FieldError {
         }
     };
     if let Some(name) = named("unknown field `") {
+        // serde_path_to_error's path already ends with the unknown key.
+        let field = if path == "." || path.is_empty() {
+            name
+        } else {
+            path.to_owned()
+        };
         return FieldError {
-            field: join(path, &name),
+            field,
             message: "is not a known field".into(),
         };
     }

@@ -6,7 +6,9 @@ use super::{ServiceError, ServiceResult, Services};
 use wagate_core::device::DeviceStatus;
 use wagate_core::engine::{NumberCheck, provider_message_id};
 use wagate_core::media::MediaClass;
-use wagate_core::message::{Dialect, Message, MessageKind, NewOutboundMessage, StatusChange};
+use wagate_core::message::{
+    Dialect, InboundMessage, Message, MessageKind, NewOutboundMessage, StatusChange,
+};
 use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, StoreError};
 use wagate_core::time::Timestamp;
 use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, Spintax, time};
@@ -175,12 +177,7 @@ impl Services {
     ) -> ServiceResult<MessageKind> {
         let media = match &req.media_id {
             Some(id) => Some(match self.store.get_media(account, id).await {
-                Err(StoreError::NotFound) => {
-                    return Err(ServiceError::Invalid(
-                        "mediaId".into(),
-                        format!("no media {id} was uploaded by this account"),
-                    ));
-                }
+                Err(StoreError::NotFound) => return Err(ServiceError::NotFound("media")),
                 other => other?,
             }),
             None => None,
@@ -230,6 +227,15 @@ impl Services {
         page: PageRequest,
     ) -> ServiceResult<Page<Message>> {
         Ok(self.store.list_messages(account, filter, page).await?)
+    }
+
+    pub async fn list_inbound(
+        &self,
+        account: &AccountId,
+        device: Option<&DeviceUid>,
+        page: PageRequest,
+    ) -> ServiceResult<Page<InboundMessage>> {
+        Ok(self.store.list_inbound(account, device, page).await?)
     }
 
     /// Asks WhatsApp (through the device) which numbers are on it.

@@ -73,6 +73,7 @@ pub struct CheckWhatsappRequest {
 pub struct NumberResult {
     /// The number as given.
     pub number: String,
+    #[serde(rename = "onWhatsApp")]
     pub on_whatsapp: bool,
     /// The WhatsApp JID when the number is on WhatsApp.
     pub jid: Option<String>,

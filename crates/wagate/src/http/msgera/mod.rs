@@ -2,6 +2,7 @@
 //! replies, camelCase fields and strict bodies (unknown fields are rejected).
 
 pub mod devices;
+pub mod inbound;
 pub mod keys;
 pub mod media;
 pub mod messages;
@@ -48,6 +49,7 @@ pub fn router() -> Router<Services> {
             "/v1/developer/messages/{message_id}",
             get(messages::get_message),
         )
+        .route("/v1/developer/inbound", get(inbound::list_inbound))
         .route("/v1/developer/media/upload", post(media::upload_media))
         .route(
             "/v1/developer/keys",

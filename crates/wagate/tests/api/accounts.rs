@@ -1,0 +1,280 @@
+//! Accounts, API keys, authentication and isolation between accounts.
+
+use crate::support::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::process::Command;
+
+fn cli(data_dir: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("WAGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn cli_creates_accounts_and_manages_keys_that_the_api_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let created = cli(dir.path(), &["account", "create", "--name", "Shop"]);
+    let key = created["apiKey"].as_str().unwrap().to_owned();
+    let account = created["accountId"].as_str().unwrap().to_owned();
+    assert!(account.starts_with("acc_"));
+    assert_eq!(key.len(), 36);
+    assert!(
+        key.starts_with("wak_")
+            && key[4..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{key}"
+    );
+
+    let second = cli(
+        dir.path(),
+        &["account", "key", "create", "--account", &account],
+    );
+    let second_key = second["apiKey"].as_str().unwrap().to_owned();
+    let listed = cli(
+        dir.path(),
+        &["account", "key", "list", "--account", &account],
+    );
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        !listed.iter().any(|k| k.to_string().contains(&key)),
+        "secrets must never be listed"
+    );
+
+    // The stored file holds no key in clear.
+    let db = std::fs::read(dir.path().join("wagate.db")).unwrap();
+    assert!(!db.windows(key.len()).any(|w| w == key.as_bytes()));
+
+    // The server on the same data directory accepts both keys; revoking one from the
+    // CLI makes it fail.
+    let mut config = test_config(&dir);
+    config.data_dir = dir.path().to_path_buf();
+    let running = wagate::app::start(config, Default::default())
+        .await
+        .unwrap();
+    let url = format!("http://{}/v1/developer/devices", running.addr);
+    let client = reqwest::Client::new();
+    for k in [&key, &second_key] {
+        let resp = client
+            .get(&url)
+            .header("X-API-Key", k)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let second_id = second["id"].as_str().unwrap();
+    cli(
+        dir.path(),
+        &[
+            "account",
+            "key",
+            "revoke",
+            "--account",
+            &account,
+            "--key",
+            second_id,
+        ],
+    );
+    let resp = client
+        .get(&url)
+        .header("X-API-Key", &second_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn missing_or_wrong_keys_are_401_with_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .client
+        .get(format!("{}/v1/developer/devices", app.base))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_error(status, &body, StatusCode::UNAUTHORIZED);
+    for bad in [
+        "wak_00000000000000000000000000000000",
+        "nonsense",
+        "",
+        &app.key.to_uppercase(),
+        &app.key[..20],
+    ] {
+        let (status, body) = app
+            .call_as(bad, Method::GET, "/v1/developer/devices", None)
+            .await;
+        assert_error(status, &body, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = app
+        .call_as(
+            &app.key,
+            Method::POST,
+            "/v1/developer/messages/send",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "authenticated requests reach validation: {body}"
+    );
+}
+
+#[tokio::test]
+async fn keys_rotate_two_at_a_time_through_the_api() {
+    let app = TestApp::spawn().await;
+    let (status, created) = app.post("/v1/developer/keys", json!(null)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let new_key = created["data"]["apiKey"].as_str().unwrap().to_owned();
+    // A third active key is refused.
+    let (status, body) = app.post("/v1/developer/keys", json!(null)).await;
+    assert_error(status, &body, StatusCode::CONFLICT);
+
+    let (_, listed) = app.get("/v1/developer/keys").await;
+    let keys = listed["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(
+        keys.iter()
+            .all(|k| k.get("apiKey").is_none() && k["prefix"].as_str().unwrap().len() == 12)
+    );
+
+    // Revoke the original key with the new one; the original stops working.
+    let old_id = keys
+        .iter()
+        .find(|k| k["id"] != created["data"]["id"])
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = app
+        .call_as(
+            &new_key,
+            Method::DELETE,
+            &format!("/v1/developer/keys/{old_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app.get("/v1/developer/devices").await;
+    assert_error(status, &body, StatusCode::UNAUTHORIZED);
+    let (status, _) = app
+        .call_as(&new_key, Method::GET, "/v1/developer/devices", None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = app
+        .call_as(
+            &new_key,
+            Method::DELETE,
+            &format!("/v1/developer/keys/{old_id}"),
+            None,
+        )
+        .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_account_never_sees_or_changes_another_accounts_things() {
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("mine").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    let sent = app.send_text(uid, "+201001234567", "hello").await;
+    let msg = sent["messageId"].as_str().unwrap();
+    let (_, media) = app.upload(png(), "a.png", "image/png").await;
+    let media_id = media["data"]["mediaId"].as_str().unwrap();
+
+    let (other, _) = app.other_account().await;
+    let as_other = |m: Method, p: String, b: Option<Value>| {
+        let app = &app;
+        let other = other.clone();
+        async move { app.call_as(&other, m, &p, b).await }
+    };
+    let (s, b) = as_other(Method::GET, format!("/v1/developer/devices/{uid}"), None).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(
+        Method::PATCH,
+        format!("/v1/developer/devices/{uid}"),
+        Some(json!({"name": "stolen"})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(Method::DELETE, format!("/v1/developer/devices/{uid}"), None).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(
+        Method::POST,
+        format!("/v1/developer/devices/{uid}/token"),
+        None,
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(Method::GET, format!("/v1/developer/messages/{msg}"), None).await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(
+        Method::POST,
+        "/v1/developer/messages/send".into(),
+        Some(json!({"deviceUid": uid, "to": "+201001234567", "text": "x"})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(
+        Method::POST,
+        "/v1/developer/messages/check-whatsapp".into(),
+        Some(json!({"deviceUid": uid, "numbers": ["+201001234567"]})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    let (s, b) = as_other(
+        Method::POST,
+        "/v1/developer/sandbox/inbound".into(),
+        Some(json!({"deviceUid": uid, "from": "+201001234567", "text": "x"})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    // The other account's own device cannot send this account's media.
+    let (s, created) = as_other(
+        Method::POST,
+        "/v1/developer/devices".into(),
+        Some(json!({"name": "theirs", "engine": "sandbox"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let theirs = created["data"]["deviceUid"].as_str().unwrap().to_owned();
+    let (s, b) = as_other(
+        Method::POST,
+        "/v1/developer/messages/send-media".into(),
+        Some(json!({"deviceUid": theirs, "to": "+201001234567", "mediaId": media_id})),
+    )
+    .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND);
+    // Listings show only their own.
+    let (_, list) = as_other(Method::GET, "/v1/developer/devices".into(), None).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let (_, list) = as_other(Method::GET, "/v1/developer/messages".into(), None).await;
+    assert_eq!(list["data"]["total"], 0);
+    let (_, list) = as_other(
+        Method::GET,
+        format!("/v1/developer/messages?deviceUid={uid}"),
+        None,
+    )
+    .await;
+    assert_eq!(list["data"]["total"], 0);
+    // And nothing changed for the owner.
+    let (_, mine) = app.get(&format!("/v1/developer/devices/{uid}")).await;
+    assert_eq!(mine["data"]["name"], "mine");
+}

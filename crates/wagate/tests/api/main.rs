@@ -1,0 +1,10 @@
+//! wagate's integration tests: the real application over HTTP on port 0, each test with
+//! its own SQLite database. One binary, so the application is compiled once.
+
+mod accounts;
+mod devices;
+mod megamsg;
+mod messages;
+mod ops;
+mod reliability;
+mod support;

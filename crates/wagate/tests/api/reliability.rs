@@ -1,0 +1,241 @@
+//! Durability: idempotency (also concurrent and across restarts), retries, permanent
+//! failures, budgets, scheduling, and restarts with queued messages.
+
+use crate::support::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_repeated_client_message_id_returns_the_original_and_sends_once() {
+    let mut app = TestApp::spawn().await;
+    let device = app.connected_device("i").await;
+    let uid = device["deviceUid"].as_str().unwrap().to_owned();
+    let body = json!({ "deviceUid": uid, "to": "+201001234567", "text": "{a|b|c|d|e|f}", "clientMessageId": "order-42" });
+    let (s1, first) = app.post("/v1/developer/messages/send", body.clone()).await;
+    assert_eq!(s1, StatusCode::ACCEPTED);
+    assert!(first["data"].get("deduplicated").is_none());
+    let (s2, second) = app.post("/v1/developer/messages/send", body.clone()).await;
+    assert_eq!(s2, StatusCode::ACCEPTED);
+    assert_eq!(second["data"]["messageId"], first["data"]["messageId"]);
+    assert_eq!(second["data"]["text"], first["data"]["text"]);
+    assert_eq!(second["data"]["deduplicated"], true);
+
+    // Concurrent duplicates of a new key: one message.
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let client = app.client.clone();
+        let url = format!("{}/v1/developer/messages/send", app.base);
+        let key = app.key.clone();
+        let body = json!({ "deviceUid": uid, "to": "+201001234567", "text": "burst", "clientMessageId": "burst-1" });
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("X-API-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), StatusCode::ACCEPTED);
+            r.json::<serde_json::Value>().await.unwrap()["data"]["messageId"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    let id = first["data"]["messageId"].as_str().unwrap().to_owned();
+    let read = app.wait_message_status(&id, "read").await;
+    app.wait_message_status(&ids[0], "read").await;
+
+    // After a restart the key still dedupes.
+    app.restart().await;
+    let (s3, third) = app.post("/v1/developer/messages/send", body).await;
+    assert_eq!(s3, StatusCode::ACCEPTED);
+    assert_eq!(third["data"]["messageId"], id.as_str());
+    assert_eq!(third["data"]["status"], "read");
+
+    // The same key on another device is another message.
+    let other = app.connected_device("j").await;
+    let (_, fourth) = app
+        .post("/v1/developer/messages/send", json!({ "deviceUid": other["deviceUid"], "to": "+201001234567", "text": "x", "clientMessageId": "order-42" }))
+        .await;
+    assert_ne!(fourth["data"]["messageId"], id.as_str());
+
+    let (_, list) = app
+        .get(&format!("/v1/developer/messages?deviceUid={uid}"))
+        .await;
+    assert_eq!(list["data"]["total"], 2);
+    assert_eq!(
+        app.sandbox
+            .handed_count(read["providerMessageId"].as_str().unwrap()),
+        1
+    );
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried_and_permanent_ones_fail_with_a_reason() {
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("r").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    // The sandbox fails numbers ending in 0500 once per message.
+    let flaky = app.send_text(uid, "+201001230500", "retry me").await;
+    let read = app
+        .wait_message_status(flaky["messageId"].as_str().unwrap(), "read")
+        .await;
+    assert_eq!(
+        app.sandbox
+            .handed_count(read["providerMessageId"].as_str().unwrap()),
+        1
+    );
+
+    let nobody = app.send_text(uid, "+201001230000", "hello?").await;
+    let failed = app
+        .wait_message_status(nobody["messageId"].as_str().unwrap(), "failed")
+        .await;
+    assert!(
+        failed["failureReason"]
+            .as_str()
+            .unwrap()
+            .contains("not on WhatsApp"),
+        "{failed}"
+    );
+    let steps: Vec<&str> = failed["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["queued", "failed"]);
+}
+
+#[tokio::test]
+async fn sends_past_the_daily_budget_are_429() {
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("b").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    app.call(
+        Method::PATCH,
+        &format!("/v1/developer/devices/{uid}"),
+        Some(json!({ "safety": { "dailyLimit": 2, "hourlyLimit": 10, "minuteLimit": 10 } })),
+    )
+    .await;
+    app.send_text(uid, "+201001234567", "1").await;
+    app.send_text(uid, "+201001234567", "2").await;
+    let (status, body) = app
+        .post(
+            "/v1/developer/messages/send",
+            json!({ "deviceUid": uid, "to": "+201001234567", "text": "3" }),
+        )
+        .await;
+    let message = assert_error(status, &body, StatusCode::TOO_MANY_REQUESTS);
+    assert!(message.contains("daily limit of 2"), "{message}");
+    let (_, d) = app.get(&format!("/v1/developer/devices/{uid}")).await;
+    assert_eq!(d["data"]["safety"]["dailyRemaining"], 0);
+    let (_, list) = app.get("/v1/developer/messages").await;
+    assert_eq!(list["data"]["total"], 2);
+}
+
+#[tokio::test]
+async fn the_hourly_budget_holds_sends_back_instead_of_dropping_them() {
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("h").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    app.call(
+        Method::PATCH,
+        &format!("/v1/developer/devices/{uid}"),
+        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 1, "minuteLimit": 10 } })),
+    )
+    .await;
+    let first = app.send_text(uid, "+201001234567", "first").await;
+    app.wait_message_status(first["messageId"].as_str().unwrap(), "read")
+        .await;
+    let second = app.send_text(uid, "+201001234567", "second").await;
+    let (_, d) = app.get(&format!("/v1/developer/devices/{uid}")).await;
+    assert_eq!(d["data"]["safety"]["hourlyRemaining"], 0);
+    // Held: still queued while the first long reached "read" in the same window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, m) = app
+        .get(&format!(
+            "/v1/developer/messages/{}",
+            second["messageId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(m["data"]["status"], "queued");
+    // Raising the budget releases it.
+    app.call(
+        Method::PATCH,
+        &format!("/v1/developer/devices/{uid}"),
+        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 10, "minuteLimit": 10 } })),
+    )
+    .await;
+    app.wait_message_status(second["messageId"].as_str().unwrap(), "read")
+        .await;
+}
+
+#[tokio::test]
+async fn scheduled_sends_wait_for_their_time() {
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("t").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let (status, body) = app
+        .post("/v1/developer/messages/send", json!({ "deviceUid": uid, "to": "+201001234567", "text": "later", "sendAt": at.to_rfc3339() }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert!(body["data"]["sendAt"].is_string());
+    let id = body["data"]["messageId"].as_str().unwrap();
+    let (_, m) = app.get(&format!("/v1/developer/messages/{id}")).await;
+    assert_eq!(m["data"]["status"], "queued");
+    let read = app.wait_message_status(id, "read").await;
+    let sent_at = read["history"][1]["at"].as_str().unwrap();
+    let sent_at = chrono::DateTime::parse_from_rfc3339(sent_at).unwrap();
+    assert!(
+        sent_at >= at - chrono::Duration::milliseconds(1),
+        "sent at {sent_at}, scheduled {at}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_with_queued_messages_sends_each_exactly_once() {
+    let mut app = TestApp::spawn().await;
+    let device = app.connected_device("q").await;
+    let uid = device["deviceUid"].as_str().unwrap().to_owned();
+    let at = (chrono::Utc::now() + chrono::Duration::milliseconds(800)).to_rfc3339();
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let (status, body) = app
+            .post("/v1/developer/messages/send", json!({ "deviceUid": uid, "to": "+201001234567", "text": format!("m{i}"), "sendAt": at }))
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        ids.push(body["data"]["messageId"].as_str().unwrap().to_owned());
+    }
+    // A few immediate sends may be in flight as the server stops.
+    for i in 0..10 {
+        ids.push(
+            app.send_text(&uid, "+201001234567", &format!("now{i}"))
+                .await["messageId"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    app.restart().await;
+    for id in &ids {
+        let m = app.wait_message_status(id, "read").await;
+        assert_eq!(
+            app.sandbox
+                .handed_count(m["providerMessageId"].as_str().unwrap()),
+            1,
+            "{m}"
+        );
+    }
+    let handed: u32 = app.sandbox.handed().values().sum();
+    assert_eq!(handed, 20);
+}
