@@ -2,6 +2,9 @@
 //! (200 / 502 / 500), inline media by base64 and by URL (with SSRF refusals), one pipeline
 //! with the Msgera API, and the seed's own curl, JavaScript and Python examples.
 
+// Helpers outside `#[test]` functions panic on purpose too: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use crate::support::*;
 use axum::Router;
 use axum::http::{StatusCode as AxumStatus, header};

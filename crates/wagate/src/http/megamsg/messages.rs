@@ -418,20 +418,34 @@ async fn store_inline_media(
     };
     // What the caller says beats what a server or URI says; the content beats both.
     let declared = v.mime_type.clone().or(header_type);
-    let mime = detect_mime(&data, declared.as_deref());
-    if !v.kind.accepts(&mime) {
-        return Err(ApiError::invalid(
-            "media",
-            format!(
-                "is not {} {} (its content is {mime}); send it as type document, or pass the right mime_type",
-                if v.kind == MegaType::Image { "an" } else { "a" },
-                match v.kind {
-                    MegaType::Audio => "audio file",
-                    other => other.as_str(),
-                },
-            ),
-        ));
+    if v.kind != MegaType::Document {
+        // WhatsApp shows images, videos and audio only in formats it can recognise, so the
+        // content must be one (a declared type alone could be anything); any file goes
+        // as a document.
+        let what = match v.kind {
+            MegaType::Image => "an image",
+            MegaType::Video => "a video",
+            _ => "an audio file",
+        };
+        match infer::get(&data).map(|k| k.mime_type()) {
+            Some(sniffed) if v.kind.accepts(sniffed) => {}
+            Some(sniffed) => {
+                return Err(ApiError::invalid(
+                    "media",
+                    format!("is not {what} (its content is {sniffed}); send it as type document"),
+                ));
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    "media",
+                    format!(
+                        "is not {what} in a format that could be recognised; send it as type document"
+                    ),
+                ));
+            }
+        }
     }
+    let mime = detect_mime(&data, declared.as_deref());
     let stored = s
         .store_media(account, data, Some(&mime), v.file_name.clone())
         .await
@@ -500,7 +514,10 @@ pub async fn send_message(
         SendRequest {
             device_uid: instance.0.uid.clone(),
             to: v.to.clone(),
-            kind: SendKind::Exactly(message_kind),
+            kind: match message_kind {
+                MessageKind::Text => SendKind::Text,
+                media => SendKind::Exactly(media),
+            },
             text: v.text,
             media_id,
             client_message_id: None,
