@@ -220,6 +220,32 @@ fn decode_ogg_opus(data: &[u8]) -> Result<(Pcm, u8), AudioError> {
     ))
 }
 
+/// The duration of an audio file from its container header, without decoding it (`None`
+/// when the header does not say, as in MP3s without a Xing/Info frame).
+pub(crate) fn duration_seconds(data: &[u8], mime_type: &str) -> Option<u32> {
+    let mss = MediaSourceStream::new(Box::new(Cursor::new(data.to_vec())), Default::default());
+    let mut hint = Hint::new();
+    if let Some(essence) = mime_type.split(';').next() {
+        hint.mime_type(essence.trim());
+    }
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            mss,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .ok()?;
+    let track = probed
+        .format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)?;
+    let frames = track.codec_params.n_frames?;
+    let rate = u64::from(track.codec_params.sample_rate?.max(1));
+    u32::try_from(frames.div_ceil(rate).max(1)).ok()
+}
+
 fn decode_any(data: &[u8], mime_type: &str) -> Result<Pcm, AudioError> {
     let unsupported = |e: SymphoniaError| AudioError::Unsupported(e.to_string());
     let mss = MediaSourceStream::new(Box::new(Cursor::new(data.to_vec())), Default::default());
@@ -428,6 +454,12 @@ pub(crate) mod tests {
             prepare_voice_note(&wav(8_000, 1, 0.0), "audio/wav"),
             Err(AudioError::Empty)
         ));
+    }
+
+    #[test]
+    fn audio_file_duration_from_its_header() {
+        assert_eq!(duration_seconds(&wav(8_000, 1, 2.2), "audio/wav"), Some(3));
+        assert_eq!(duration_seconds(b"nope", "audio/mpeg"), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub(crate) enum Shape {
     },
     Audio {
         mime: String,
+        seconds: Option<u32>,
     },
     Voice {
         seconds: u32,
@@ -90,7 +91,14 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
                 ),
                 // WhatsApp audio messages have no caption field; the caption is dropped
                 // rather than failing the send (see the crate report).
-                MessageKind::Audio => (MediaType::Audio, data.to_vec(), Shape::Audio { mime }),
+                MessageKind::Audio => {
+                    let seconds = audio::duration_seconds(&data, &mime);
+                    (
+                        MediaType::Audio,
+                        data.to_vec(),
+                        Shape::Audio { mime, seconds },
+                    )
+                }
                 MessageKind::Voice => {
                     let note = audio::prepare_voice_note(&data, &mime).map_err(|e| match e {
                         AudioError::Encode(m) => {
@@ -223,7 +231,7 @@ pub(crate) fn build(shape: Shape, u: Uploaded) -> wa::Message {
             }),
             ..Default::default()
         },
-        Shape::Audio { mime } => audio_message(u, mime, false, None, None),
+        Shape::Audio { mime, seconds } => audio_message(u, mime, false, seconds, None),
         Shape::Voice { seconds, waveform } => audio_message(
             u,
             audio::VOICE_MIME.to_owned(),
@@ -356,6 +364,13 @@ mod tests {
         assert_eq!(a.mimetype.as_deref(), Some("audio/mpeg"));
         assert_eq!(a.ptt, Some(false));
         assert!(a.waveform.is_none());
+        assert_eq!(a.seconds, None, "not a readable header");
+
+        let wav = crate::audio::tests::wav(8_000, 1, 4.5);
+        let (_, _, m) = planned(media(MessageKind::Audio, "audio/wav", &wav));
+        let a = m.audio_message.as_option().unwrap();
+        assert_eq!(a.mimetype.as_deref(), Some("audio/wav"));
+        assert_eq!(a.seconds, Some(5));
     }
 
     #[test]

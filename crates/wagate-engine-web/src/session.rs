@@ -51,6 +51,8 @@ const PAIR_CODE_VALIDITY: Duration = Duration::from_secs(180);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Group subjects are cached this long.
 const GROUP_NAME_TTL: Duration = Duration::from_secs(60 * 60);
+/// How long a pair-code request waits for a starting round to get its client.
+const PAIR_CODE_START_WAIT: Duration = Duration::from_secs(30);
 /// Longest typing indicator honoured.
 const MAX_TYPING: Duration = Duration::from_secs(60);
 
@@ -1013,25 +1015,34 @@ impl EngineSession for WebSession {
     }
 
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError> {
-        let client = {
-            let st = self.inner.state();
-            if st.phase == Phase::Online {
-                return Err(EngineError::Rejected {
-                    code: Some("already_linked".into()),
-                    reason: "the device is already linked".into(),
-                });
+        // Right after start the round may still wait for its start slot; give it a while
+        // rather than failing a request the user just made.
+        let deadline = tokio::time::Instant::now() + PAIR_CODE_START_WAIT;
+        let client = loop {
+            let client = {
+                let st = self.inner.state();
+                if st.phase == Phase::Online {
+                    return Err(EngineError::Rejected {
+                        code: Some("already_linked".into()),
+                        reason: "the device is already linked".into(),
+                    });
+                }
+                if st.phase == Phase::Ended || st.stopped {
+                    return Err(EngineError::NotConnected(
+                        "the linking round ended; call connect to start a new one".into(),
+                    ));
+                }
+                st.client.clone()
+            };
+            match client {
+                Some(c) => break c,
+                None if tokio::time::Instant::now() >= deadline => {
+                    return Err(EngineError::NotConnected(
+                        "the device is still starting; try again in a moment".into(),
+                    ));
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
-            if st.phase == Phase::Ended || st.stopped {
-                return Err(EngineError::NotConnected(
-                    "the linking round ended; call connect to start a new one".into(),
-                ));
-            }
-            st.client.clone()
-        };
-        let Some(client) = client else {
-            return Err(EngineError::NotConnected(
-                "the device is still starting; try again in a moment".into(),
-            ));
         };
         if client.is_logged_in() {
             return Err(EngineError::Rejected {
