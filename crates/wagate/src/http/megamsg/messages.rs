@@ -482,6 +482,7 @@ impl Drop for WaiterGuard {
         (status = 429, description = "The instance's daily budget is used up", body = ErrorBody),
         (status = 502, description = "The session is not connected, WhatsApp refused the message, or did not take it in time (then code `still_queued`: it will still be sent)", body = QueuedErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody)))]
+#[tracing::instrument(name = "megamsg.send", skip_all, fields(device.uid = %instance.0.uid))]
 pub async fn send_message(
     State(s): State<Services>,
     instance: Instance,
