@@ -335,6 +335,25 @@ async fn links_by_qr_sends_receives_and_resumes_after_restart() {
     assert_eq!(audio.waveform.as_ref().map(Vec::len), Some(64));
     let ogg = w.b.client().download(audio).await.unwrap();
     assert_eq!(&ogg[..4], b"OggS");
+    // Bob listens to it: Played.
+    let (_, info) =
+        w.b.wait_message(ONLINE, |m, _| m.audio_message.is_set())
+            .await
+            .unwrap();
+    w.b.client()
+        .mark_as_played(&info.source.chat, None, &[info.id.as_str()])
+        .await
+        .unwrap();
+    let voice_id = msg.provider_message_id.clone();
+    sink.wait_for(ONLINE, |e| match e {
+        EngineEvent::Receipt {
+            provider_message_ids,
+            kind: ReceiptKind::Played,
+            ..
+        } if provider_message_ids.contains(&voice_id) => Some(()),
+        _ => None,
+    })
+    .await;
 
     // Document out keeps its name.
     let msg = outgoing(
@@ -491,7 +510,21 @@ async fn nacks_uncommitted_inbound_and_unlinking() {
         .unwrap();
     // Let the refusal happen, then force the redelivery.
     sink.wait_refused(ONLINE).await;
+    let before = sink.snapshot().len();
     w.sim.drop_connection(&me);
+    // The drop is reported with its reason and the backoff, then the device is back.
+    let (reason, retry_in) = sink
+        .wait_for_from(before, ONLINE, |e| match e {
+            EngineEvent::Reconnecting { reason, retry_in } => Some((reason.clone(), *retry_in)),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("connection"), "{reason}");
+    assert!(retry_in.is_some());
+    sink.wait_for_from(before, ONLINE, |e| {
+        matches!(e, EngineEvent::Connected { .. }).then_some(())
+    })
+    .await;
     let m = sink
         .wait_for(AFTER_PAIRING, |e| {
             inbound(e, |m| m.text.as_deref() == Some("must not be lost"))
