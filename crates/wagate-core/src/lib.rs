@@ -15,6 +15,7 @@ pub mod phone;
 pub mod spintax;
 pub mod store;
 pub mod time;
+pub mod webhook;
 
 pub use id::{AccountId, ApiKeyId, DeviceUid, EventId, MediaId, MessageId};
 pub use phone::Phone;

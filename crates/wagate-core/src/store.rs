@@ -275,7 +275,14 @@ pub trait EventStore: Send + Sync {
 
 /// Everything wagate persists.
 pub trait Store:
-    AccountStore + DeviceStore + MessageStore + SendQueue + InboundStore + MediaStore + EventStore
+    AccountStore
+    + DeviceStore
+    + MessageStore
+    + SendQueue
+    + InboundStore
+    + MediaStore
+    + EventStore
+    + crate::webhook::WebhookStore
 {
 }
 
@@ -287,5 +294,6 @@ impl<T> Store for T where
         + InboundStore
         + MediaStore
         + EventStore
+        + crate::webhook::WebhookStore
 {
 }

@@ -14,6 +14,7 @@ mod media;
 mod message;
 mod queue;
 mod row;
+mod webhook;
 mod writer;
 
 use error::map_sqlx;

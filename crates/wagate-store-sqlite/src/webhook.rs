@@ -1,0 +1,531 @@
+//! Webhooks on SQLite: configurations, the fan-out of events into the delivery outbox,
+//! claiming with leases, and the attempt history.
+//!
+//! Fan-out runs on the single writer, so it reads the events table in commit order and
+//! moves its cursor in the same transaction as the deliveries it inserts: an event is
+//! fanned out exactly once, whatever crashes. A delivery is claimed with a lease and no
+//! transaction is held while the request is in flight; the outcome is a second unit.
+
+use crate::SqliteStore;
+use crate::device::live_device;
+use crate::error::{corrupt, map_sqlx};
+use crate::row::{event_columns, event_from_row, get, media_columns, media_from_row};
+use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+use std::collections::HashMap;
+use wagate_core::event::EventType;
+use wagate_core::media::Media;
+use wagate_core::store::{Page, PageRequest, StoreError, StoreResult};
+use wagate_core::time::{Timestamp, from_millis, millis};
+use wagate_core::webhook::{
+    AttemptFilter, AttemptRecord, ClaimedDelivery, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind,
+    WebhookAttempt, WebhookChange, WebhookConfig, WebhookStore,
+};
+use wagate_core::{AccountId, DeviceUid, EventId, MediaId};
+
+const CONFIG_COLUMNS: &str = "device_uid, account_id, msgera_active, personal_url, group_url, \
+     msgera_events, instance_url, instance_events, secret, previous_secret, \
+     previous_secret_until, created_at, updated_at";
+
+fn events_json(types: &[EventType]) -> String {
+    let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_events(s: &str) -> StoreResult<Vec<EventType>> {
+    let names: Vec<String> = serde_json::from_str(s).map_err(|_| corrupt("event types", s))?;
+    names
+        .iter()
+        .map(|n| EventType::parse(n).ok_or_else(|| corrupt("event type", n)))
+        .collect()
+}
+
+fn config_from_row(row: &SqliteRow) -> StoreResult<WebhookConfig> {
+    let device: String = get(row, "device_uid")?;
+    let account: String = get(row, "account_id")?;
+    Ok(WebhookConfig {
+        device_uid: DeviceUid::parse(&device).map_err(|_| corrupt("device_uid", &device))?,
+        account_id: AccountId::parse(&account).map_err(|_| corrupt("account_id", &account))?,
+        msgera_active: get(row, "msgera_active")?,
+        personal_url: get(row, "personal_url")?,
+        group_url: get(row, "group_url")?,
+        msgera_events: parse_events(&get::<String>(row, "msgera_events")?)?,
+        instance_url: get(row, "instance_url")?,
+        instance_events: parse_events(&get::<String>(row, "instance_events")?)?,
+        secret: get(row, "secret")?,
+        previous_secret: get(row, "previous_secret")?,
+        previous_secret_until: get::<Option<i64>>(row, "previous_secret_until")?.map(from_millis),
+        created_at: from_millis(get(row, "created_at")?),
+        updated_at: from_millis(get(row, "updated_at")?),
+    })
+}
+
+async fn config_of(
+    conn: &mut SqliteConnection,
+    device: &str,
+) -> StoreResult<Option<WebhookConfig>> {
+    let sql = format!("SELECT {CONFIG_COLUMNS} FROM webhook_configs WHERE device_uid = ?");
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(device.to_owned())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(map_sqlx)?
+        .map(|r| config_from_row(&r))
+        .transpose()
+}
+
+fn u32_of(v: i64, what: &str) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| corrupt(what, v))
+}
+
+fn endpoint_of(s: &str) -> StoreResult<EndpointKind> {
+    EndpointKind::parse(s).ok_or_else(|| corrupt("endpoint", s))
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn get_webhook_config(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+    ) -> StoreResult<Option<WebhookConfig>> {
+        let account = account.clone();
+        let device = device.clone();
+        // Through the writer so the device check and the read see one snapshot; this is
+        // a rare call.
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    live_device(conn, &device, Some(&account)).await?;
+                    config_of(conn, device.as_str()).await
+                })
+            })
+            .await
+    }
+
+    async fn change_webhook_config(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        change: &WebhookChange,
+        new_secret: &str,
+        at: Timestamp,
+    ) -> StoreResult<WebhookConfig> {
+        let account = account.clone();
+        let device = device.clone();
+        let change = change.clone();
+        let new_secret = new_secret.to_owned();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    live_device(conn, &device, Some(&account)).await?;
+                    let mut c = match config_of(conn, device.as_str()).await? {
+                        Some(c) => c,
+                        None => WebhookConfig {
+                            account_id: account.clone(),
+                            device_uid: device.clone(),
+                            msgera_active: false,
+                            personal_url: None,
+                            group_url: None,
+                            msgera_events: DEFAULT_EVENT_TYPES.to_vec(),
+                            instance_url: None,
+                            instance_events: DEFAULT_EVENT_TYPES.to_vec(),
+                            secret: new_secret.clone(),
+                            previous_secret: None,
+                            previous_secret_until: None,
+                            created_at: at,
+                            updated_at: at,
+                        },
+                    };
+                    match change {
+                        WebhookChange::Msgera(m) => {
+                            c.personal_url = m.personal_url;
+                            c.group_url = m.group_url;
+                            c.msgera_active = m.active;
+                            c.msgera_events = m.events;
+                        }
+                        WebhookChange::Instance(i) => {
+                            c.instance_url = i.url;
+                            c.instance_events = i.events;
+                        }
+                        WebhookChange::RotateSecret {
+                            secret,
+                            previous_until,
+                        } => {
+                            c.previous_secret = Some(std::mem::replace(&mut c.secret, secret));
+                            c.previous_secret_until = Some(previous_until);
+                        }
+                    }
+                    c.updated_at = at;
+                    let sql = format!(
+                        "INSERT OR REPLACE INTO webhook_configs ({CONFIG_COLUMNS}) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    );
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .bind(c.device_uid.as_str().to_owned())
+                        .bind(c.account_id.as_str().to_owned())
+                        .bind(c.msgera_active)
+                        .bind(c.personal_url.clone())
+                        .bind(c.group_url.clone())
+                        .bind(events_json(&c.msgera_events))
+                        .bind(c.instance_url.clone())
+                        .bind(events_json(&c.instance_events))
+                        .bind(c.secret.clone())
+                        .bind(c.previous_secret.clone())
+                        .bind(c.previous_secret_until.map(millis))
+                        .bind(millis(c.created_at))
+                        .bind(millis(c.updated_at))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    Ok(c)
+                })
+            })
+            .await
+    }
+
+    async fn fan_out_events(&self, limit: u32, at: Timestamp) -> StoreResult<u32> {
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let cursor: i64 =
+                        sqlx::query_scalar("SELECT last_seq FROM webhook_cursor WHERE id = 1")
+                            .fetch_optional(&mut *conn)
+                            .await
+                            .map_err(map_sqlx)?
+                            .unwrap_or(0);
+                    let rows = sqlx::query(concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events e WHERE e.seq > ? ORDER BY e.seq LIMIT ?"
+                    ))
+                    .bind(cursor)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let Some(last) = rows.last() else {
+                        return Ok(0);
+                    };
+                    let last_seq: i64 = get(last, "seq")?;
+                    let mut configs: HashMap<String, Option<WebhookConfig>> = HashMap::new();
+                    let now = millis(at);
+                    for row in &rows {
+                        let event = event_from_row(row)?;
+                        let uid = event.device_uid.as_str().to_owned();
+                        if !configs.contains_key(&uid) {
+                            let c = config_of(conn, &uid).await?;
+                            configs.insert(uid.clone(), c);
+                        }
+                        let Some(Some(config)) = configs.get(&uid) else {
+                            continue;
+                        };
+                        for target in config.targets(&event.data) {
+                            sqlx::query(
+                                "INSERT INTO webhook_deliveries (account_id, device_uid, \
+                                 endpoint, event_seq, status, next_attempt_at, created_at, \
+                                 updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
+                            )
+                            .bind(event.account_id.as_str().to_owned())
+                            .bind(uid.clone())
+                            .bind(target.as_str())
+                            .bind(event.seq)
+                            .bind(now)
+                            .bind(now)
+                            .bind(now)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(map_sqlx)?;
+                        }
+                    }
+                    sqlx::query("UPDATE webhook_cursor SET last_seq = ? WHERE id = 1")
+                        .bind(last_seq)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    u32::try_from(rows.len()).map_err(|_| corrupt("batch", rows.len()))
+                })
+            })
+            .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let (now, lease_until) = (millis(now), millis(lease_until));
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    // Each destination's head (oldest pending delivery); the head alone may
+                    // run, so a destination has at most one request in flight, in order.
+                    let heads = sqlx::query(
+                        "SELECT d.id, d.device_uid, d.endpoint, d.event_seq, d.attempts \
+                         FROM webhook_deliveries d \
+                         JOIN (SELECT MIN(id) AS id FROM webhook_deliveries \
+                               WHERE status = 'pending' GROUP BY device_uid, endpoint) h \
+                           ON h.id = d.id \
+                         WHERE d.next_attempt_at <= ? \
+                           AND (d.lease_until IS NULL OR d.lease_until <= ?) \
+                         ORDER BY d.next_attempt_at, d.id LIMIT ?",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let mut claimed = Vec::with_capacity(heads.len());
+                    for h in heads {
+                        let id: i64 = get(&h, "id")?;
+                        let device: String = get(&h, "device_uid")?;
+                        let seq: i64 = get(&h, "event_seq")?;
+                        sqlx::query("UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?")
+                            .bind(lease_until)
+                            .bind(id)
+                            .execute(&mut *conn)
+                            .await
+                            .map_err(map_sqlx)?;
+                        let event_row = sqlx::query(concat!(
+                            "SELECT ",
+                            event_columns!(),
+                            " FROM events e WHERE e.seq = ?"
+                        ))
+                        .bind(seq)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                        claimed.push(ClaimedDelivery {
+                            delivery_id: id,
+                            endpoint: endpoint_of(&get::<String>(&h, "endpoint")?)?,
+                            attempt: u32_of(get::<i64>(&h, "attempts")?, "attempts")? + 1,
+                            event: event_from_row(&event_row)?,
+                            config: config_of(conn, &device).await?,
+                        });
+                    }
+                    Ok(claimed)
+                })
+            })
+            .await
+    }
+
+    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
+        // Heads only: a delivery queued behind a head in backoff is not claimable.
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) \
+             FROM webhook_deliveries d \
+             JOIN (SELECT MIN(id) AS id FROM webhook_deliveries \
+                   WHERE status = 'pending' GROUP BY device_uid, endpoint) h ON h.id = d.id",
+        )
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(at.map(from_millis))
+    }
+
+    async fn finish_attempt(&self, record: &AttemptRecord, next: DeliveryNext) -> StoreResult<()> {
+        let r = record.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let at = millis(r.at);
+                    let (status, next_at, attempts_inc) = match next {
+                        DeliveryNext::Succeeded => ("succeeded", at, 1),
+                        DeliveryNext::RetryAt(t) => ("pending", millis(t), 1),
+                        DeliveryNext::Failed => ("failed", at, 1),
+                        DeliveryNext::Cancelled => ("cancelled", at, 0),
+                    };
+                    let done = sqlx::query(
+                        "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
+                         attempts = attempts + ?, lease_until = NULL, updated_at = ? \
+                         WHERE id = ? RETURNING account_id, device_uid",
+                    )
+                    .bind(status)
+                    .bind(next_at)
+                    .bind(attempts_inc)
+                    .bind(at)
+                    .bind(r.delivery_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?
+                    .ok_or(StoreError::NotFound)?;
+                    if next == DeliveryNext::Cancelled {
+                        return Ok(());
+                    }
+                    sqlx::query(
+                        "INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, \
+                         attempt, url, success, status_code, latency_ms, error, \
+                         response_snippet, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(r.delivery_id)
+                    .bind(get::<String>(&done, "account_id")?)
+                    .bind(get::<String>(&done, "device_uid")?)
+                    .bind(i64::from(r.attempt))
+                    .bind(r.url)
+                    .bind(r.success)
+                    .bind(r.status_code.map(i64::from))
+                    .bind(i64::try_from(r.latency_ms).unwrap_or(i64::MAX))
+                    .bind(r.error)
+                    .bind(r.response_snippet)
+                    .bind(at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn release_deliveries(&self) -> StoreResult<()> {
+        self.writer
+            .write(|conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET lease_until = NULL \
+                         WHERE lease_until IS NOT NULL",
+                    )
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
+    async fn list_webhook_attempts(
+        &self,
+        account: &AccountId,
+        filter: &AttemptFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<WebhookAttempt>> {
+        let mut filter_sql = String::from(" WHERE a.account_id = ?");
+        if filter.device_uid.is_some() {
+            filter_sql.push_str(" AND a.device_uid = ?");
+        }
+        if filter.success.is_some() {
+            filter_sql.push_str(" AND a.success = ?");
+        }
+        let bind_all = |sql: String| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(account.as_str().to_owned());
+            if let Some(d) = &filter.device_uid {
+                q = q.bind(d.as_str().to_owned());
+            }
+            if let Some(s) = filter.success {
+                q = q.bind(s);
+            }
+            q
+        };
+        let total: i64 = bind_all(format!(
+            "SELECT COUNT(*) AS n FROM webhook_attempts a{filter_sql}"
+        ))
+        .fetch_one(&self.read)
+        .await
+        .map_err(map_sqlx)?
+        .try_get("n")
+        .map_err(map_sqlx)?;
+        let rows = bind_all(format!(
+            "SELECT a.id, a.delivery_id, a.account_id, a.device_uid, d.endpoint, e.id AS event_id, \
+             e.type AS event_type, a.attempt, a.url, a.success, a.status_code, a.latency_ms, \
+             a.error, a.response_snippet, a.created_at \
+             FROM webhook_attempts a \
+             JOIN webhook_deliveries d ON d.id = a.delivery_id \
+             JOIN events e ON e.seq = d.event_seq{filter_sql} \
+             ORDER BY a.id DESC LIMIT ? OFFSET ?"
+        ))
+        .bind(i64::from(page.limit))
+        .bind(i64::try_from(page.offset()).unwrap_or(i64::MAX))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        let items = rows
+            .iter()
+            .map(|r| {
+                let account: String = get(r, "account_id")?;
+                let device: String = get(r, "device_uid")?;
+                let event: String = get(r, "event_id")?;
+                let event_type: String = get(r, "event_type")?;
+                Ok(WebhookAttempt {
+                    id: get(r, "id")?,
+                    delivery_id: get(r, "delivery_id")?,
+                    account_id: AccountId::parse(&account)
+                        .map_err(|_| corrupt("account_id", &account))?,
+                    device_uid: DeviceUid::parse(&device)
+                        .map_err(|_| corrupt("device_uid", &device))?,
+                    endpoint: endpoint_of(&get::<String>(r, "endpoint")?)?,
+                    event_id: EventId::parse(&event).map_err(|_| corrupt("event id", &event))?,
+                    event_type: EventType::parse(&event_type)
+                        .ok_or_else(|| corrupt("event type", &event_type))?,
+                    attempt: u32_of(get(r, "attempt")?, "attempt")?,
+                    url: get(r, "url")?,
+                    success: get(r, "success")?,
+                    status_code: get::<Option<i64>>(r, "status_code")?
+                        .map(|c| u16::try_from(c).map_err(|_| corrupt("status_code", c)))
+                        .transpose()?,
+                    latency_ms: u64::try_from(get::<i64>(r, "latency_ms")?).unwrap_or(0),
+                    error: get(r, "error")?,
+                    response_snippet: get(r, "response_snippet")?,
+                    created_at: from_millis(get(r, "created_at")?),
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+            page: page.page,
+            limit: page.limit,
+        })
+    }
+
+    async fn redeliver(
+        &self,
+        account: &AccountId,
+        attempt: i64,
+        at: Timestamp,
+    ) -> StoreResult<i64> {
+        let account = account.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = millis(at);
+                    let id: i64 = sqlx::query_scalar(
+                        "INSERT INTO webhook_deliveries (account_id, device_uid, endpoint, \
+                         event_seq, status, next_attempt_at, created_at, updated_at) \
+                         SELECT d.account_id, d.device_uid, d.endpoint, d.event_seq, 'pending', \
+                                ?, ?, ? \
+                         FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id \
+                         WHERE a.id = ? AND a.account_id = ? RETURNING id",
+                    )
+                    .bind(now)
+                    .bind(now)
+                    .bind(now)
+                    .bind(attempt)
+                    .bind(account.as_str().to_owned())
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?
+                    .ok_or(StoreError::NotFound)?;
+                    Ok(id)
+                })
+            })
+            .await
+    }
+
+    async fn get_media_by_id(&self, id: &MediaId) -> StoreResult<Media> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            media_columns!(),
+            " FROM media md WHERE md.id = ?"
+        ))
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?
+        .ok_or(StoreError::NotFound)?;
+        media_from_row(&row)
+    }
+}
