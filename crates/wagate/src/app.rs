@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wagate_core::engine::Engine;
 use wagate_core::store::Store;
+use wagate_engine_web::{WebEngine, WebEngineConfig};
 use wagate_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 /// How long shutdown waits for sends already handed to an engine.
@@ -52,6 +53,17 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("opening the database {}", path.display()))
 }
 
+fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
+    let web = &config.whatsapp_web;
+    let mut c = WebEngineConfig::new(config.devices_dir());
+    c.ws_url = web.ws_url.clone();
+    c.wa_version = web.parsed_version().map_err(anyhow::Error::msg)?;
+    c.start_concurrency = web.start_concurrency.max(1);
+    c.start_jitter = Duration::from_millis(web.start_jitter_ms);
+    c.check_cache_ttl = Duration::from_secs(web.check_cache_secs);
+    Ok(c)
+}
+
 /// Starts wagate: every device, the workers and the HTTP server.
 pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp> {
     std::fs::create_dir_all(&config.data_dir)
@@ -61,7 +73,9 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     let sandbox = parts
         .sandbox
         .unwrap_or_else(|| SandboxNetwork::new(config.sandbox.clone()));
-    let mut engines = Engines::default().with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))));
+    let mut engines = Engines::default()
+        .with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))))
+        .with(Arc::new(WebEngine::new(web_engine_config(&config)?)));
     for e in parts.engines {
         engines = engines.with(e);
     }

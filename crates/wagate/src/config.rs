@@ -31,6 +31,57 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     pub sending: SendingConfig,
     pub media_fetch: MediaFetchConfig,
+    pub whatsapp_web: WhatsappWebConfig,
+}
+
+/// The whatsapp-web engine (real linked devices).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhatsappWebConfig {
+    /// Where to connect instead of WhatsApp's own servers, e.g. a simulator's
+    /// `ws://127.0.0.1:PORT/ws/chat` (`WAGATE_WHATSAPP_WEB__WS_URL`). Unset: WhatsApp.
+    pub ws_url: Option<String>,
+    /// Pin the WhatsApp Web version as `2.3000.1023456789` (`WAGATE_WHATSAPP_WEB__VERSION`).
+    /// Unset: fetched from web.whatsapp.com at most daily.
+    pub version: Option<String>,
+    /// Devices logging in at the same time at startup (`WAGATE_WHATSAPP_WEB__START_CONCURRENCY`).
+    pub start_concurrency: usize,
+    /// Longest random delay before a device's first connection, so a restart does not
+    /// reconnect every device at once (`WAGATE_WHATSAPP_WEB__START_JITTER_MS`).
+    pub start_jitter_ms: u64,
+    /// How long a number check is remembered (`WAGATE_WHATSAPP_WEB__CHECK_CACHE_SECS`).
+    pub check_cache_secs: u64,
+}
+
+impl Default for WhatsappWebConfig {
+    fn default() -> Self {
+        Self {
+            ws_url: None,
+            version: None,
+            start_concurrency: 8,
+            start_jitter_ms: 3_000,
+            check_cache_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+impl WhatsappWebConfig {
+    /// The pinned version as three numbers, if one is configured.
+    pub fn parsed_version(&self) -> Result<Option<(u32, u32, u32)>, String> {
+        let Some(v) = &self.version else {
+            return Ok(None);
+        };
+        let bad =
+            || format!("whatsapp_web.version `{v}` must be three numbers like 2.3000.1023456789");
+        let parts: Vec<&str> = v.split('.').collect();
+        match parts.as_slice() {
+            [a, b, c] => match (a.parse(), b.parse(), c.parse()) {
+                (Ok(a), Ok(b), Ok(c)) => Ok(Some((a, b, c))),
+                _ => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +186,7 @@ impl Default for Config {
             sandbox: SandboxConfig::default(),
             sending: SendingConfig::default(),
             media_fetch: MediaFetchConfig::default(),
+            whatsapp_web: WhatsappWebConfig::default(),
         }
     }
 }

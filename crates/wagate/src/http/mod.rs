@@ -5,6 +5,7 @@ pub mod auth;
 pub mod error;
 pub mod json;
 pub mod megamsg;
+pub mod metrics;
 pub mod msgera;
 pub mod ops;
 

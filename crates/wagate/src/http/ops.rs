@@ -18,6 +18,10 @@ use utoipa::{Modify, OpenApi};
     paths(
         msgera::devices::create_device, msgera::devices::list_devices, msgera::devices::get_device,
         msgera::devices::update_device, msgera::devices::delete_device, msgera::devices::rotate_token,
+        msgera::linking::get_qr,
+        msgera::linking::pair_code,
+        msgera::linking::connect,
+        msgera::linking::logout,
         msgera::messages::send_text, msgera::messages::send_media, msgera::messages::send_voice,
         msgera::messages::check_whatsapp, msgera::messages::get_message, msgera::messages::list_messages,
         msgera::media::upload_media,
@@ -58,6 +62,7 @@ pub fn router() -> Router<Services> {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi_json))
         .route("/docs", get(docs_page))
+        .route("/metrics", get(super::metrics::metrics))
 }
 
 /// The process is up.

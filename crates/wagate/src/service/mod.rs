@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod linking;
 pub mod media;
 pub mod messaging;
 pub mod remote_media;

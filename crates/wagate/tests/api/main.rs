@@ -1,6 +1,9 @@
 //! wagate's integration tests: the real application over HTTP on port 0, each test with
 //! its own SQLite database. One binary, so the application is compiled once.
 
+// Tests fail loudly on purpose, helper functions included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod accounts;
 mod devices;
 mod megamsg;
@@ -8,3 +11,4 @@ mod messages;
 mod ops;
 mod reliability;
 mod support;
+mod whatsapp_web;

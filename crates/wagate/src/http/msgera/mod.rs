@@ -4,6 +4,7 @@
 pub mod devices;
 pub mod inbound;
 pub mod keys;
+pub mod linking;
 pub mod media;
 pub mod messages;
 pub mod sandbox;
@@ -27,6 +28,22 @@ pub fn router() -> Router<Services> {
         .route(
             "/v1/developer/devices/{device_uid}/token",
             post(devices::rotate_token),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/qr",
+            get(linking::get_qr),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/pair-code",
+            post(linking::pair_code),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/connect",
+            post(linking::connect),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/logout",
+            post(linking::logout),
         )
         .route(
             "/v1/developer/messages",

@@ -1,0 +1,124 @@
+//! Linking a device to a WhatsApp account: the current QR code, pair codes, starting a
+//! new linking round, and unlinking.
+
+use super::{ServiceError, ServiceResult, Services};
+use wagate_core::device::DeviceStatus;
+use wagate_core::engine::{EngineError, PairCode};
+use wagate_core::{AccountId, DeviceUid, Phone};
+
+/// The QR code to scan now.
+#[derive(Debug, Clone)]
+pub struct CurrentQr {
+    pub code: String,
+    /// When WhatsApp rotates it (ms since epoch).
+    pub expires_at_ms: i64,
+}
+
+fn engine_error(e: EngineError, field: &str) -> ServiceError {
+    match e {
+        EngineError::RateLimited {
+            retry_after,
+            reason,
+        } => ServiceError::RateLimited {
+            message: match retry_after {
+                Some(d) => format!(
+                    "WhatsApp is throttling linking: {reason}; try again in {} s",
+                    d.as_secs().max(1)
+                ),
+                None => format!("WhatsApp is throttling linking: {reason}"),
+            },
+            retry_after_secs: retry_after.map(|d| d.as_secs().max(1)),
+        },
+        EngineError::Rejected { reason, .. } => {
+            ServiceError::Invalid(field.into(), format!("WhatsApp refused: {reason}"))
+        }
+        EngineError::Unsupported(m) => ServiceError::Conflict(m),
+        EngineError::NotConnected(m) | EngineError::Transient(m) => ServiceError::Engine(m),
+        EngineError::Internal(m) => ServiceError::Internal(m),
+    }
+}
+
+impl Services {
+    /// The QR code a device shows right now; a 409 when the device is linked or is not
+    /// waiting for a scan.
+    pub async fn current_qr(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+    ) -> ServiceResult<CurrentQr> {
+        let device = self.get_device(account, uid).await?;
+        if device.status == DeviceStatus::Connected {
+            return Err(ServiceError::Conflict(format!(
+                "device {uid} is already linked"
+            )));
+        }
+        let qr = self.runtime.live(uid).and_then(|l| l.current_qr());
+        match qr {
+            Some((code, expires_at_ms)) => Ok(CurrentQr {
+                code,
+                expires_at_ms,
+            }),
+            None => Err(ServiceError::Conflict(match device.status {
+                DeviceStatus::QrExpired => format!(
+                    "device {uid} has no QR code: the codes ran out; POST /v1/developer/devices/{uid}/connect to start again"
+                ),
+                status => format!(
+                    "device {uid} has no QR code right now (status {status}); it appears once WhatsApp issues one"
+                ),
+            })),
+        }
+    }
+
+    /// Requests a code to type on the phone (*Link with phone number instead*).
+    pub async fn request_pair_code(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        phone: &Phone,
+    ) -> ServiceResult<PairCode> {
+        let device = self.get_device(account, uid).await?;
+        if device.status == DeviceStatus::Connected {
+            return Err(ServiceError::Conflict(format!(
+                "device {uid} is already linked"
+            )));
+        }
+        let session = self.runtime.session(uid).ok_or_else(|| {
+            ServiceError::Engine(format!("device {uid} is not running; POST …/connect first"))
+        })?;
+        session
+            .request_pair_code(phone)
+            .await
+            .map_err(|e| engine_error(e, "phone"))
+    }
+
+    /// Starts the device again after it stopped trying (QR codes ran out, logged out,
+    /// failed): a new linking round or a reconnection.
+    pub async fn connect_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
+        let device = self.get_device(account, uid).await?;
+        match self.runtime.session(uid) {
+            Some(session) if !device.status.is_terminal() => session
+                .connect()
+                .await
+                .map_err(|e| engine_error(e, "deviceUid")),
+            _ => {
+                // A terminal session is rebuilt from scratch on the same keys.
+                self.runtime.stop_device(uid).await;
+                self.runtime.start_device(&device).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Unlinks the device from its WhatsApp account (it stays, ready to link again).
+    pub async fn logout_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
+        self.get_device(account, uid).await?;
+        let session = self
+            .runtime
+            .session(uid)
+            .ok_or_else(|| ServiceError::Engine(format!("device {uid} is not running")))?;
+        session
+            .logout()
+            .await
+            .map_err(|e| engine_error(e, "deviceUid"))
+    }
+}

@@ -1,0 +1,165 @@
+//! The whatsapp-web engine through the API, without WhatsApp: a device pointed at a closed
+//! local port keeps retrying with growing backoff (no busy loop), and DELETE removes its
+//! keys from disk.
+
+use crate::support::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let app = TestApp::spawn_with(|c| {
+        c.whatsapp_web.ws_url = Some(format!("ws://127.0.0.1:{closed}/ws/chat"));
+        c.whatsapp_web.version = Some("2.3000.1023456789".into());
+        c.whatsapp_web.start_jitter_ms = 0;
+    })
+    .await;
+    let (status, body) = app
+        .post(
+            "/v1/developer/devices",
+            json!({ "name": "phone", "engine": "whatsapp-web" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let uid = body["data"]["deviceUid"].as_str().unwrap().to_owned();
+    // whatsapp-web devices pace sends like a human by default.
+    assert!(body["data"]["pacing"]["maxDelayMs"].as_u64().unwrap() > 0);
+
+    let device = app.wait_device_status(&uid, "reconnecting").await;
+    assert!(
+        device["statusReason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{device}"
+    );
+    let started = Instant::now();
+    // Watch for a few seconds: retries happen, but with backoff, not in a loop.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, d) = app.get(&format!("/v1/developer/devices/{uid}")).await;
+    let reconnects = d["data"]["counters"]["reconnects"].as_u64().unwrap();
+    let secs = started.elapsed().as_secs_f64() + 1.0;
+    assert!(reconnects >= 2, "it keeps trying: {reconnects}");
+    assert!(
+        (reconnects as f64) <= secs + 2.0,
+        "{reconnects} reconnects in {secs:.1} s is a busy loop"
+    );
+
+    // No QR while it cannot reach WhatsApp, and no number checks either.
+    let (status, body) = app.get(&format!("/v1/developer/devices/{uid}/qr")).await;
+    assert_error(status, &body, StatusCode::CONFLICT);
+    let (status, body) = app
+        .post(
+            "/v1/developer/messages/check-whatsapp",
+            json!({ "deviceUid": uid, "numbers": ["+201001234567"] }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY);
+    // A send is accepted and waits for the connection.
+    let m = app.send_text(&uid, "+201001234567", "waits").await;
+    assert_eq!(m["status"], "queued");
+
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "wagate_device_reconnects_total{{device=\"{uid}\"}}"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("wagate_device_connected{{device=\"{uid}\"}} 0")),
+        "{metrics}"
+    );
+
+    let devices_dir = app.config.devices_dir();
+    let files = || {
+        std::fs::read_dir(&devices_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(&uid))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert!(files() > 0, "the device has a store on disk");
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/v1/developer/devices/{uid}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(files(), 0, "DELETE removes the device's keys");
+    let (_, m) = app
+        .get(&format!(
+            "/v1/developer/messages/{}",
+            m["messageId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        m["data"]["status"], "failed",
+        "queued sends of a deleted device fail with a reason"
+    );
+}
+
+#[tokio::test]
+async fn linking_endpoints_explain_what_a_sandbox_device_cannot_do() {
+    let app = TestApp::spawn().await;
+    let d = app.connected_device("s").await;
+    let uid = d["deviceUid"].as_str().unwrap();
+    let (status, body) = app.get(&format!("/v1/developer/devices/{uid}/qr")).await;
+    let message = assert_error(status, &body, StatusCode::CONFLICT);
+    assert!(message.contains("already linked"), "{message}");
+    let (status, body) = app
+        .post(
+            &format!("/v1/developer/devices/{uid}/pair-code"),
+            json!({ "phone": "+201001234567" }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT);
+    let (status, body) = app
+        .post(
+            &format!("/v1/developer/devices/{uid}/pair-code"),
+            json!({ "phone": "x" }),
+        )
+        .await;
+    assert_invalid(status, &body, "phone");
+    let (status, body) = app
+        .get(&format!("/v1/developer/devices/{uid}/qr?format=gif"))
+        .await;
+    assert_invalid(status, &body, "format");
+
+    // Logout unlinks; connect links again.
+    let (status, body) = app
+        .post(&format!("/v1/developer/devices/{uid}/logout"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.wait_device_status(uid, "logged_out").await;
+    let (status, body) = app
+        .post(
+            "/v1/developer/messages/send",
+            json!({ "deviceUid": uid, "to": "+201001234567", "text": "x" }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT);
+    let (status, body) = app
+        .post(&format!("/v1/developer/devices/{uid}/connect"), json!(null))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    app.wait_device_status(uid, "connected").await;
+    app.send_text(uid, "+201001234567", "back").await;
+}
