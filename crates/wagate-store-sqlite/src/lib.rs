@@ -5,6 +5,7 @@
 //! connections, which WAL lets run alongside the writer. Timestamps are stored as INTEGER
 //! milliseconds and ids as TEXT, so the file is easy to inspect with the `sqlite3` shell.
 
+mod accept;
 mod account;
 mod device;
 mod error;
@@ -120,8 +121,14 @@ impl SqliteStore {
             .run(&setup)
             .await
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
-        let conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
+        let mut conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
         setup.close().await;
+        for statement in accept::SETUP {
+            sqlx::query(*statement)
+                .execute(&mut conn)
+                .await
+                .map_err(map_sqlx)?;
+        }
         let writer = Writer::spawn(conn, options.max_batch)?;
 
         // Opened after the writer so the file exists and is already in WAL mode (readers

@@ -3,6 +3,7 @@
 //! and budget windows.
 
 use crate::SqliteStore;
+use crate::accept::AcceptRequest;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
@@ -116,128 +117,6 @@ pub(crate) async fn advance_loaded(
     Ok(Some(message))
 }
 
-/// The whole accept as one round trip: the message goes in only when the device is live
-/// and the account's, the clientMessageId is free on the device and the daily budget has
-/// room; each following statement runs only if the one before it wrote (`changes()`), so
-/// a refused accept writes nothing. Parameters are positional across the statements:
-/// sqlx binds `?NNN` wrongly when a statement skips a number.
-const ACCEPT: &str = "\
-    INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
-        client_message_id, status, provider_message_id, dialect, send_at, created_at, updated_at) \
-    SELECT ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ? \
-    WHERE EXISTS (SELECT 1 FROM devices WHERE uid = ? AND account_id = ? AND deleted_at IS NULL) \
-    AND NOT EXISTS (SELECT 1 FROM messages WHERE device_uid = ? AND client_message_id = ?) \
-    AND (SELECT COALESCE(SUM(accepted), 0) FROM device_counters \
-        WHERE device_uid = ? AND minute >= ? AND minute <= ?) < ?; \
-    INSERT INTO message_status_history (message_id, status, at) \
-    SELECT ?, 'queued', ? WHERE changes() > 0; \
-    INSERT INTO send_jobs (message_id, device_uid, run_at) \
-    SELECT ?, ?, ? WHERE changes() > 0; \
-    INSERT INTO device_counters (device_uid, minute, accepted) \
-    SELECT ?, ?, 1 WHERE changes() > 0 \
-    ON CONFLICT (device_uid, minute) DO UPDATE SET accepted = accepted + 1";
-
-async fn accept(
-    conn: &mut SqliteConnection,
-    new: &NewOutboundMessage,
-    provider_message_id: &str,
-    daily_limit: u32,
-) -> StoreResult<AcceptOutcome> {
-    let (id, account, device) = (
-        new.id.as_str(),
-        new.account_id.as_str(),
-        new.device_uid.as_str(),
-    );
-    let created = millis(new.created_at);
-    let minute = minute_of(new.created_at);
-    let done = sqlx::query(ACCEPT)
-        // The message.
-        .bind(id)
-        .bind(account)
-        .bind(device)
-        .bind(new.to.digits())
-        .bind(new.kind.as_str())
-        .bind(new.text.as_deref())
-        .bind(new.media_id.as_ref().map(|m| m.as_str()))
-        .bind(new.client_message_id.as_deref())
-        .bind(provider_message_id)
-        .bind(new.dialect.as_str())
-        .bind(new.send_at.map(millis))
-        .bind(created)
-        .bind(created)
-        // Its conditions.
-        .bind(device)
-        .bind(account)
-        .bind(device)
-        .bind(new.client_message_id.as_deref())
-        .bind(device)
-        .bind(window_start(new.created_at, DAY_MINUTES))
-        .bind(minute)
-        .bind(i64::from(daily_limit))
-        // History, job, counter.
-        .bind(id)
-        .bind(created)
-        .bind(id)
-        .bind(device)
-        .bind(new.send_at.map_or(created, millis))
-        .bind(device)
-        .bind(minute)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_sqlx)?;
-    if done.rows_affected() == 0 {
-        return refused(conn, new, daily_limit).await;
-    }
-    Ok(AcceptOutcome::Created(Message {
-        id: new.id.clone(),
-        account_id: new.account_id.clone(),
-        device_uid: new.device_uid.clone(),
-        to: new.to.clone(),
-        kind: new.kind,
-        text: new.text.clone(),
-        media_id: new.media_id.clone(),
-        client_message_id: new.client_message_id.clone(),
-        status: MessageStatus::Queued,
-        failure_reason: None,
-        provider_message_id: Some(provider_message_id.to_owned()),
-        dialect: new.dialect,
-        send_at: new.send_at,
-        created_at: new.created_at,
-        updated_at: new.created_at,
-    }))
-}
-
-/// Why [`ACCEPT`] wrote nothing, asked in the same transaction so the answer holds.
-async fn refused(
-    conn: &mut SqliteConnection,
-    new: &NewOutboundMessage,
-    daily_limit: u32,
-) -> StoreResult<AcceptOutcome> {
-    let row = sqlx::query(
-        "SELECT d.account_id, d.deleted_at, \
-         (SELECT m.id FROM messages m WHERE m.device_uid = d.uid AND m.client_message_id = ?) \
-           AS duplicate_id \
-         FROM devices d WHERE d.uid = ?",
-    )
-    .bind(new.client_message_id.as_deref())
-    .bind(new.device_uid.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?
-    .ok_or(StoreError::NotFound)?;
-    let owner: String = get(&row, "account_id")?;
-    let deleted: Option<i64> = get(&row, "deleted_at")?;
-    if deleted.is_some() || owner != new.account_id.as_str() {
-        return Err(StoreError::NotFound);
-    }
-    if let Some(id) = get::<Option<String>>(&row, "duplicate_id")? {
-        let id = MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?;
-        return Ok(AcceptOutcome::Duplicate(message_by_id(conn, &id).await?));
-    }
-    // The only condition left: the daily budget.
-    Ok(AcceptOutcome::DailyBudgetExhausted { limit: daily_limit })
-}
-
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn accept_outbound_message(
@@ -246,12 +125,11 @@ impl MessageStore for SqliteStore {
         provider_message_id: &str,
         daily_limit: u32,
     ) -> StoreResult<AcceptOutcome> {
-        let (message, provider_message_id) = (message.clone(), provider_message_id.to_owned());
         self.writer
-            .write(move |conn| {
-                Box::pin(
-                    async move { accept(conn, &message, &provider_message_id, daily_limit).await },
-                )
+            .accept(AcceptRequest {
+                message: message.clone(),
+                provider_message_id: provider_message_id.to_owned(),
+                daily_limit,
             })
             .await
     }

@@ -8,16 +8,21 @@
 //! (an HTTP client disconnecting) cannot leave a transaction half-run on a pooled
 //! connection. Batching matters with `synchronous=FULL`: each commit costs an fsync, and
 //! sharing one between every unit of work waiting at that moment is what lets a single
-//! disk sustain thousands of durable accepts per second. Each unit runs inside its own
-//! savepoint, so one failing unit rolls back alone, and every caller hears back only
-//! once the commit that holds its work is durable.
+//! disk sustain thousands of durable accepts per second. A failing unit rolls back alone
+//! (units run in savepoints, chunks of accepts are single statements), and every caller
+//! hears back only once the commit that holds its work is durable.
+//!
+//! The loop runs on a thread of its own so that its many short waits on sqlx's connection
+//! thread never queue behind HTTP work on the application's runtime.
 
+use crate::accept::{AcceptRequest, accept_chunk, chunk_sizes};
 use crate::error::map_sqlx;
 use sqlx::{Connection, SqliteConnection};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
-use wagate_core::store::{StoreError, StoreResult};
+use wagate_core::store::{AcceptOutcome, StoreError, StoreResult};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -67,8 +72,39 @@ where
 
 type Unit = Box<dyn Job>;
 
+/// An accept, kept as data rather than a closure so that consecutive accepts can run as
+/// one script ([`crate::accept`]).
+struct Accept {
+    request: AcceptRequest,
+    reply: oneshot::Sender<StoreResult<AcceptOutcome>>,
+}
+
+enum Item {
+    Unit(Unit),
+    Accept(Box<Accept>),
+}
+
+impl Item {
+    fn refuse(self, error: StoreError) {
+        match self {
+            Item::Unit(unit) => unit.refuse(error),
+            Item::Accept(a) => {
+                let _ = a.reply.send(Err(error));
+            }
+        }
+    }
+}
+
+/// What runs between two savepoint moves: a unit, or a chunk of accepts.
+enum Step {
+    Unit(Unit),
+    Accepts(Vec<Accept>),
+}
+
+type Deliver = Box<dyn FnOnce(StoreResult<()>) + Send>;
+
 enum Command {
-    Write(Unit),
+    Write(Item),
     Close(oneshot::Sender<()>),
 }
 
@@ -86,8 +122,9 @@ impl Writer {
     /// would wait behind whatever HTTP work is queued, stretching every transaction.
     pub(crate) fn spawn(conn: SqliteConnection, max_batch: usize) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel(4096);
+        // No I/O or timer driver: the task only waits on channels, and parking on a
+        // condition variable is cheaper than on epoll.
         let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
             .build()
             .map_err(|e| StoreError::Unavailable(format!("starting the writer runtime: {e}")))?;
         std::thread::Builder::new()
@@ -109,7 +146,20 @@ impl Writer {
         let (reply, rx) = oneshot::channel::<StoreResult<R>>();
         let unit: Unit = Box::new(Work { f, reply });
         self.tx
-            .send(Command::Write(unit))
+            .send(Command::Write(Item::Unit(unit)))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Accepts an outbound message, sharing a round trip with the accepts queued with it.
+    pub(crate) async fn accept(&self, request: AcceptRequest) -> StoreResult<AcceptOutcome> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Write(Item::Accept(Box::new(Accept {
+                request,
+                reply,
+            }))))
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
@@ -129,18 +179,18 @@ fn closed() -> StoreError {
 }
 
 async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
-    let mut batch: Vec<Unit> = Vec::with_capacity(max_batch);
+    let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
         let Some(first) = rx.recv().await else { break };
         match first {
-            Command::Write(unit) => batch.push(unit),
+            Command::Write(item) => batch.push(item),
             Command::Close(done) => close = Some(done),
         }
         // Take whatever else is already waiting: those share this commit's fsync.
         while close.is_none() && batch.len() < max_batch {
             match rx.try_recv() {
-                Ok(Command::Write(unit)) => batch.push(unit),
+                Ok(Command::Write(item)) => batch.push(item),
                 Ok(Command::Close(done)) => close = Some(done),
                 Err(_) => break,
             }
@@ -152,7 +202,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, max_ba
     rx.close();
     while let Ok(cmd) = rx.try_recv() {
         match cmd {
-            Command::Write(unit) => unit.refuse(closed()),
+            Command::Write(item) => item.refuse(closed()),
             Command::Close(done) => {
                 let _ = done.send(());
             }
@@ -175,68 +225,147 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(map_sqlx)
 }
 
-/// Runs one batch in one transaction. Statements that move between units are sent to
-/// SQLite together (`RELEASE unit; SAVEPOINT unit`), because each round trip to sqlx's
-/// connection thread costs more than the statements themselves: a unit of work costs its
-/// own round trips plus one.
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Unit>) {
-    // A single unit needs no savepoint: its failure rolls back the whole transaction.
-    let single = batch.len() == 1;
-    let begin = if single {
-        "BEGIN IMMEDIATE"
-    } else {
-        "BEGIN IMMEDIATE; SAVEPOINT unit"
+/// Groups consecutive accepts into chunks of cached script sizes.
+fn steps(batch: &mut Vec<Item>) -> VecDeque<Step> {
+    let mut steps = VecDeque::with_capacity(batch.len());
+    let mut accepts: Vec<Accept> = Vec::new();
+    let flush = |accepts: &mut Vec<Accept>, steps: &mut VecDeque<Step>| {
+        let mut rest = std::mem::take(accepts).into_iter();
+        for size in chunk_sizes(rest.len()) {
+            steps.push_back(Step::Accepts(rest.by_ref().take(size).collect()));
+        }
+    };
+    for item in batch.drain(..) {
+        match item {
+            Item::Accept(a) => accepts.push(*a),
+            Item::Unit(unit) => {
+                flush(&mut accepts, &mut steps);
+                steps.push_back(Step::Unit(unit));
+            }
+        }
+    }
+    flush(&mut accepts, &mut steps);
+    steps
+}
+
+/// Runs one batch in one transaction.
+///
+/// Each unit runs in a savepoint so that its failure undoes it alone; a chunk of accepts
+/// is a single statement, which SQLite already undoes as a whole when it fails, so it
+/// needs none. Savepoint moves are sent together with the statements around them
+/// (`RELEASE unit; SAVEPOINT unit`), because each round trip to sqlx's connection thread
+/// costs more than the statements themselves. The outer `batch` savepoint is a probe:
+/// after a failure, releasing and retaking it fails when SQLite has already rolled back
+/// the whole transaction (I/O error, disk full), and then nothing of the batch survives.
+async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
+    let mut steps = steps(batch);
+    let begin = match steps.front() {
+        Some(Step::Unit(_)) => "BEGIN IMMEDIATE; SAVEPOINT batch; SAVEPOINT unit",
+        _ => "BEGIN IMMEDIATE; SAVEPOINT batch",
     };
     if let Err(e) = exec(conn, begin).await {
         tracing::warn!(error = %e, "could not begin a write transaction");
         let _ = exec(conn, "ROLLBACK").await;
-        for unit in batch.drain(..) {
-            unit.refuse(e.clone());
-        }
+        refuse_all(steps, &e);
         return;
     }
-    let mut delivered: Vec<Box<dyn FnOnce(StoreResult<()>) + Send>> =
-        Vec::with_capacity(batch.len());
-    let mut abort: Option<StoreError> = None;
-    let mut last_failed = false;
-    for (i, unit) in batch.drain(..).enumerate() {
-        if let Some(e) = &abort {
-            unit.refuse(e.clone());
-            continue;
+    let mut delivered: Vec<Deliver> = Vec::with_capacity(batch.capacity());
+    // `None`: no unit savepoint open; `Some(failed)`: one is, around a unit that failed
+    // or not.
+    let mut unit_savepoint: Option<bool> = None;
+    let mut first = true;
+    while let Some(step) = steps.pop_front() {
+        let next = match (&step, first, unit_savepoint) {
+            (Step::Unit(_), true, _) => None,
+            (Step::Unit(_), false, None) => Some("SAVEPOINT unit"),
+            (Step::Unit(_), false, Some(false)) => Some("RELEASE unit; SAVEPOINT unit"),
+            (Step::Unit(_), false, Some(true)) => {
+                Some("ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit")
+            }
+            (Step::Accepts(_), _, Some(true)) => Some("ROLLBACK TO unit; RELEASE unit"),
+            (Step::Accepts(_), _, _) => None,
+        };
+        first = false;
+        if let Some(next) = next
+            && let Err(e) = exec(conn, next).await
+        {
+            // Failing here means SQLite already rolled back the whole transaction.
+            steps.push_front(step);
+            refuse_all(steps, &e);
+            finish(conn, delivered, Err(e)).await;
+            return;
         }
-        if i > 0 {
-            let next = if last_failed {
-                "ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit"
-            } else {
-                "RELEASE unit; SAVEPOINT unit"
-            };
-            // Failing here means SQLite already rolled back the whole transaction (I/O
-            // error, disk full): nothing of this batch survives.
-            if let Err(e) = exec(conn, next).await {
-                abort = Some(e.clone());
-                unit.refuse(e);
-                continue;
+        match step {
+            Step::Unit(unit) => {
+                let ran = unit.run(conn).await;
+                unit_savepoint = Some(ran.failed);
+                delivered.push(ran.deliver);
+            }
+            Step::Accepts(chunk) => {
+                if unit_savepoint == Some(true) {
+                    unit_savepoint = None;
+                }
+                let requests: Vec<&AcceptRequest> = chunk.iter().map(|a| &a.request).collect();
+                match accept_chunk(conn, &requests).await {
+                    Ok(outcomes) => {
+                        for (a, outcome) in chunk.into_iter().zip(outcomes) {
+                            delivered.push(Box::new(move |committed: StoreResult<()>| {
+                                let _ = a.reply.send(committed.and(outcome));
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        if let Err(gone) = exec(conn, "RELEASE batch; SAVEPOINT batch").await {
+                            for a in chunk {
+                                let _ = a.reply.send(Err(gone.clone()));
+                            }
+                            refuse_all(steps, &gone);
+                            finish(conn, delivered, Err(gone)).await;
+                            return;
+                        }
+                        if chunk.len() == 1 {
+                            for a in chunk {
+                                let _ = a.reply.send(Err(e.clone()));
+                            }
+                        } else {
+                            // One of them failed; run them one by one so only it fails.
+                            for a in chunk.into_iter().rev() {
+                                steps.push_front(Step::Accepts(vec![a]));
+                            }
+                        }
+                    }
+                }
             }
         }
-        let ran = unit.run(conn).await;
-        last_failed = ran.failed;
-        delivered.push(ran.deliver);
     }
-    let end = match (single, last_failed) {
-        (true, true) => "ROLLBACK",
-        (true, false) => "COMMIT",
-        (false, true) => "ROLLBACK TO unit; RELEASE unit; COMMIT",
-        (false, false) => "RELEASE unit; COMMIT",
+    let end = match unit_savepoint {
+        Some(true) => "ROLLBACK TO unit; COMMIT",
+        _ => "COMMIT",
     };
-    let outcome = match abort {
-        Some(e) => Err(e),
-        None => exec(conn, end).await,
-    };
+    let outcome = exec(conn, end).await;
+    finish(conn, delivered, outcome).await;
+}
+
+/// Tells every caller of the batch how it ended.
+async fn finish(conn: &mut SqliteConnection, delivered: Vec<Deliver>, outcome: StoreResult<()>) {
     if outcome.is_err() {
         // Harmless when SQLite already ended the transaction; needed when it did not.
         let _ = exec(conn, "ROLLBACK").await;
     }
     for deliver in delivered {
         deliver(outcome.clone());
+    }
+}
+
+fn refuse_all(steps: VecDeque<Step>, error: &StoreError) {
+    for step in steps {
+        match step {
+            Step::Unit(unit) => unit.refuse(error.clone()),
+            Step::Accepts(chunk) => {
+                for a in chunk {
+                    let _ = a.reply.send(Err(error.clone()));
+                }
+            }
+        }
     }
 }
