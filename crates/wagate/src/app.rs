@@ -37,6 +37,7 @@ pub struct RunningApp {
     pub services: Services,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    webhooks: crate::webhook::Dispatcher,
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
@@ -99,6 +100,11 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         sandbox,
     };
     let shutdown = CancellationToken::new();
+    let base_url = match &services.config.public_url {
+        Some(_) => services.config.public_url(),
+        None => format!("http://{addr}"),
+    };
+    let webhooks = crate::webhook::Dispatcher::start(&services, base_url).await?;
     let router = http::router(services.clone());
     let stop = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -112,6 +118,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         services,
         shutdown,
         server,
+        webhooks,
     })
 }
 
@@ -126,6 +133,7 @@ impl RunningApp {
             Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server task failed"),
             Err(_) => tracing::warn!("HTTP requests did not finish within the grace period"),
         }
+        self.webhooks.stop().await;
         self.services.runtime.shutdown(SHUTDOWN_GRACE).await;
         tracing::info!("wagate stopped");
     }

@@ -32,6 +32,7 @@ pub struct Config {
     pub sending: SendingConfig,
     pub media_fetch: MediaFetchConfig,
     pub whatsapp_web: WhatsappWebConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 /// The whatsapp-web engine (real linked devices).
@@ -174,6 +175,45 @@ impl Default for MediaFetchConfig {
     }
 }
 
+/// Webhook delivery (`WAGATE_WEBHOOKS__*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Attempts per delivery, the first included (`WAGATE_WEBHOOKS__ATTEMPTS`).
+    pub attempts: u32,
+    /// Delay before the first retry; doubles per attempt, ±20% jitter
+    /// (`WAGATE_WEBHOOKS__BACKOFF_BASE_MS`).
+    pub backoff_base_ms: u64,
+    /// Longest computed retry delay (`WAGATE_WEBHOOKS__BACKOFF_MAX_MS`).
+    pub backoff_max_ms: u64,
+    /// Longest `Retry-After` honoured (`WAGATE_WEBHOOKS__RETRY_AFTER_MAX_SECS`).
+    pub retry_after_max_secs: u64,
+    /// Time for a receiver to answer (`WAGATE_WEBHOOKS__TIMEOUT_MS`).
+    pub timeout_ms: u64,
+    /// Most requests in flight at once, over all destinations (`WAGATE_WEBHOOKS__CONCURRENCY`).
+    pub concurrency: usize,
+    /// How long a rotated-away secret keeps signing (`WAGATE_WEBHOOKS__SECRET_GRACE_SECS`).
+    pub secret_grace_secs: u64,
+    /// How long a webhook's `mediaUrl` stays valid after the event
+    /// (`WAGATE_WEBHOOKS__MEDIA_LINK_TTL_SECS`).
+    pub media_link_ttl_secs: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 3_600_000,
+            retry_after_max_secs: 3_600,
+            timeout_ms: 10_000,
+            concurrency: 32,
+            secret_grace_secs: 86_400,
+            media_link_ttl_secs: 7 * 86_400,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -187,6 +227,7 @@ impl Default for Config {
             sending: SendingConfig::default(),
             media_fetch: MediaFetchConfig::default(),
             whatsapp_web: WhatsappWebConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }

@@ -13,3 +13,4 @@ pub mod http;
 pub mod runtime;
 pub mod service;
 pub mod telemetry;
+pub mod webhook;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod error;
 pub mod json;
+pub mod media_link;
 pub mod megamsg;
 pub mod metrics;
 pub mod msgera;
@@ -28,6 +29,7 @@ pub fn router(services: Services) -> Router {
         .merge(ops::router())
         .merge(msgera::router())
         .merge(megamsg::router())
+        .merge(media_link::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())

@@ -29,8 +29,16 @@ use utoipa::{Modify, OpenApi};
         msgera::keys::list_keys, msgera::keys::create_key, msgera::keys::revoke_key,
         msgera::sandbox::inbound,
         megamsg::messages::send_message,
+        msgera::webhooks::put_webhooks, msgera::webhooks::get_webhooks, msgera::webhooks::rotate_secret,
+        msgera::webhooks::put_instance_webhook, msgera::webhooks::history, msgera::webhooks::redeliver,
+        msgera::events::stream_events, megamsg::webhook::set_webhook, megamsg::webhook::get_webhook,
         healthz, readyz,
     ),
+    components(schemas(
+        crate::webhook::payload::MsgeraMessageReceived, crate::webhook::payload::MsgeraMessageStatus,
+        crate::webhook::payload::MsgeraDeviceStatus, crate::webhook::payload::MegaMessageReceived,
+        crate::webhook::payload::MegaMessageStatus, crate::webhook::payload::MegaDeviceStatus,
+    )),
     modifiers(&SecuritySchemes, &InstanceSecurity),
     tags(
         (name = "devices", description = "Linked WhatsApp devices"),
@@ -38,6 +46,7 @@ use utoipa::{Modify, OpenApi};
         (name = "media", description = "Files to send"),
         (name = "keys", description = "API keys"),
         (name = "sandbox", description = "The simulated network"),
+        (name = "webhooks", description = "Webhook destinations, delivery history, redelivery and the live event stream. Payload schemas: MsgeraMessageReceived, MsgeraMessageStatus, MsgeraDeviceStatus, MegaMessageReceived, MegaMessageStatus, MegaDeviceStatus"),
         (name = "megamsg", description = "The MegaMsg-compatible instance API (`/api/whatsapp/*`, Bearer instance token + X-Instance-Id)"),
         (name = "ops", description = "Health and readiness"),
     )

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod messages;
+pub mod webhook;
 
 use crate::http::error::ApiError;
 use crate::http::json::parse_json;
@@ -30,6 +31,10 @@ pub const MAX_BODY_BYTES: usize = MAX_MEDIA_BYTES.div_ceil(3) * 4 + 64 * 1024;
 pub fn router() -> Router<Services> {
     Router::new()
         .route("/api/whatsapp/messages/send", post(messages::send_message))
+        .route(
+            "/api/whatsapp/webhook",
+            axum::routing::get(webhook::get_webhook).put(webhook::set_webhook),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

@@ -2,12 +2,14 @@
 //! replies, camelCase fields and strict bodies (unknown fields are rejected).
 
 pub mod devices;
+pub mod events;
 pub mod inbound;
 pub mod keys;
 pub mod linking;
 pub mod media;
 pub mod messages;
 pub mod sandbox;
+pub mod webhooks;
 
 use crate::service::Services;
 use axum::Router;
@@ -74,6 +76,24 @@ pub fn router() -> Router<Services> {
         )
         .route("/v1/developer/keys/{key_id}", delete(keys::revoke_key))
         .route("/v1/developer/sandbox/inbound", post(sandbox::inbound))
+        .route(
+            "/v1/developer/webhooks",
+            get(webhooks::get_webhooks).put(webhooks::put_webhooks),
+        )
+        .route(
+            "/v1/developer/webhooks/secret/rotate",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/developer/webhooks/history", get(webhooks::history))
+        .route(
+            "/v1/developer/webhooks/history/{id}/redeliver",
+            post(webhooks::redeliver),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/instance-webhook",
+            axum::routing::put(webhooks::put_instance_webhook),
+        )
+        .route("/v1/developer/events", get(events::stream_events))
 }
 
 use super::error::ApiError;

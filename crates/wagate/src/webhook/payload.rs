@@ -1,0 +1,341 @@
+//! What a receiver gets: each event rendered in the dialect of its destination.
+//!
+//! Msgera destinations get Msgera's inbound payload (keys in the documented order, which
+//! some receivers compare) and, when they opt in, `message.status` and `device.status` in
+//! the same style; the MegaMsg instance webhook gets MegaMsg's "Message Received" shape and
+//! the same style for the rest. Rendering is a pure function of the event, so every retry
+//! of a delivery carries the same bytes (media links expire a fixed time after the event).
+
+use crate::http::media_link::MediaLinkKey;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use wagate_core::event::{
+    DeviceStatusChanged, Event, EventData, MessageStatusChanged, ReceivedMessage,
+};
+use wagate_core::webhook::EndpointKind;
+
+/// Makes the `mediaUrl` of received media: a signed link to this server.
+#[derive(Debug, Clone)]
+pub struct MediaLinker {
+    pub base_url: String,
+    pub key: MediaLinkKey,
+    /// How long after the event a link stays valid.
+    pub ttl_secs: i64,
+}
+
+impl MediaLinker {
+    fn link(&self, event: &Event, media_id: &str) -> String {
+        let expires = event.created_at.timestamp().saturating_add(self.ttl_secs);
+        self.key.link(&self.base_url, media_id, expires)
+    }
+}
+
+/// `2026-04-12T10:11:23.000Z`, Msgera's timestamp format.
+pub fn iso_millis(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// `2026-05-02T12:00:00+00:00`, MegaMsg's.
+pub fn iso_offset(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S+00:00").to_string()
+}
+
+/// Msgera's `mediaType` for a message kind (voice notes are audio).
+fn media_type(kind: &str) -> Option<String> {
+    match kind {
+        "image" | "video" | "audio" | "document" | "sticker" => Some(kind.to_owned()),
+        "voice" => Some("audio".to_owned()),
+        _ => None,
+    }
+}
+
+/// An inbound message, to a Msgera personal or group URL (and on the live stream).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MsgeraMessageReceived {
+    /// Stable across retries and redeliveries: receivers dedupe on it.
+    #[schema(example = "evt_01hx…")]
+    pub event_id: String,
+    /// The device uid.
+    pub session_id: String,
+    /// The account id.
+    pub tenant_id: String,
+    /// The sender in E.164 (`null` when WhatsApp hid the number behind a LID).
+    #[schema(example = "+201001234567")]
+    pub from: Option<String>,
+    pub from_name: Option<String>,
+    /// The text, or a media caption.
+    pub text: Option<String>,
+    /// image, video, audio, document, sticker or null.
+    pub media_type: Option<String>,
+    /// A signed link to download the media from this server; expires (default 7 days
+    /// after the event).
+    pub media_url: Option<String>,
+    /// When the message was sent, e.g. `2026-04-12T10:11:23.000Z`.
+    pub timestamp: String,
+    pub provider_message_id: String,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
+}
+
+/// `message.status` (opt-in), to a Msgera URL.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MsgeraMessageStatus {
+    pub event_id: String,
+    /// Always `message.status`.
+    pub event: String,
+    pub session_id: String,
+    pub tenant_id: String,
+    pub message_id: String,
+    pub client_message_id: Option<String>,
+    /// E.164.
+    pub recipient: String,
+    /// sent, delivered, read, played or failed.
+    pub status: String,
+    /// Why it failed, on `failed`.
+    pub reason: Option<String>,
+    pub timestamp: String,
+}
+
+/// `device.status` (opt-in), to a Msgera URL.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MsgeraDeviceStatus {
+    pub event_id: String,
+    /// Always `device.status`.
+    pub event: String,
+    pub session_id: String,
+    pub tenant_id: String,
+    /// connecting, qr, pair_code, qr_expired, connected, reconnecting, logged_out, banned,
+    /// replaced or failed.
+    pub status: String,
+    /// Why (a disconnect reason, a ban message).
+    pub reason: Option<String>,
+    /// The linked number in E.164, once known.
+    pub phone: Option<String>,
+    /// The QR code to scan, on `qr`.
+    pub qr: Option<String>,
+    pub timestamp: String,
+}
+
+/// MegaMsg's "Message Received" `message` object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaMessage {
+    pub id: String,
+    /// Digits only, no `+`.
+    pub from: String,
+    pub push_name: Option<String>,
+    pub text: Option<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+    pub is_group: bool,
+    /// text, image, video, audio, voice, document or sticker.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Group messages only: the group's id and name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
+    /// Media messages only: a signed download link and the MIME type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mime_type: Option<String>,
+}
+
+/// MegaMsg's "Message Received" webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaMessageReceived {
+    /// Always `message`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub message: MegaMessage,
+    /// ISO 8601, e.g. `2026-05-02T12:00:00+00:00`.
+    pub timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaStatus {
+    pub id: String,
+    pub client_message_id: Option<String>,
+    /// Digits only.
+    pub recipient: String,
+    pub status: String,
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub timestamp: i64,
+}
+
+/// `message.status` (opt-in), to a MegaMsg instance webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaMessageStatus {
+    /// Always `message.status`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: MegaStatus,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaDevice {
+    pub status: String,
+    pub reason: Option<String>,
+    /// Digits only.
+    pub phone: Option<String>,
+    pub qr: Option<String>,
+}
+
+/// `device.status` (opt-in), to a MegaMsg instance webhook.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaDeviceStatus {
+    /// Always `device.status`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub device: MegaDevice,
+    pub timestamp: String,
+}
+
+fn msgera_received(e: &Event, m: &ReceivedMessage, links: &MediaLinker) -> MsgeraMessageReceived {
+    MsgeraMessageReceived {
+        event_id: e.id.to_string(),
+        session_id: e.device_uid.to_string(),
+        tenant_id: e.account_id.to_string(),
+        from: m.from.as_ref().map(|p| p.e164()),
+        from_name: m.from_name.clone(),
+        text: m.text.clone(),
+        media_type: media_type(&m.kind),
+        media_url: m.media_id.as_deref().map(|id| links.link(e, id)),
+        timestamp: iso_millis(m.timestamp),
+        provider_message_id: m.provider_message_id.clone(),
+        is_group: m.is_group,
+        group_id: m.group_id.clone(),
+        group_name: m.group_name.clone(),
+    }
+}
+
+fn msgera_status(e: &Event, s: &MessageStatusChanged) -> MsgeraMessageStatus {
+    MsgeraMessageStatus {
+        event_id: e.id.to_string(),
+        event: "message.status".into(),
+        session_id: e.device_uid.to_string(),
+        tenant_id: e.account_id.to_string(),
+        message_id: s.message_id.to_string(),
+        client_message_id: s.client_message_id.clone(),
+        recipient: s.recipient.e164(),
+        status: s.status.as_str().to_owned(),
+        reason: s.reason.clone(),
+        timestamp: iso_millis(s.timestamp),
+    }
+}
+
+fn msgera_device(e: &Event, d: &DeviceStatusChanged) -> MsgeraDeviceStatus {
+    MsgeraDeviceStatus {
+        event_id: e.id.to_string(),
+        event: "device.status".into(),
+        session_id: e.device_uid.to_string(),
+        tenant_id: e.account_id.to_string(),
+        status: d.status.as_str().to_owned(),
+        reason: d.reason.clone(),
+        phone: d.phone.as_ref().map(|p| p.e164()),
+        qr: d.qr.clone(),
+        timestamp: iso_millis(d.timestamp),
+    }
+}
+
+/// The Msgera rendering of any event (webhooks and the live stream).
+pub fn msgera(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>> {
+    match &event.data {
+        EventData::MessageReceived(m) => serde_json::to_vec(&msgera_received(event, m, links)),
+        EventData::MessageStatus(s) => serde_json::to_vec(&msgera_status(event, s)),
+        EventData::DeviceStatus(d) => serde_json::to_vec(&msgera_device(event, d)),
+    }
+}
+
+/// The MegaMsg rendering of any event.
+pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>> {
+    let timestamp = iso_offset(event.created_at);
+    match &event.data {
+        EventData::MessageReceived(m) => {
+            let from = match (&m.from, &m.from_lid) {
+                (Some(p), _) => p.digits().to_owned(),
+                (None, Some(lid)) => lid.split('@').next().unwrap_or(lid).to_owned(),
+                (None, None) => String::new(),
+            };
+            serde_json::to_vec(&MegaMessageReceived {
+                kind: "message".into(),
+                message: MegaMessage {
+                    id: m.provider_message_id.clone(),
+                    from,
+                    push_name: m.from_name.clone(),
+                    text: m.text.clone(),
+                    timestamp: m.timestamp.timestamp(),
+                    is_group: m.is_group,
+                    kind: m.kind.clone(),
+                    group_id: if m.is_group { m.group_id.clone() } else { None },
+                    group_name: if m.is_group {
+                        m.group_name.clone()
+                    } else {
+                        None
+                    },
+                    media_url: m.media_id.as_deref().map(|id| links.link(event, id)),
+                    mime_type: m.media_id.as_ref().and(m.mime_type.clone()),
+                },
+                timestamp,
+            })
+        }
+        EventData::MessageStatus(s) => serde_json::to_vec(&MegaMessageStatus {
+            kind: "message.status".into(),
+            status: MegaStatus {
+                id: s.message_id.to_string(),
+                client_message_id: s.client_message_id.clone(),
+                recipient: s.recipient.digits().to_owned(),
+                status: s.status.as_str().to_owned(),
+                reason: s.reason.clone(),
+                timestamp: s.timestamp.timestamp(),
+            },
+            timestamp,
+        }),
+        EventData::DeviceStatus(d) => serde_json::to_vec(&MegaDeviceStatus {
+            kind: "device.status".into(),
+            device: MegaDevice {
+                status: d.status.as_str().to_owned(),
+                reason: d.reason.clone(),
+                phone: d.phone.as_ref().map(|p| p.digits().to_owned()),
+                qr: d.qr.clone(),
+            },
+            timestamp,
+        }),
+    }
+}
+
+/// The body for a destination.
+pub fn render(
+    event: &Event,
+    endpoint: EndpointKind,
+    links: &MediaLinker,
+) -> serde_json::Result<Vec<u8>> {
+    match endpoint {
+        EndpointKind::Personal | EndpointKind::Group => msgera(event, links),
+        EndpointKind::Instance => megamsg(event, links),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn timestamps_in_each_dialects_format() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 4, 12, 10, 11, 23)
+            .single()
+            .unwrap();
+        assert_eq!(iso_millis(t), "2026-04-12T10:11:23.000Z");
+        assert_eq!(iso_offset(t), "2026-04-12T10:11:23+00:00");
+    }
+}
