@@ -2,6 +2,7 @@
 //! shape replies; every decision is in the service layer.
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod json;
 pub mod media_link;
@@ -27,6 +28,7 @@ pub const MAX_BODY_BYTES: usize = MAX_MEDIA_BYTES + 64 * 1024;
 pub fn router(services: Services) -> Router {
     Router::new()
         .merge(ops::router())
+        .merge(dashboard::router())
         .merge(msgera::router())
         .merge(megamsg::router())
         .merge(media_link::router())
