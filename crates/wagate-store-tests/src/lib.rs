@@ -29,6 +29,7 @@ mod inbound;
 mod media;
 mod message;
 mod queue;
+mod webhook;
 
 pub use account::*;
 pub use device::*;
@@ -38,6 +39,7 @@ pub use inbound::*;
 pub use media::*;
 pub use message::*;
 pub use queue::*;
+pub use webhook::*;
 
 #[doc(hidden)]
 pub mod __private {
@@ -78,6 +80,9 @@ macro_rules! store_conformance_tests {
             media_is_isolated_between_accounts,
             events_filter_by_account_type_and_position,
             events_seq_follows_commit_order_under_concurrency,
+            webhook_fan_out_routes_once_per_event,
+            webhook_one_in_flight_per_destination_in_order,
+            webhook_history_filters_and_redeliver,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -11,4 +11,5 @@ mod messages;
 mod ops;
 mod reliability;
 mod support;
+mod webhooks;
 mod whatsapp_web;

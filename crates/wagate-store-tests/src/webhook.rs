@@ -1,0 +1,266 @@
+//! Webhook delivery: exactly-once fan-out by destination, one delivery in flight per
+//! destination in order, the retry schedule, the attempt history and redelivery.
+
+use crate::fixture::{SEC, StoreFactory, account, at, device};
+use wagate_core::message::{InboundMessage, MessageKind};
+use wagate_core::store::{InboundStore, PageRequest, StoreError};
+use wagate_core::webhook::{
+    AttemptFilter, AttemptRecord, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind, MsgeraWebhooks,
+    WebhookChange, WebhookStore,
+};
+use wagate_core::{AccountId, DeviceUid, MessageId};
+
+fn msgera(personal: Option<&str>, group: Option<&str>) -> WebhookChange {
+    WebhookChange::Msgera(MsgeraWebhooks {
+        personal_url: personal.map(str::to_owned),
+        group_url: group.map(str::to_owned),
+        active: true,
+        events: DEFAULT_EVENT_TYPES.to_vec(),
+    })
+}
+
+async fn inbound(
+    s: &impl InboundStore,
+    account: &AccountId,
+    device: &DeviceUid,
+    provider: &str,
+    is_group: bool,
+    ms: i64,
+) {
+    s.record_inbound(
+        &InboundMessage {
+            id: MessageId::new(),
+            account_id: account.clone(),
+            device_uid: device.clone(),
+            provider_message_id: provider.into(),
+            from: None,
+            from_lid: None,
+            from_name: None,
+            kind: MessageKind::Text,
+            text: Some("hi".into()),
+            media_id: None,
+            is_group,
+            group_id: is_group.then(|| "g@g.us".into()),
+            group_name: None,
+            timestamp: at(ms),
+            received_at: at(ms),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+}
+
+fn record(delivery_id: i64, attempt: u32, success: bool, ms: i64) -> AttemptRecord {
+    AttemptRecord {
+        delivery_id,
+        attempt,
+        url: "https://r.example/".into(),
+        success,
+        status_code: Some(if success { 200 } else { 500 }),
+        latency_ms: 12,
+        error: (!success).then(|| "HTTP 500".into()),
+        response_snippet: Some("body".into()),
+        at: at(ms),
+    }
+}
+
+pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    // Before any configuration: consumed, nothing to deliver.
+    inbound(s, &a, &d.uid, "EARLY", false, SEC).await;
+    assert!(s.get_webhook_config(&a, &d.uid).await.unwrap().is_none());
+    s.fan_out_events(100, at(SEC)).await.unwrap();
+    assert!(
+        s.claim_deliveries(at(SEC), at(60 * SEC), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let c = s
+        .change_webhook_config(
+            &a,
+            &d.uid,
+            &msgera(Some("https://p/"), Some("https://g/")),
+            "whsec_AAAA",
+            at(2 * SEC),
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.secret, "whsec_AAAA");
+    let other = account(s).await;
+    assert_eq!(
+        s.get_webhook_config(&other, &d.uid).await.unwrap_err(),
+        StoreError::NotFound
+    );
+    inbound(s, &a, &d.uid, "DIRECT", false, 3 * SEC).await;
+    inbound(s, &a, &d.uid, "GROUP", true, 4 * SEC).await;
+    assert_eq!(s.fan_out_events(100, at(5 * SEC)).await.unwrap(), 2);
+    assert_eq!(
+        s.fan_out_events(100, at(5 * SEC)).await.unwrap(),
+        0,
+        "once only"
+    );
+    let mut claimed = s
+        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+        .await
+        .unwrap();
+    claimed.sort_by_key(|c| c.delivery_id);
+    let kinds: Vec<EndpointKind> = claimed.iter().map(|c| c.endpoint).collect();
+    assert_eq!(kinds, vec![EndpointKind::Personal, EndpointKind::Group]);
+    assert!(claimed.iter().all(|c| c.attempt == 1 && c.config.is_some()));
+}
+
+pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    s.change_webhook_config(
+        &a,
+        &d.uid,
+        &msgera(Some("https://p/"), None),
+        "whsec_AAAA",
+        at(0),
+    )
+    .await
+    .unwrap();
+    for i in 1..=3 {
+        inbound(s, &a, &d.uid, &format!("M{i}"), false, i * SEC).await;
+    }
+    s.fan_out_events(100, at(4 * SEC)).await.unwrap();
+    let first = s
+        .claim_deliveries(at(4 * SEC), at(60 * SEC), 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1, "one in flight per destination");
+    assert!(
+        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let head = first[0].delivery_id;
+    s.finish_attempt(
+        &record(head, 1, false, 6 * SEC),
+        DeliveryNext::RetryAt(at(20 * SEC)),
+    )
+    .await
+    .unwrap();
+    // The head waits for its retry, and the rest wait behind it.
+    assert!(
+        s.claim_deliveries(at(7 * SEC), at(60 * SEC), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.next_delivery_at().await.unwrap(), Some(at(20 * SEC)));
+    let retry = s
+        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10)
+        .await
+        .unwrap();
+    assert_eq!(retry.len(), 1);
+    assert_eq!((retry[0].delivery_id, retry[0].attempt), (head, 2));
+    assert_eq!(retry[0].event.id, first[0].event.id);
+    // A lease released (shutdown) makes it claimable again at once.
+    s.release_deliveries().await.unwrap();
+    let again = s
+        .claim_deliveries(at(21 * SEC), at(80 * SEC), 10)
+        .await
+        .unwrap();
+    assert_eq!(again[0].delivery_id, head);
+    s.finish_attempt(&record(head, 2, true, 22 * SEC), DeliveryNext::Succeeded)
+        .await
+        .unwrap();
+    let next = s
+        .claim_deliveries(at(23 * SEC), at(80 * SEC), 10)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].delivery_id > head);
+    assert!(next[0].event.seq > first[0].event.seq, "in event order");
+}
+
+pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    s.change_webhook_config(
+        &a,
+        &d.uid,
+        &msgera(Some("https://p/"), None),
+        "whsec_AAAA",
+        at(0),
+    )
+    .await
+    .unwrap();
+    inbound(s, &a, &d.uid, "M1", false, SEC).await;
+    s.fan_out_events(100, at(SEC)).await.unwrap();
+    let c = s
+        .claim_deliveries(at(SEC), at(60 * SEC), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    s.finish_attempt(
+        &record(c.delivery_id, 1, false, 2 * SEC),
+        DeliveryNext::RetryAt(at(3 * SEC)),
+    )
+    .await
+    .unwrap();
+    let c = s
+        .claim_deliveries(at(3 * SEC), at(60 * SEC), 10)
+        .await
+        .unwrap()
+        .remove(0);
+    s.finish_attempt(
+        &record(c.delivery_id, 2, false, 4 * SEC),
+        DeliveryNext::Failed,
+    )
+    .await
+    .unwrap();
+    let page = PageRequest { page: 1, limit: 10 };
+    let all = s
+        .list_webhook_attempts(&a, &AttemptFilter::default(), page)
+        .await
+        .unwrap();
+    assert_eq!(all.total, 2);
+    assert_eq!(all.items[0].attempt, 2, "newest first");
+    assert_eq!(all.items[0].status_code, Some(500));
+    assert_eq!(all.items[0].event_id, c.event.id);
+    let ok = AttemptFilter {
+        device_uid: Some(d.uid.clone()),
+        success: Some(true),
+    };
+    assert_eq!(
+        s.list_webhook_attempts(&a, &ok, page).await.unwrap().total,
+        0
+    );
+    let other = account(s).await;
+    assert_eq!(
+        s.list_webhook_attempts(&other, &AttemptFilter::default(), page)
+            .await
+            .unwrap()
+            .total,
+        0
+    );
+    assert_eq!(
+        s.redeliver(&other, all.items[0].id, at(5 * SEC))
+            .await
+            .unwrap_err(),
+        StoreError::NotFound
+    );
+    let new = s.redeliver(&a, all.items[0].id, at(5 * SEC)).await.unwrap();
+    let again = s
+        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, new);
+    assert_eq!(again[0].attempt, 1);
+    assert_eq!(again[0].event.id, c.event.id, "the same event id");
+}
