@@ -12,7 +12,7 @@ use std::fmt::Write;
 pub async fn metrics(State(s): State<Services>) -> Response {
     let counters = s.runtime.all_counters();
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&crate::runtime::DeviceCounters) -> f64); 4] = [
+    let families: [(&str, &str, &str, fn(&crate::runtime::DeviceCounters) -> f64); 5] = [
         (
             "wagate_device_messages_sent_total",
             "counter",
@@ -30,6 +30,12 @@ pub async fn metrics(State(s): State<Services>) -> Response {
             "counter",
             "Times the device's connection dropped and was retried.",
             |c| c.reconnects as f64,
+        ),
+        (
+            "wagate_device_undecryptable_total",
+            "counter",
+            "Inbound messages that could not be decrypted.",
+            |c| c.undecryptable as f64,
         ),
         (
             "wagate_device_last_event_timestamp_seconds",

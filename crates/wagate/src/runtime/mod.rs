@@ -38,6 +38,8 @@ pub struct DeviceLive {
     pub sent: AtomicU64,
     pub received: AtomicU64,
     pub reconnects: AtomicU64,
+    /// Messages that arrived but could not be decrypted (Signal session out of sync).
+    pub undecryptable: AtomicU64,
     /// When the engine last reported anything (ms since epoch; 0 = never).
     pub last_event_at: AtomicI64,
     /// Wakes the worker when the connection state changes.
@@ -56,6 +58,7 @@ pub struct DeviceCounters {
     pub sent: u64,
     pub received: u64,
     pub reconnects: u64,
+    pub undecryptable: u64,
     pub last_event_at: Option<i64>,
 }
 
@@ -244,6 +247,7 @@ impl DeviceRuntime {
                     sent: l.sent.load(Ordering::Relaxed),
                     received: l.received.load(Ordering::Relaxed),
                     reconnects: l.reconnects.load(Ordering::Relaxed),
+                    undecryptable: l.undecryptable.load(Ordering::Relaxed),
                     last_event_at: (last > 0).then_some(last),
                 }
             })

@@ -263,6 +263,9 @@ impl EngineEvents for DeviceEventSink {
                 from,
                 reason,
             } => {
+                // Counted and logged with the sender: WhatsApp asks the sender's phone to
+                // retry, so the message usually arrives again, decryptable, moments later.
+                self.live.undecryptable.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     device.uid = %self.uid,
                     message.provider_id = %provider_message_id,
