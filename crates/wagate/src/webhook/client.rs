@@ -158,10 +158,9 @@ pub async fn post(
     // The body counts against the same timeout; a receiver that answers and then
     // trickles its body forever still fails in time.
     let remaining = timeout.saturating_sub(started.elapsed());
-    let snippet = match tokio::time::timeout(remaining, read_snippet(response)).await {
-        Ok(s) => s,
-        Err(_) => None,
-    };
+    let snippet: Option<String> = tokio::time::timeout(remaining, read_snippet(response))
+        .await
+        .unwrap_or_default();
     PostOutcome {
         status: Some(status),
         latency_ms: elapsed_ms(started),
