@@ -1,0 +1,454 @@
+//! The crash test: clients send under load while the server is killed with SIGKILL and
+//! restarted several times; then the survivors are checked against every reply the
+//! clients got.
+//!
+//! What "exactly once" can be observed as from outside the process (the sandbox network
+//! dies with the server, so its hand-off counters do not survive a `kill -9`):
+//!
+//! - **nothing accepted is lost**: every send that got a 2xx exists afterwards with its
+//!   `clientMessageId`, and was handed to the engine and acknowledged (status `sent` or
+//!   later; never `queued` or `failed` at the end);
+//! - **never twice**: one message per `clientMessageId` (sends whose reply was lost in a
+//!   crash are retried with the same id and must come back `deduplicated` or be new), and
+//!   the recipient — a second sandbox device on the same server — holds at most one copy
+//!   of each text, under the sender's WhatsApp id: a resend after a crash carries the same
+//!   id, which WhatsApp (and the recipient's store) shows once, and a resend under a new
+//!   id would show up as a second copy;
+//! - every message that was **read** reached the recipient exactly once;
+//! - **statuses consistent**: each history only moves forward with non-decreasing times
+//!   and ends at the current status;
+//! - **webhooks at least once**: every status step in a history and every message the
+//!   recipient stored arrived at the local receiver (which outlives the server).
+
+use crate::server::{self, Api, Server};
+use crate::sink::{self, Sink};
+use anyhow::{Context, bail};
+use rand::Rng;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many times the server is killed.
+    #[arg(long, default_value_t = 5)]
+    kills: usize,
+    /// Mean time between kills, ms (each is uniformly random in ±50%).
+    #[arg(long, default_value_t = 2000)]
+    interval_ms: u64,
+    /// Concurrent sending clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Sender devices (each has its own in-order send worker); all send to one recipient.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Pause of each client between two sends, ms (bounds the backlog the workers face).
+    #[arg(long, default_value_t = 0)]
+    pause_ms: u64,
+    /// `full` or `normal`.
+    #[arg(long, default_value = "full")]
+    synchronous: String,
+    /// How long to wait for statuses and webhooks to settle at the end, seconds.
+    #[arg(long, default_value_t = 120)]
+    settle_secs: u64,
+}
+
+#[derive(Clone, Debug)]
+enum Outcome {
+    Accepted(String),
+    /// No reply (the server died mid-request): retried with the same clientMessageId.
+    Unknown,
+    Refused(u16),
+}
+
+const FORWARD: [&str; 5] = ["queued", "sent", "delivered", "read", "played"];
+
+pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir()?;
+    let key = server::create_account(bin, dir.path())?;
+    let env = [
+        ("WAGATE_SYNCHRONOUS", args.synchronous.as_str()),
+        ("WAGATE_SANDBOX__LINK_DELAY_MS", "50"),
+        // Read comes well after the recipient got the message, so "read ⇒ received" holds
+        // even when a kill lands between the two (the sandbox loses what is in flight).
+        ("WAGATE_SANDBOX__DELIVERED_DELAY_MS", "100"),
+        ("WAGATE_SANDBOX__READ_DELAY_MS", "200"),
+        ("WAGATE_SENDING__RETRY_BASE_MS", "100"),
+        ("WAGATE_SENDING__RETRY_MAX_MS", "1000"),
+        ("WAGATE_SENDING__LEASE_SECS", "5"),
+        ("WAGATE_WEBHOOKS__BACKOFF_BASE_MS", "100"),
+    ];
+    let mut server = Server::start(bin, dir.path(), server::free_port()?, &env).await?;
+    let api = Api::new(&server.base, &key);
+    let sink = Sink::default();
+    let hook = format!("http://{}/hook", sink::start(sink.clone()).await?);
+    let mut senders = Vec::new();
+    for i in 0..args.senders.max(1) {
+        let a = api.create_device(&format!("crash sender {i}")).await?;
+        api.wait_connected(&a).await?;
+        api.set_webhook(&a, &hook, &["message.status"]).await?;
+        senders.push(a);
+    }
+    let b = api.create_device("crash recipient").await?;
+    let b_phone = api.wait_connected(&b).await?;
+    api.set_webhook(&b, &hook, &["message.received"]).await?;
+
+    let outcomes: Arc<Mutex<BTreeMap<usize, Outcome>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let seq = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..args.clients.max(1) {
+        let (api, senders, to) = (api.clone(), senders.clone(), b_phone.clone());
+        let pause = Duration::from_millis(args.pause_ms);
+        let (outcomes, stop, seq) = (Arc::clone(&outcomes), Arc::clone(&stop), Arc::clone(&seq));
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                let o = send(&api, &senders[n % senders.len()], &to, n).await;
+                let failed = !matches!(o, Outcome::Accepted(_));
+                outcomes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(n, o);
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                } else if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }));
+    }
+    for k in 0..args.kills {
+        let ms = rand::thread_rng().gen_range(args.interval_ms / 2..=args.interval_ms * 3 / 2);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        server.kill9()?;
+        let n = outcomes.lock().unwrap_or_else(|p| p.into_inner()).len();
+        out!(
+            "kill -9 #{} after {ms} ms ({n} sends attempted so far)",
+            k + 1
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        server.restart().await.context("restarting after kill -9")?;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await?;
+    }
+    let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+
+    // Sends whose reply was lost: the same clientMessageId again.
+    let (mut dedup_hits, mut fresh) = (0, 0);
+    for (n, o) in outcomes.iter_mut() {
+        if matches!(o, Outcome::Unknown) {
+            let (status, v) = post(&api, &senders[*n % senders.len()], &b_phone, *n).await?;
+            if !(200..300).contains(&status) {
+                bail!("retry of crash-{n} got {status}: {v}");
+            }
+            if v["data"]["deduplicated"] == true {
+                dedup_hits += 1;
+            } else {
+                fresh += 1;
+            }
+            *o = Outcome::Accepted(
+                v["data"]["messageId"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        }
+    }
+    let accepted: HashMap<String, usize> = outcomes
+        .iter()
+        .filter_map(|(n, o)| match o {
+            Outcome::Accepted(id) => Some((id.clone(), *n)),
+            _ => None,
+        })
+        .collect();
+    let mut refused: BTreeMap<u16, usize> = BTreeMap::new();
+    for o in outcomes.values() {
+        if let Outcome::Refused(s) = o {
+            *refused.entry(*s).or_default() += 1;
+        }
+    }
+    out!(
+        "{} sends: {} accepted; {} had no reply (retried: {dedup_hits} were already accepted, {fresh} were not); refused by status: {refused:?}",
+        outcomes.len(),
+        accepted.len(),
+        dedup_hits + fresh
+    );
+
+    // Settle: nothing queued, then webhooks caught up.
+    let deadline = Instant::now() + Duration::from_secs(args.settle_secs);
+    let (messages, inbound) = loop {
+        let mut messages = Vec::new();
+        for a in &senders {
+            messages.extend(
+                api.list_all(&format!("/v1/developer/messages?deviceUid={a}"))
+                    .await?,
+            );
+        }
+        let inbound = api
+            .list_all(&format!("/v1/developer/inbound?deviceUid={b}"))
+            .await?;
+        let pending = messages.iter().filter(|m| m["status"] == "queued").count();
+        let missing_hooks = missing_webhooks(&sink, &messages, &inbound).len();
+        if (pending == 0 && missing_hooks == 0) || Instant::now() > deadline {
+            break (messages, inbound);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    // Full histories (the list has none), then wait for any webhook still missing.
+    let mut messages = with_histories(&api, messages).await?;
+    loop {
+        if missing_webhooks(&sink, &messages, &inbound).is_empty() || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        messages = with_histories(&api, messages).await?;
+    }
+
+    let mut problems: Vec<String> = Vec::new();
+    let by_id: HashMap<&str, &Value> = messages
+        .iter()
+        .filter_map(|m| Some((m["messageId"].as_str()?, m)))
+        .collect();
+    // Nothing accepted lost; handed and acknowledged.
+    let mut by_status: BTreeMap<String, usize> = BTreeMap::new();
+    for (id, n) in &accepted {
+        match by_id.get(id.as_str()) {
+            None => problems.push(format!("accepted {id} (crash-{n}) is missing")),
+            Some(m) => {
+                let st = m["status"].as_str().unwrap_or("?");
+                *by_status.entry(st.to_owned()).or_default() += 1;
+                if !["sent", "delivered", "read"].contains(&st) {
+                    problems.push(format!("accepted {id} ended {st}: {m}"));
+                }
+                if m["clientMessageId"] != format!("crash-{n}") {
+                    problems.push(format!("{id} has clientMessageId {}", m["clientMessageId"]));
+                }
+            }
+        }
+    }
+    // One message per clientMessageId, none we did not send.
+    let mut per_cmid: HashMap<&str, usize> = HashMap::new();
+    for m in &messages {
+        *per_cmid
+            .entry(m["clientMessageId"].as_str().unwrap_or(""))
+            .or_default() += 1;
+    }
+    for (c, k) in &per_cmid {
+        if *k > 1 {
+            problems.push(format!("clientMessageId {c} stored {k} times"));
+        }
+        let ours = c
+            .strip_prefix("crash-")
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|n| outcomes.contains_key(&n));
+        if !ours {
+            problems.push(format!("a message nobody sent: clientMessageId {c:?}"));
+        }
+    }
+    let stored_not_acked = messages.len().saturating_sub(accepted.len());
+    // Histories.
+    for m in &messages {
+        if let Some(p) = history_problem(m) {
+            problems.push(p);
+        }
+    }
+    // The recipient: at most one copy of each text, under the sender's WhatsApp id.
+    let mut copies: HashMap<&str, usize> = HashMap::new();
+    for i in &inbound {
+        *copies.entry(i["text"].as_str().unwrap_or("")).or_default() += 1;
+    }
+    let mut delivered_once = 0;
+    for m in &messages {
+        let text = m["text"].as_str().unwrap_or("");
+        let k = copies.get(text).copied().unwrap_or(0);
+        if k > 1 {
+            problems.push(format!("recipient holds {k} copies of {text:?}"));
+        }
+        if k == 1 {
+            delivered_once += 1;
+            let pid = inbound
+                .iter()
+                .find(|i| i["text"] == text)
+                .map(|i| i["providerMessageId"].clone());
+            if pid != Some(m["providerMessageId"].clone()) {
+                problems.push(format!(
+                    "{text:?} arrived under {pid:?}, sent as {}",
+                    m["providerMessageId"]
+                ));
+            }
+        }
+        if m["status"] == "read" && k == 0 {
+            problems.push(format!(
+                "{} was read but never reached the recipient",
+                m["messageId"]
+            ));
+        }
+    }
+    if inbound.len() > messages.len() {
+        problems.push(format!(
+            "recipient holds {} messages for {} sent",
+            inbound.len(),
+            messages.len()
+        ));
+    }
+    let missing = missing_webhooks(&sink, &messages, &inbound);
+    for w in missing.iter().take(20) {
+        problems.push(format!("webhook never delivered: {w}"));
+    }
+    let (posts, events) = {
+        let s = sink.lock();
+        (s.deliveries, s.events.len())
+    };
+    out!(
+        "final statuses of accepted sends: {by_status:?}; stored but never acknowledged to a client: {stored_not_acked}"
+    );
+    out!(
+        "recipient holds {} messages, each text once: {delivered_once} of {} sent",
+        inbound.len(),
+        messages.len()
+    );
+    out!(
+        "webhooks: {events} distinct events in {posts} POSTs (redeliveries: {}), missing: {}",
+        posts.saturating_sub(events as u64),
+        missing.len()
+    );
+    out!(
+        "{} kills, {:.1} s in all",
+        args.kills,
+        started.elapsed().as_secs_f64()
+    );
+    if problems.is_empty() {
+        out!(
+            "crash test passed: every 2xx survived, nothing was sent twice, statuses consistent, every webhook delivered"
+        );
+        Ok(())
+    } else {
+        for p in problems.iter().take(50) {
+            out!("PROBLEM: {p}");
+        }
+        bail!(
+            "crash test failed with {} problems (server log: kept in {})",
+            problems.len(),
+            dir.keep().display()
+        )
+    }
+}
+
+async fn post(api: &Api, device: &str, to: &str, n: usize) -> anyhow::Result<(u16, Value)> {
+    let body = json!({
+        "deviceUid": device,
+        "to": to,
+        "text": format!("crash test message {n}"),
+        "clientMessageId": format!("crash-{n}"),
+    });
+    api.call(
+        reqwest::Method::POST,
+        "/v1/developer/messages/send",
+        Some(&body),
+    )
+    .await
+}
+
+async fn send(api: &Api, device: &str, to: &str, n: usize) -> Outcome {
+    match post(api, device, to, n).await {
+        Ok((status, v)) if (200..300).contains(&status) => match v["data"]["messageId"].as_str() {
+            Some(id) => Outcome::Accepted(id.to_owned()),
+            None => Outcome::Unknown,
+        },
+        Ok((status, _)) => Outcome::Refused(status),
+        Err(_) => Outcome::Unknown,
+    }
+}
+
+fn history_problem(m: &Value) -> Option<String> {
+    let id = m["messageId"].as_str().unwrap_or("?");
+    let h = m["history"].as_array();
+    // The list may omit histories; then only the status is checked.
+    let h = h?;
+    let mut last_rank = None;
+    let mut last_at = String::new();
+    for e in h {
+        let st = e["status"].as_str().unwrap_or("?");
+        let rank = FORWARD
+            .iter()
+            .position(|s| *s == st)
+            .or((st == "failed").then_some(9));
+        let Some(rank) = rank else {
+            return Some(format!("{id}: unknown status {st}"));
+        };
+        if last_rank.is_some_and(|r| rank <= r) {
+            return Some(format!("{id}: history goes backwards or repeats: {h:?}"));
+        }
+        let at = e["at"].as_str().unwrap_or("").to_owned();
+        if at < last_at {
+            return Some(format!("{id}: history times go backwards: {h:?}"));
+        }
+        last_rank = Some(rank);
+        last_at = at;
+    }
+    let final_st = h.last().and_then(|e| e["status"].as_str());
+    (final_st != m["status"].as_str())
+        .then(|| format!("{id}: status {} but history ends {final_st:?}", m["status"]))
+}
+
+/// Every status step (after queued) of the sender's messages and every message the
+/// recipient stored, as a webhook the receiver has not seen.
+fn missing_webhooks(sink: &Sink, messages: &[Value], inbound: &[Value]) -> Vec<String> {
+    let s = sink.lock();
+    let mut missing = Vec::new();
+    for m in messages {
+        let id = m["messageId"].as_str().unwrap_or("");
+        let steps: Vec<String> = match m["history"].as_array() {
+            Some(h) => h
+                .iter()
+                .filter_map(|e| e["status"].as_str().map(str::to_owned))
+                .collect(),
+            None => vec![m["status"].as_str().unwrap_or("").to_owned()],
+        };
+        for st in steps.iter().filter(|s| *s != "queued") {
+            if !s.statuses.contains_key(&(id.to_owned(), st.clone())) {
+                missing.push(format!("message.status {st} of {id}"));
+            }
+        }
+    }
+    for i in inbound {
+        let p = i["providerMessageId"].as_str().unwrap_or("");
+        if !s.received.contains(p) {
+            missing.push(format!("message.received {p}"));
+        }
+    }
+    missing
+}
+
+/// Each message again from `GET /v1/developer/messages/{id}`, which carries the history.
+async fn with_histories(api: &Api, messages: Vec<Value>) -> anyhow::Result<Vec<Value>> {
+    let mut out = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(32) {
+        let mut tasks = Vec::new();
+        for m in chunk {
+            let id = m["messageId"].as_str().unwrap_or("").to_owned();
+            let api = api.clone();
+            tasks.push(tokio::spawn(async move {
+                api.ok(
+                    reqwest::Method::GET,
+                    &format!("/v1/developer/messages/{id}"),
+                    None,
+                )
+                .await
+            }));
+        }
+        for t in tasks {
+            out.push(t.await??);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Crash test: under load, kill -9 a real `wagate serve` and restart it several times, then
+# prove every 2xx survived, nothing was sent twice, statuses are consistent and every
+# webhook arrived (see crates/wagate-bench/src/crash.rs for what is checked and how).
+#
+#   scripts/crash-test.sh                      # release build, 5 kills
+#   WAGATE_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 8   # what CI runs
+#
+# Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export RUST_LIB_BACKTRACE=0
+if [ "${WAGATE_PROFILE:-release}" = "debug" ]; then
+  cargo build --quiet -p wagate -p wagate-bench
+  DIR=target/debug
+else
+  cargo build --quiet --release -p wagate -p wagate-bench
+  DIR=target/release
+fi
+exec "$DIR/wagate-bench" --wagate-bin "$DIR/wagate" crash "$@"
