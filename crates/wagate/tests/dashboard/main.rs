@@ -1,0 +1,469 @@
+//! End-to-end tests of the dashboard in a real browser (Debian's chromium driven through
+//! chromedriver), plus plain-HTTP checks of what must be refused: wrong keys, expired
+//! sessions and forged forms. Screenshots of each page land in `test-artifacts/dashboard/`.
+
+// Tests fail loudly on purpose, helper functions included.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+mod webdriver;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use support::{TestApp, csrf_field, csrf_meta, set_cookie};
+use wagate::http::dashboard::session;
+use webdriver::Browser;
+
+/// One browser at a time: the machine is small and chromium is not.
+static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn sign_in(b: &Browser, app: &TestApp) {
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#api_key").await;
+    assert!(
+        b.url().await.ends_with("/signin"),
+        "signed out goes to /signin"
+    );
+    b.fill("#api_key", &app.key).await;
+    b.click("#signin-submit").await;
+    b.find("#devices-body").await;
+}
+
+async fn go(b: &Browser, hash: &str) {
+    b.js("window.location.hash = arguments[0];", json!([hash]))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signs_in_creates_a_sandbox_device_and_watches_a_send_reach_read() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let b = Browser::start().await;
+
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#api_key").await;
+    b.screenshot("01-signin").await;
+    sign_in(&b, &app).await;
+    b.screenshot("02-devices").await;
+
+    // Create a sandbox device; its instance token is shown once.
+    b.fill("#new-device-name", "Front desk").await;
+    b.click("#create-device-submit").await;
+    let token = b
+        .wait_text("#new-device-token", 10, |t| t.contains("instance token"))
+        .await;
+    assert!(
+        token
+            .split_whitespace()
+            .any(|w| w.len() == 64 && w.bytes().all(|c| c.is_ascii_hexdigit())),
+        "{token}"
+    );
+    b.wait_text("#devices-body", 10, |t| t.contains("Front desk"))
+        .await;
+    b.click("#new-device-link").await;
+
+    // The page turns to "connected" with the phone and name, without a reload.
+    b.js("window.__sameDocument = 'yes';", json!([])).await;
+    let linked = b
+        .wait_text("#linked", 10, |t| t.starts_with("Connected as"))
+        .await;
+    assert!(
+        linked.contains('+') || linked.chars().any(|c| c.is_ascii_digit()),
+        "{linked}"
+    );
+    assert_eq!(b.text("#device-status").await, "connected");
+    b.screenshot("03-device").await;
+    let uid = b.url().await.rsplit('/').next().unwrap().to_owned();
+    assert!(uid.starts_with("dev_"), "{uid}");
+
+    // Budgets and pacing are edited through the same PATCH as the API.
+    b.fill("#edit-daily", "500").await;
+    b.fill("#edit-min-delay", "0").await;
+    b.fill("#edit-max-delay", "0").await;
+    b.click("#save-settings").await;
+    b.wait_text("#settings-result", 10, |t| t == "Saved.").await;
+    let (_, d) = app
+        .api(Method::GET, &format!("/v1/developer/devices/{uid}"), None)
+        .await;
+    assert_eq!(d["data"]["safety"]["dailyLimit"], 500, "{d}");
+
+    // The sandbox form shows the curl command and the reply, then the status goes live.
+    go(&b, &format!("#/sandbox?device={uid}")).await;
+    b.find(&format!("#sb-device option[value='{uid}']")).await;
+    b.fill("#sb-text", "Hello from the browser").await;
+    b.click("#sb-send").await;
+    let curl = b.wait_text("#sb-curl", 10, |t| t.contains("curl")).await;
+    assert!(curl.contains("/v1/developer/messages/send"), "{curl}");
+    assert!(curl.contains("X-API-Key: $KEY"), "{curl}");
+    assert!(
+        curl.contains(&uid) && curl.contains("Hello from the browser"),
+        "{curl}"
+    );
+    let response = b
+        .wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
+    assert!(response.contains("msg_"), "{response}");
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let s = b.text("#sb-status").await;
+        if seen.last() != Some(&s) {
+            seen.push(s.clone());
+        }
+        if s == "read" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never reached read: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.len() >= 2,
+        "the status should be seen moving, saw {seen:?}"
+    );
+    assert_eq!(
+        b.js("return window.__sameDocument;", json!([])).await,
+        "yes",
+        "no page reload happened"
+    );
+    b.screenshot("04-sandbox").await;
+
+    // The message's full history.
+    b.click("#sb-message-link").await;
+    let history = b
+        .wait_text("#history-body", 10, |t| t.contains("read"))
+        .await;
+    for s in ["queued", "sent", "delivered", "read"] {
+        assert!(history.contains(s), "{s} missing from {history}");
+    }
+    b.screenshot("05-message").await;
+
+    // Messages, filtered by status.
+    let id = b.url().await.rsplit('/').next().unwrap().to_owned();
+    go(&b, "#/messages?status=read").await;
+    b.wait_text("#messages-body", 10, |t| t.contains(&id)).await;
+    b.screenshot("06-messages").await;
+    go(&b, "#/messages?status=failed").await;
+    b.wait_text("#messages-body", 10, |t| t.contains("No messages"))
+        .await;
+
+    // Keys: a new API key is shown once; instance tokens rotate.
+    go(&b, "#/keys").await;
+    b.click("#create-key").await;
+    let key = b.wait_text("#new-key", 10, |t| t.contains("wak_")).await;
+    assert!(key.contains("shown once"), "{key}");
+    b.screenshot("07-keys").await;
+
+    // Webhooks page (configuration + history).
+    go(&b, &format!("#/webhooks?device={uid}")).await;
+    b.find("#wh-personal").await;
+    b.screenshot("08-webhooks").await;
+
+    // Phone-sized: nothing wider than the screen.
+    b.set_window(390, 844).await;
+    go(&b, "#/devices").await;
+    b.wait_text("#devices-body", 10, |t| t.contains("Front desk"))
+        .await;
+    let overflow = b
+        .js(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            json!([]),
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "horizontal scroll on a phone: {overflow}"
+    );
+    b.screenshot("09-devices-phone").await;
+    b.set_window(1280, 1000).await;
+
+    // Delete asks for confirmation first.
+    go(&b, &format!("#/device/{uid}")).await;
+    b.click("#delete-device").await;
+    b.wait_text("#delete-q", 5, |t| t.contains("cannot be undone"))
+        .await;
+    b.screenshot("10-delete-confirm").await;
+    b.click("#delete-yes").await;
+    b.find("#devices-body").await;
+    let (status, _) = app
+        .api(Method::GET, &format!("/v1/developer/devices/{uid}"), None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Sign out ends the session.
+    b.click("#signout").await;
+    b.find("#api_key").await;
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#api_key").await;
+    assert!(b.url().await.ends_with("/signin"));
+
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_webhook_is_redelivered_from_the_dashboard() {
+    let _one = BROWSER.lock().await;
+    // A receiver that fails until told otherwise.
+    let failing = Arc::new(AtomicBool::new(true));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let receiver = {
+        let failing = Arc::clone(&failing);
+        let hits = Arc::clone(&hits);
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move || {
+                let failing = Arc::clone(&failing);
+                let hits = Arc::clone(&hits);
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    if failing.load(Ordering::SeqCst) {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "receiver down")
+                    } else {
+                        (StatusCode::OK, "thanks")
+                    }
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let app = TestApp::spawn_with(|c| {
+        c.allow_private_urls = true;
+        // One attempt: a failure stays failed until someone redelivers it.
+        c.webhooks.attempts = 1;
+    })
+    .await;
+    let uid = app.connected_device("Webhooks").await;
+    let b = Browser::start().await;
+    sign_in(&b, &app).await;
+
+    go(&b, &format!("#/webhooks?device={uid}")).await;
+    b.fill("#wh-personal", &hook).await;
+    b.click("#wh-save").await;
+    b.wait_text("#wh-result", 10, |t| t == "Saved.").await;
+
+    let (status, body) = app
+        .api(
+            Method::POST,
+            "/v1/developer/sandbox/inbound",
+            Some(json!({"deviceUid": uid, "from": "+201001234567", "text": "hello there"})),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let history = b
+        .wait_text("#wh-history", 15, |t| t.contains("failed"))
+        .await;
+    assert!(
+        history.contains("500") && history.contains("message.received"),
+        "{history}"
+    );
+    b.screenshot("11-webhook-failed").await;
+
+    failing.store(false, Ordering::SeqCst);
+    b.click("button.redeliver").await;
+    b.wait_text("#wh-history", 15, |t| t.contains("succeeded"))
+        .await;
+    b.screenshot("12-webhook-redelivered").await;
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_and_expired_session_are_refused_in_the_browser() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let b = Browser::start().await;
+
+    b.goto(&format!("{}/signin", app.base)).await;
+    b.fill("#api_key", &format!("wak_{}", "0".repeat(32))).await;
+    b.click("#signin-submit").await;
+    let error = b.wait_text("#signin-error", 10, |t| !t.is_empty()).await;
+    assert!(error.contains("not valid"), "{error}");
+    assert!(b.url().await.ends_with("/signin"));
+    b.screenshot("13-signin-wrong-key").await;
+
+    // A correctly signed cookie is accepted (so the forging below is faithful)…
+    let secret = session::load_secret(&app.config.data_dir).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let fresh = secret.seal(&app.account, &app.key_id, now + 600);
+    b.add_cookie(session::SESSION_COOKIE, &fresh).await;
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#devices-body").await;
+
+    // …and the same cookie past its expiry is not.
+    let expired = secret.seal(&app.account, &app.key_id, now - 1);
+    b.add_cookie(session::SESSION_COOKIE, &expired).await;
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#api_key").await;
+    assert!(
+        b.url().await.ends_with("/signin"),
+        "expired session must sign in again"
+    );
+
+    b.quit().await;
+    app.stop().await;
+}
+
+/// Signs in over plain HTTP like a browser would: (session cookie, CSRF token of the page).
+async fn http_sign_in(app: &TestApp, headers: &[(&str, &str)]) -> (String, String, String) {
+    let mut req = app.http.get(format!("{}/signin", app.base));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let page = req.send().await.unwrap();
+    let (pre, _) = set_cookie(&page, session::SIGNIN_COOKIE).unwrap();
+    let csrf = csrf_field(&page.text().await.unwrap());
+    let mut req = app
+        .http
+        .post(format!("{}/signin", app.base))
+        .header("cookie", format!("{}={pre}", session::SIGNIN_COOKIE))
+        .form(&[("csrf", csrf.as_str()), ("api_key", app.key.as_str())]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (value, line) = set_cookie(&resp, session::SESSION_COOKIE).unwrap();
+    let page = app
+        .http
+        .get(format!("{}/", app.base))
+        .header("cookie", format!("{}={value}", session::SESSION_COOKIE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let token = csrf_meta(&page.text().await.unwrap());
+    (value, token, line)
+}
+
+#[tokio::test]
+async fn forged_forms_missing_csrf_and_revoked_keys_are_refused() {
+    let app = TestApp::spawn().await;
+    let base = &app.base;
+
+    // Sign-in form without (or with a mismatched) CSRF token.
+    let resp = app
+        .http
+        .post(format!("{base}/signin"))
+        .form(&[("api_key", app.key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&resp, session::SESSION_COOKIE).is_none());
+    let resp = app
+        .http
+        .post(format!("{base}/signin"))
+        .header("cookie", format!("{}=aaaa", session::SIGNIN_COOKIE))
+        .form(&[("api_key", app.key.as_str()), ("csrf", "bbbb")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&resp, session::SESSION_COOKIE).is_none());
+
+    // A real session: cookie flags.
+    let (cookie, token, line) = http_sign_in(&app, &[]).await;
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(line.contains(flag), "{flag} missing: {line}");
+    }
+    assert!(
+        !line.contains("Secure"),
+        "plain HTTP: no Secure flag: {line}"
+    );
+    let (_, _, tls_line) = http_sign_in(&app, &[("x-forwarded-proto", "https")]).await;
+    assert!(tls_line.contains("; Secure"), "{tls_line}");
+    let jar = format!("{}={cookie}", session::SESSION_COOKIE);
+
+    // State changes through the proxy need the session's CSRF token.
+    let create = |csrf: Option<&str>| {
+        let mut req = app
+            .http
+            .post(format!("{base}/ui/api/v1/developer/devices"))
+            .header("cookie", &jar)
+            .json(&json!({"name": "forged", "engine": "sandbox"}));
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        req.send()
+    };
+    let resp = create(None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "csrf_failed", "{body}");
+    let other = "0".repeat(token.len());
+    assert_eq!(
+        create(Some(&other)).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let (_, list) = app.api(Method::GET, "/v1/developer/devices", None).await;
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        0,
+        "nothing was created: {list}"
+    );
+    assert_eq!(
+        create(Some(&token)).await.unwrap().status(),
+        StatusCode::CREATED
+    );
+
+    // Reads need the cookie; the API's own X-API-Key is not a dashboard session.
+    let resp = app
+        .http
+        .get(format!("{base}/ui/api/v1/developer/devices"))
+        .header("x-api-key", &app.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Only the developer API is reachable through the proxy.
+    let resp = app
+        .http
+        .get(format!("{base}/ui/api/metrics"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // Sign-out form without the token does nothing.
+    let resp = app
+        .http
+        .post(format!("{base}/signout"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+
+    // Revoking the key that signed in ends the session.
+    let resp = app
+        .http
+        .delete(format!("{base}/ui/api/v1/developer/keys/{}", app.key_id))
+        .header("cookie", &jar)
+        .header("x-csrf-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = app
+        .http
+        .get(format!("{base}/"))
+        .header("cookie", &jar)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(resp.headers()["location"], "/signin");
+
+    app.stop().await;
+}
