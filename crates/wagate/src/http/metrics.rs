@@ -1,18 +1,27 @@
 //! Prometheus metrics at `/metrics`: per-device counters and connection state, read at
 //! scrape time from the runtime (no background aggregation to keep in sync).
 
+use crate::runtime::DeviceCounters;
 use crate::service::Services;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::fmt::Write;
 
+/// A per-device metric: name, type, help text, and how to read it from the counters.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DeviceCounters) -> f64,
+);
+
 /// Renders the text exposition format. Labels are device uids (`dev_` + `[0-9a-z]`), which
 /// need no escaping.
 pub async fn metrics(State(s): State<Services>) -> Response {
     let counters = s.runtime.all_counters();
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&crate::runtime::DeviceCounters) -> f64); 5] = [
+    let families: [Family; 5] = [
         (
             "wagate_device_messages_sent_total",
             "counter",

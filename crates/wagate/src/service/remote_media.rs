@@ -262,8 +262,9 @@ impl RemoteMedia {
 }
 
 /// reqwest's error with its causes, which say what actually went wrong (refused, reset…);
-/// without the URL, which the caller knows (and which may carry credentials).
-fn describe(e: reqwest::Error) -> String {
+/// without the URL, which the caller knows (and which may carry credentials). Shared by
+/// every outbound HTTP client of the server (media fetches, webhook deliveries).
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let connect = e.is_connect();
     let e = e.without_url();
     let mut text = if connect {

@@ -197,28 +197,13 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
-/// reqwest's error with its causes, without the URL (which may carry credentials).
+/// reqwest's error with its causes (see [`crate::service::remote_media::describe`]), with
+/// the configured limit when it timed out.
 fn describe(e: reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }
-    let connect = e.is_connect();
-    let e = e.without_url();
-    let mut text = if connect {
-        "could not connect".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+    crate::service::remote_media::describe(e)
 }
 
 #[cfg(test)]
