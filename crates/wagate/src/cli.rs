@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "WAGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Talk to an in-process FAKE WhatsApp server instead of WhatsApp (demos, benchmarks);
+    /// a simulated phone scans every QR code. Only in builds with the `simulator` feature.
+    #[cfg(feature = "simulator")]
+    #[arg(long)]
+    pub simulator: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,7 +88,10 @@ impl Cli {
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
-        if let Command::Serve(ServeArgs { listen: Some(l) }) = &self.command {
+        if let Command::Serve(ServeArgs {
+            listen: Some(l), ..
+        }) = &self.command
+        {
             config.listen = *l;
         }
         Ok(config)
@@ -103,6 +111,29 @@ fn parse_account(s: &str) -> anyhow::Result<AccountId> {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = cli.config()?;
     match cli.command {
+        #[cfg(feature = "simulator")]
+        Command::Serve(ServeArgs {
+            simulator: true, ..
+        }) => {
+            crate::telemetry::init(config.log_format);
+            crate::simulator::warn_not_whatsapp();
+            let sim = crate::simulator::Simulator::new();
+            let engine = crate::simulator::web_engine(&config, &sim)?;
+            let running = app::start(
+                config,
+                AppParts {
+                    engines: vec![engine],
+                    ..AppParts::default()
+                },
+            )
+            .await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            let phones =
+                crate::simulator::spawn_phones(running.services.clone(), sim, stop.clone());
+            running.run_until_signal().await;
+            stop.cancel();
+            let _ = phones.await;
+        }
         Command::Serve(_) => {
             crate::telemetry::init(config.log_format);
             let running = app::start(config, AppParts::default()).await?;

@@ -12,5 +12,7 @@ pub mod engine;
 pub mod http;
 pub mod runtime;
 pub mod service;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 pub mod telemetry;
 pub mod webhook;

@@ -10,6 +10,7 @@ mod megamsg;
 mod messages;
 mod ops;
 mod reliability;
+mod simulated;
 mod support;
 mod webhooks;
 mod whatsapp_web;
