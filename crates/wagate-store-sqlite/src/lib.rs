@@ -107,7 +107,9 @@ impl SqliteStore {
         let write_options = base
             .clone()
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
+            .journal_mode(SqliteJournalMode::Wal)
+            // After a checkpoint, shrink a WAL a burst of writes grew back to 64 MiB.
+            .pragma("journal_size_limit", "67108864");
         // Migrations run through a one-connection pool (`Migrator::run` on a bare
         // connection trips a higher-ranked lifetime error that makes `open` not `Send`);
         // that connection is then detached and handed to the writer task for good.
