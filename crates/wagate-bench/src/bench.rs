@@ -447,12 +447,6 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
             last_read = last_read.max(*r);
             complete += 1;
         }
-        if ["sent", "delivered"]
-            .iter()
-            .all(|st| s.statuses.contains_key(&(id.clone(), (*st).to_owned())))
-        {
-            // counted below
-        }
     }
     let all_three = accepted
         .iter()
@@ -528,7 +522,7 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp (`2026-11-21T06:30:00.123Z`),
 /// parsed by hand to keep chrono out of the bench.
-fn chrono_ms(s: &str) -> Option<i64> {
+pub(crate) fn chrono_ms(s: &str) -> Option<i64> {
     let (date, rest) = s.split_once('T')?;
     let mut d = date.split('-').map(|x| x.parse::<i64>());
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);

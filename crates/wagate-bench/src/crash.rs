@@ -40,19 +40,19 @@ pub struct Args {
     #[arg(long, default_value_t = 2000)]
     interval_ms: u64,
     /// Concurrent sending clients.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 4)]
     clients: usize,
     /// Sender devices (each has its own in-order send worker); all send to one recipient.
     #[arg(long, default_value_t = 4)]
     senders: usize,
     /// Pause of each client between two sends, ms (bounds the backlog the workers face).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 20)]
     pause_ms: u64,
     /// `full` or `normal`.
     #[arg(long, default_value = "full")]
     synchronous: String,
     /// How long to wait for statuses and webhooks to settle at the end, seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 180)]
     settle_secs: u64,
 }
 
@@ -375,7 +375,7 @@ fn history_problem(m: &Value) -> Option<String> {
     // The list may omit histories; then only the status is checked.
     let h = h?;
     let mut last_rank = None;
-    let mut last_at = String::new();
+    let mut last_at = 0i64;
     for e in h {
         let st = e["status"].as_str().unwrap_or("?");
         let rank = FORWARD
@@ -388,7 +388,12 @@ fn history_problem(m: &Value) -> Option<String> {
         if last_rank.is_some_and(|r| rank <= r) {
             return Some(format!("{id}: history goes backwards or repeats: {h:?}"));
         }
-        let at = e["at"].as_str().unwrap_or("").to_owned();
+        // Compared as instants: RFC 3339 strings with varying fraction digits do not
+        // sort as text.
+        let at = e["at"]
+            .as_str()
+            .and_then(crate::bench::chrono_ms)
+            .unwrap_or(0);
         if at < last_at {
             return Some(format!("{id}: history times go backwards: {h:?}"));
         }
