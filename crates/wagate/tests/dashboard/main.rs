@@ -257,6 +257,32 @@ async fn failed_webhook_is_redelivered_from_the_dashboard() {
         )
         .await;
     assert!(status.is_success(), "{body}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, h) = app
+            .api(
+                Method::GET,
+                &format!("/v1/developer/webhooks/history?deviceUid={uid}"),
+                None,
+            )
+            .await;
+        if h["data"]["total"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        let (_, w) = app
+            .api(
+                Method::GET,
+                &format!("/v1/developer/webhooks?deviceUid={uid}"),
+                None,
+            )
+            .await;
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery attempt: {h} config {w} hits {}",
+            hits.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let history = b
         .wait_text("#wh-history", 15, |t| t.contains("failed"))
         .await;

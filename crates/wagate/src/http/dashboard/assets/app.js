@@ -74,7 +74,7 @@ function every(ms, fn) {
   const gen = generation;
   const tick = async () => {
     if (gen !== generation) return;
-    try { await fn(); } catch (e) { /* the next tick retries */ }
+    try { await fn(); } catch (e) { window.__lastError = String(e && e.stack || e); /* the next tick retries */ }
     if (gen === generation) timers.push(setTimeout(tick, ms));
   };
   tick();
@@ -101,8 +101,8 @@ async function deviceOptions(select, selected) {
 function renderRows(tbody, data, rows) {
   const key = JSON.stringify(data);
   if (tbody.dataset.key === key) return;
-  tbody.dataset.key = key;
   tbody.replaceChildren(...rows());
+  tbody.dataset.key = key;
 }
 
 function query() {
@@ -442,7 +442,7 @@ async function webhooksPage() {
   const c = (r.body && r.body.data) || {};
   const personal = h("input", { id: "wh-personal", type: "url", value: c.personalWebhookUrl || "", placeholder: "https://example.com/hooks/whatsapp" });
   const group = h("input", { id: "wh-group", type: "url", value: c.groupWebhookUrl || "" });
-  const active = h("input", { id: "wh-active", type: "checkbox", checked: c.isActive !== false });
+  const active = h("input", { id: "wh-active", type: "checkbox", checked: c.updatedAt ? c.isActive : true });
   const events = EVENTS.map((e) => h("input", { type: "checkbox", id: "wh-ev-" + e.replace(/\./g, "-"), value: e, checked: (c.events || []).includes(e) }));
   const out = h("p", { id: "wh-result", "aria-live": "polite" });
   const hist = h("tbody", { id: "wh-history" });
