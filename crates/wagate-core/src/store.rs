@@ -183,7 +183,8 @@ pub trait MessageStore: Send + Sync {
         id: &MessageId,
     ) -> StoreResult<Vec<StatusChange>>;
     /// Moves the message to `status` if that is forward ([`MessageStatus::can_advance_to`]),
-    /// recording the step and a `message.status` event. `Ok(None)` when it did not move
+    /// recording the step and a `message.status` event. A message that leaves `queued`
+    /// loses its send job: it is sent, or it failed. `Ok(None)` when it did not move
     /// (duplicate or late receipt); `NotFound` when no such message.
     async fn advance_message_status(
         &self,
@@ -219,6 +220,19 @@ pub trait SendQueue: Send + Sync {
     async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>>;
     /// The engine took the message: the job is done and counts against the budgets.
     async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()>;
+    /// The engine took the message and WhatsApp's server acknowledgement is awaited: the
+    /// hand-off counts against the device's budgets, and the job stays, released, until
+    /// `recheck_at`. The ack moves the message out of `queued`, which ends the job
+    /// ([`MessageStore::advance_message_status`]); if none came by then, the job is
+    /// claimable again and the message is handed over once more under the same provider
+    /// id. A job already ended by an early ack is not an error.
+    async fn await_server_ack(
+        &self,
+        job_id: i64,
+        device: &DeviceUid,
+        at: Timestamp,
+        recheck_at: Timestamp,
+    ) -> StoreResult<()>;
     /// The send failed for good: the job is done and the message `failed` with `reason`.
     async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()>;
     /// A transient failure: the job is released to run again at `run_at`.

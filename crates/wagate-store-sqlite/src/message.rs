@@ -52,8 +52,8 @@ pub(crate) async fn message_by_id(
 }
 
 /// Moves a loaded message to `status` when that is forward, recording the history step
-/// and the `message.status` event; `None` when the move is not allowed. A failed message
-/// loses its pending send job, so it is never sent.
+/// and the `message.status` event; `None` when the move is not allowed. A message leaving
+/// `queued` loses its send job: a failed one is never sent, a sent one not again.
 pub(crate) async fn advance_loaded(
     conn: &mut SqliteConnection,
     mut message: Message,
@@ -84,7 +84,7 @@ pub(crate) async fn advance_loaded(
         at,
     );
     let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
-    // The step, its history row, its event and (for a failure) the end of its send job,
+    // The step, its history row, its event and the end of any send job,
     // in one round trip.
     sqlx::query(
         "UPDATE messages SET status = ?, updated_at = MAX(updated_at, ?), \
@@ -105,7 +105,9 @@ pub(crate) async fn advance_loaded(
     .bind(millis(at))
     .bind(reason)
     .bind(message.id.as_str())
-    .bind(failed)
+    // Every step leaves `queued`, or happens after it was left: the job ends either way
+    // (sent, or failed), including a job parked to await the server's ack.
+    .bind(true)
     .bind(event.id.as_str())
     .bind(event.account_id.as_str())
     .bind(event.device_uid.as_str())

@@ -124,6 +124,38 @@ impl SendQueue for SqliteStore {
             .await
     }
 
+    async fn await_server_ack(
+        &self,
+        job_id: i64,
+        device: &DeviceUid,
+        at: Timestamp,
+        recheck_at: Timestamp,
+    ) -> StoreResult<()> {
+        let device = device.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    // Counted by device, not through the job: an ack may already have
+                    // ended the job, and the hand-off still happened.
+                    sqlx::query(
+                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, 1) \
+                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1; \
+                         UPDATE send_jobs SET run_at = ?, lease_until = NULL, \
+                         last_error = 'awaiting the server acknowledgement' WHERE id = ?",
+                    )
+                    .bind(device.as_str())
+                    .bind(minute_of(at))
+                    .bind(millis(recheck_at))
+                    .bind(job_id)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(())
+                })
+            })
+            .await
+    }
+
     async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()> {
         let reason = reason.to_owned();
         self.writer

@@ -118,6 +118,32 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
         .await
         .unwrap();
     assert_eq!(third[0].attempt, 3);
+
+    // Releasing is per device: another device's lease holds.
+    let other = device(s, &a).await;
+    send(s, &outbound(&other, None, t0())).await;
+    assert_eq!(
+        s.claim_send_jobs(&other.uid, at(4 * MIN), at(HOUR), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    s.release_send_jobs(&d.uid).await.unwrap();
+    assert!(
+        s.claim_send_jobs(&other.uid, at(5 * MIN), at(HOUR), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim_send_jobs(&d.uid, at(4 * MIN + SEC), at(HOUR), 10)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the released job is claimable at once"
+    );
 }
 
 pub async fn claim_concurrent_claimers_never_share_a_job(f: impl StoreFactory) {
@@ -246,7 +272,8 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
         MessageStatus::Queued
     );
 
-    // A send WhatsApp already took cannot fail: the job ends, the message stays sent.
+    // A send WhatsApp already took cannot fail: its ack ended the job, the message stays
+    // sent.
     s.advance_message_status(
         &MessageRef::Id(ms[3].id.clone()),
         MessageStatus::Sent,
@@ -256,9 +283,11 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
     .await
     .unwrap()
     .unwrap();
-    s.fail_send_job(now[0].job_id, "late error", at(7 * SEC))
-        .await
-        .unwrap();
+    assert_eq!(
+        s.fail_send_job(now[0].job_id, "late error", at(7 * SEC))
+            .await,
+        Err(StoreError::NotFound)
+    );
     let sent = s.get_message(&a, &ms[3].id).await.unwrap();
     assert_eq!(
         (sent.status, sent.failure_reason),
@@ -370,5 +399,89 @@ pub async fn budget_usage_counts_rolling_windows(f: impl StoreFactory) {
             .await
             .unwrap(),
         BudgetUsage::default()
+    );
+}
+
+pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let acked = outbound(&d, None, t0());
+    let lost = outbound(&d, None, t0());
+    send(s, &acked).await;
+    send(s, &lost).await;
+    let jobs = s
+        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    for j in &jobs {
+        s.await_server_ack(j.job_id, &d.uid, at(2 * SEC), at(30 * SEC))
+            .await
+            .unwrap();
+    }
+    // Both hand-offs count against the budgets at once.
+    assert_eq!(
+        s.budget_usage(&d.uid, at(3 * SEC))
+            .await
+            .unwrap()
+            .handed_last_minute,
+        2
+    );
+    // Nothing is claimable while the acks are awaited.
+    assert!(
+        s.claim_send_jobs(&d.uid, at(3 * SEC), at(MIN), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.next_send_job_at(&d.uid).await.unwrap(),
+        Some(at(30 * SEC))
+    );
+    // The ack of one ends its job; the other is handed over again after the deadline.
+    s.advance_message_status(
+        &MessageRef::Id(acked.id.clone()),
+        MessageStatus::Sent,
+        at(4 * SEC),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let again = s
+        .claim_send_jobs(&d.uid, at(31 * SEC), at(2 * MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].message.id, lost.id);
+    assert_eq!(again[0].attempt, 2);
+    // An ack that ended the job before the hand-off was recorded still counts the hand-off.
+    s.advance_message_status(
+        &MessageRef::Id(lost.id.clone()),
+        MessageStatus::Sent,
+        at(32 * SEC),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    s.await_server_ack(again[0].job_id, &d.uid, at(32 * SEC), at(62 * SEC))
+        .await
+        .unwrap();
+    assert!(
+        s.claim_send_jobs(&d.uid, at(HOUR), at(2 * HOUR), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.budget_usage(&d.uid, at(33 * SEC))
+            .await
+            .unwrap()
+            .handed_last_minute,
+        3,
+        "the two first hand-offs and the second one of the lost message"
     );
 }

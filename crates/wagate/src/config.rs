@@ -135,6 +135,10 @@ pub struct SendingConfig {
     /// How long a worker holds a claimed job before another may take it
     /// (`WAGATE_SENDING__LEASE_SECS`).
     pub lease_secs: u64,
+    /// How long a handed-over message waits for WhatsApp's server acknowledgement before
+    /// it is handed over again under the same id (`WAGATE_SENDING__ACK_TIMEOUT_MS`): a
+    /// connection lost right after writing must not leave a message queued for ever.
+    pub ack_timeout_ms: u64,
     /// How long the MegaMsg send endpoint waits for the engine to take a message before
     /// answering 502 (`WAGATE_SENDING__SYNC_WAIT_MS`).
     pub sync_wait_ms: u64,
@@ -147,6 +151,7 @@ impl Default for SendingConfig {
             retry_max_ms: 300_000,
             max_attempts: 10,
             lease_secs: 120,
+            ack_timeout_ms: 60_000,
             sync_wait_ms: 15_000,
         }
     }

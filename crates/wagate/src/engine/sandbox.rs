@@ -4,7 +4,9 @@
 //! A sandbox device links itself a moment after it starts and gets a phone number.
 //! Numbers ending in `0000` are not on WhatsApp (checks say so, sends fail for good);
 //! numbers ending in `0500` fail transiently on the first attempt of each message (to see
-//! retries). Every other send is acknowledged, then delivered and read after configurable
+//! retries); numbers ending in `0700` lose the first hand-off of each message on the way
+//! to the server, so no acknowledgement comes (to see a send handed over again). Every other send is
+//! acknowledged, then delivered and read after configurable
 //! delays (voice notes are also played). Sandbox devices on one server can message each
 //! other: a send to another sandbox device's number arrives there as an inbound message.
 
@@ -45,6 +47,8 @@ struct NetworkState {
     delivered: HashSet<String>,
     /// Provider ids that already failed once on a `0500` number.
     transient_failed: HashSet<String>,
+    /// Provider ids whose first hand-off was lost on a `0700` number.
+    ack_lost: HashSet<String>,
     /// Events for devices that were offline when they happened, delivered when they
     /// connect again (WhatsApp's offline queue).
     pending: HashMap<DeviceUid, Vec<EngineEvent>>,
@@ -71,6 +75,11 @@ impl SandboxNetwork {
             .get(provider_message_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Whether the first hand-off of a message was lost (numbers ending in `0700`).
+    pub fn lost_first_handoff(&self, provider_message_id: &str) -> bool {
+        self.state().ack_lost.contains(provider_message_id)
     }
 
     /// How many times a message was handed again after it was delivered.
@@ -304,6 +313,11 @@ impl EngineSession for SandboxSession {
             });
         }
         let pid = message.provider_message_id.clone();
+        if to.ends_with("0700") && self.network.state().ack_lost.insert(pid.clone()) {
+            // Written to the socket, which then died before the server had it: the engine
+            // reported success, no ack will ever come, and the recipient has nothing.
+            return Ok(());
+        }
         let first_delivery = {
             let mut st = self.network.state();
             if to.ends_with("0500") && st.transient_failed.insert(pid.clone()) {

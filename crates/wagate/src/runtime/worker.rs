@@ -205,7 +205,11 @@ impl SendWorker {
         let now = time::now();
         match result {
             Ok(()) => {
-                self.store.complete_send_job(job.job_id, now).await?;
+                let recheck =
+                    now + ChronoDuration::milliseconds(self.sending.ack_timeout_ms as i64);
+                self.store
+                    .await_server_ack(job.job_id, &self.uid, now, recheck)
+                    .await?;
                 self.finished(&message_id, Handoff::Taken);
             }
             Err(e) if e.is_retryable() && job.attempt < self.sending.max_attempts => {

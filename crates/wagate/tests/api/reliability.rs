@@ -239,3 +239,29 @@ async fn a_restart_with_queued_messages_sends_each_exactly_once() {
     let handed: u32 = app.sandbox.handed().values().sum();
     assert_eq!(handed, 20);
 }
+
+#[tokio::test]
+async fn a_hand_off_without_a_server_ack_is_sent_again_under_the_same_id() {
+    let app = TestApp::spawn_with(|c| c.sending.ack_timeout_ms = 300).await;
+    let device = app.connected_device("ack").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    // The sandbox loses the first hand-off to numbers ending in 0700: the engine said
+    // "written", but no ack will come. The message must not stay queued for ever.
+    let m = app.send_text(uid, "+201001230700", "are you there?").await;
+    let read = app
+        .wait_message_status(m["messageId"].as_str().unwrap(), "read")
+        .await;
+    let pid = read["providerMessageId"].as_str().unwrap();
+    assert!(
+        app.sandbox.lost_first_handoff(pid),
+        "the first hand-off was lost"
+    );
+    assert_eq!(app.sandbox.handed_count(pid), 1, "delivered once");
+    let steps: Vec<&str> = read["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["queued", "sent", "delivered", "read"]);
+}
