@@ -437,7 +437,18 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let s = sink.lock();
+    // A snapshot of what arrived, so the receiver's lock is not held across awaits.
+    let s = {
+        let g = sink.lock();
+        sink::Seen {
+            deliveries: g.deliveries,
+            events: g.events.clone(),
+            statuses: g.statuses.clone(),
+            received: g.received.clone(),
+            first: g.first,
+            last: g.last,
+        }
+    };
     let mut hist = Histogram::<u64>::new(3)?;
     let mut last_read = start;
     let mut complete = 0usize;
@@ -482,6 +493,7 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
         s.events.len(),
         s.deliveries
     );
+    let (events, posts) = (s.events.len(), s.deliveries);
     // Server-side view of the same path for a sample: history timestamps.
     let mut server_hist = Histogram::<u64>::new(3)?;
     for (id, _) in accepted.iter().step_by((accepted.len() / 200).max(1)) {
@@ -497,7 +509,7 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
                 h.iter()
                     .find(|e| e["status"] == st)
                     .and_then(|e| e["at"].as_str())
-                    .and_then(|s| chrono_ms(s))
+                    .and_then(chrono_ms)
             })
         };
         if let (Some(q), Some(r)) = (at("queued"), at("read")) {
@@ -516,7 +528,7 @@ async fn end_to_end(api: &Api, args: &Args) -> anyhow::Result<Value> {
         "end_to_end_per_sec": e2e_rate, "end_to_end_secs": e2e_secs,
         "accept_to_read_webhook_ms": {"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999)},
         "accept_to_read_history_ms": {"p50": server_hist.value_at_quantile(0.5), "p99": server_hist.value_at_quantile(0.99), "samples": server_hist.len()},
-        "webhook_events": s.events.len(), "webhook_posts": s.deliveries, "webhook_deliveries_per_sec": hook_rate,
+        "webhook_events": events, "webhook_posts": posts, "webhook_deliveries_per_sec": hook_rate,
     }))
 }
 

@@ -320,7 +320,7 @@ pub fn random_recipient() -> String {
     let mut rng = rand::thread_rng();
     loop {
         let n: u32 = rng.gen_range(0..100_000_000);
-        if n % 10_000 != 0 && n % 10_000 != 500 {
+        if !n.is_multiple_of(10_000) && n % 10_000 != 500 {
             return format!("+2010{n:08}");
         }
     }
