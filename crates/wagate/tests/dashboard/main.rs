@@ -130,7 +130,7 @@ async fn browser_signs_in_creates_a_sandbox_device_and_watches_a_send_reach_read
         "yes",
         "no page reload happened"
     );
-    b.screenshot("04-sandbox").await;
+    b.screenshot_at("#sb-live", "04-sandbox").await;
 
     // The message's full history.
     b.click("#sb-message-link").await;
@@ -290,13 +290,14 @@ async fn failed_webhook_is_redelivered_from_the_dashboard() {
         history.contains("500") && history.contains("message.received"),
         "{history}"
     );
-    b.screenshot("11-webhook-failed").await;
+    b.screenshot_at("#wh-history", "11-webhook-failed").await;
 
     failing.store(false, Ordering::SeqCst);
     b.click("button.redeliver").await;
     b.wait_text("#wh-history", 15, |t| t.contains("succeeded"))
         .await;
-    b.screenshot("12-webhook-redelivered").await;
+    b.screenshot_at("#wh-history", "12-webhook-redelivered")
+        .await;
     assert_eq!(hits.load(Ordering::SeqCst), 2);
 
     b.quit().await;

@@ -278,6 +278,16 @@ impl Browser {
         .await;
     }
 
+    /// Scrolls `css` into view, then saves a screenshot.
+    pub async fn screenshot_at(&self, css: &str, name: &str) -> PathBuf {
+        self.js(
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'});",
+            json!([css]),
+        )
+        .await;
+        self.screenshot(name).await
+    }
+
     /// Saves a PNG of the viewport as a test artifact; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let b64 = self.cmd("GET", "/screenshot", None).await;

@@ -470,7 +470,7 @@ async function webhooksPage() {
       h("td", {}, a.eventType, h("br"), h("span", { class: "hint" }, a.url)),
       h("td", {}, "#" + a.attempt + " · " + when(a.createdAt)),
       h("td", {}, badge(a.status === "SUCCESS" ? "succeeded" : "failed"), " ", a.statusCode ? String(a.statusCode) : "", " ", a.latencyMs + " ms"),
-      h("td", { class: "hide-sm" }, a.error || a.responseSnippet || ""),
+      h("td", { class: "hide-sm" }, [a.error, a.responseSnippet].filter(Boolean).join(" — ")),
       h("td", {}, a.status === "SUCCESS" ? "" : h("button", { type: "button", class: "secondary redeliver", "data-attempt": a.id, onclick: async () => {
         const x = await api("POST", "/v1/developer/webhooks/history/" + a.id + "/redeliver");
         say(x.status < 300 ? "Queued for redelivery." : errorText(x));
