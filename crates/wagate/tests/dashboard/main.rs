@@ -494,3 +494,44 @@ async fn forged_forms_missing_csrf_and_revoked_keys_are_refused() {
 
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_form_uploads_and_sends_a_document() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let uid = app.connected_device("Docs").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("invoice.pdf");
+    std::fs::write(&file, b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n").unwrap();
+    let b = Browser::start().await;
+    sign_in(&b, &app).await;
+    go(&b, &format!("#/sandbox?device={uid}")).await;
+    b.find(&format!("#sb-device option[value='{uid}']")).await;
+    b.js(
+        "const k = document.getElementById('sb-kind'); k.value = 'document'; \
+         k.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    b.fill("#sb-text", "Your invoice").await;
+    b.fill("#sb-file", &file.display().to_string()).await;
+    b.click("#sb-send").await;
+    let curl = b
+        .wait_text("#sb-curl", 10, |t| t.contains("send-media"))
+        .await;
+    assert!(
+        curl.contains("/v1/developer/media/upload") && curl.contains("file=@invoice.pdf"),
+        "{curl}"
+    );
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
+    b.wait_text("#sb-status", 15, |t| t == "read").await;
+    let link = b.text("#sb-message-link").await;
+    let (_, m) = app
+        .api(Method::GET, &format!("/v1/developer/messages/{link}"), None)
+        .await;
+    assert_eq!(m["data"]["type"], "document", "{m}");
+    b.screenshot_at("#sb-live", "14-sandbox-document").await;
+    b.quit().await;
+    app.stop().await;
+}

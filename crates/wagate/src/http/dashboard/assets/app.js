@@ -395,7 +395,7 @@ async function messagesPage() {
     const items = (r.body && r.body.data && r.body.data.items) || [];
     renderRows(tbody, [r.status, items], () => (items.length ? items.map((m) => h("tr", { "data-message": m.messageId },
       h("td", {}, h("a", { href: "#/message/" + m.messageId }, m.messageId)), h("td", {}, m.to),
-      h("td", { class: "hide-sm" }, m.kind), h("td", {}, badge(m.status)), h("td", { class: "hide-sm" }, when(m.updatedAt))))
+      h("td", { class: "hide-sm" }, (m.type || m.kind)), h("td", {}, badge(m.status)), h("td", { class: "hide-sm" }, when(m.updatedAt))))
       : [h("tr", {}, h("td", { colspan: 5 }, r.status === 200 ? "No messages." : errorText(r)))]));
     const ip = new URLSearchParams({ limit: "20" });
     if (q.get("device")) ip.set("deviceUid", q.get("device"));
@@ -403,7 +403,7 @@ async function messagesPage() {
     const got = (ir.body && ir.body.data && ir.body.data.items) || [];
     renderRows(inbound, got, () => (got.length ? got.map((m) => h("tr", {},
       h("td", {}, (m.fromName ? m.fromName + " " : "") + (m.from || m.fromLid || "?")),
-      h("td", {}, m.text || "[" + m.kind + "]"), h("td", { class: "hide-sm" }, when(m.receivedAt))))
+      h("td", {}, m.text || "[" + (m.type || m.kind) + "]"), h("td", { class: "hide-sm" }, when(m.receivedAt))))
       : [h("tr", {}, h("td", { colspan: 3 }, "Nothing received."))]));
   }
   every(1500, refresh);
@@ -420,7 +420,7 @@ async function messagePage(id) {
     if (r.status !== 200) { head.replaceChildren(h("p", { class: "error" }, errorText(r))); return; }
     const m = r.body.data;
     head.replaceChildren(h("p", {}, "Status: ", badge(m.status, "message-status")),
-      h("p", {}, "From device ", h("a", { href: "#/device/" + m.deviceUid }, m.deviceUid), " to ", m.to, " · ", m.kind, " · via ", m.source),
+      h("p", {}, "From device ", h("a", { href: "#/device/" + m.deviceUid }, m.deviceUid), " to ", m.to, " · ", (m.type || m.kind), " · via ", m.source),
       m.text ? h("p", {}, "Text: ", m.text) : null,
       m.failureReason ? h("p", { class: "error" }, "Failed: " + m.failureReason) : null,
       m.providerMessageId ? h("p", { class: "hint" }, "WhatsApp id: " + m.providerMessageId) : null);
