@@ -4,13 +4,13 @@
 # webhook arrived (see crates/wagate-bench/src/crash.rs for what is checked and how).
 #
 #   scripts/crash-test.sh                      # release build, 5 kills
-#   WAGATE_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 8   # what CI runs
+#   BENCH_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 8   # what CI runs
 #
 # Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUST_LIB_BACKTRACE=0
-if [ "${WAGATE_PROFILE:-release}" = "debug" ]; then
+if [ "${BENCH_PROFILE:-release}" = "debug" ]; then
   cargo build --quiet -p wagate -p wagate-bench
   DIR=target/debug
 else
