@@ -4,7 +4,7 @@
 # webhook arrived (see crates/wagate-bench/src/crash.rs for what is checked and how).
 #
 #   scripts/crash-test.sh                      # release build, 5 kills
-#   BENCH_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 8   # what CI runs
+#   BENCH_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 2 --pause-ms 50   # CI size
 #
 # Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous).
 set -euo pipefail
