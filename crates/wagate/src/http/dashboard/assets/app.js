@@ -168,10 +168,6 @@ async function devicePage(uid) {
   const linkUi = h("div", { id: "link-ui" },
     h("p", {}, "On the phone: WhatsApp → Settings → Linked devices → Link a device, then scan the code. It refreshes as WhatsApp rotates it."),
     qrBox,
-    h("button", { type: "button", class: "secondary", id: "connect", onclick: async () => {
-      const c = await api("POST", path + "/connect");
-      say(c.status < 300 ? "Linking started." : errorText(c));
-    } }, "Start linking / new QR codes"),
     h("form", { id: "pair-form", onsubmit: async (e) => {
       e.preventDefault();
       const p = await api("POST", path + "/pair-code", { phone: pairPhone.value });
@@ -182,7 +178,12 @@ async function devicePage(uid) {
     const c = await api("POST", path + "/logout");
     say(c.status < 300 ? "Logged out." : errorText(c));
   } }, "Log out of WhatsApp");
-  linking.append(h("h2", { id: "linking-h" }, "Linking"), linked, linkUi, logoutBtn);
+  // Connect is offered whenever the device is not connected (a sandbox device too, after a logout).
+  const connectBtn = h("button", { type: "button", class: "secondary", id: "connect", onclick: async () => {
+    const c = await api("POST", path + "/connect");
+    say(c.status < 300 ? "Linking started." : errorText(c));
+  } }, "Start linking / new QR codes");
+  linking.append(h("h2", { id: "linking-h" }, "Linking"), linked, linkUi, connectBtn, logoutBtn);
 
   // Settings: name, budgets, pacing.
   const nm = h("input", { id: "edit-name", value: d.name, required: true, maxlength: 100 });
@@ -263,6 +264,7 @@ async function devicePage(uid) {
       : h("span", {}, "Not connected (" + d.status + (d.statusReason ? ": " + d.statusReason : "") + ")."));
     linkUi.hidden = connected || d.engine === "sandbox";
     logoutBtn.hidden = !connected;
+    connectBtn.hidden = connected;
     remaining.textContent = "Left today: " + d.safety.dailyRemaining + " · this hour: " + d.safety.hourlyRemaining + " · this minute: " + d.safety.minuteRemaining;
     if (!linkUi.hidden) await showQr();
   }
