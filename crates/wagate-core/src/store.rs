@@ -196,7 +196,8 @@ pub trait MessageStore: Send + Sync {
     async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage>;
 }
 
-/// A claimed send job: the lease keeps other workers off it until `lease_until`.
+/// A claimed send job: the lease keeps other workers off it until `lease_until`. Job ids
+/// are never reused, so bookkeeping for a job that already ended cannot touch another.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendJob {
     pub job_id: i64,

@@ -75,6 +75,7 @@ macro_rules! store_conformance_tests {
             claim_concurrent_claimers_never_share_a_job,
             complete_fail_retry_and_release,
             a_handed_job_waits_for_the_ack_then_is_claimable_again,
+            job_ids_are_never_reused,
             next_send_job_at_follows_run_at_and_leases,
             budget_usage_counts_rolling_windows,
             inbound_dedupes_per_device_and_appends_events,

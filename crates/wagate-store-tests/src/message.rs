@@ -269,6 +269,13 @@ pub async fn accept_concurrent_duplicates_create_one_message(f: impl StoreFactor
             .accepted_last_day,
         1
     );
+    // The one message created has exactly one send job: nothing accepted is stranded.
+    let jobs = s
+        .claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 100)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "the created message must have its send job");
+    assert_eq!(jobs[0].message.id, created[0].id);
 }
 
 pub async fn accept_concurrent_sends_respect_the_budget(f: impl StoreFactory) {

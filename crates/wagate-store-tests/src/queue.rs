@@ -485,3 +485,43 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
         "the two first hand-offs and the second one of the lost message"
     );
 }
+
+pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let first = outbound(&d, None, t0());
+    send(s, &first).await;
+    let old = s
+        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    // The ack ends the job before the worker records the hand-off.
+    s.advance_message_status(
+        &MessageRef::Id(first.id.clone()),
+        MessageStatus::Sent,
+        at(2 * SEC),
+        None,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let next = outbound(&d, None, at(2 * SEC));
+    send(s, &next).await;
+    // The late bookkeeping for the old job must not touch the new message's job.
+    s.await_server_ack(old[0].job_id, &d.uid, at(3 * SEC), at(HOUR))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.retry_send_job(old[0].job_id, at(HOUR), "late").await,
+        Err(StoreError::NotFound)
+    );
+    let claimed = s
+        .claim_send_jobs(&d.uid, at(4 * SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the new job is still due");
+    assert_eq!(claimed[0].message.id, next.id);
+    assert_ne!(claimed[0].job_id, old[0].job_id);
+}

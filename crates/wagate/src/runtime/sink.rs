@@ -86,9 +86,17 @@ impl DeviceEventSink {
             .advance_message_status(&r, status, time::now(), reason)
             .await
         {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                tracing::debug!(device.uid = %self.uid, ?r, %status, "status did not move (late or duplicate)");
+                Ok(())
+            }
             // Receipts for messages sent from the phone itself, or for messages of a
             // deleted device, have no row here: nothing to report.
-            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(StoreError::NotFound) => {
+                tracing::debug!(device.uid = %self.uid, ?r, %status, "status for a message not sent through wagate");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }

@@ -48,6 +48,8 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        // Logs go to the test's captured output, shown when a test fails.
+        wagate::telemetry::init(wagate::config::LogFormat::Pretty);
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = test_config(&dir);
         tweak(&mut config);
@@ -187,12 +189,21 @@ impl TestApp {
 
     pub async fn wait_message_status(&self, id: &str, status: &str) -> Value {
         let path = format!("/v1/developer/messages/{id}");
-        eventually(&format!("message {id} {status}"), || async {
+        let last = std::sync::Mutex::new(Value::Null);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
             let (_, body) = self.get(&path).await;
-            (body["data"]["status"] == status).then(|| body["data"].clone())
-        })
-        .await
+            if body["data"]["status"] == status {
+                return body["data"].clone();
+            }
+            *last.lock().unwrap() = body;
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for message {id} {status}; last seen: {}", last.lock().unwrap());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
+
 
     pub async fn upload(&self, bytes: Vec<u8>, file_name: &str, mime: &str) -> (StatusCode, Value) {
         let part = reqwest::multipart::Part::bytes(bytes)
