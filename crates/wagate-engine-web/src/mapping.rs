@@ -194,7 +194,10 @@ pub(crate) async fn map_event(event: &Event, ctx: &dyn Context) -> Option<Engine
             // Our other devices reading *incoming* messages (ReadSelf/PlayedSelf), retry
             // and server receipts say nothing about our outbound messages.
             let kind = match r.r#type {
-                ReceiptType::Delivered => ReceiptKind::Delivered,
+                // `inactive` is the delivery receipt of a recipient device that is not in
+                // the foreground (a linked device, WhatsApp Web in a background tab): the
+                // message reached it all the same.
+                ReceiptType::Delivered | ReceiptType::Inactive => ReceiptKind::Delivered,
                 ReceiptType::Read => ReceiptKind::Read,
                 ReceiptType::Played => ReceiptKind::Played,
                 _ => return None,
@@ -430,6 +433,7 @@ mod tests {
         let when = chrono::DateTime::from_timestamp(1_700_000_000, 123_456_789).unwrap();
         for (rt, kind) in [
             (ReceiptType::Delivered, Some(ReceiptKind::Delivered)),
+            (ReceiptType::Inactive, Some(ReceiptKind::Delivered)),
             (ReceiptType::Read, Some(ReceiptKind::Read)),
             (ReceiptType::Played, Some(ReceiptKind::Played)),
             (ReceiptType::ReadSelf, None),
