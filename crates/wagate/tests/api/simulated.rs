@@ -186,7 +186,11 @@ impl Gate {
         let reached = tokio::time::timeout(STEP, async {
             loop {
                 let m = self.message(id).await;
-                if m["status"] == status {
+                // Reached, or reached and passed (a status may move on before we look).
+                let passed = m["history"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|step| step["status"] == status));
+                if m["status"] == status || passed {
                     return m;
                 }
                 tokio::time::sleep(Duration::from_millis(25)).await;
