@@ -137,7 +137,10 @@ async fn reopening_the_file_finds_everything() {
         .claim_send_jobs(&device, at(10), at(60_000), 10)
         .await
         .unwrap();
-    assert!(jobs.iter().any(|j| j.message.id == pending.id), "{jobs:?} {next_job:?}");
+    assert!(
+        jobs.iter().any(|j| j.message.id == pending.id),
+        "{jobs:?} {next_job:?}"
+    );
     // New events continue the sequence.
     store
         .advance_message_status(

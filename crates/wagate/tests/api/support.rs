@@ -198,12 +198,14 @@ impl TestApp {
             }
             *last.lock().unwrap() = body;
             if tokio::time::Instant::now() > deadline {
-                panic!("timed out waiting for message {id} {status}; last seen: {}", last.lock().unwrap());
+                panic!(
+                    "timed out waiting for message {id} {status}; last seen: {}",
+                    last.lock().unwrap()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-
 
     pub async fn upload(&self, bytes: Vec<u8>, file_name: &str, mime: &str) -> (StatusCode, Value) {
         let part = reqwest::multipart::Part::bytes(bytes)

@@ -617,7 +617,10 @@ async fn status_events_are_opt_in() {
         "reason",
         "timestamp",
     ]
-    .map(|k| raw.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {raw}")));
+    .map(|k| {
+        raw.find(&format!("\"{k}\":"))
+            .unwrap_or_else(|| panic!("{k} in {raw}"))
+    });
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{raw}");
     app.wait_message_status(mb["messageId"].as_str().unwrap(), "read")
         .await;
