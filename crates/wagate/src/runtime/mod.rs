@@ -23,7 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wagate_core::device::{Device, DeviceStateChange, DeviceStatus};
-use wagate_core::engine::{DeviceContext, EngineError, EngineSession};
+use wagate_core::engine::{DeviceContext, EngineSession};
 use wagate_core::store::Store;
 use wagate_core::{DeviceUid, MessageId, time};
 
@@ -32,8 +32,6 @@ use wagate_core::{DeviceUid, MessageId, time};
 pub struct DeviceLive {
     /// The QR code to scan right now, with when it expires (ms since epoch).
     pub qr: Mutex<Option<(String, i64)>>,
-    /// The last pair code issued, with its expiry.
-    pub pair_code: Mutex<Option<(String, i64)>>,
     pub connected: AtomicBool,
     pub sent: AtomicU64,
     pub received: AtomicU64,
@@ -308,9 +306,4 @@ impl DeviceRuntime {
             self.stop_device(&uid).await;
         }
     }
-}
-
-/// An engine error as the runtime reports it to users.
-pub fn describe_engine_error(e: &EngineError) -> String {
-    e.to_string()
 }

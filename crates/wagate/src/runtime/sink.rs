@@ -166,9 +166,8 @@ impl EngineEvents for DeviceEventSink {
                 self.state(DeviceStatus::Qr, None, Some(&code), None, None)
                     .await
             }
-            EngineEvent::PairCode { code, expires_in } => {
-                let expires = time::millis(time::now()) + expires_in.as_millis() as i64;
-                *lock(&self.live.pair_code) = Some((code, expires));
+            EngineEvent::PairCode { .. } => {
+                // The code itself goes to whoever asked for it (the pair-code endpoint).
                 self.state(DeviceStatus::PairCode, None, None, None, None)
                     .await
             }
@@ -191,7 +190,6 @@ impl EngineEvents for DeviceEventSink {
                 push_name,
             } => {
                 *lock(&self.live.qr) = None;
-                *lock(&self.live.pair_code) = None;
                 self.state(DeviceStatus::Connected, None, None, phone, push_name)
                     .await
             }
