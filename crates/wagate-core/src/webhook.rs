@@ -236,17 +236,20 @@ pub trait WebhookStore: Send + Sync {
     /// target ([`WebhookConfig::targets`]), committed with the cursor's move. Returns how
     /// many events it consumed (0 when caught up).
     async fn fan_out_events(&self, limit: u32, at: Timestamp) -> StoreResult<u32>;
-    /// Claims up to `limit` due deliveries until `lease_until`: for each destination only
-    /// its oldest unfinished delivery (so a destination has one in flight, in order), the
-    /// longest-waiting destinations first (so one backlog cannot starve the rest).
+    /// Claims up to `limit` due deliveries until `lease_until`. Only each destination's
+    /// `window` oldest unfinished deliveries are candidates, so a destination has at most
+    /// `window` requests in flight, started in event order (`window` 1: one at a time, in
+    /// order, the next waiting for the previous one's success or final failure). The
+    /// longest-waiting candidates go first, so one backlog cannot starve the rest.
     async fn claim_deliveries(
         &self,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        window: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// When the next unfinished delivery becomes claimable, if any.
-    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>>;
+    /// When the next unfinished delivery becomes claimable with the same `window`, if any.
+    async fn next_delivery_at(&self, window: u32) -> StoreResult<Option<Timestamp>>;
     /// Records an attempt (unless `Cancelled`) and moves the delivery on, releasing its lease.
     async fn finish_attempt(&self, record: &AttemptRecord, next: DeliveryNext) -> StoreResult<()>;
     /// Releases every delivery lease (shutdown, and startup after a crash).

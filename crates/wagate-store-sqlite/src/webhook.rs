@@ -79,6 +79,21 @@ fn u32_of(v: i64, what: &str) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
 }
 
+/// Every pending delivery with its place in its destination's line (1 = the oldest),
+/// walked in the order of the `webhook_deliveries_pending` index.
+macro_rules! windowed_deliveries {
+    () => {
+        "SELECT id, device_uid, endpoint, event_seq, attempts, next_attempt_at, lease_until, \
+         ROW_NUMBER() OVER (PARTITION BY device_uid, endpoint ORDER BY id) AS place \
+         FROM webhook_deliveries WHERE status = 'pending'"
+    };
+}
+
+/// Integers as a JSON array, for `json_each(?)`.
+fn json_array(values: &[i64]) -> String {
+    serde_json::to_string(values).unwrap_or_else(|_| "[]".into())
+}
+
 fn endpoint_of(s: &str) -> StoreResult<EndpointKind> {
     EndpointKind::parse(s).ok_or_else(|| corrupt("endpoint", s))
 }
@@ -210,7 +225,9 @@ impl WebhookStore for SqliteStore {
                     };
                     let last_seq: i64 = get(last, "seq")?;
                     let mut configs: HashMap<String, Option<WebhookConfig>> = HashMap::new();
-                    let now = millis(at);
+                    // [account, device, endpoint, event seq] per delivery, in event order
+                    // (delivery ids follow it: a destination's line is its id order).
+                    let mut deliveries: Vec<serde_json::Value> = Vec::new();
                     for row in &rows {
                         let event = event_from_row(row)?;
                         let uid = event.device_uid.as_str().to_owned();
@@ -222,22 +239,30 @@ impl WebhookStore for SqliteStore {
                             continue;
                         };
                         for target in config.targets(&event.data) {
-                            sqlx::query(
-                                "INSERT INTO webhook_deliveries (account_id, device_uid, \
-                                 endpoint, event_seq, status, next_attempt_at, created_at, \
-                                 updated_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)",
-                            )
-                            .bind(event.account_id.as_str().to_owned())
-                            .bind(uid.clone())
-                            .bind(target.as_str())
-                            .bind(event.seq)
-                            .bind(now)
-                            .bind(now)
-                            .bind(now)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(map_sqlx)?;
+                            deliveries.push(serde_json::json!([
+                                event.account_id.as_str(),
+                                uid,
+                                target.as_str(),
+                                event.seq
+                            ]));
                         }
+                    }
+                    if !deliveries.is_empty() {
+                        // One statement for the whole batch rather than a round trip each.
+                        let now = millis(at);
+                        sqlx::query(
+                            "INSERT INTO webhook_deliveries (account_id, device_uid, \
+                             endpoint, event_seq, status, next_attempt_at, created_at, \
+                             updated_at) SELECT value ->> 0, value ->> 1, value ->> 2, \
+                             value ->> 3, 'pending', ?, ?, ? FROM json_each(?) ORDER BY key",
+                        )
+                        .bind(now)
+                        .bind(now)
+                        .bind(now)
+                        .bind(serde_json::Value::Array(deliveries).to_string())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
                     }
                     sqlx::query("UPDATE webhook_cursor SET last_seq = ? WHERE id = 1")
                         .bind(last_seq)
@@ -255,55 +280,78 @@ impl WebhookStore for SqliteStore {
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
+        window: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until) = (millis(now), millis(lease_until));
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    // Each destination's head (oldest pending delivery); the head alone may
-                    // run, so a destination has at most one request in flight, in order.
-                    let heads = sqlx::query(
-                        "SELECT d.id, d.device_uid, d.endpoint, d.event_seq, d.attempts \
-                         FROM webhook_deliveries d \
-                         JOIN (SELECT MIN(id) AS id FROM webhook_deliveries \
-                               WHERE status = 'pending' GROUP BY device_uid, endpoint) h \
-                           ON h.id = d.id \
-                         WHERE d.next_attempt_at <= ? \
-                           AND (d.lease_until IS NULL OR d.lease_until <= ?) \
-                         ORDER BY d.next_attempt_at, d.id LIMIT ?",
-                    )
+                    let candidates = sqlx::query(concat!(
+                        "SELECT id, device_uid, endpoint, event_seq, attempts FROM (",
+                        windowed_deliveries!(),
+                        ") WHERE place <= ? AND next_attempt_at <= ? \
+                         AND (lease_until IS NULL OR lease_until <= ?) \
+                         ORDER BY next_attempt_at, id LIMIT ?"
+                    ))
+                    .bind(i64::from(window.max(1)))
                     .bind(now)
                     .bind(now)
                     .bind(i64::from(limit))
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
-                    let mut claimed = Vec::with_capacity(heads.len());
-                    for h in heads {
-                        let id: i64 = get(&h, "id")?;
-                        let device: String = get(&h, "device_uid")?;
-                        let seq: i64 = get(&h, "event_seq")?;
-                        sqlx::query("UPDATE webhook_deliveries SET lease_until = ? WHERE id = ?")
-                            .bind(lease_until)
-                            .bind(id)
-                            .execute(&mut *conn)
-                            .await
-                            .map_err(map_sqlx)?;
-                        let event_row = sqlx::query(concat!(
-                            "SELECT ",
-                            event_columns!(),
-                            " FROM events e WHERE e.seq = ?"
-                        ))
-                        .bind(seq)
-                        .fetch_one(&mut *conn)
-                        .await
-                        .map_err(map_sqlx)?;
+                    if candidates.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // The leases and the events each in one statement (ids as a JSON
+                    // array): a round trip to the connection costs more than the rows.
+                    let mut ids = Vec::with_capacity(candidates.len());
+                    let mut seqs = Vec::with_capacity(candidates.len());
+                    for c in &candidates {
+                        ids.push(get::<i64>(c, "id")?);
+                        seqs.push(get::<i64>(c, "event_seq")?);
+                    }
+                    sqlx::query(
+                        "UPDATE webhook_deliveries SET lease_until = ? \
+                         WHERE id IN (SELECT value FROM json_each(?))",
+                    )
+                    .bind(lease_until)
+                    .bind(json_array(&ids))
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let mut events = HashMap::with_capacity(seqs.len());
+                    for row in sqlx::query(concat!(
+                        "SELECT ",
+                        event_columns!(),
+                        " FROM events e WHERE e.seq IN (SELECT value FROM json_each(?))"
+                    ))
+                    .bind(json_array(&seqs))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?
+                    {
+                        let event = event_from_row(&row)?;
+                        events.insert(event.seq, event);
+                    }
+                    let mut configs: HashMap<String, Option<WebhookConfig>> = HashMap::new();
+                    let mut claimed = Vec::with_capacity(candidates.len());
+                    for c in candidates {
+                        let device: String = get(&c, "device_uid")?;
+                        let seq: i64 = get(&c, "event_seq")?;
+                        if !configs.contains_key(&device) {
+                            let config = config_of(conn, &device).await?;
+                            configs.insert(device.clone(), config);
+                        }
                         claimed.push(ClaimedDelivery {
-                            delivery_id: id,
-                            endpoint: endpoint_of(&get::<String>(&h, "endpoint")?)?,
-                            attempt: u32_of(get::<i64>(&h, "attempts")?, "attempts")? + 1,
-                            event: event_from_row(&event_row)?,
-                            config: config_of(conn, &device).await?,
+                            delivery_id: get(&c, "id")?,
+                            endpoint: endpoint_of(&get::<String>(&c, "endpoint")?)?,
+                            attempt: u32_of(get::<i64>(&c, "attempts")?, "attempts")? + 1,
+                            event: events
+                                .get(&seq)
+                                .cloned()
+                                .ok_or_else(|| corrupt("delivery event", seq))?,
+                            config: configs.get(&device).cloned().flatten(),
                         });
                     }
                     Ok(claimed)
@@ -312,14 +360,14 @@ impl WebhookStore for SqliteStore {
             .await
     }
 
-    async fn next_delivery_at(&self) -> StoreResult<Option<Timestamp>> {
-        // Heads only: a delivery queued behind a head in backoff is not claimable.
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) \
-             FROM webhook_deliveries d \
-             JOIN (SELECT MIN(id) AS id FROM webhook_deliveries \
-                   WHERE status = 'pending' GROUP BY device_uid, endpoint) h ON h.id = d.id",
-        )
+    async fn next_delivery_at(&self, window: u32) -> StoreResult<Option<Timestamp>> {
+        // Within the windows only: a delivery queued behind a full window is not claimable.
+        let at: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM (",
+            windowed_deliveries!(),
+            ") WHERE place <= ?"
+        ))
+        .bind(i64::from(window.max(1)))
         .fetch_one(&self.read)
         .await
         .map_err(map_sqlx)?;

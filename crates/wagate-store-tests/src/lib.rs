@@ -84,6 +84,7 @@ macro_rules! store_conformance_tests {
             events_seq_follows_commit_order_under_concurrency,
             webhook_fan_out_routes_once_per_event,
             webhook_one_in_flight_per_destination_in_order,
+            webhook_window_bounds_in_flight_per_destination,
             webhook_history_filters_and_redeliver,
         );
     };

@@ -5,8 +5,8 @@ use crate::fixture::{SEC, StoreFactory, account, at, device};
 use wagate_core::message::{InboundMessage, MessageKind};
 use wagate_core::store::{InboundStore, PageRequest, StoreError};
 use wagate_core::webhook::{
-    AttemptFilter, AttemptRecord, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind, MsgeraWebhooks,
-    WebhookChange, WebhookStore,
+    AttemptFilter, AttemptRecord, ClaimedDelivery, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind,
+    MsgeraWebhooks, WebhookChange, WebhookStore,
 };
 use wagate_core::{AccountId, DeviceUid, MessageId};
 
@@ -75,7 +75,7 @@ pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
     assert!(s.get_webhook_config(&a, &d.uid).await.unwrap().is_none());
     s.fan_out_events(100, at(SEC)).await.unwrap();
     assert!(
-        s.claim_deliveries(at(SEC), at(60 * SEC), 10)
+        s.claim_deliveries(at(SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
@@ -106,7 +106,7 @@ pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
         "once only"
     );
     let mut claimed = s
-        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     claimed.sort_by_key(|c| c.delivery_id);
@@ -134,12 +134,12 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     }
     s.fan_out_events(100, at(4 * SEC)).await.unwrap();
     let first = s
-        .claim_deliveries(at(4 * SEC), at(60 * SEC), 10)
+        .claim_deliveries(at(4 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(first.len(), 1, "one in flight per destination");
     assert!(
-        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
@@ -153,14 +153,14 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     .unwrap();
     // The head waits for its retry, and the rest wait behind it.
     assert!(
-        s.claim_deliveries(at(7 * SEC), at(60 * SEC), 10)
+        s.claim_deliveries(at(7 * SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
     );
-    assert_eq!(s.next_delivery_at().await.unwrap(), Some(at(20 * SEC)));
+    assert_eq!(s.next_delivery_at(1).await.unwrap(), Some(at(20 * SEC)));
     let retry = s
-        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10)
+        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(retry.len(), 1);
@@ -169,7 +169,7 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     // A lease released (shutdown) makes it claimable again at once.
     s.release_deliveries().await.unwrap();
     let again = s
-        .claim_deliveries(at(21 * SEC), at(80 * SEC), 10)
+        .claim_deliveries(at(21 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(again[0].delivery_id, head);
@@ -177,12 +177,86 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
         .await
         .unwrap();
     let next = s
-        .claim_deliveries(at(23 * SEC), at(80 * SEC), 10)
+        .claim_deliveries(at(23 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(next.len(), 1);
     assert!(next[0].delivery_id > head);
     assert!(next[0].event.seq > first[0].event.seq, "in event order");
+}
+
+pub async fn webhook_window_bounds_in_flight_per_destination(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    s.change_webhook_config(
+        &a,
+        &d.uid,
+        &msgera(Some("https://p/"), None),
+        "whsec_AAAA",
+        at(0),
+    )
+    .await
+    .unwrap();
+    for i in 1..=4 {
+        inbound(s, &a, &d.uid, &format!("M{i}"), false, i * SEC).await;
+    }
+    s.fan_out_events(100, at(5 * SEC)).await.unwrap();
+    let seq = |c: &ClaimedDelivery| c.event.seq;
+    let first = s
+        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 2)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2, "a window of two");
+    assert!(seq(&first[0]) < seq(&first[1]), "oldest first");
+    assert!(
+        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 2)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the window is full"
+    );
+    s.finish_attempt(
+        &record(first[0].delivery_id, 1, true, 6 * SEC),
+        DeliveryNext::Succeeded,
+    )
+    .await
+    .unwrap();
+    let third = s
+        .claim_deliveries(at(6 * SEC), at(60 * SEC), 10, 2)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(seq(&third[0]) > seq(&first[1]), "the next in line");
+    // A delivery waiting for its retry keeps its place in the window.
+    s.finish_attempt(
+        &record(first[1].delivery_id, 1, false, 7 * SEC),
+        DeliveryNext::RetryAt(at(20 * SEC)),
+    )
+    .await
+    .unwrap();
+    s.finish_attempt(
+        &record(third[0].delivery_id, 1, true, 7 * SEC),
+        DeliveryNext::Succeeded,
+    )
+    .await
+    .unwrap();
+    let fourth = s
+        .claim_deliveries(at(8 * SEC), at(60 * SEC), 10, 2)
+        .await
+        .unwrap();
+    assert_eq!(fourth.len(), 1);
+    assert!(seq(&fourth[0]) > seq(&third[0]));
+    assert_eq!(s.next_delivery_at(2).await.unwrap(), Some(at(20 * SEC)));
+    let retry = s
+        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        (retry.len(), retry[0].delivery_id, retry[0].attempt),
+        (1, first[1].delivery_id, 2)
+    );
 }
 
 pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
@@ -202,7 +276,7 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     inbound(s, &a, &d.uid, "M1", false, SEC).await;
     s.fan_out_events(100, at(SEC)).await.unwrap();
     let c = s
-        .claim_deliveries(at(SEC), at(60 * SEC), 10)
+        .claim_deliveries(at(SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap()
         .remove(0);
@@ -213,7 +287,7 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     .await
     .unwrap();
     let c = s
-        .claim_deliveries(at(3 * SEC), at(60 * SEC), 10)
+        .claim_deliveries(at(3 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap()
         .remove(0);
@@ -256,7 +330,7 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     );
     let new = s.redeliver(&a, all.items[0].id, at(5 * SEC)).await.unwrap();
     let again = s
-        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10)
+        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);

@@ -197,6 +197,11 @@ pub struct WebhooksConfig {
     pub timeout_ms: u64,
     /// Most requests in flight at once, over all destinations (`WAGATE_WEBHOOKS__CONCURRENCY`).
     pub concurrency: usize,
+    /// Most requests in flight at once to one destination, started in event order
+    /// (`WAGATE_WEBHOOKS__PER_DESTINATION`). 1 delivers strictly one after another, each
+    /// waiting for the previous one's success or last failure; more lets a receiver that
+    /// answers in a few milliseconds take thousands of events per second.
+    pub per_destination: u32,
     /// How long a rotated-away secret keeps signing (`WAGATE_WEBHOOKS__SECRET_GRACE_SECS`).
     pub secret_grace_secs: u64,
     /// How long a webhook's `mediaUrl` stays valid after the event
@@ -213,6 +218,7 @@ impl Default for WebhooksConfig {
             retry_after_max_secs: 3_600,
             timeout_ms: 10_000,
             concurrency: 32,
+            per_destination: 8,
             secret_grace_secs: 86_400,
             media_link_ttl_secs: 7 * 86_400,
         }

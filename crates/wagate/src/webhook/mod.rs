@@ -3,9 +3,10 @@
 //!
 //! The store fans events out into a delivery outbox in the same transaction that moves
 //! its cursor, so each event becomes its deliveries exactly once. The dispatcher then
-//! claims due deliveries with a lease (each destination's oldest only: one request in
-//! flight per destination, in order; the longest-waiting destinations first, so a device
-//! with a backlog of thousands cannot starve the others), POSTs them on tasks of their
+//! claims due deliveries with a lease (each destination's `per_destination` oldest only:
+//! a bounded window of requests in flight per destination, started in event order; the
+//! longest-waiting first, so a device with a backlog of thousands cannot starve the
+//! others), POSTs them on tasks of their
 //! own under a global concurrency bound (a slow receiver never holds up sending or other
 //! receivers), and records every attempt with its next due time. A restart continues
 //! from the stored schedule; leases are released on shutdown and at startup.
@@ -93,28 +94,38 @@ async fn run(
 ) {
     let mut inflight: JoinSet<()> = JoinSet::new();
     let concurrency = ctx.config.concurrency.max(1);
+    let window = ctx.config.per_destination.max(1);
     let mut events_open = true;
+    // Whether events may have been committed since the last fan-out: set by the runtime's
+    // wake-up and by the idle timer, not by finished requests (which commit no events).
+    let mut fan_out_due = true;
     while !cancel.is_cancelled() {
-        loop {
+        while fan_out_due {
             match ctx.store.fan_out_events(FAN_OUT_BATCH, time::now()).await {
                 Ok(n) if n == FAN_OUT_BATCH => continue,
-                Ok(_) => break,
+                Ok(_) => fan_out_due = false,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not fan out events to webhooks");
-                    break;
+                    fan_out_due = false;
                 }
             }
         }
         let free = concurrency.saturating_sub(inflight.len());
+        let mut wait = MAX_IDLE;
         if free > 0 {
             let now = time::now();
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
             match ctx
                 .store
-                .claim_deliveries(now, now + lease(&ctx.config), limit)
+                .claim_deliveries(now, now + lease(&ctx.config), limit, window)
                 .await
             {
                 Ok(claimed) => {
+                    // Nothing due now: sleep until something will be. With requests in
+                    // flight, their completions wake the loop (and claim) soon enough.
+                    if claimed.is_empty() && inflight.is_empty() {
+                        wait = next_due_in(&ctx, window).await;
+                    }
                     for c in claimed {
                         inflight.spawn(attempt(Arc::clone(&ctx), c));
                     }
@@ -122,30 +133,34 @@ async fn run(
                 Err(e) => tracing::warn!(error = %e, "could not claim webhook deliveries"),
             }
         }
-        let wait = if inflight.len() >= concurrency {
-            MAX_IDLE
-        } else {
-            match ctx.store.next_delivery_at().await {
-                Ok(Some(at)) => (at - time::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .clamp(Duration::from_millis(5), MAX_IDLE),
-                _ => MAX_IDLE,
-            }
-        };
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = events.changed(), if events_open => {
                 // The runtime is gone; the idle timer keeps the dispatcher going.
                 if changed.is_err() { events_open = false; }
+                fan_out_due = true;
             }
-            Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
-            _ = tokio::time::sleep(wait) => {}
+            Some(_) = inflight.join_next(), if !inflight.is_empty() => {
+                // Whatever else finished meanwhile shares the next claim.
+                while inflight.try_join_next().is_some() {}
+            }
+            _ = tokio::time::sleep(wait) => fan_out_due = true,
         }
     }
     inflight.shutdown().await;
     if let Err(e) = ctx.store.release_deliveries().await {
         tracing::warn!(error = %e, "could not release webhook leases");
+    }
+}
+
+/// How long until the next delivery becomes claimable (at most [`MAX_IDLE`]).
+async fn next_due_in(ctx: &Ctx, window: u32) -> Duration {
+    match ctx.store.next_delivery_at(window).await {
+        Ok(Some(at)) => (at - time::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .clamp(Duration::from_millis(5), MAX_IDLE),
+        _ => MAX_IDLE,
     }
 }
 
