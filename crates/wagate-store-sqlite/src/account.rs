@@ -1,6 +1,7 @@
 //! Accounts and their API keys.
 
 use crate::SqliteStore;
+use crate::cache::Lookup;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{api_key_columns, api_key_from_row, get, hash32};
 use async_trait::async_trait;
@@ -47,7 +48,8 @@ impl AccountStore for SqliteStore {
     async fn create_api_key(&self, key: &NewApiKey, max_active: usize) -> StoreResult<ApiKey> {
         let key = key.clone();
         let max_active = i64::try_from(max_active).unwrap_or(i64::MAX);
-        self.writer
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     // Counted inside the write transaction, so two concurrent creations
@@ -85,7 +87,9 @@ impl AccountStore for SqliteStore {
                     })
                 })
             })
-            .await
+            .await;
+        self.api_keys.forget_all();
+        result
     }
 
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>> {
@@ -108,7 +112,8 @@ impl AccountStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (account, key) = (account.clone(), key.clone());
-        self.writer
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     let done = sqlx::query(
@@ -127,10 +132,16 @@ impl AccountStore for SqliteStore {
                     Ok(())
                 })
             })
-            .await
+            .await;
+        self.api_keys.forget_all();
+        result
     }
 
     async fn find_api_keys_by_prefix(&self, prefix: &str) -> StoreResult<Vec<ApiKeyCredential>> {
+        let generation = match self.api_keys.lookup(&prefix.to_owned()) {
+            Lookup::Hit(keys) => return Ok(keys),
+            Lookup::Miss(generation) => generation,
+        };
         let rows = sqlx::query(concat!(
             "SELECT ",
             api_key_columns!(),
@@ -141,13 +152,20 @@ impl AccountStore for SqliteStore {
         .fetch_all(&self.read)
         .await
         .map_err(map_sqlx)?;
-        rows.iter()
+        let keys = rows
+            .iter()
             .map(|row| {
                 Ok(ApiKeyCredential {
                     key: api_key_from_row(row)?,
                     hash: hash32(row, "hash")?,
                 })
             })
-            .collect()
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Unknown prefixes are not kept: guessing keys must not fill the cache.
+        if !keys.is_empty() {
+            self.api_keys
+                .store(prefix.to_owned(), keys.clone(), generation);
+        }
+        Ok(keys)
     }
 }

@@ -1,6 +1,7 @@
 //! Devices: settings, connection state (with its `device.status` events) and soft deletion.
 
 use crate::SqliteStore;
+use crate::cache::Lookup;
 use crate::error::map_sqlx;
 use crate::event::append_new;
 use crate::message::{advance_loaded, message_by_id};
@@ -86,6 +87,10 @@ impl DeviceStore for SqliteStore {
     }
 
     async fn get_device_by_uid(&self, uid: &DeviceUid) -> StoreResult<Device> {
+        let generation = match self.devices.lookup(uid) {
+            Lookup::Hit(device) => return Ok(device),
+            Lookup::Miss(generation) => generation,
+        };
         let row = sqlx::query(concat!(
             "SELECT ",
             device_columns!(),
@@ -96,7 +101,9 @@ impl DeviceStore for SqliteStore {
         .await
         .map_err(map_sqlx)?
         .ok_or(StoreError::NotFound)?;
-        device_from_row(&row)
+        let device = device_from_row(&row)?;
+        self.devices.store(uid.clone(), device.clone(), generation);
+        Ok(device)
     }
 
     async fn list_devices(&self, account: &AccountId) -> StoreResult<Vec<Device>> {
@@ -132,10 +139,12 @@ impl DeviceStore for SqliteStore {
         patch: &DevicePatch,
     ) -> StoreResult<Device> {
         let (account, uid, patch) = (account.clone(), uid.clone(), patch.clone());
+        let written = uid.clone();
         // The patch carries no time of its own, so the store stamps it; `max` keeps
         // `updated_at` from going backwards when the clock does.
         let now = millis(wagate_core::time::now());
-        self.writer
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     live_device(conn, &uid, Some(&account)).await?;
@@ -165,7 +174,10 @@ impl DeviceStore for SqliteStore {
                     live_device(conn, &uid, None).await
                 })
             })
-            .await
+            .await;
+        // After the commit: a read racing it cannot store the old row (see `cache`).
+        self.devices.forget(&written);
+        result
     }
 
     async fn delete_device(
@@ -175,7 +187,9 @@ impl DeviceStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<()> {
         let (account, uid) = (account.clone(), uid.clone());
-        self.writer
+        let written = uid.clone();
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     live_device(conn, &uid, Some(&account)).await?;
@@ -217,7 +231,10 @@ impl DeviceStore for SqliteStore {
                     Ok(())
                 })
             })
-            .await
+            .await;
+        // After the commit: a read racing it cannot store the old row (see `cache`).
+        self.devices.forget(&written);
+        result
     }
 
     async fn record_device_state(
@@ -227,7 +244,9 @@ impl DeviceStore for SqliteStore {
         qr: Option<&str>,
     ) -> StoreResult<Device> {
         let (uid, change, qr) = (uid.clone(), change.clone(), qr.map(str::to_owned));
-        self.writer
+        let written = uid.clone();
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     live_device(conn, &uid, None).await?;
@@ -261,7 +280,10 @@ impl DeviceStore for SqliteStore {
                     Ok(device)
                 })
             })
-            .await
+            .await;
+        // After the commit: a read racing it cannot store the old row (see `cache`).
+        self.devices.forget(&written);
+        result
     }
 
     async fn set_instance_token_hash(
@@ -271,7 +293,9 @@ impl DeviceStore for SqliteStore {
         hash: &[u8; 32],
     ) -> StoreResult<()> {
         let (account, uid, hash) = (account.clone(), uid.clone(), *hash);
-        self.writer
+        let written = uid.clone();
+        let result = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     live_device(conn, &uid, Some(&account)).await?;
@@ -284,7 +308,10 @@ impl DeviceStore for SqliteStore {
                     Ok(())
                 })
             })
-            .await
+            .await;
+        // After the commit: a read racing it cannot store the old row (see `cache`).
+        self.devices.forget(&written);
+        result
     }
 
     async fn get_instance_credential(&self, uid: &DeviceUid) -> StoreResult<(Device, [u8; 32])> {

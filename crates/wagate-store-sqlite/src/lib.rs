@@ -7,6 +7,7 @@
 
 mod accept;
 mod account;
+mod cache;
 mod device;
 mod error;
 mod event;
@@ -18,15 +19,24 @@ mod row;
 mod webhook;
 mod writer;
 
+use cache::RowCache;
 use error::map_sqlx;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use wagate_core::DeviceUid;
+use wagate_core::account::ApiKeyCredential;
+use wagate_core::device::Device;
 use wagate_core::store::{StoreError, StoreResult};
 use writer::Writer;
+
+/// How long a running server may still accept an API key revoked by another process
+/// (the CLI); revocations through this store take effect at once.
+pub const API_KEY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// The schema, compiled into the binary so a fresh file needs nothing else.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -71,6 +81,10 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     writer: Writer,
     read: SqlitePool,
+    /// Live devices by uid (see [`cache`]).
+    devices: Arc<RowCache<DeviceUid, Device>>,
+    /// Unrevoked API keys by public prefix (see [`cache`]).
+    api_keys: Arc<RowCache<String, Vec<ApiKeyCredential>>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -143,7 +157,12 @@ impl SqliteStore {
             .connect_with(base.pragma("query_only", "ON"))
             .await
             .map_err(map_sqlx)?;
-        Ok(Self { writer, read })
+        Ok(Self {
+            writer,
+            read,
+            devices: Arc::new(RowCache::new(None)),
+            api_keys: Arc::new(RowCache::new(Some(API_KEY_CACHE_TTL))),
+        })
     }
 
     /// Waits for queued writes, then closes every connection. Later calls on this store

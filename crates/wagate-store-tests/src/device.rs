@@ -499,3 +499,41 @@ pub async fn device_instance_credential(f: impl StoreFactory) {
         Err(StoreError::NotFound)
     );
 }
+
+/// Reads right after writes see them, even with the device read just before (a store may
+/// keep rows in memory, but never past a write).
+pub async fn device_reads_see_every_write(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    assert_eq!(
+        s.get_device(&a, &d.uid).await.unwrap().status,
+        DeviceStatus::Created
+    );
+    s.record_device_state(
+        &d.uid,
+        &DeviceStateChange {
+            status: DeviceStatus::LoggedOut,
+            reason: Some("unlinked from the phone".into()),
+            phone: None,
+            push_name: None,
+            at: at(SEC),
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let out = s.get_device_by_uid(&d.uid).await.unwrap();
+    assert_eq!(out.status, DeviceStatus::LoggedOut);
+    assert_eq!(s.get_device(&a, &d.uid).await.unwrap(), out);
+    let patch = DevicePatch {
+        name: Some("renamed".into()),
+        ..DevicePatch::default()
+    };
+    s.update_device(&a, &d.uid, &patch).await.unwrap();
+    assert_eq!(s.get_device(&a, &d.uid).await.unwrap().name, "renamed");
+    s.delete_device(&a, &d.uid, at(2 * SEC)).await.unwrap();
+    assert_eq!(s.get_device(&a, &d.uid).await, Err(StoreError::NotFound));
+    assert_eq!(s.get_device_by_uid(&d.uid).await, Err(StoreError::NotFound));
+}

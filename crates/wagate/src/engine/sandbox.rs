@@ -334,20 +334,8 @@ impl EngineSession for SandboxSession {
             first
         };
         // Like WhatsApp's server, the sandbox acknowledges at once, duplicates included
-        // (a resend after a crash carries the same id), before anything else happens.
-        emit_logged(
-            &self.events,
-            EngineEvent::ServerAck {
-                provider_message_id: pid.clone(),
-                error: None,
-            },
-        )
-        .await;
-        if !first_delivery {
-            // The same message again: WhatsApp shows it once.
-            return Ok(());
-        }
-        let cfg = &self.network.config;
+        // (a resend after a crash carries the same id), before anything else happens. The
+        // ack arrives on its own, as a socket's would: the sender does not wait for it.
         let is_voice = matches!(
             &message.content,
             OutgoingContent::Media {
@@ -355,31 +343,52 @@ impl EngineSession for SandboxSession {
                 ..
             }
         );
-        if let Some(peer) = self.network.device_for(&message.to) {
-            self.network.deliver_later(
-                peer,
-                Duration::from_millis(5),
-                EngineEvent::Inbound(incoming_from(self, &message)),
-            );
-        }
-        let receipt = |kind| EngineEvent::Receipt {
-            provider_message_ids: vec![pid.clone()],
-            kind,
-            at: time::now(),
-        };
-        let delivered = Duration::from_millis(cfg.delivered_delay_ms);
-        let read = delivered + Duration::from_millis(cfg.read_delay_ms);
-        self.network
-            .deliver_later(self.uid.clone(), delivered, receipt(ReceiptKind::Delivered));
-        self.network
-            .deliver_later(self.uid.clone(), read, receipt(ReceiptKind::Read));
-        if is_voice {
-            self.network.deliver_later(
-                self.uid.clone(),
-                read + Duration::from_millis(50),
-                receipt(ReceiptKind::Played),
-            );
-        }
+        let to_peer = first_delivery
+            .then(|| self.network.device_for(&message.to))
+            .flatten()
+            .map(|peer| (peer, incoming_from(self, &message)));
+        let (events, network, uid) = (
+            Arc::clone(&self.events),
+            Arc::clone(&self.network),
+            self.uid.clone(),
+        );
+        tokio::spawn(async move {
+            emit_logged(
+                &events,
+                EngineEvent::ServerAck {
+                    provider_message_id: pid.clone(),
+                    error: None,
+                },
+            )
+            .await;
+            if !first_delivery {
+                // The same message again: WhatsApp shows it once.
+                return;
+            }
+            if let Some((peer, incoming)) = to_peer {
+                network.deliver_later(
+                    peer,
+                    Duration::from_millis(5),
+                    EngineEvent::Inbound(incoming),
+                );
+            }
+            let receipt = |kind| EngineEvent::Receipt {
+                provider_message_ids: vec![pid.clone()],
+                kind,
+                at: time::now(),
+            };
+            let delivered = Duration::from_millis(network.config.delivered_delay_ms);
+            let read = delivered + Duration::from_millis(network.config.read_delay_ms);
+            network.deliver_later(uid.clone(), delivered, receipt(ReceiptKind::Delivered));
+            network.deliver_later(uid.clone(), read, receipt(ReceiptKind::Read));
+            if is_voice {
+                network.deliver_later(
+                    uid,
+                    read + Duration::from_millis(50),
+                    receipt(ReceiptKind::Played),
+                );
+            }
+        });
         Ok(())
     }
 

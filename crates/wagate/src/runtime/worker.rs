@@ -37,6 +37,22 @@ pub(super) struct SendWorker {
     pub runtime: Weak<DeviceRuntime>,
 }
 
+/// Most jobs claimed at once (pacing off): enough to share commits, small enough that a
+/// disconnection mid-batch defers few.
+const MAX_BATCH: u32 = 64;
+
+enum Budget {
+    Allows(u32),
+    WaitFor(Duration),
+}
+
+/// Why a claimed job was not taken by the engine.
+enum HandOverError {
+    /// The message cannot be built (its media is gone): fails for good.
+    Unsendable(String),
+    Engine(EngineError),
+}
+
 enum Step {
     /// Go round again now.
     Continue,
@@ -84,15 +100,25 @@ impl SendWorker {
             return Ok(Step::Idle(IDLE_POLL));
         }
         let now = time::now();
-        if let Some(wait) = self.budget_wait(&device, now).await? {
-            return Ok(Step::Idle(wait));
-        }
+        let allowance = match self.budget(&device, now).await? {
+            Budget::WaitFor(wait) => return Ok(Step::Idle(wait)),
+            Budget::Allows(n) => n,
+        };
+        // Without pacing, claim what the budgets allow (up to a bound) in one round trip and
+        // record the outcomes together; with pacing, one at a time, so that a lease never
+        // has to outlast several human-like pauses.
+        let p = device.pacing;
+        let batch = if p.max_delay_ms > 0 || p.typing_indicator {
+            1
+        } else {
+            allowance.clamp(1, MAX_BATCH)
+        };
         let lease_until = now + ChronoDuration::seconds(self.sending.lease_secs as i64);
         let jobs = self
             .store
-            .claim_send_jobs(&self.uid, now, lease_until, 1)
+            .claim_send_jobs(&self.uid, now, lease_until, batch)
             .await?;
-        let Some(job) = jobs.into_iter().next() else {
+        if jobs.is_empty() {
             let wait = match self.store.next_send_job_at(&self.uid).await? {
                 Some(at) => (at - time::now())
                     .to_std()
@@ -101,30 +127,46 @@ impl SendWorker {
                 None => IDLE_POLL,
             };
             return Ok(Step::Idle(wait.max(Duration::from_millis(5))));
-        };
-        self.pace(&device, &job).await;
-        self.send(job).await?;
+        }
+        let mut records = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            // Jobs left claimed here keep their lease until it expires or the next start
+            // releases it; then they are sent again under the same WhatsApp id.
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            self.pace(&device, &job).await;
+            let (job, result) = self.hand_over(job).await;
+            records.push(self.record(job, result));
+        }
+        // Every outcome is recorded concurrently: the store commits them together.
+        for result in futures::future::join_all(records).await {
+            result?;
+        }
         Ok(Step::Continue)
     }
 
-    /// How long to wait before the hourly and per-minute budgets allow another send.
-    async fn budget_wait(
+    /// What the hourly and per-minute budgets allow now: how many more sends, or how long
+    /// to wait before another.
+    async fn budget(
         &self,
         device: &Device,
         now: wagate_core::time::Timestamp,
-    ) -> Result<Option<Duration>, StoreError> {
+    ) -> Result<Budget, StoreError> {
         let usage = self.store.budget_usage(&self.uid, now).await?;
-        let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..500));
-        if usage.handed_last_minute >= u64::from(device.limits.per_minute) {
-            let into_minute = (time::millis(now) % 60_000) as u64;
-            return Ok(Some(Duration::from_millis(60_000 - into_minute) + jitter));
-        }
-        if usage.handed_last_hour >= u64::from(device.limits.per_hour) {
+        let minute_left =
+            u64::from(device.limits.per_minute).saturating_sub(usage.handed_last_minute);
+        let hour_left = u64::from(device.limits.per_hour).saturating_sub(usage.handed_last_hour);
+        let left = minute_left.min(hour_left);
+        if left == 0 {
             // The counters move by the minute; look again then.
+            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..500));
             let into_minute = (time::millis(now) % 60_000) as u64;
-            return Ok(Some(Duration::from_millis(60_000 - into_minute) + jitter));
+            return Ok(Budget::WaitFor(
+                Duration::from_millis(60_000 - into_minute) + jitter,
+            ));
         }
-        Ok(None)
+        Ok(Budget::Allows(u32::try_from(left).unwrap_or(u32::MAX)))
     }
 
     /// Human-like pacing: a random pause, and "typing…" before texts when enabled.
@@ -189,19 +231,23 @@ impl SendWorker {
         })
     }
 
-    async fn send(&self, job: SendJob) -> Result<(), StoreError> {
-        let message_id = job.message.id.clone();
+    /// Hands one job to the engine (or finds it cannot be sent) and returns what to record.
+    async fn hand_over(&self, job: SendJob) -> (SendJob, Result<(), HandOverError>) {
         let outgoing = match self.outgoing(&job).await {
             Ok(o) => o,
-            Err(reason) => {
-                self.store
-                    .fail_send_job(job.job_id, &reason, time::now())
-                    .await?;
-                self.finished(&message_id, Handoff::Failed(reason));
-                return Ok(());
-            }
+            Err(reason) => return (job, Err(HandOverError::Unsendable(reason))),
         };
         let result = self.session.send(outgoing).await;
+        (job, result.map_err(HandOverError::Engine))
+    }
+
+    /// Records the outcome of a hand-over and reports it to whoever waits for it.
+    async fn record(
+        &self,
+        job: SendJob,
+        result: Result<(), HandOverError>,
+    ) -> Result<(), StoreError> {
+        let message_id = job.message.id.clone();
         let now = time::now();
         match result {
             Ok(()) => {
@@ -212,7 +258,13 @@ impl SendWorker {
                     .await?;
                 self.finished(&message_id, Handoff::Taken);
             }
-            Err(e) if e.is_retryable() && job.attempt < self.sending.max_attempts => {
+            Err(HandOverError::Unsendable(reason)) => {
+                self.store.fail_send_job(job.job_id, &reason, now).await?;
+                self.finished(&message_id, Handoff::Failed(reason));
+            }
+            Err(HandOverError::Engine(e))
+                if e.is_retryable() && job.attempt < self.sending.max_attempts =>
+            {
                 let delay = self.backoff(job.attempt, &e);
                 tracing::info!(device.uid = %self.uid, message.id = %message_id, attempt = job.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "send deferred");
                 let run_at = now + ChronoDuration::milliseconds(delay.as_millis() as i64);
@@ -221,7 +273,7 @@ impl SendWorker {
                     .await?;
                 self.finished(&message_id, Handoff::Deferred(e));
             }
-            Err(e) => {
+            Err(HandOverError::Engine(e)) => {
                 let reason = match &e {
                     EngineError::Rejected { reason, .. } => reason.clone(),
                     other => format!("gave up after {} attempts: {other}", job.attempt),

@@ -88,13 +88,35 @@ async fn cli_creates_accounts_and_manages_keys_that_the_api_accepts() {
             second_id,
         ],
     );
+    // The server keeps keys in memory for up to `API_KEY_CACHE_TTL` (1 s): a revocation
+    // by another process (the CLI) takes effect within that.
+    let revoked_at = std::time::Instant::now();
+    loop {
+        let resp = client
+            .get(&url)
+            .header("X-API-Key", &second_key)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < wagate_store_sqlite::API_KEY_CACHE_TTL * 3,
+            "the revoked key still works after {:?}",
+            revoked_at.elapsed()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The other key is unaffected.
     let resp = client
         .get(&url)
-        .header("X-API-Key", &second_key)
+        .header("X-API-Key", &key)
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.status(), StatusCode::OK);
     running.shutdown().await;
 }
 
