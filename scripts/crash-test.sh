@@ -6,6 +6,9 @@
 #   scripts/crash-test.sh                      # release build, 5 kills
 #   BENCH_PROFILE=debug scripts/crash-test.sh --kills 3 --clients 2 --pause-ms 50   # CI size
 #
+# The CI-size run is also part of the test suite: crates/wagate/tests/crash.rs, run by
+# `cargo test --workspace` (and so by .ci/run) against the wagate binary it built.
+#
 # Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous).
 set -euo pipefail
 cd "$(dirname "$0")/.."

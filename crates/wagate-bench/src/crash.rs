@@ -35,25 +35,25 @@ use std::time::{Duration, Instant};
 pub struct Args {
     /// How many times the server is killed.
     #[arg(long, default_value_t = 5)]
-    kills: usize,
+    pub kills: usize,
     /// Mean time between kills, ms (each is uniformly random in ±50%).
     #[arg(long, default_value_t = 2000)]
-    interval_ms: u64,
+    pub interval_ms: u64,
     /// Concurrent sending clients.
     #[arg(long, default_value_t = 4)]
-    clients: usize,
+    pub clients: usize,
     /// Sender devices (each has its own in-order send worker); all send to one recipient.
     #[arg(long, default_value_t = 4)]
-    senders: usize,
+    pub senders: usize,
     /// Pause of each client between two sends, ms (bounds the backlog the workers face).
     #[arg(long, default_value_t = 20)]
-    pause_ms: u64,
+    pub pause_ms: u64,
     /// `full` or `normal`.
     #[arg(long, default_value = "full")]
-    synchronous: String,
+    pub synchronous: String,
     /// How long to wait for statuses and webhooks to settle at the end, seconds.
     #[arg(long, default_value_t = 180)]
-    settle_secs: u64,
+    pub settle_secs: u64,
 }
 
 #[derive(Clone, Debug)]

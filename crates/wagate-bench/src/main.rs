@@ -8,24 +8,9 @@
 //! target/release/wagate-bench crash          # kill -9 under load, then verify
 //! ```
 
-/// Writes a line to stdout (the report), ignoring a closed pipe.
-macro_rules! out {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-mod baseline;
-mod bench;
-mod crash;
-mod load;
-mod server;
-mod sink;
-mod svg;
-
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use wagate_bench::{bench, crash};
 
 #[derive(Parser)]
 #[command(name = "wagate-bench", about = "Benchmark and crash-test wagate")]
