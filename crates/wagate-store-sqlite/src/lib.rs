@@ -7,6 +7,7 @@
 
 mod accept;
 mod account;
+mod advance;
 mod cache;
 mod device;
 mod error;

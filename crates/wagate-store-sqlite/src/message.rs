@@ -4,6 +4,7 @@
 
 use crate::SqliteStore;
 use crate::accept::AcceptRequest;
+use crate::advance::AdvanceRequest;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
@@ -266,19 +267,12 @@ impl MessageStore for SqliteStore {
         at: Timestamp,
         reason: Option<&str>,
     ) -> StoreResult<Option<Message>> {
-        let (target, reason) = (message.clone(), reason.map(str::to_owned));
         self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    let message = match &target {
-                        MessageRef::Id(id) => message_by_id(conn, id).await?,
-                        MessageRef::Provider {
-                            device,
-                            provider_message_id,
-                        } => message_by_provider_id(conn, device, provider_message_id).await?,
-                    };
-                    advance_loaded(conn, message, status, at, reason.as_deref()).await
-                })
+            .advance(AdvanceRequest {
+                target: message.clone(),
+                status,
+                at,
+                reason: reason.map(str::to_owned),
             })
             .await
     }
@@ -308,23 +302,4 @@ impl MessageStore for SqliteStore {
             handed_last_minute: count("minute_handed")?,
         })
     }
-}
-
-async fn message_by_provider_id(
-    conn: &mut SqliteConnection,
-    device: &DeviceUid,
-    provider_message_id: &str,
-) -> StoreResult<Message> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM messages m WHERE m.device_uid = ? AND m.provider_message_id = ?"
-    ))
-    .bind(device.as_str())
-    .bind(provider_message_id)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?
-    .ok_or(StoreError::NotFound)?;
-    message_from_row(&row)
 }

@@ -16,12 +16,14 @@
 //! thread never queue behind HTTP work on the application's runtime.
 
 use crate::accept::{AcceptRequest, accept_chunk, chunk_sizes};
+use crate::advance::{AdvanceRequest, advance_chunk};
 use crate::error::map_sqlx;
 use sqlx::{Connection, SqliteConnection};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
+use wagate_core::message::Message;
 use wagate_core::store::{AcceptOutcome, StoreError, StoreResult};
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -79,9 +81,17 @@ struct Accept {
     reply: oneshot::Sender<StoreResult<AcceptOutcome>>,
 }
 
+/// A status step, kept as data so that consecutive steps run as one chunk
+/// ([`crate::advance`]).
+struct Advance {
+    request: AdvanceRequest,
+    reply: oneshot::Sender<StoreResult<Option<Message>>>,
+}
+
 enum Item {
     Unit(Unit),
     Accept(Box<Accept>),
+    Advance(Box<Advance>),
 }
 
 impl Item {
@@ -91,14 +101,21 @@ impl Item {
             Item::Accept(a) => {
                 let _ = a.reply.send(Err(error));
             }
+            Item::Advance(a) => {
+                let _ = a.reply.send(Err(error));
+            }
         }
     }
 }
 
-/// What runs between two savepoint moves: a unit, or a chunk of accepts.
+/// Most status steps in one chunk.
+const MAX_ADVANCE_CHUNK: usize = 256;
+
+/// What runs between two savepoint moves: a unit, a chunk of accepts or one of steps.
 enum Step {
     Unit(Unit),
     Accepts(Vec<Accept>),
+    Advances(Vec<Advance>),
 }
 
 type Deliver = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -157,6 +174,19 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Write(Item::Accept(Box::new(Accept {
+                request,
+                reply,
+            }))))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Moves a message's status, sharing round trips with the steps queued with it.
+    pub(crate) async fn advance(&self, request: AdvanceRequest) -> StoreResult<Option<Message>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Write(Item::Advance(Box::new(Advance {
                 request,
                 reply,
             }))))
@@ -235,16 +265,34 @@ fn steps(batch: &mut Vec<Item>) -> VecDeque<Step> {
             steps.push_back(Step::Accepts(rest.by_ref().take(size).collect()));
         }
     };
+    let mut advances: Vec<Advance> = Vec::new();
+    let flush_advances = |advances: &mut Vec<Advance>, steps: &mut VecDeque<Step>| {
+        if !advances.is_empty() {
+            steps.push_back(Step::Advances(std::mem::take(advances)));
+        }
+    };
     for item in batch.drain(..) {
         match item {
-            Item::Accept(a) => accepts.push(*a),
+            Item::Accept(a) => {
+                flush_advances(&mut advances, &mut steps);
+                accepts.push(*a);
+            }
+            Item::Advance(a) => {
+                flush(&mut accepts, &mut steps);
+                advances.push(*a);
+                if advances.len() == MAX_ADVANCE_CHUNK {
+                    flush_advances(&mut advances, &mut steps);
+                }
+            }
             Item::Unit(unit) => {
                 flush(&mut accepts, &mut steps);
+                flush_advances(&mut advances, &mut steps);
                 steps.push_back(Step::Unit(unit));
             }
         }
     }
     flush(&mut accepts, &mut steps);
+    flush_advances(&mut advances, &mut steps);
     steps
 }
 
@@ -282,8 +330,10 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
             (Step::Unit(_), false, Some(true)) => {
                 Some("ROLLBACK TO unit; RELEASE unit; SAVEPOINT unit")
             }
-            (Step::Accepts(_), _, Some(true)) => Some("ROLLBACK TO unit; RELEASE unit"),
-            (Step::Accepts(_), _, _) => None,
+            (Step::Accepts(_) | Step::Advances(_), _, Some(true)) => {
+                Some("ROLLBACK TO unit; RELEASE unit")
+            }
+            (Step::Accepts(_) | Step::Advances(_), _, _) => None,
         };
         first = false;
         if let Some(next) = next
@@ -300,6 +350,42 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
                 let ran = unit.run(conn).await;
                 unit_savepoint = Some(ran.failed);
                 delivered.push(ran.deliver);
+            }
+            Step::Advances(chunk) => {
+                if unit_savepoint == Some(true) {
+                    unit_savepoint = None;
+                }
+                let requests: Vec<&AdvanceRequest> = chunk.iter().map(|a| &a.request).collect();
+                match advance_chunk(conn, &requests).await {
+                    Ok(outcomes) => {
+                        for (a, outcome) in chunk.into_iter().zip(outcomes) {
+                            delivered.push(Box::new(move |committed: StoreResult<()>| {
+                                let _ = a.reply.send(committed.and(outcome));
+                            }));
+                        }
+                    }
+                    Err(e) => {
+                        // The chunk undid itself; probe whether the transaction survived.
+                        if let Err(gone) = exec(conn, "RELEASE batch; SAVEPOINT batch").await {
+                            for a in chunk {
+                                let _ = a.reply.send(Err(gone.clone()));
+                            }
+                            refuse_all(steps, &gone);
+                            finish(conn, delivered, Err(gone)).await;
+                            return;
+                        }
+                        if chunk.len() == 1 {
+                            for a in chunk {
+                                let _ = a.reply.send(Err(e.clone()));
+                            }
+                        } else {
+                            // One of them failed; run them one by one so only it fails.
+                            for a in chunk.into_iter().rev() {
+                                steps.push_front(Step::Advances(vec![a]));
+                            }
+                        }
+                    }
+                }
             }
             Step::Accepts(chunk) => {
                 if unit_savepoint == Some(true) {
@@ -362,6 +448,11 @@ fn refuse_all(steps: VecDeque<Step>, error: &StoreError) {
         match step {
             Step::Unit(unit) => unit.refuse(error.clone()),
             Step::Accepts(chunk) => {
+                for a in chunk {
+                    let _ = a.reply.send(Err(error.clone()));
+                }
+            }
+            Step::Advances(chunk) => {
                 for a in chunk {
                     let _ = a.reply.send(Err(error.clone()));
                 }

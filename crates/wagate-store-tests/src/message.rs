@@ -415,6 +415,106 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
     );
 }
 
+/// Steps that reach the store together (a store may run them as one unit) behave as if
+/// run one after the other, in the order they were made: later steps see earlier ones,
+/// whether they name the message by id or by WhatsApp id, and one unknown message fails
+/// alone.
+pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = fx.store.clone();
+    let a = account(&*s).await;
+    let d = device(&*s, &a).await;
+    let m = send(&*s, &outbound(&d, Some("c1"), t0())).await;
+    let other = send(&*s, &outbound(&d, Some("c2"), t0())).await;
+    let by_provider = MessageRef::Provider {
+        device: d.uid.clone(),
+        provider_message_id: m.provider_message_id.clone().unwrap(),
+    };
+    let by_id = MessageRef::Id(m.id.clone());
+    let unknown = MessageRef::Provider {
+        device: d.uid.clone(),
+        provider_message_id: "3EB0NOSUCHMESSAGE".into(),
+    };
+    let steps = vec![
+        (by_provider.clone(), MessageStatus::Sent, 1),
+        (unknown, MessageStatus::Sent, 1),
+        (by_id.clone(), MessageStatus::Sent, 2),
+        (by_provider.clone(), MessageStatus::Delivered, 3),
+        (MessageRef::Id(other.id.clone()), MessageStatus::Failed, 3),
+        (by_id.clone(), MessageStatus::Read, 4),
+        (by_provider, MessageStatus::Delivered, 5),
+    ];
+    // Polled together from the start, so the requests reach the store together.
+    let results = futures::future::join_all(steps.into_iter().map(|(r, status, t)| {
+        let s = Arc::clone(&s);
+        async move {
+            s.advance_message_status(&r, status, at(t * SEC), Some("why"))
+                .await
+                .map(|m| m.map(|m| m.status))
+        }
+    }))
+    .await;
+    assert_eq!(
+        results,
+        vec![
+            Ok(Some(MessageStatus::Sent)),
+            Err(StoreError::NotFound),
+            Ok(None),
+            Ok(Some(MessageStatus::Delivered)),
+            Ok(Some(MessageStatus::Failed)),
+            Ok(Some(MessageStatus::Read)),
+            Ok(None),
+        ]
+    );
+    let stored = s.get_message(&a, &m.id).await.unwrap();
+    assert_eq!(stored.status, MessageStatus::Read);
+    assert_eq!(stored.updated_at, at(4 * SEC));
+    let history: Vec<MessageStatus> = s
+        .message_history(&a, &m.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|h| h.status)
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            MessageStatus::Queued,
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read
+        ]
+    );
+    let failed = s.get_message(&a, &other.id).await.unwrap();
+    assert_eq!(failed.failure_reason.as_deref(), Some("why"));
+    let statuses: Vec<MessageStatus> = events(&*s, &[EventType::MessageStatus])
+        .await
+        .into_iter()
+        .filter_map(|e| match e.data {
+            EventData::MessageStatus(MessageStatusChanged {
+                message_id, status, ..
+            }) if message_id == m.id => Some(status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read
+        ],
+        "one event per step, in order"
+    );
+    // Leaving `queued` ended both send jobs.
+    assert!(
+        s.claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 pub async fn advance_to_failed_only_from_queued_and_cancels_the_send(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;

@@ -1,0 +1,203 @@
+//! Moving messages forward, many per round trip.
+//!
+//! Every message sent makes three or four status steps (sent, delivered, read, played),
+//! each reported on its own by the engine, so steps outnumber accepts several times over.
+//! Run one by one, each costs a savepoint move, a load and a script: three round trips to
+//! sqlx's connection thread, which cost far more than the statements. Steps queued
+//! together therefore run as a chunk ([`crate::writer`]): one query loads every message
+//! they name, the decisions are made here in order (a message stepped twice in a chunk
+//! sees its first step), and one script writes them all with set-based statements over
+//! JSON arrays, inside a savepoint so that a failure undoes the chunk alone.
+
+use crate::error::{corrupt, map_sqlx};
+use crate::row::{message_columns, message_from_row};
+use serde_json::{Value, json};
+use sqlx::SqliteConnection;
+use std::collections::HashMap;
+use wagate_core::event::{EventData, MessageStatusChanged, NewEvent};
+use wagate_core::message::{Message, MessageStatus};
+use wagate_core::store::{MessageRef, StoreError, StoreResult};
+use wagate_core::time::{Timestamp, millis};
+
+/// One `advance_message_status` call.
+#[derive(Debug, Clone)]
+pub(crate) struct AdvanceRequest {
+    pub target: MessageRef,
+    pub status: MessageStatus,
+    pub at: Timestamp,
+    pub reason: Option<String>,
+}
+
+/// The writes of a chunk: each moved message's final state, then every step in order
+/// (its history row and its `message.status` event). A message leaving `queued` loses its
+/// send job: a failed one is never sent, a sent one not again; every step leaves `queued`
+/// or comes after it was left, so each moved message's job ends.
+const WRITE: &str = "SAVEPOINT advance; \
+    UPDATE messages SET status = f.value ->> 1, \
+        updated_at = MAX(messages.updated_at, f.value ->> 2), \
+        failure_reason = f.value ->> 3 \
+        FROM json_each(?) f WHERE messages.id = f.value ->> 0; \
+    DELETE FROM send_jobs WHERE message_id IN (SELECT value ->> 0 FROM json_each(?)); \
+    INSERT INTO message_status_history (message_id, status, at, reason) \
+        SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each(?) ORDER BY key; \
+    INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
+        SELECT value ->> 4, value ->> 5, value ->> 6, 'message.status', value ->> 7, \
+            value ->> 2 FROM json_each(?) ORDER BY key; \
+    RELEASE advance";
+
+/// Runs a chunk of steps. The outer `Err` means the chunk failed as a whole (and was
+/// undone); inner results are per request.
+pub(crate) async fn advance_chunk(
+    conn: &mut SqliteConnection,
+    requests: &[&AdvanceRequest],
+) -> StoreResult<Vec<StoreResult<Option<Message>>>> {
+    let Loaded { ids, mut states } = load(conn, requests).await?;
+    let mut results = Vec::with_capacity(requests.len());
+    // Final state per moved message, in first-moved order.
+    let mut finals: Vec<(String, Value)> = Vec::new();
+    let mut steps: Vec<Value> = Vec::new();
+    for r in requests {
+        let Some(message) = ids
+            .get(&key_of(&r.target))
+            .and_then(|id| states.get_mut(id))
+        else {
+            results.push(Err(StoreError::NotFound));
+            continue;
+        };
+        if !message.status.can_advance_to(r.status) {
+            results.push(Ok(None));
+            continue;
+        }
+        if r.status == MessageStatus::Failed {
+            message.failure_reason = r.reason.clone();
+        }
+        message.status = r.status;
+        message.updated_at = message.updated_at.max(r.at);
+        let event = NewEvent::new(
+            message.account_id.clone(),
+            message.device_uid.clone(),
+            EventData::MessageStatus(MessageStatusChanged {
+                message_id: message.id.clone(),
+                client_message_id: message.client_message_id.clone(),
+                recipient: message.to.clone(),
+                status: r.status,
+                reason: r.reason.clone(),
+                timestamp: r.at,
+            }),
+            r.at,
+        );
+        let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
+        steps.push(json!([
+            message.id.as_str(),
+            r.status.as_str(),
+            millis(r.at),
+            r.reason,
+            event.id.as_str(),
+            event.account_id.as_str(),
+            event.device_uid.as_str(),
+            data,
+        ]));
+        let state = json!([
+            message.id.as_str(),
+            message.status.as_str(),
+            millis(message.updated_at),
+            message.failure_reason,
+        ]);
+        match finals.iter_mut().find(|(id, _)| id == message.id.as_str()) {
+            Some((_, f)) => *f = state,
+            None => finals.push((message.id.as_str().to_owned(), state)),
+        }
+        results.push(Ok(Some(message.clone())));
+    }
+    if steps.is_empty() {
+        return Ok(results);
+    }
+    let finals = Value::Array(finals.into_iter().map(|(_, f)| f).collect()).to_string();
+    let steps = Value::Array(steps).to_string();
+    let written = sqlx::query(WRITE)
+        .bind(&finals)
+        .bind(&finals)
+        .bind(&steps)
+        .bind(&steps)
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = written {
+        // Undo whatever part of the script ran; failing to means the transaction is gone.
+        sqlx::query("ROLLBACK TO advance; RELEASE advance")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx)?;
+        return Err(map_sqlx(e));
+    }
+    Ok(results)
+}
+
+/// What identifies a request's message among the loaded ones.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Id(String),
+    Provider(String, String),
+}
+
+fn key_of(target: &MessageRef) -> Key {
+    match target {
+        MessageRef::Id(id) => Key::Id(id.as_str().to_owned()),
+        MessageRef::Provider {
+            device,
+            provider_message_id,
+        } => Key::Provider(device.as_str().to_owned(), provider_message_id.clone()),
+    }
+}
+
+/// The messages a chunk names, loaded in one query: their states by id, and which id
+/// each request's key names (a message may be named both by id and by provider id; both
+/// keys lead to the one state, so later steps see earlier ones).
+struct Loaded {
+    ids: HashMap<Key, String>,
+    states: HashMap<String, Message>,
+}
+
+async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> StoreResult<Loaded> {
+    let mut ids = Vec::new();
+    let mut providers = Vec::new();
+    for r in requests {
+        match &r.target {
+            MessageRef::Id(id) => ids.push(json!(id.as_str())),
+            MessageRef::Provider {
+                device,
+                provider_message_id,
+            } => providers.push(json!([device.as_str(), provider_message_id])),
+        }
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        message_columns!(),
+        " FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) \
+         UNION SELECT ",
+        message_columns!(),
+        " FROM messages m WHERE (m.device_uid, m.provider_message_id) IN \
+         (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+    ))
+    .bind(Value::Array(ids).to_string())
+    .bind(Value::Array(providers).to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    let mut loaded = Loaded {
+        ids: HashMap::with_capacity(rows.len() * 2),
+        states: HashMap::with_capacity(rows.len()),
+    };
+    for row in &rows {
+        let m = message_from_row(row)?;
+        let id = m.id.as_str().to_owned();
+        loaded.ids.insert(Key::Id(id.clone()), id.clone());
+        if let Some(pid) = &m.provider_message_id {
+            loaded.ids.insert(
+                Key::Provider(m.device_uid.as_str().to_owned(), pid.clone()),
+                id.clone(),
+            );
+        }
+        loaded.states.insert(id, m);
+    }
+    Ok(loaded)
+}
