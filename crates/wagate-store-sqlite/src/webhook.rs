@@ -79,13 +79,40 @@ fn u32_of(v: i64, what: &str) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| corrupt(what, v))
 }
 
-/// Every pending delivery with its place in its destination's line (1 = the oldest),
-/// walked in the order of the `webhook_deliveries_pending` index.
+/// Each destination's window: its `?` oldest pending deliveries (the parameter), as the
+/// `windowed` table. The destinations with anything pending are found by skipping along
+/// the `webhook_deliveries_pending` index from one (device, endpoint) to the next, and
+/// each window is a short walk of the same index: the cost follows the number of
+/// destinations and the window, not the backlog, which may be tens of thousands deep.
 macro_rules! windowed_deliveries {
     () => {
-        "SELECT id, device_uid, endpoint, event_seq, attempts, next_attempt_at, lease_until, \
-         ROW_NUMBER() OVER (PARTITION BY device_uid, endpoint ORDER BY id) AS place \
-         FROM webhook_deliveries WHERE status = 'pending'"
+        "WITH RECURSIVE head (id) AS ( \
+            SELECT * FROM (SELECT id FROM webhook_deliveries WHERE status = 'pending' \
+                ORDER BY device_uid, endpoint, id LIMIT 1) \
+            UNION ALL \
+            SELECT COALESCE( \
+                (SELECT w.id FROM webhook_deliveries cur, webhook_deliveries w \
+                    WHERE cur.id = head.id AND w.status = 'pending' \
+                    AND w.device_uid = cur.device_uid AND w.endpoint > cur.endpoint \
+                    ORDER BY w.endpoint, w.id LIMIT 1), \
+                (SELECT w.id FROM webhook_deliveries cur, webhook_deliveries w \
+                    WHERE cur.id = head.id AND w.status = 'pending' \
+                    AND w.device_uid > cur.device_uid \
+                    ORDER BY w.device_uid, w.endpoint, w.id LIMIT 1)) \
+            FROM head WHERE head.id IS NOT NULL \
+        ), \
+        line AS ( \
+            SELECT device_uid, endpoint FROM webhook_deliveries \
+            WHERE id IN (SELECT id FROM head WHERE id IS NOT NULL) \
+        ), \
+        windowed AS ( \
+            SELECT d.id, d.device_uid, d.endpoint, d.event_seq, d.attempts, \
+                d.next_attempt_at, d.lease_until \
+            FROM line JOIN webhook_deliveries d ON d.id IN ( \
+                SELECT x.id FROM webhook_deliveries x WHERE x.status = 'pending' \
+                    AND x.device_uid = line.device_uid AND x.endpoint = line.endpoint \
+                    ORDER BY x.id LIMIT ?) \
+        ) "
     };
 }
 
@@ -287,10 +314,9 @@ impl WebhookStore for SqliteStore {
             .write(move |conn| {
                 Box::pin(async move {
                     let candidates = sqlx::query(concat!(
-                        "SELECT id, device_uid, endpoint, event_seq, attempts FROM (",
                         windowed_deliveries!(),
-                        ") WHERE place <= ? AND next_attempt_at <= ? \
-                         AND (lease_until IS NULL OR lease_until <= ?) \
+                        "SELECT id, device_uid, endpoint, event_seq, attempts FROM windowed \
+                         WHERE next_attempt_at <= ? AND (lease_until IS NULL OR lease_until <= ?) \
                          ORDER BY next_attempt_at, id LIMIT ?"
                     ))
                     .bind(i64::from(window.max(1)))
@@ -363,9 +389,8 @@ impl WebhookStore for SqliteStore {
     async fn next_delivery_at(&self, window: u32) -> StoreResult<Option<Timestamp>> {
         // Within the windows only: a delivery queued behind a full window is not claimable.
         let at: Option<i64> = sqlx::query_scalar(concat!(
-            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM (",
             windowed_deliveries!(),
-            ") WHERE place <= ?"
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_until, 0))) FROM windowed"
         ))
         .bind(i64::from(window.max(1)))
         .fetch_one(&self.read)
