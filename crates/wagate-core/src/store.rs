@@ -221,15 +221,16 @@ pub trait SendQueue: Send + Sync {
     async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>>;
     /// The engine took the message: the job is done and counts against the budgets.
     async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()>;
-    /// The engine took the message and WhatsApp's server acknowledgement is awaited: the
-    /// hand-off counts against the device's budgets, and the job stays, released, until
-    /// `recheck_at`. The ack moves the message out of `queued`, which ends the job
+    /// The engine took the messages of these jobs (of `device`, handed over together) and
+    /// WhatsApp's server acknowledgements are awaited: each hand-off counts against the
+    /// device's budgets, and each job stays, released, until `recheck_at`. An ack moves its
+    /// message out of `queued`, which ends the job
     /// ([`MessageStore::advance_message_status`]); if none came by then, the job is
     /// claimable again and the message is handed over once more under the same provider
     /// id. A job already ended by an early ack is not an error.
     async fn await_server_ack(
         &self,
-        job_id: i64,
+        job_ids: &[i64],
         device: &DeviceUid,
         at: Timestamp,
         recheck_at: Timestamp,

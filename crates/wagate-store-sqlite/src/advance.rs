@@ -169,14 +169,16 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
             } => providers.push(json!([device.as_str(), provider_message_id])),
         }
     }
+    // Joins from the JSON lists, so each lookup is a probe of a unique index (a row-value
+    // `IN` would scan the device's messages). A message named twice comes back twice.
     let rows = sqlx::query(concat!(
         "SELECT ",
         message_columns!(),
-        " FROM messages m WHERE m.id IN (SELECT value FROM json_each(?)) \
-         UNION SELECT ",
+        " FROM json_each(?) j JOIN messages m ON m.id = j.value \
+         UNION ALL SELECT ",
         message_columns!(),
-        " FROM messages m WHERE (m.device_uid, m.provider_message_id) IN \
-         (SELECT value ->> 0, value ->> 1 FROM json_each(?))"
+        " FROM json_each(?) j JOIN messages m \
+         ON m.device_uid = j.value ->> 0 AND m.provider_message_id = j.value ->> 1"
     ))
     .bind(Value::Array(ids).to_string())
     .bind(Value::Array(providers).to_string())

@@ -2,7 +2,7 @@
 //! budget), failed, retried or released.
 
 use crate::SqliteStore;
-use crate::error::map_sqlx;
+use crate::error::{corrupt, map_sqlx};
 use crate::message::{advance_loaded, message_by_id, minute_of};
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
@@ -126,27 +126,34 @@ impl SendQueue for SqliteStore {
 
     async fn await_server_ack(
         &self,
-        job_id: i64,
+        job_ids: &[i64],
         device: &DeviceUid,
         at: Timestamp,
         recheck_at: Timestamp,
     ) -> StoreResult<()> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
         let device = device.clone();
+        let handed = i64::try_from(job_ids.len()).unwrap_or(i64::MAX);
+        let ids = serde_json::to_string(job_ids).map_err(|e| corrupt("job ids", e))?;
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    // Counted by device, not through the job: an ack may already have
-                    // ended the job, and the hand-off still happened.
+                    // Counted by device, not through the jobs: an ack may already have
+                    // ended a job, and the hand-off still happened.
                     sqlx::query(
-                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, 1) \
-                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1; \
+                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, ?) \
+                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + excluded.handed; \
                          UPDATE send_jobs SET run_at = ?, lease_until = NULL, \
-                         last_error = 'awaiting the server acknowledgement' WHERE id = ?",
+                         last_error = 'awaiting the server acknowledgement' \
+                         WHERE id IN (SELECT value FROM json_each(?))",
                     )
                     .bind(device.as_str())
                     .bind(minute_of(at))
+                    .bind(handed)
                     .bind(millis(recheck_at))
-                    .bind(job_id)
+                    .bind(ids)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;

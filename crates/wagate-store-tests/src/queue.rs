@@ -416,11 +416,11 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2);
-    for j in &jobs {
-        s.await_server_ack(j.job_id, &d.uid, at(2 * SEC), at(30 * SEC))
-            .await
-            .unwrap();
-    }
+    // Handed over together, recorded together.
+    let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
+    s.await_server_ack(&ids, &d.uid, at(2 * SEC), at(30 * SEC))
+        .await
+        .unwrap();
     // Both hand-offs count against the budgets at once.
     assert_eq!(
         s.budget_usage(&d.uid, at(3 * SEC))
@@ -467,7 +467,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     .await
     .unwrap()
     .unwrap();
-    s.await_server_ack(again[0].job_id, &d.uid, at(32 * SEC), at(62 * SEC))
+    s.await_server_ack(&[again[0].job_id], &d.uid, at(32 * SEC), at(62 * SEC))
         .await
         .unwrap();
     assert!(
@@ -510,7 +510,7 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     let next = outbound(&d, None, at(2 * SEC));
     send(s, &next).await;
     // The late bookkeeping for the old job must not touch the new message's job.
-    s.await_server_ack(old[0].job_id, &d.uid, at(3 * SEC), at(HOUR))
+    s.await_server_ack(&[old[0].job_id], &d.uid, at(3 * SEC), at(HOUR))
         .await
         .unwrap();
     assert_eq!(

@@ -128,7 +128,8 @@ impl SendWorker {
             };
             return Ok(Step::Idle(wait.max(Duration::from_millis(5))));
         }
-        let mut records = Vec::with_capacity(jobs.len());
+        let mut taken = Vec::with_capacity(jobs.len());
+        let mut not_taken = Vec::new();
         for job in jobs {
             // Jobs left claimed here keep their lease until it expires or the next start
             // releases it; then they are sent again under the same WhatsApp id.
@@ -136,11 +137,19 @@ impl SendWorker {
                 break;
             }
             self.pace(&device, &job).await;
-            let (job, result) = self.hand_over(job).await;
-            records.push(self.record(job, result));
+            match self.hand_over(job).await {
+                (job, Ok(())) => taken.push(job),
+                (job, Err(e)) => not_taken.push(self.record_not_taken(job, e)),
+            }
         }
         // Every outcome is recorded concurrently: the store commits them together.
-        for result in futures::future::join_all(records).await {
+        let (taken, not_taken) = futures::future::join(
+            self.record_taken(&taken),
+            futures::future::join_all(not_taken),
+        )
+        .await;
+        taken?;
+        for result in not_taken {
             result?;
         }
         Ok(Step::Continue)
@@ -241,28 +250,34 @@ impl SendWorker {
         (job, result.map_err(HandOverError::Engine))
     }
 
-    /// Records the outcome of a hand-over and reports it to whoever waits for it.
-    async fn record(
-        &self,
-        job: SendJob,
-        result: Result<(), HandOverError>,
-    ) -> Result<(), StoreError> {
+    /// Records hand-overs the engine took (one write for them all), then tells whoever
+    /// waits for them.
+    async fn record_taken(&self, jobs: &[SendJob]) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let now = time::now();
+        let recheck = now + ChronoDuration::milliseconds(self.sending.ack_timeout_ms as i64);
+        let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
+        self.store
+            .await_server_ack(&ids, &self.uid, now, recheck)
+            .await?;
+        for job in jobs {
+            self.finished(&job.message.id, Handoff::Taken);
+        }
+        Ok(())
+    }
+
+    /// Records a hand-over that did not happen: a retry later, or a failure.
+    async fn record_not_taken(&self, job: SendJob, error: HandOverError) -> Result<(), StoreError> {
         let message_id = job.message.id.clone();
         let now = time::now();
-        match result {
-            Ok(()) => {
-                let recheck =
-                    now + ChronoDuration::milliseconds(self.sending.ack_timeout_ms as i64);
-                self.store
-                    .await_server_ack(job.job_id, &self.uid, now, recheck)
-                    .await?;
-                self.finished(&message_id, Handoff::Taken);
-            }
-            Err(HandOverError::Unsendable(reason)) => {
+        match error {
+            HandOverError::Unsendable(reason) => {
                 self.store.fail_send_job(job.job_id, &reason, now).await?;
                 self.finished(&message_id, Handoff::Failed(reason));
             }
-            Err(HandOverError::Engine(e))
+            HandOverError::Engine(e)
                 if e.is_retryable() && job.attempt < self.sending.max_attempts =>
             {
                 let delay = self.backoff(job.attempt, &e);
@@ -273,7 +288,7 @@ impl SendWorker {
                     .await?;
                 self.finished(&message_id, Handoff::Deferred(e));
             }
-            Err(HandOverError::Engine(e)) => {
+            HandOverError::Engine(e) => {
                 let reason = match &e {
                     EngineError::Rejected { reason, .. } => reason.clone(),
                     other => format!("gave up after {} attempts: {other}", job.attempt),
