@@ -411,31 +411,24 @@ impl WebhookStore for SqliteStore {
                         DeliveryNext::Failed => ("failed", at, 1),
                         DeliveryNext::Cancelled => ("cancelled", at, 0),
                     };
+                    // The move and its attempt row in one round trip: the row copies the
+                    // delivery's account and device, and is not written for a cancelled
+                    // delivery (nothing was attempted) or a delivery that does not exist.
                     let done = sqlx::query(
                         "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
                          attempts = attempts + ?, lease_until = NULL, updated_at = ? \
-                         WHERE id = ? RETURNING account_id, device_uid",
+                         WHERE id = ?; \
+                         INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, \
+                         attempt, url, success, status_code, latency_ms, error, \
+                         response_snippet, created_at) \
+                         SELECT id, account_id, device_uid, ?, ?, ?, ?, ?, ?, ?, ? \
+                         FROM webhook_deliveries WHERE id = ? AND ?",
                     )
                     .bind(status)
                     .bind(next_at)
                     .bind(attempts_inc)
                     .bind(at)
                     .bind(r.delivery_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?
-                    .ok_or(StoreError::NotFound)?;
-                    if next == DeliveryNext::Cancelled {
-                        return Ok(());
-                    }
-                    sqlx::query(
-                        "INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, \
-                         attempt, url, success, status_code, latency_ms, error, \
-                         response_snippet, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(r.delivery_id)
-                    .bind(get::<String>(&done, "account_id")?)
-                    .bind(get::<String>(&done, "device_uid")?)
                     .bind(i64::from(r.attempt))
                     .bind(r.url)
                     .bind(r.success)
@@ -444,9 +437,14 @@ impl WebhookStore for SqliteStore {
                     .bind(r.error)
                     .bind(r.response_snippet)
                     .bind(at)
+                    .bind(r.delivery_id)
+                    .bind(next != DeliveryNext::Cancelled)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    if done.rows_affected() == 0 {
+                        return Err(StoreError::NotFound);
+                    }
                     Ok(())
                 })
             })

@@ -8,6 +8,7 @@
 //! followed: a 3xx is a failed attempt.
 
 use crate::service::remote_media::is_public;
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use url::{Host, Url};
@@ -101,8 +102,53 @@ impl PostOutcome {
     }
 }
 
+/// Most destinations whose client (and its idle connections) is kept.
+const MAX_CLIENTS: usize = 1024;
+
+/// HTTP clients per vetted destination, so that deliveries to a receiver reuse its
+/// keep-alive connections (and TLS sessions) instead of opening one per event. A client
+/// is keyed by the host and the exact addresses it is pinned to: when DNS answers
+/// differently, the new answer is vetted and gets a client of its own.
+#[derive(Default)]
+pub struct Clients {
+    by_destination: std::sync::Mutex<HashMap<(String, Vec<SocketAddr>), reqwest::Client>>,
+}
+
+impl Clients {
+    fn for_destination(
+        &self,
+        url: &Url,
+        addrs: &[SocketAddr],
+    ) -> Result<reqwest::Client, reqwest::Error> {
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let key = (host, addrs.to_vec());
+        let mut clients = self
+            .by_destination
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            // A proxy would connect somewhere other than the vetted address.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION"), " webhooks"));
+        if let Some(Host::Domain(domain)) = url.host() {
+            builder = builder.resolve_to_addrs(domain, addrs);
+        }
+        let client = builder.build()?;
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
 /// POSTs `body` to `url` with `headers`, within `timeout` for the whole exchange.
 pub async fn post(
+    clients: &Clients,
     url: &str,
     headers: &[(&str, String)],
     body: Vec<u8>,
@@ -125,21 +171,13 @@ pub async fn post(
         Ok(a) => a,
         Err(e) => return failed(format!("url {e}"), started),
     };
-    let mut builder = reqwest::Client::builder()
-        // A proxy would connect somewhere other than the vetted address.
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION"), " webhooks"));
-    if let Some(Host::Domain(domain)) = parsed.host() {
-        builder = builder.resolve_to_addrs(domain, &addrs);
-    }
-    let client = match builder.build() {
+    let client = match clients.for_destination(&parsed, &addrs) {
         Ok(c) => c,
         Err(e) => return failed(format!("no HTTP client: {e}"), started),
     };
     let mut request = client
         .post(parsed)
+        .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     for (name, value) in headers {

@@ -43,6 +43,7 @@ pub struct Dispatcher {
 
 struct Ctx {
     store: Arc<dyn Store>,
+    clients: client::Clients,
     config: WebhooksConfig,
     allow_private: bool,
     links: MediaLinker,
@@ -57,6 +58,7 @@ impl Dispatcher {
         let config = services.config.webhooks.clone();
         let ctx = Arc::new(Ctx {
             store: Arc::clone(&services.store),
+            clients: client::Clients::default(),
             allow_private: services.config.allow_private_urls,
             links: MediaLinker {
                 base_url,
@@ -226,6 +228,7 @@ async fn attempt(ctx: Arc<Ctx>, c: ClaimedDelivery) {
         ),
     ];
     let outcome = client::post(
+        &ctx.clients,
         &url,
         &headers,
         body,
