@@ -176,6 +176,13 @@ pub trait MessageStore: Send + Sync {
         filter: &MessageFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Message>>;
+    /// The message and every status it went through, oldest first, as of one moment (the
+    /// last step is the message's status even while receipts keep arriving).
+    async fn get_message_with_history(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<(Message, Vec<StatusChange>)>;
     /// Every status the message went through, oldest first.
     async fn message_history(
         &self,

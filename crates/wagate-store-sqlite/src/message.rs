@@ -227,6 +227,39 @@ impl MessageStore for SqliteStore {
         })
     }
 
+    async fn get_message_with_history(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<(Message, Vec<StatusChange>)> {
+        // One statement, so the message and its steps come from one snapshot.
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            ", h.status AS step_status, h.at AS step_at, h.reason AS step_reason \
+             FROM messages m LEFT JOIN message_status_history h ON h.message_id = m.id \
+             WHERE m.id = ? AND m.account_id = ? ORDER BY h.id"
+        ))
+        .bind(id.as_str())
+        .bind(account.as_str())
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        let message = message_from_row(rows.first().ok_or(StoreError::NotFound)?)?;
+        let mut steps = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(status) = get::<Option<String>>(row, "step_status")? else {
+                continue;
+            };
+            steps.push(StatusChange {
+                status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
+                at: from_millis(get(row, "step_at")?),
+                reason: get(row, "step_reason")?,
+            });
+        }
+        Ok((message, steps))
+    }
+
     async fn message_history(
         &self,
         account: &AccountId,

@@ -58,6 +58,15 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
         s.message_history(&a, &MessageId::new()).await,
         Err(StoreError::NotFound)
     );
+    let (read_back, steps) = s.get_message_with_history(&a, &m.id).await.unwrap();
+    assert_eq!(read_back, m);
+    assert_eq!(steps, s.message_history(&a, &m.id).await.unwrap());
+    let other = account(s).await;
+    assert_eq!(
+        s.get_message_with_history(&other, &m.id).await,
+        Err(StoreError::NotFound),
+        "another account's message"
+    );
     // The send job was committed with it.
     let jobs = s
         .claim_send_jobs(&d.uid, at(2 * SEC), at(MIN), 10)

@@ -117,7 +117,7 @@ impl SandboxNetwork {
     }
 
     /// Delivers an event to a device now if it is online, or queues it until it connects.
-    async fn deliver(&self, uid: &DeviceUid, event: EngineEvent) {
+    async fn deliver(self: &Arc<Self>, uid: &DeviceUid, event: EngineEvent) {
         let online = {
             let mut st = self.state();
             match st.sessions.get(uid).filter(|s| s.is_connected()).cloned() {
@@ -132,7 +132,54 @@ impl SandboxNetwork {
             }
         };
         if let Some(session) = online {
-            emit_logged(&session.events, event).await;
+            self.hand_to(&session, event).await;
+        }
+    }
+
+    /// Hands an event to a running device. A message from another device of this network
+    /// is then acknowledged to its sender, delivered and read (and played, for a voice
+    /// note), as the recipient's phone would: never before the recipient committed it.
+    async fn hand_to(self: &Arc<Self>, session: &SandboxSession, event: EngineEvent) {
+        let owed = match &event {
+            EngineEvent::Inbound(m) => {
+                m.from
+                    .as_ref()
+                    .and_then(|p| self.device_for(p))
+                    .map(|sender| {
+                        let voice = m.kind == MessageKind::Voice;
+                        (sender, m.provider_message_id.clone(), voice)
+                    })
+            }
+            _ => None,
+        };
+        match session.events.emit(event).await {
+            Ok(()) => {
+                if let Some((sender, pid, voice)) = owed {
+                    self.schedule_receipts(sender, pid, voice);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "sandbox event not committed"),
+        }
+    }
+
+    /// The delivered and read receipts (and played, for a voice note) of a message, to
+    /// its sender, after the configured delays.
+    fn schedule_receipts(self: &Arc<Self>, sender: DeviceUid, pid: String, voice: bool) {
+        let receipt = |kind| EngineEvent::Receipt {
+            provider_message_ids: vec![pid.clone()],
+            kind,
+            at: time::now(),
+        };
+        let delivered = Duration::from_millis(self.config.delivered_delay_ms);
+        let read = delivered + Duration::from_millis(self.config.read_delay_ms);
+        self.deliver_later(sender.clone(), delivered, receipt(ReceiptKind::Delivered));
+        self.deliver_later(sender.clone(), read, receipt(ReceiptKind::Read));
+        if voice {
+            self.deliver_later(
+                sender,
+                read + Duration::from_millis(50),
+                receipt(ReceiptKind::Played),
+            );
         }
     }
 
@@ -195,10 +242,19 @@ impl Engine for SandboxEngine {
         device: DeviceContext,
         events: Arc<dyn EngineEvents>,
     ) -> Result<Arc<dyn EngineSession>, EngineError> {
+        let linked_before = device.phone.is_some();
         let phone = device
             .phone
             .clone()
             .unwrap_or_else(|| self.network.fresh_phone());
+        if linked_before {
+            // The account exists on the network while this device is still connecting:
+            // messages for it wait in its offline queue, as on WhatsApp.
+            self.network
+                .state()
+                .by_phone
+                .insert(phone.digits().to_owned(), device.uid.clone());
+        }
         let session = Arc::new(SandboxSession {
             uid: device.uid.clone(),
             name: device.name,
@@ -285,7 +341,7 @@ impl SandboxSession {
             .await;
             me.connected.store(true, Ordering::SeqCst);
             for event in me.network.take_pending(&me.uid) {
-                emit_logged(&me.events, event).await;
+                me.network.hand_to(&me, event).await;
             }
         });
     }
@@ -365,28 +421,14 @@ impl EngineSession for SandboxSession {
                 // The same message again: WhatsApp shows it once.
                 return;
             }
-            if let Some((peer, incoming)) = to_peer {
-                network.deliver_later(
+            match to_peer {
+                // The recipient's phone acknowledges once it has the message.
+                Some((peer, incoming)) => network.deliver_later(
                     peer,
                     Duration::from_millis(5),
                     EngineEvent::Inbound(incoming),
-                );
-            }
-            let receipt = |kind| EngineEvent::Receipt {
-                provider_message_ids: vec![pid.clone()],
-                kind,
-                at: time::now(),
-            };
-            let delivered = Duration::from_millis(network.config.delivered_delay_ms);
-            let read = delivered + Duration::from_millis(network.config.read_delay_ms);
-            network.deliver_later(uid.clone(), delivered, receipt(ReceiptKind::Delivered));
-            network.deliver_later(uid.clone(), read, receipt(ReceiptKind::Read));
-            if is_voice {
-                network.deliver_later(
-                    uid,
-                    read + Duration::from_millis(50),
-                    receipt(ReceiptKind::Played),
-                );
+                ),
+                None => network.schedule_receipts(uid, pid, is_voice),
             }
         });
         Ok(())

@@ -212,12 +212,10 @@ impl Services {
         account: &AccountId,
         id: &MessageId,
     ) -> ServiceResult<(Message, Vec<StatusChange>)> {
-        let m = match self.store.get_message(account, id).await {
-            Err(StoreError::NotFound) => return Err(ServiceError::NotFound("message")),
-            other => other?,
-        };
-        let history = self.store.message_history(account, id).await?;
-        Ok((m, history))
+        match self.store.get_message_with_history(account, id).await {
+            Err(StoreError::NotFound) => Err(ServiceError::NotFound("message")),
+            other => Ok(other?),
+        }
     }
 
     pub async fn list_messages(
