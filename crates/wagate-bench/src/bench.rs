@@ -145,24 +145,35 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
             print_level(&r);
             wagate_levels.push(r);
         }
-        // Every accepted send is a committed row: the list's total counts them.
-        let mut committed = 0u64;
-        for uid in &senders {
-            let v = api
-                .ok(
-                    reqwest::Method::GET,
-                    &format!("/v1/developer/messages?deviceUid={uid}&limit=1"),
-                    None,
-                )
-                .await?;
-            committed += v["total"].as_u64().unwrap_or(0);
-        }
+        // Every accepted send is a committed row: the list's total counts them. Those still
+        // `queued` are the backlog the send workers had not caught up with when the load
+        // stopped: accepts that outran sending.
+        let count = |filter: &'static str| {
+            let (api, senders) = (api.clone(), senders.clone());
+            async move {
+                let mut n = 0u64;
+                for uid in &senders {
+                    let v = api
+                        .ok(
+                            reqwest::Method::GET,
+                            &format!("/v1/developer/messages?deviceUid={uid}&limit=1{filter}"),
+                            None,
+                        )
+                        .await?;
+                    n += v["total"].as_u64().unwrap_or(0);
+                }
+                anyhow::Ok(n)
+            }
+        };
+        let committed = count("").await?;
+        let backlog = count("&status=queued").await?;
         let accepted: u64 = wagate_levels.iter().map(|l| l.accepted).sum();
         out!(
-            "\naccepted in measured runs: {accepted}; messages stored on the load devices (warm-ups included): {committed}"
+            "\naccepted in measured runs: {accepted}; messages stored on the load devices (warm-ups included): {committed}; still queued when the load stopped: {backlog}"
         );
         results["load"] = levels_json(&wagate_levels);
         results["load_committed_rows"] = json!(committed);
+        results["load_backlog_queued"] = json!(backlog);
     }
     let peak = server.peak_rss_kib();
     out!(
