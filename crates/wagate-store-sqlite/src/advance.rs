@@ -7,7 +7,8 @@
 //! together therefore run as a chunk ([`crate::writer`]): one query loads every message
 //! they name, the decisions are made here in order (a message stepped twice in a chunk
 //! sees its first step), and one script writes them all with set-based statements over
-//! JSON arrays, inside a savepoint so that a failure undoes the chunk alone.
+//! JSON arrays, inside a savepoint so that a failure undoes the chunk alone. Failures the
+//! queue and device deletion record go through the same code, as chunks of their own.
 
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{message_columns, message_from_row};

@@ -1,17 +1,17 @@
 //! Devices: settings, connection state (with its `device.status` events) and soft deletion.
 
 use crate::SqliteStore;
+use crate::advance::{AdvanceRequest, advance_chunk};
 use crate::cache::Lookup;
 use crate::error::map_sqlx;
 use crate::event::append_new;
-use crate::message::{advance_loaded, message_by_id};
 use crate::row::{device_columns, device_from_row, hash32};
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use wagate_core::device::{Device, DevicePatch, DeviceStateChange, DeviceStatus, NewDevice};
 use wagate_core::event::{DeviceStatusChanged, EventData};
 use wagate_core::message::MessageStatus;
-use wagate_core::store::{DeviceStore, StoreError, StoreResult};
+use wagate_core::store::{DeviceStore, MessageRef, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
 use wagate_core::{AccountId, DeviceUid, MessageId};
 
@@ -209,19 +209,19 @@ impl DeviceStore for SqliteStore {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
-                    for id in pending {
-                        let Ok(id) = MessageId::parse(&id) else {
-                            continue;
-                        };
-                        let message = message_by_id(conn, &id).await?;
-                        advance_loaded(
-                            conn,
-                            message,
-                            MessageStatus::Failed,
+                    let steps: Vec<AdvanceRequest> = pending
+                        .iter()
+                        .filter_map(|id| MessageId::parse(id).ok())
+                        .map(|id| AdvanceRequest {
+                            target: MessageRef::Id(id),
+                            status: MessageStatus::Failed,
                             at,
-                            Some(DELETED_REASON),
-                        )
-                        .await?;
+                            reason: Some(DELETED_REASON.into()),
+                        })
+                        .collect();
+                    let steps: Vec<&AdvanceRequest> = steps.iter().collect();
+                    for result in advance_chunk(conn, &steps).await? {
+                        result?;
                     }
                     sqlx::query("DELETE FROM send_jobs WHERE device_uid = ?")
                         .bind(uid.as_str())

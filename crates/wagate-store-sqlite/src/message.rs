@@ -8,9 +8,7 @@ use crate::advance::AdvanceRequest;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
-use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteArguments;
-use wagate_core::event::{EventData, MessageStatusChanged, NewEvent};
 use wagate_core::message::{Message, MessageStatus, NewOutboundMessage, StatusChange};
 use wagate_core::store::{
     AcceptOutcome, BudgetUsage, MessageFilter, MessageRef, MessageStore, Page, PageRequest,
@@ -33,91 +31,6 @@ pub(crate) fn minute_of(at: Timestamp) -> i64 {
 /// the current (partial) minute and the `minutes - 1` whole minutes before it.
 pub(crate) fn window_start(now: Timestamp, minutes: i64) -> i64 {
     minute_of(now) - minutes + 1
-}
-
-pub(crate) async fn message_by_id(
-    conn: &mut SqliteConnection,
-    id: &MessageId,
-) -> StoreResult<Message> {
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        message_columns!(),
-        " FROM messages m WHERE m.id = ?"
-    ))
-    .bind(id.as_str())
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(map_sqlx)?
-    .ok_or(StoreError::NotFound)?;
-    message_from_row(&row)
-}
-
-/// Moves a loaded message to `status` when that is forward, recording the history step
-/// and the `message.status` event; `None` when the move is not allowed. A message leaving
-/// `queued` loses its send job: a failed one is never sent, a sent one not again.
-pub(crate) async fn advance_loaded(
-    conn: &mut SqliteConnection,
-    mut message: Message,
-    status: MessageStatus,
-    at: Timestamp,
-    reason: Option<&str>,
-) -> StoreResult<Option<Message>> {
-    if !message.status.can_advance_to(status) {
-        return Ok(None);
-    }
-    let failed = status == MessageStatus::Failed;
-    if failed {
-        message.failure_reason = reason.map(str::to_owned);
-    }
-    message.status = status;
-    message.updated_at = message.updated_at.max(at);
-    let event = NewEvent::new(
-        message.account_id.clone(),
-        message.device_uid.clone(),
-        EventData::MessageStatus(MessageStatusChanged {
-            message_id: message.id.clone(),
-            client_message_id: message.client_message_id.clone(),
-            recipient: message.to.clone(),
-            status,
-            reason: reason.map(str::to_owned),
-            timestamp: at,
-        }),
-        at,
-    );
-    let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
-    // The step, its history row, its event and the end of any send job,
-    // in one round trip.
-    sqlx::query(
-        "UPDATE messages SET status = ?, updated_at = MAX(updated_at, ?), \
-         failure_reason = CASE WHEN ? THEN ? ELSE failure_reason END WHERE id = ?; \
-         INSERT INTO message_status_history (message_id, status, at, reason) \
-         VALUES (?, ?, ?, ?); \
-         DELETE FROM send_jobs WHERE message_id = ? AND ?; \
-         INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
-         VALUES (?, ?, ?, 'message.status', ?, ?)",
-    )
-    .bind(status.as_str())
-    .bind(millis(at))
-    .bind(failed)
-    .bind(reason)
-    .bind(message.id.as_str())
-    .bind(message.id.as_str())
-    .bind(status.as_str())
-    .bind(millis(at))
-    .bind(reason)
-    .bind(message.id.as_str())
-    // Every step leaves `queued`, or happens after it was left: the job ends either way
-    // (sent, or failed), including a job parked to await the server's ack.
-    .bind(true)
-    .bind(event.id.as_str())
-    .bind(event.account_id.as_str())
-    .bind(event.device_uid.as_str())
-    .bind(data)
-    .bind(millis(at))
-    .execute(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-    Ok(Some(message))
 }
 
 #[async_trait]
@@ -265,32 +178,7 @@ impl MessageStore for SqliteStore {
         account: &AccountId,
         id: &MessageId,
     ) -> StoreResult<Vec<StatusChange>> {
-        // Read in one statement so the message check and its steps come from one snapshot.
-        let rows = sqlx::query(
-            "SELECT h.status, h.at, h.reason FROM messages m \
-             LEFT JOIN message_status_history h ON h.message_id = m.id \
-             WHERE m.id = ? AND m.account_id = ? ORDER BY h.id",
-        )
-        .bind(id.as_str())
-        .bind(account.as_str())
-        .fetch_all(&self.read)
-        .await
-        .map_err(map_sqlx)?;
-        if rows.is_empty() {
-            return Err(StoreError::NotFound);
-        }
-        let mut steps = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let Some(status) = get::<Option<String>>(row, "status")? else {
-                continue;
-            };
-            steps.push(StatusChange {
-                status: MessageStatus::parse(&status).ok_or_else(|| corrupt("status", &status))?,
-                at: from_millis(get(row, "at")?),
-                reason: get(row, "reason")?,
-            });
-        }
-        Ok(steps)
+        Ok(self.get_message_with_history(account, id).await?.1)
     }
 
     async fn advance_message_status(

@@ -2,14 +2,15 @@
 //! budget), failed, retried or released.
 
 use crate::SqliteStore;
+use crate::advance::{AdvanceRequest, advance_chunk};
 use crate::error::{corrupt, map_sqlx};
-use crate::message::{advance_loaded, message_by_id, minute_of};
+use crate::message::minute_of;
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
 use wagate_core::DeviceUid;
 use wagate_core::MessageId;
 use wagate_core::message::MessageStatus;
-use wagate_core::store::{SendJob, SendQueue, StoreError, StoreResult};
+use wagate_core::store::{MessageRef, SendJob, SendQueue, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, from_millis, millis};
 
 #[async_trait]
@@ -178,10 +179,17 @@ impl SendQueue for SqliteStore {
                     .ok_or(StoreError::NotFound)?;
                     let id = MessageId::parse(&id)
                         .map_err(|_| crate::error::corrupt("message id", &id))?;
-                    let message = message_by_id(conn, &id).await?;
                     // A message WhatsApp already took cannot fail any more; the job is
                     // done either way.
-                    advance_loaded(conn, message, MessageStatus::Failed, at, Some(&reason)).await?;
+                    let step = AdvanceRequest {
+                        target: MessageRef::Id(id),
+                        status: MessageStatus::Failed,
+                        at,
+                        reason: Some(reason),
+                    };
+                    for result in advance_chunk(conn, &[&step]).await? {
+                        result?;
+                    }
                     Ok(())
                 })
             })

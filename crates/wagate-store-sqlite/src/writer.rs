@@ -74,19 +74,55 @@ where
 
 type Unit = Box<dyn Job>;
 
-/// An accept, kept as data rather than a closure so that consecutive accepts can run as
-/// one script ([`crate::accept`]).
-struct Accept {
-    request: AcceptRequest,
-    reply: oneshot::Sender<StoreResult<AcceptOutcome>>,
+/// A request kept as data rather than a closure, so that consecutive ones of a kind run
+/// together as one chunk ([`crate::accept`], [`crate::advance`]).
+struct Queued<K: ChunkKind> {
+    request: K::Request,
+    reply: oneshot::Sender<StoreResult<K::Outcome>>,
 }
 
-/// A status step, kept as data so that consecutive steps run as one chunk
-/// ([`crate::advance`]).
-struct Advance {
-    request: AdvanceRequest,
-    reply: oneshot::Sender<StoreResult<Option<Message>>>,
+/// A kind of request the writer runs in chunks.
+trait ChunkKind {
+    type Request: Send + Sync;
+    type Outcome: Send;
+    /// Runs a chunk. An `Err` means it failed as a whole and left nothing behind (or the
+    /// transaction is gone, which the caller probes); inner results are per request.
+    async fn run(
+        conn: &mut SqliteConnection,
+        requests: &[&Self::Request],
+    ) -> StoreResult<Vec<StoreResult<Self::Outcome>>>;
 }
+
+/// Accepting outbound messages ([`crate::accept`]).
+struct Accepting;
+
+impl ChunkKind for Accepting {
+    type Request = AcceptRequest;
+    type Outcome = AcceptOutcome;
+    async fn run(
+        conn: &mut SqliteConnection,
+        requests: &[&AcceptRequest],
+    ) -> StoreResult<Vec<StoreResult<AcceptOutcome>>> {
+        accept_chunk(conn, requests).await
+    }
+}
+
+/// Status steps ([`crate::advance`]).
+struct Advancing;
+
+impl ChunkKind for Advancing {
+    type Request = AdvanceRequest;
+    type Outcome = Option<Message>;
+    async fn run(
+        conn: &mut SqliteConnection,
+        requests: &[&AdvanceRequest],
+    ) -> StoreResult<Vec<StoreResult<Option<Message>>>> {
+        advance_chunk(conn, requests).await
+    }
+}
+
+type Accept = Queued<Accepting>;
+type Advance = Queued<Advancing>;
 
 enum Item {
     Unit(Unit),
@@ -355,35 +391,16 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
                 if unit_savepoint == Some(true) {
                     unit_savepoint = None;
                 }
-                let requests: Vec<&AdvanceRequest> = chunk.iter().map(|a| &a.request).collect();
-                match advance_chunk(conn, &requests).await {
-                    Ok(outcomes) => {
-                        for (a, outcome) in chunk.into_iter().zip(outcomes) {
-                            delivered.push(Box::new(move |committed: StoreResult<()>| {
-                                let _ = a.reply.send(committed.and(outcome));
-                            }));
+                match run_chunk(conn, chunk, &mut delivered).await {
+                    Ok(singles) => {
+                        for a in singles.into_iter().rev() {
+                            steps.push_front(Step::Advances(vec![a]));
                         }
                     }
-                    Err(e) => {
-                        // The chunk undid itself; probe whether the transaction survived.
-                        if let Err(gone) = exec(conn, "RELEASE batch; SAVEPOINT batch").await {
-                            for a in chunk {
-                                let _ = a.reply.send(Err(gone.clone()));
-                            }
-                            refuse_all(steps, &gone);
-                            finish(conn, delivered, Err(gone)).await;
-                            return;
-                        }
-                        if chunk.len() == 1 {
-                            for a in chunk {
-                                let _ = a.reply.send(Err(e.clone()));
-                            }
-                        } else {
-                            // One of them failed; run them one by one so only it fails.
-                            for a in chunk.into_iter().rev() {
-                                steps.push_front(Step::Advances(vec![a]));
-                            }
-                        }
+                    Err(gone) => {
+                        refuse_all(steps, &gone);
+                        finish(conn, delivered, Err(gone)).await;
+                        return;
                     }
                 }
             }
@@ -391,34 +408,16 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
                 if unit_savepoint == Some(true) {
                     unit_savepoint = None;
                 }
-                let requests: Vec<&AcceptRequest> = chunk.iter().map(|a| &a.request).collect();
-                match accept_chunk(conn, &requests).await {
-                    Ok(outcomes) => {
-                        for (a, outcome) in chunk.into_iter().zip(outcomes) {
-                            delivered.push(Box::new(move |committed: StoreResult<()>| {
-                                let _ = a.reply.send(committed.and(outcome));
-                            }));
+                match run_chunk(conn, chunk, &mut delivered).await {
+                    Ok(singles) => {
+                        for a in singles.into_iter().rev() {
+                            steps.push_front(Step::Accepts(vec![a]));
                         }
                     }
-                    Err(e) => {
-                        if let Err(gone) = exec(conn, "RELEASE batch; SAVEPOINT batch").await {
-                            for a in chunk {
-                                let _ = a.reply.send(Err(gone.clone()));
-                            }
-                            refuse_all(steps, &gone);
-                            finish(conn, delivered, Err(gone)).await;
-                            return;
-                        }
-                        if chunk.len() == 1 {
-                            for a in chunk {
-                                let _ = a.reply.send(Err(e.clone()));
-                            }
-                        } else {
-                            // One of them failed; run them one by one so only it fails.
-                            for a in chunk.into_iter().rev() {
-                                steps.push_front(Step::Accepts(vec![a]));
-                            }
-                        }
+                    Err(gone) => {
+                        refuse_all(steps, &gone);
+                        finish(conn, delivered, Err(gone)).await;
+                        return;
                     }
                 }
             }
@@ -430,6 +429,47 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
     };
     let outcome = exec(conn, end).await;
     finish(conn, delivered, outcome).await;
+}
+
+/// Runs a chunk, queueing each request's reply for the commit. When the chunk fails and
+/// had more than one request, returns them to be run one by one, so that only the
+/// failing one fails; `Err` when the transaction itself is gone (every request of the
+/// chunk has been told).
+async fn run_chunk<K: ChunkKind>(
+    conn: &mut SqliteConnection,
+    chunk: Vec<Queued<K>>,
+    delivered: &mut Vec<Deliver>,
+) -> Result<Vec<Queued<K>>, StoreError>
+where
+    K::Outcome: 'static,
+    K::Request: 'static,
+{
+    let requests: Vec<&K::Request> = chunk.iter().map(|q| &q.request).collect();
+    let error = match K::run(conn, &requests).await {
+        Ok(outcomes) => {
+            for (q, outcome) in chunk.into_iter().zip(outcomes) {
+                delivered.push(Box::new(move |committed: StoreResult<()>| {
+                    let _ = q.reply.send(committed.and(outcome));
+                }));
+            }
+            return Ok(Vec::new());
+        }
+        Err(e) => e,
+    };
+    // The chunk undid itself; probe whether the transaction survived.
+    if let Err(gone) = exec(conn, "RELEASE batch; SAVEPOINT batch").await {
+        for q in chunk {
+            let _ = q.reply.send(Err(gone.clone()));
+        }
+        return Err(gone);
+    }
+    if chunk.len() == 1 {
+        for q in chunk {
+            let _ = q.reply.send(Err(error.clone()));
+        }
+        return Ok(Vec::new());
+    }
+    Ok(chunk)
 }
 
 /// Tells every caller of the batch how it ended.
