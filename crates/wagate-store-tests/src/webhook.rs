@@ -3,7 +3,7 @@
 
 use crate::fixture::{SEC, StoreFactory, account, at, device};
 use wagate_core::message::{InboundMessage, MessageKind};
-use wagate_core::store::{InboundStore, PageRequest, StoreError};
+use wagate_core::store::{InboundStore, PageRequest, Store, StoreError};
 use wagate_core::webhook::{
     AttemptFilter, AttemptRecord, ClaimedDelivery, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind,
     MsgeraWebhooks, WebhookChange, WebhookStore,
@@ -115,9 +115,9 @@ pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
     assert!(claimed.iter().all(|c| c.attempt == 1 && c.config.is_some()));
 }
 
-pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory) {
-    let fx = f.make().await;
-    let s = &*fx.store;
+/// A device with a personal webhook and `n` inbound messages (one a second from 1 s),
+/// fanned out at `n + 1` s: `n` deliveries in line for one destination.
+async fn one_destination_with_inbound(s: &impl Store, n: i64) {
     let a = account(s).await;
     let d = device(s, &a).await;
     s.change_webhook_config(
@@ -129,10 +129,16 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     )
     .await
     .unwrap();
-    for i in 1..=3 {
+    for i in 1..=n {
         inbound(s, &a, &d.uid, &format!("M{i}"), false, i * SEC).await;
     }
-    s.fan_out_events(100, at(4 * SEC)).await.unwrap();
+    s.fan_out_events(100, at((n + 1) * SEC)).await.unwrap();
+}
+
+pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    one_destination_with_inbound(s, 3).await;
     let first = s
         .claim_deliveries(at(4 * SEC), at(60 * SEC), 10, 1)
         .await
@@ -188,21 +194,7 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
 pub async fn webhook_window_bounds_in_flight_per_destination(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
-    let a = account(s).await;
-    let d = device(s, &a).await;
-    s.change_webhook_config(
-        &a,
-        &d.uid,
-        &msgera(Some("https://p/"), None),
-        "whsec_AAAA",
-        at(0),
-    )
-    .await
-    .unwrap();
-    for i in 1..=4 {
-        inbound(s, &a, &d.uid, &format!("M{i}"), false, i * SEC).await;
-    }
-    s.fan_out_events(100, at(5 * SEC)).await.unwrap();
+    one_destination_with_inbound(s, 4).await;
     let seq = |c: &ClaimedDelivery| c.event.seq;
     let first = s
         .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 2)
