@@ -54,8 +54,9 @@ pub(crate) async fn advance_chunk(
 ) -> StoreResult<Vec<StoreResult<Option<Message>>>> {
     let Loaded { ids, mut states } = load(conn, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
-    // Final state per moved message, in first-moved order.
-    let mut finals: Vec<(String, Value)> = Vec::new();
+    // Final state per moved message, in first-moved order, and where each message's is.
+    let mut finals: Vec<Value> = Vec::new();
+    let mut final_of: HashMap<String, usize> = HashMap::new();
     let mut steps: Vec<Value> = Vec::new();
     for r in requests {
         let Some(message) = ids
@@ -104,16 +105,19 @@ pub(crate) async fn advance_chunk(
             millis(message.updated_at),
             message.failure_reason,
         ]);
-        match finals.iter_mut().find(|(id, _)| id == message.id.as_str()) {
-            Some((_, f)) => *f = state,
-            None => finals.push((message.id.as_str().to_owned(), state)),
+        match final_of.get(message.id.as_str()) {
+            Some(&i) => finals[i] = state,
+            None => {
+                final_of.insert(message.id.as_str().to_owned(), finals.len());
+                finals.push(state);
+            }
         }
         results.push(Ok(Some(message.clone())));
     }
     if steps.is_empty() {
         return Ok(results);
     }
-    let finals = Value::Array(finals.into_iter().map(|(_, f)| f).collect()).to_string();
+    let finals = Value::Array(finals).to_string();
     let steps = Value::Array(steps).to_string();
     let written = sqlx::query(WRITE)
         .bind(&finals)
