@@ -124,6 +124,58 @@ impl Default for SafetyLimits {
     }
 }
 
+/// A send budget that would keep a new message from being handed to WhatsApp now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetHold {
+    /// `"per-minute"` or `"per-hour"`.
+    pub budget: &'static str,
+    pub limit: u32,
+    /// The earliest a slot can free up: the budgets count hand-offs per clock minute.
+    pub retry_after_secs: u64,
+}
+
+impl SafetyLimits {
+    /// Whether a message accepted now would wait longer than `within` for the per-minute
+    /// or per-hour budget: `handed_*` is what those windows already used, `queued_ahead`
+    /// the device's messages still waiting to be handed over, which go first. Callers
+    /// that answer only once WhatsApp has the message use this to refuse up front
+    /// instead of waiting out their deadline.
+    ///
+    /// A full minute frees up at the next minute boundary; a full hour only as its oldest
+    /// minutes age out, which is not known here and is taken to be past any wait (the
+    /// next minute boundary is still the earliest worth retrying at).
+    pub fn hold(
+        &self,
+        handed_last_minute: u64,
+        handed_last_hour: u64,
+        queued_ahead: u64,
+        now: Timestamp,
+        within: std::time::Duration,
+    ) -> Option<BudgetHold> {
+        let into_minute = crate::time::millis(now).rem_euclid(60_000);
+        let to_next_minute_ms = 60_000 - u64::try_from(into_minute).unwrap_or(0);
+        let retry_after_secs = to_next_minute_ms.div_ceil(1000);
+        let over = |used: u64, limit: u32| used.saturating_add(queued_ahead) >= u64::from(limit);
+        if over(handed_last_hour, self.per_hour) {
+            Some(BudgetHold {
+                budget: "per-hour",
+                limit: self.per_hour,
+                retry_after_secs,
+            })
+        } else if over(handed_last_minute, self.per_minute)
+            && std::time::Duration::from_millis(to_next_minute_ms) >= within
+        {
+            Some(BudgetHold {
+                budget: "per-minute",
+                limit: self.per_minute,
+                retry_after_secs,
+            })
+        } else {
+            None
+        }
+    }
+}
+
 /// Human-like pacing between sends (whatsapp-web's defaults make it on; sandbox off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -206,4 +258,34 @@ pub struct DeviceStateChange {
     pub phone: Option<Phone>,
     pub push_name: Option<String>,
     pub at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_hold_a_message_when_their_window_is_full() {
+        use std::time::Duration;
+        let l = SafetyLimits {
+            per_day: 1000,
+            per_hour: 10,
+            per_minute: 3,
+        };
+        // 45.5 s into a minute: the minute frees up in 14.5 s.
+        let now = crate::time::from_millis(1_800_000_000_000 + 45_500);
+        let wait = Duration::from_secs(5);
+        assert_eq!(l.hold(0, 0, 0, now, wait), None);
+        assert_eq!(l.hold(2, 2, 0, now, wait), None);
+        let minute = l.hold(2, 2, 1, now, wait).unwrap();
+        assert_eq!((minute.budget, minute.limit), ("per-minute", 3));
+        assert_eq!(minute.retry_after_secs, 15);
+        // A wait that outlasts the minute sees the message go out within it.
+        assert_eq!(l.hold(2, 2, 1, now, Duration::from_secs(20)), None);
+        // A full hour holds it whatever the wait.
+        let hour = l.hold(0, 10, 0, now, Duration::from_secs(600)).unwrap();
+        assert_eq!((hour.budget, hour.limit), ("per-hour", 10));
+        assert_eq!(l.hold(0, 7, 2, now, wait), None);
+        assert_eq!(l.hold(0, 7, 3, now, wait).unwrap().budget, "per-hour");
+    }
 }

@@ -5,6 +5,7 @@
 //! application wires real implementations into.
 
 pub mod account;
+pub mod content_type;
 pub mod device;
 pub mod engine;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod message;
 pub mod phone;
 pub mod spintax;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod webhook;
 

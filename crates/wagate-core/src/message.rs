@@ -176,6 +176,56 @@ pub struct Message {
     pub updated_at: Timestamp,
 }
 
+/// What a `clientMessageId` stands for: the request as the caller wrote it (the spintax
+/// template, not the variant picked), on one endpoint. Following Stripe and the IETF
+/// Idempotency-Key draft, the same key with the same request replays the original; the
+/// same key with a different request is a caller's mistake and is refused, never
+/// answered with the wrong message.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestIdentity<'a> {
+    /// The dialect and kind of send (`msgera:text`, `megamsg:image`, …).
+    pub endpoint: &'a str,
+    pub to: &'a Phone,
+    /// Text or caption as written (a spintax template).
+    pub text: Option<&'a str>,
+    pub media: Option<&'a MediaId>,
+    pub send_at: Option<Timestamp>,
+}
+
+impl RequestIdentity<'_> {
+    /// A hex SHA-256 over a length-prefixed encoding of every part (no two different
+    /// requests encode alike, whatever their texts contain).
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let mut part = |tag: &[u8], v: Option<&[u8]>| {
+            h.update(tag);
+            match v {
+                Some(v) => {
+                    h.update((v.len() as u64).to_be_bytes());
+                    h.update(v);
+                }
+                None => h.update(u64::MAX.to_be_bytes()),
+            }
+        };
+        part(b"e", Some(self.endpoint.as_bytes()));
+        part(b"t", Some(self.to.digits().as_bytes()));
+        part(b"x", self.text.map(str::as_bytes));
+        part(b"m", self.media.map(|m| m.as_str().as_bytes()));
+        let at = self.send_at.map(|t| crate::time::millis(t).to_be_bytes());
+        part(b"s", at.as_ref().map(|a| a.as_slice()));
+        let digest = h.finalize();
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Whether a send that reuses a `clientMessageId` is a replay of the original request
+/// (answer with the original) or a different request (refuse). Messages accepted before
+/// requests were fingerprinted (`None`) are taken as replays: nothing else can be known.
+pub fn is_replay(original_request_hash: Option<&str>, request_hash: &str) -> bool {
+    original_request_hash.is_none_or(|h| h == request_hash)
+}
+
 /// A message to accept for sending.
 #[derive(Debug, Clone)]
 pub struct NewOutboundMessage {
@@ -187,6 +237,9 @@ pub struct NewOutboundMessage {
     pub text: Option<String>,
     pub media_id: Option<MediaId>,
     pub client_message_id: Option<String>,
+    /// [`RequestIdentity::hash`] of the request, kept with the message so a reused
+    /// `clientMessageId` can be told from a replay.
+    pub request_hash: String,
     pub dialect: Dialect,
     pub send_at: Option<Timestamp>,
     pub created_at: Timestamp,
@@ -237,5 +290,70 @@ impl From<crate::media::MediaClass> for MessageKind {
             MediaClass::Sticker => Self::Sticker,
             MediaClass::Document => Self::Document,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_hashes_tell_requests_apart() {
+        let to = Phone::parse("+201001234567").unwrap();
+        let other = Phone::parse("+201001234568").unwrap();
+        let media = MediaId::new();
+        let base = RequestIdentity {
+            endpoint: "msgera:text",
+            to: &to,
+            text: Some("{Hi|Hello}"),
+            media: None,
+            send_at: None,
+        };
+        let h = base.hash();
+        assert_eq!(h, base.hash(), "stable");
+        assert_eq!(h.len(), 64);
+        let variants = [
+            RequestIdentity {
+                endpoint: "msgera:media",
+                ..base
+            },
+            RequestIdentity { to: &other, ..base },
+            RequestIdentity {
+                text: Some("{Hi|Hello} "),
+                ..base
+            },
+            RequestIdentity { text: None, ..base },
+            RequestIdentity {
+                media: Some(&media),
+                ..base
+            },
+            RequestIdentity {
+                send_at: Some(crate::time::from_millis(1)),
+                ..base
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.hash(), h, "{v:?}");
+        }
+        // Length prefixes: moving bytes from one part to the next changes the hash.
+        let a = RequestIdentity {
+            endpoint: "ab",
+            text: Some("c"),
+            ..base
+        };
+        let b = RequestIdentity {
+            endpoint: "a",
+            text: Some("bc"),
+            ..base
+        };
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    #[test]
+    fn a_reused_key_replays_only_the_same_request() {
+        let h = "a".repeat(64);
+        assert!(is_replay(Some(&h), &h));
+        assert!(is_replay(None, &h), "messages from before fingerprints");
+        assert!(!is_replay(Some(&"b".repeat(64)), &h));
     }
 }

@@ -1,4 +1,5 @@
-//! Phone numbers as the APIs accept them: `^\+?[0-9]{7,15}$`, kept as E.164 digits.
+//! Phone numbers as the APIs accept them: `^\+?[1-9][0-9]{6,14}$` (E.164: country codes
+//! never start with 0), kept as E.164 digits.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -11,15 +12,22 @@ pub struct Phone(String);
 
 /// Why a string is not a phone number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be a phone number in international format matching ^\\+?[0-9]{{7,15}}$")]
+#[error(
+    "must be a phone number in international format matching ^\\+?[1-9][0-9]{{6,14}}$ (country code first, no leading 0)"
+)]
 pub struct InvalidPhone;
 
 impl Phone {
-    /// Parses exactly the documented pattern `^\+?[0-9]{7,15}$`; nothing is stripped or
+    /// Parses exactly the documented pattern `^\+?[1-9][0-9]{6,14}$`; nothing is stripped or
     /// guessed, because a silently "fixed" number sends to the wrong person.
     pub fn parse(s: &str) -> Result<Self, InvalidPhone> {
         let digits = s.strip_prefix('+').unwrap_or(s);
-        if (7..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        // E.164: no country code starts with 0 (a leading 0 is a national trunk prefix,
+        // and WhatsApp would address someone else or no one).
+        if (7..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0')
+        {
             Ok(Self(digits.to_owned()))
         } else {
             Err(InvalidPhone)
@@ -86,6 +94,8 @@ mod tests {
             "++2010012345",
             "20100abc45",
             "٢٠١٠٠١٢٣٤٥٦",
+            "+0201001234567",
+            "0201001234567",
         ] {
             assert_eq!(Phone::parse(bad), Err(InvalidPhone), "{bad:?}");
         }
@@ -95,12 +105,14 @@ mod tests {
         #[test]
         fn parse_agrees_with_the_regex(s in "\\PC{0,20}") {
             let plus = s.strip_prefix('+').unwrap_or(&s);
-            let expected = (7..=15).contains(&plus.len()) && plus.bytes().all(|b| b.is_ascii_digit());
+            let expected = (7..=15).contains(&plus.len())
+                && plus.bytes().all(|b| b.is_ascii_digit())
+                && !plus.starts_with('0');
             prop_assert_eq!(Phone::parse(&s).is_ok(), expected);
         }
 
         #[test]
-        fn valid_numbers_round_trip(d in "[0-9]{7,15}", plus in any::<bool>()) {
+        fn valid_numbers_round_trip(d in "[1-9][0-9]{6,14}", plus in any::<bool>()) {
             let input = if plus { format!("+{d}") } else { d.clone() };
             let p = Phone::parse(&input).unwrap();
             prop_assert_eq!(p.digits(), d.as_str());

@@ -63,6 +63,18 @@ impl Spintax {
         self.expand_with(&mut rand::thread_rng())
     }
 
+    /// Whether some choice of options expands to nothing but white space (`{}`, `{|}`,
+    /// `{Hi|}`): such a template could send an empty message.
+    pub fn can_expand_blank(&self) -> bool {
+        fn blank(seq: &Seq) -> bool {
+            seq.iter().all(|n| match n {
+                Node::Text(t) => t.trim().is_empty(),
+                Node::Choice(options) => options.iter().any(blank),
+            })
+        }
+        blank(&self.root)
+    }
+
     /// Whether the template has any group at all (a plain text expands to itself).
     pub fn has_choices(&self) -> bool {
         self.root.iter().any(|n| matches!(n, Node::Choice(_)))
@@ -175,6 +187,17 @@ fn expand_seq<R: Rng + ?Sized>(seq: &Seq, rng: &mut R, out: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn templates_that_can_expand_to_nothing_are_known() {
+        for t in ["{}", "{|}", "{Hi|}", " { | } ", "{{|}|x}"] {
+            assert!(Spintax::parse(t).unwrap().can_expand_blank(), "{t}");
+        }
+        for t in ["Hi", "{Hi|Hello}", "{Hi|} there", "{{a|b}|c}", "\\{\\}"] {
+            assert!(!Spintax::parse(t).unwrap().can_expand_blank(), "{t}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
     use rand::SeedableRng;

@@ -120,8 +120,12 @@ pub trait DeviceStore: Send + Sync {
 pub enum AcceptOutcome {
     /// The message, its idempotency key and its send job were committed.
     Created(Message),
-    /// The device already had a message with this `clientMessageId`: nothing new.
+    /// The device already had a message with this `clientMessageId`, for the same
+    /// request: nothing new, the original is the answer.
     Duplicate(Message),
+    /// The device already had a message with this `clientMessageId`, for a different
+    /// request (another recipient, text, media or endpoint): nothing was committed.
+    KeyReused { original: MessageId },
     /// The device's daily budget is used up: nothing was committed.
     DailyBudgetExhausted { limit: u32 },
 }

@@ -79,6 +79,7 @@ async fn main() {
                     text: Some("hello there".into()),
                     media_id: None,
                     client_message_id: Some(format!("t{t}-{i}")),
+                    request_hash: String::new(),
                     dialect: Dialect::Msgera,
                     send_at: None,
                     created_at: time::now(),

@@ -48,6 +48,7 @@ pub(crate) const SETUP: &[&str] = &[
         text TEXT,
         media_id TEXT,
         client_message_id TEXT,
+        request_hash TEXT NOT NULL,
         provider_message_id TEXT NOT NULL,
         dialect TEXT NOT NULL,
         send_at INTEGER,
@@ -61,6 +62,7 @@ pub(crate) const SETUP: &[&str] = &[
         device_deleted INTEGER,
         accepted_today INTEGER,
         duplicate_id TEXT,
+        duplicate_hash TEXT,
         ok INTEGER
     )",
     "CREATE TEMP TRIGGER IF NOT EXISTS accept_request_run AFTER INSERT ON accept_request
@@ -72,6 +74,8 @@ pub(crate) const SETUP: &[&str] = &[
                 WHERE device_uid = NEW.device_uid
                 AND minute >= NEW.window_start AND minute <= NEW.minute),
             duplicate_id = (SELECT id FROM messages
+                WHERE device_uid = NEW.device_uid AND client_message_id = NEW.client_message_id),
+            duplicate_hash = (SELECT request_hash FROM messages
                 WHERE device_uid = NEW.device_uid AND client_message_id = NEW.client_message_id)
         WHERE slot = NEW.slot;
         UPDATE accept_request SET ok = (device_account IS NEW.account_id
@@ -79,10 +83,11 @@ pub(crate) const SETUP: &[&str] = &[
             AND accepted_today < NEW.daily_limit)
         WHERE slot = NEW.slot;
         INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id,
-            client_message_id, status, provider_message_id, dialect, send_at, created_at,
-            updated_at)
+            client_message_id, request_hash, status, provider_message_id, dialect, send_at,
+            created_at, updated_at)
         SELECT NEW.id, NEW.account_id, NEW.device_uid, NEW.to_phone, NEW.kind, NEW.text,
-            NEW.media_id, NEW.client_message_id, 'queued', NEW.provider_message_id,
+            NEW.media_id, NEW.client_message_id, NEW.request_hash, 'queued',
+            NEW.provider_message_id,
             NEW.dialect, NEW.send_at, NEW.created_at, NEW.created_at
         FROM accept_request WHERE slot = NEW.slot AND ok;
         INSERT INTO message_status_history (message_id, status, at)
@@ -97,14 +102,14 @@ pub(crate) const SETUP: &[&str] = &[
 
 const START: &str = "DELETE FROM temp.accept_request; \
     INSERT INTO temp.accept_request (slot, id, account_id, device_uid, to_phone, kind, text, \
-        media_id, client_message_id, provider_message_id, dialect, send_at, created_at, \
-        run_at, window_start, minute, daily_limit) VALUES ";
+        media_id, client_message_id, request_hash, provider_message_id, dialect, send_at, \
+        created_at, run_at, window_start, minute, daily_limit) VALUES ";
 
-const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// Every note of the chunk as one row.
 const REPORT: &str = "; SELECT json_group_array(json_array(slot, device_account, \
-    device_deleted, accepted_today, duplicate_id, ok)) AS report FROM temp.accept_request";
+    device_deleted, accepted_today, duplicate_id, duplicate_hash, ok)) AS report FROM temp.accept_request";
 
 /// The script for `n` accepts (`n` a power of two up to [`MAX_CHUNK`]).
 fn script(n: usize) -> &'static str {
@@ -176,6 +181,7 @@ pub(crate) async fn accept_chunk(
             .bind(m.text.as_deref())
             .bind(m.media_id.as_ref().map(|x| x.as_str()))
             .bind(m.client_message_id.as_deref())
+            .bind(m.request_hash.as_str())
             .bind(r.provider_message_id.as_str())
             .bind(m.dialect.as_str())
             .bind(m.send_at.map(millis))
@@ -208,9 +214,17 @@ pub(crate) async fn accept_chunk(
 }
 
 /// What the trigger noted for one accept: slot, the device's account, when it was
-/// deleted, accepts in the window, the clientMessageId's existing message, and whether
-/// the message was written (0 or 1).
-type Note = (i64, Option<String>, Option<i64>, i64, Option<String>, i64);
+/// deleted, accepts in the window, the clientMessageId's existing message and its request
+/// hash, and whether the message was written (0 or 1).
+type Note = (
+    i64,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<String>,
+    Option<String>,
+    i64,
+);
 
 /// The messages duplicates point at, as they are now (one round trip, only when needed).
 async fn load_duplicates(
@@ -242,11 +256,16 @@ fn decide(
     duplicates: &HashMap<String, Message>,
 ) -> StoreResult<StoreResult<AcceptOutcome>> {
     let m = &r.message;
-    let (_, owner, deleted, accepted, duplicate, written) = note;
+    let (_, owner, deleted, accepted, duplicate, duplicate_hash, written) = note;
     if owner.as_deref() != Some(m.account_id.as_str()) || deleted.is_some() {
         return Ok(Err(StoreError::NotFound));
     }
     if let Some(id) = duplicate {
+        if !wagate_core::message::is_replay(duplicate_hash.as_deref(), &m.request_hash) {
+            let original = wagate_core::MessageId::parse(id)
+                .map_err(|_| corrupt("duplicate message id", id))?;
+            return Ok(Ok(AcceptOutcome::KeyReused { original }));
+        }
         let original = duplicates
             .get(id)
             .ok_or_else(|| corrupt("duplicate message", id))?;

@@ -62,6 +62,7 @@ fn message(account: &AccountId, device: &DeviceUid, id: MessageId, ms: i64) -> N
         text: Some("hi".into()),
         media_id: None,
         client_message_id: None,
+        request_hash: String::new(),
         dialect: Dialect::Megamsg,
         send_at: None,
         created_at: at(ms),

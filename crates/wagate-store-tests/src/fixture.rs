@@ -118,6 +118,9 @@ pub(crate) fn outbound(
         text: Some("hello".into()),
         media_id: None,
         client_message_id: client_message_id.map(str::to_owned),
+        // The same request each time unless a case says otherwise (the stored text may
+        // still differ: spintax picks a variant per accept).
+        request_hash: "request-1".into(),
         dialect: Dialect::Msgera,
         send_at: None,
         created_at,

@@ -110,6 +110,21 @@ pub async fn accept_dedupes_client_message_id_per_device(f: impl StoreFactory) {
         Err(StoreError::NotFound)
     );
 
+    // The same key for a different request is refused, naming the original, and
+    // commits nothing.
+    let mut reused = outbound(&d1, Some("order-17"), at(SEC));
+    reused.request_hash = "request-2".into();
+    assert_eq!(
+        accept(s, &reused, 100).await,
+        AcceptOutcome::KeyReused {
+            original: first.id.clone()
+        }
+    );
+    assert_eq!(
+        s.get_message(&a, &reused.id).await,
+        Err(StoreError::NotFound)
+    );
+
     // The same clientMessageId on another device is another message.
     let other = outbound(&d2, Some("order-17"), at(SEC));
     assert!(matches!(

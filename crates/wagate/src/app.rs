@@ -67,6 +67,16 @@ fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
 
 /// Starts wagate: every device, the workers and the HTTP server.
 pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp> {
+    for (name, value) in [
+        ("public_url", &config.public_url),
+        ("media_public_url", &config.media_public_url),
+    ] {
+        if let Some(v) = value
+            && !url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            anyhow::bail!("{name} `{v}` must be an http:// or https:// URL");
+        }
+    }
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
@@ -100,10 +110,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         sandbox,
     };
     let shutdown = CancellationToken::new();
-    let base_url = match &services.config.public_url {
-        Some(_) => services.config.public_url(),
-        None => format!("http://{addr}"),
-    };
+    let base_url = services.config.media_base_url(|| format!("http://{addr}"));
     let webhooks = crate::webhook::Dispatcher::start(&services, base_url).await?;
     let router = http::router(services.clone());
     let stop = shutdown.clone();

@@ -20,6 +20,12 @@ pub struct Config {
     /// Base URL under which clients reach this server, for links such as webhook
     /// `mediaUrl`s (`WAGATE_PUBLIC_URL`); defaults to `http://<listen>`.
     pub public_url: Option<String>,
+    /// Base URL of the signed media links in webhooks and the event stream
+    /// (`WAGATE_MEDIA_PUBLIC_URL`), e.g. `https://media.example.net` routed to this same
+    /// server. Files are chosen by strangers who message a linked number; serving them from
+    /// a separate origin (as GitHub does with its user-content domain) keeps them away from
+    /// the dashboard's cookies even if a browser mishandled one. Defaults to the public URL.
+    pub media_public_url: Option<String>,
     /// Log format: `pretty` or `json` (`WAGATE_LOG_FORMAT`); the level comes from `RUST_LOG`.
     pub log_format: LogFormat,
     /// Let media and webhook URLs point at loopback, private or link-local addresses
@@ -231,6 +237,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("wagate-data"),
             public_url: None,
+            media_public_url: None,
             log_format: LogFormat::Pretty,
             allow_private_urls: false,
             synchronous: Synchronous::Full,
@@ -261,6 +268,16 @@ impl Config {
         match &self.public_url {
             Some(u) => u.trim_end_matches('/').to_owned(),
             None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// Base of media links: `media_public_url`, else the public URL, else `fallback`
+    /// (what the server knows of its own address).
+    pub fn media_base_url(&self, fallback: impl FnOnce() -> String) -> String {
+        match (&self.media_public_url, &self.public_url) {
+            (Some(m), _) => m.trim_end_matches('/').to_owned(),
+            (None, Some(_)) => self.public_url(),
+            (None, None) => fallback(),
         }
     }
 

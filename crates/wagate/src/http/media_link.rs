@@ -6,10 +6,13 @@
 //! forged or extended; a tampered, expired or foreign link is a 401.
 
 use crate::http::error::{ApiError, ApiResult};
+use crate::http::query::ApiQuery;
 use crate::service::Services;
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::Request;
+use axum::extract::{Path, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
@@ -109,7 +112,9 @@ impl MediaLinkKey {
 }
 
 pub fn router() -> Router<Services> {
-    Router::new().route("/media/{media_id}", get(download))
+    Router::new()
+        .route("/media/{media_id}", get(download))
+        .route_layer(axum::middleware::from_fn(harden))
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +135,7 @@ fn refused() -> ApiError {
 pub async fn download(
     State(s): State<Services>,
     Path(media_id): Path<String>,
-    Query(q): Query<LinkQuery>,
+    ApiQuery(q): ApiQuery<LinkQuery>,
 ) -> ApiResult<Response> {
     let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
         return Err(refused());
@@ -158,18 +163,85 @@ pub async fn download(
     if let Ok(v) = HeaderValue::from_str(&media.mime_type) {
         headers.insert(header::CONTENT_TYPE, v);
     }
-    if let Some(name) = &media.file_name {
-        // Only a plain name goes in the header; anything else is left out, not escaped.
-        if name
-            .chars()
-            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ')
-            && let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
-        {
-            headers.insert(header::CONTENT_DISPOSITION, v);
-        }
-    }
+    let inline = wagate_core::content_type::is_inline_safe(&media.mime_type);
+    headers.insert(
+        header::CONTENT_DISPOSITION,
+        content_disposition(inline, media.file_name.as_deref()),
+    );
+    // Links are capabilities for one reader; shared caches must not keep the file.
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
     Ok(response)
 }
+
+/// Headers on every answer of the media route, errors included: whatever the bytes are,
+/// the browser must neither guess a type nor run anything as a page of this origin.
+pub async fn harden(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(MEDIA_CSP),
+    );
+    h.insert(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        HeaderValue::from_static("same-site"),
+    );
+    response
+}
+
+/// A sandboxed document with nothing allowed: even if a browser rendered a file as a
+/// page, it would have a unique origin and load and run nothing.
+pub const MEDIA_CSP: &str = "sandbox; default-src 'none'";
+
+/// `inline` or `attachment`, with the file name as an ASCII fallback and an RFC 5987
+/// `filename*` for the rest. A sender chooses the name: quotes, backslashes, control and
+/// bidi characters and path separators never reach the header as they are.
+fn content_disposition(inline: bool, name: Option<&str>) -> HeaderValue {
+    let disposition = if inline { "inline" } else { "attachment" };
+    let name = name
+        .map(wagate_core::text::neutralise_file_name)
+        .filter(|n| !n.is_empty());
+    let Some(name) = name else {
+        return HeaderValue::from_static(if inline { "inline" } else { "attachment" });
+    };
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded = percent_encoding::utf8_percent_encode(&name, RFC5987).to_string();
+    HeaderValue::from_str(&format!(
+        "{disposition}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+/// Everything but RFC 5987's `attr-char` is percent-encoded.
+const RFC5987: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
@@ -187,5 +259,34 @@ mod tests {
         assert!(!key.verify("med_b", 100, sig));
         assert!(!key.verify("med_a", 101, sig));
         assert!(!key.verify("med_a", 100, "AAAA"));
+    }
+
+    #[test]
+    fn file_names_cannot_break_the_header() {
+        let v = content_disposition(false, Some("a\"b\\c\r\nX-Evil: 1.html"));
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("attachment; filename=\""), "{v}");
+        assert!(
+            !v.contains('\r') && !v.contains('\n') && !v.contains("\\"),
+            "{v}"
+        );
+        assert_eq!(v.matches('"').count(), 2, "{v}");
+        let v = content_disposition(true, Some("\u{202e}gpj.exe"));
+        assert!(
+            v.to_str()
+                .unwrap()
+                .starts_with("inline; filename=\"gpj.exe\""),
+            "{v:?}"
+        );
+        let v = content_disposition(false, Some("../../etc/passwd"));
+        assert!(!v.to_str().unwrap().contains('/'), "{v:?}");
+        assert_eq!(content_disposition(true, None), "inline");
+        let v = content_disposition(false, Some("résumé.pdf"));
+        assert!(
+            v.to_str()
+                .unwrap()
+                .contains("filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"),
+            "{v:?}"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod megamsg;
 pub mod metrics;
 pub mod msgera;
 pub mod ops;
+pub mod query;
 
 use crate::service::{ServiceError, Services};
 use axum::Json;
@@ -58,6 +59,16 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => ApiError::not_found(what),
             ServiceError::Invalid(field, message) => ApiError::invalid(field, message),
             ServiceError::Conflict(m) => ApiError::conflict(m),
+            e @ ServiceError::IdempotencyKeyReused { .. } => {
+                let mut api = ApiError::invalid(
+                    "clientMessageId",
+                    e.to_string()
+                        .trim_start_matches("clientMessageId: ")
+                        .to_owned(),
+                );
+                api.code = "idempotency_key_reused";
+                api
+            }
             ServiceError::RateLimited {
                 message,
                 retry_after_secs,

@@ -106,6 +106,9 @@ impl DeviceEventSink {
         let mut mime = None;
         if let Some(media) = &m.media {
             let id = MediaId::new();
+            // The sender declared a type; the bytes decide (a page declared as an image
+            // must never be served as one, nor an image declared as a page).
+            let mime_type = wagate_core::content_type::detect(&media.data, Some(&media.mime_type));
             self.blobs
                 .put(&id, media.data.clone())
                 .await
@@ -113,15 +116,19 @@ impl DeviceEventSink {
             let record = Media {
                 id: id.clone(),
                 account_id: self.account.clone(),
-                mime_type: media.mime_type.clone(),
+                mime_type: mime_type.clone(),
                 size: media.data.len() as u64,
-                file_name: media.file_name.clone(),
+                file_name: media
+                    .file_name
+                    .as_deref()
+                    .map(wagate_core::text::neutralise_file_name)
+                    .filter(|n| !n.is_empty()),
                 sha256: hex::encode(Sha256::digest(&media.data)),
                 created_at: time::now(),
             };
             self.store.create_media(&record).await?;
             media_id = Some(id);
-            mime = Some(media.mime_type.clone());
+            mime = Some(mime_type);
         }
         let message = InboundMessage {
             id: MessageId::new(),
@@ -130,13 +137,19 @@ impl DeviceEventSink {
             provider_message_id: m.provider_message_id,
             from: m.from,
             from_lid: m.from_lid,
-            from_name: m.from_name,
+            from_name: m
+                .from_name
+                .as_deref()
+                .map(wagate_core::text::neutralise_name),
             kind: m.kind,
             text: m.text,
             media_id,
             is_group: m.is_group,
             group_id: m.group_id,
-            group_name: m.group_name,
+            group_name: m
+                .group_name
+                .as_deref()
+                .map(wagate_core::text::neutralise_name),
             timestamp: m.timestamp,
             received_at: time::now(),
         };

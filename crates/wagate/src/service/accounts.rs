@@ -47,6 +47,7 @@ pub async fn create_account(store: &dyn Store, name: &str) -> ServiceResult<(Acc
             "must be 1 to 100 characters".into(),
         ));
     }
+    wagate_core::text::check_name(name).map_err(|m| ServiceError::Invalid("name".into(), m))?;
     let account = Account {
         id: AccountId::new(),
         name: name.to_owned(),

@@ -57,6 +57,7 @@ pub fn validate_name(name: &str) -> ServiceResult<String> {
             "must be 1 to 100 characters".into(),
         ));
     }
+    wagate_core::text::check_name(name).map_err(|m| ServiceError::Invalid("name".into(), m))?;
     Ok(name.to_owned())
 }
 

@@ -1,5 +1,5 @@
-//! Media: files uploaded to be sent. The type is taken from the content when it can be
-//! recognised (a client's declared type may be wrong), else from what was declared.
+//! Media: files uploaded to be sent. The type is taken from the content, never from what
+//! a client declared (see `wagate_core::content_type`).
 
 use super::{ServiceError, ServiceResult, Services};
 use bytes::Bytes;
@@ -8,34 +8,10 @@ use wagate_core::media::{MAX_MEDIA_BYTES, Media};
 use wagate_core::store::StoreError;
 use wagate_core::{AccountId, MediaId, time};
 
-/// The MIME type of `data`: sniffed from its magic bytes when recognisable, otherwise
-/// the declared type, otherwise `application/octet-stream`.
+/// The MIME type of `data`, decided from its bytes ([`wagate_core::content_type::detect`]):
+/// a declared type only refines what the content shows.
 pub fn detect_mime(data: &[u8], declared: Option<&str>) -> String {
-    let declared = declared
-        .map(|d| d.trim())
-        .filter(|d| !d.is_empty() && *d != "application/octet-stream" && d.contains('/'));
-    if let Some(kind) = infer::get(data) {
-        let sniffed = kind.mime_type();
-        // Keep a declared type when it refines the sniffed one (e.g. "audio/ogg;
-        // codecs=opus" for an Ogg file), or names a format built on a sniffed container
-        // (an .xlsx is a zip; a client knows better).
-        if let Some(d) = declared {
-            let essence = d.split(';').next().unwrap_or("").trim();
-            let same_family = essence.split('/').next() == sniffed.split('/').next();
-            if essence.eq_ignore_ascii_case(sniffed)
-                || (sniffed == "application/zip" && essence.starts_with("application/"))
-            {
-                return d.to_owned();
-            }
-            if same_family && sniffed == "audio/ogg" {
-                return d.to_owned();
-            }
-        }
-        return sniffed.to_owned();
-    }
-    declared
-        .map(str::to_owned)
-        .unwrap_or_else(|| "application/octet-stream".into())
+    wagate_core::content_type::detect(data, declared)
 }
 
 impl Services {
@@ -60,7 +36,10 @@ impl Services {
             account_id: account.clone(),
             mime_type: detect_mime(&data, declared_mime),
             size: data.len() as u64,
-            file_name: file_name.filter(|n| !n.trim().is_empty()),
+            file_name: file_name
+                .as_deref()
+                .map(wagate_core::text::neutralise_file_name)
+                .filter(|n| !n.is_empty()),
             sha256: hex::encode(Sha256::digest(&data)),
             created_at: time::now(),
         };
@@ -95,7 +74,11 @@ mod tests {
         assert_eq!(detect_mime(PNG, Some("application/pdf")), "image/png");
         assert_eq!(detect_mime(PNG, None), "image/png");
         assert_eq!(detect_mime(b"just text", Some("text/plain")), "text/plain");
-        assert_eq!(detect_mime(b"just text", None), "application/octet-stream");
+        assert_eq!(detect_mime(b"just text", None), "text/plain");
+        assert_eq!(
+            detect_mime(b"<html><script>", Some("image/png")),
+            "text/html"
+        );
         assert_eq!(
             detect_mime(
                 b"OggS\0\x02\0\0\0\0\0\0\0\0",

@@ -43,6 +43,17 @@ pub enum SendKind {
     Exactly(MessageKind),
 }
 
+impl SendKind {
+    /// A stable name, part of what a `clientMessageId` stands for.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::MediaAuto => "media",
+            Self::Exactly(k) => k.as_str(),
+        }
+    }
+}
+
 /// The result of accepting a send.
 #[derive(Debug, Clone)]
 pub struct Accepted {
@@ -74,8 +85,15 @@ pub fn parse_text(s: &str, field: &str) -> ServiceResult<Spintax> {
             format!("must be at most {MAX_TEXT_CHARS} characters"),
         ));
     }
-    Spintax::parse(s)
-        .map_err(|e| ServiceError::Invalid(field.into(), format!("invalid spintax: {e}")))
+    let t = Spintax::parse(s)
+        .map_err(|e| ServiceError::Invalid(field.into(), format!("invalid spintax: {e}")))?;
+    if t.can_expand_blank() {
+        return Err(ServiceError::Invalid(
+            field.into(),
+            "must not expand to an empty text (a spintax group such as {} or {Hi|} can pick nothing)".into(),
+        ));
+    }
+    Ok(t)
 }
 
 pub fn parse_send_at(s: &str, field: &str) -> ServiceResult<Timestamp> {
@@ -129,6 +147,15 @@ impl Services {
             )));
         }
         let kind = self.resolve_kind(account, &req).await?;
+        let template = req.text.as_ref().map(ToString::to_string);
+        let request_hash = wagate_core::message::RequestIdentity {
+            endpoint: &format!("{}:{}", req.dialect.as_str(), req.kind.as_str()),
+            to: &req.to,
+            text: template.as_deref(),
+            media: req.media_id.as_ref(),
+            send_at: req.send_at,
+        }
+        .hash();
         let new = NewOutboundMessage {
             id: id.clone(),
             account_id: account.clone(),
@@ -139,6 +166,7 @@ impl Services {
             text: req.text.map(|t| t.expand()),
             media_id: req.media_id,
             client_message_id: req.client_message_id,
+            request_hash,
             dialect: req.dialect,
             send_at: req.send_at,
             created_at: time::now(),
@@ -160,6 +188,9 @@ impl Services {
                 message,
                 duplicate: true,
             }),
+            AcceptOutcome::KeyReused { original } => {
+                Err(ServiceError::IdempotencyKeyReused { original })
+            }
             AcceptOutcome::DailyBudgetExhausted { limit } => Err(ServiceError::RateLimited {
                 message: format!(
                     "device {} reached its daily limit of {limit} messages; it frees up as messages age past 24 hours (raise safety.dailyLimit to send more)",
@@ -168,6 +199,40 @@ impl Services {
                 retry_after_secs: Some(3600),
             }),
         }
+    }
+
+    /// Whether the device's per-minute or per-hour budget would keep a message accepted
+    /// now from being handed over for longer than `wait`: the caller that answers only
+    /// once WhatsApp has the message refuses up front instead (MegaMsg's send).
+    pub async fn budget_hold(
+        &self,
+        device: &wagate_core::device::Device,
+        wait: std::time::Duration,
+    ) -> ServiceResult<Option<wagate_core::device::BudgetHold>> {
+        let now = time::now();
+        let usage = self.store.budget_usage(&device.uid, now).await?;
+        // Messages still queued go first (scheduled ones count too: a conservative
+        // estimate, as they may come due within the wait).
+        let queued = self
+            .store
+            .list_messages(
+                &device.account_id,
+                &MessageFilter {
+                    device_uid: Some(device.uid.clone()),
+                    status: Some(wagate_core::message::MessageStatus::Queued),
+                    ..MessageFilter::default()
+                },
+                PageRequest { page: 1, limit: 1 },
+            )
+            .await?
+            .total;
+        Ok(device.limits.hold(
+            usage.handed_last_minute,
+            usage.handed_last_hour,
+            queued,
+            now,
+            wait,
+        ))
     }
 
     async fn resolve_kind(

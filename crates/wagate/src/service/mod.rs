@@ -35,6 +35,11 @@ pub enum ServiceError {
     Invalid(String, String),
     #[error("{0}")]
     Conflict(String),
+    /// A `clientMessageId` was already used on the device for a different request.
+    #[error(
+        "clientMessageId: was already used on this device for a different request (message {original}); a new message needs a new key"
+    )]
+    IdempotencyKeyReused { original: wagate_core::MessageId },
     #[error("{message}")]
     RateLimited {
         message: String,

@@ -59,8 +59,11 @@ pub struct Fetched {
 pub enum FetchError {
     #[error("is not a valid http(s) URL ({0})")]
     InvalidUrl(String),
+    /// The address (kept for the server's log) is internal. The caller is told only that
+    /// it is not allowed: what a name resolves to inside the server's network is not
+    /// theirs to learn.
     #[error(
-        "points at {0}, a loopback, private, link-local or otherwise internal address; this server does not fetch from those"
+        "points at an address this server does not fetch from (loopback, private, link-local or otherwise internal)"
     )]
     Refused(String),
     #[error("could not be fetched: {0}")]
@@ -193,6 +196,7 @@ impl RemoteMedia {
         // Every answer must be allowed: a name that answers with a public and an internal
         // address is refused outright rather than trusted half-way.
         if let Some(bad) = ips.iter().find(|ip| !self.allowed(**ip)) {
+            tracing::info!(%host, address = %bad, "media URL refused: internal address");
             return Err(FetchError::Refused(match host {
                 Host::Domain(d) => format!("{d} ({bad})"),
                 _ => bad.to_string(),

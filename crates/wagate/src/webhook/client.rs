@@ -21,8 +21,10 @@ const SNIPPET_BYTES: usize = 1024;
 pub enum UrlError {
     #[error("must be an http(s) URL ({0})")]
     Invalid(String),
+    /// The address (kept for the server's log) is internal; the caller is told only that
+    /// it is not allowed, never what a name resolved to inside the server's network.
     #[error(
-        "points at {0}, a loopback, private, link-local or otherwise internal address; webhooks are not sent there unless allow_private_urls is set"
+        "points at an address webhooks are not sent to (loopback, private, link-local or otherwise internal) unless allow_private_urls is set"
     )]
     Internal(String),
     #[error("could not be resolved ({0})")]

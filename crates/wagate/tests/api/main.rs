@@ -6,6 +6,7 @@
 
 mod accounts;
 mod devices;
+mod hostile;
 mod megamsg;
 mod messages;
 mod ops;

@@ -361,6 +361,13 @@ async fn megamsg_every_validation_failure_is_a_422_naming_the_field() {
             json!({ "phone_number": phone, "type": "image", "media": png, "ptt": true }),
             "ptt",
         ),
+        // E.164: no country code starts with 0.
+        (
+            json!({ "phone_number": "+0201234567890", "text": "x" }),
+            "phone_number",
+        ),
+        // A template that can expand to nothing.
+        (json!({ "phone_number": phone, "text": "{|}" }), "text"),
         (
             json!({ "phone_number": phone, "type": "audio", "media": png, "ptt": "yes" }),
             "ptt",
@@ -651,7 +658,11 @@ async fn megamsg_refuses_media_urls_to_internal_addresses_by_default() {
         .await;
         assert_invalid(status, &reply, "media");
         let message = reply["message"].as_str().unwrap();
-        assert!(message.contains("internal address"), "{url}: {message}");
+        assert!(message.contains("does not fetch from"), "{url}: {message}");
+        // What a name resolves to inside the server's network is not echoed back.
+        for address in ["127.0.0.1", "::1", "10.0.0.1", "192.168", "169.254", "fd00"] {
+            assert!(!message.contains(address), "{url}: {message}");
+        }
     }
     assert_eq!(
         hits.load(Ordering::SeqCst),
@@ -749,6 +760,42 @@ async fn megamsg_not_taken_within_the_wait_is_502_still_queued_and_sent_later() 
     let m = app.wait_message_status(id, "read").await;
     assert_eq!(m["source"], "megamsg");
     assert_eq!(listed(&app, &i.uid).await.len(), 1);
+}
+
+#[tokio::test]
+async fn megamsg_a_budget_that_would_hold_the_message_past_the_wait_is_429_and_queues_nothing() {
+    let app = TestApp::spawn().await;
+    // One hand-off an hour: the second message would wait far past the 15 s window.
+    let i = create_instance(
+        &app,
+        json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 1, "minuteLimit": 1 } }),
+    )
+    .await;
+    app.wait_device_status(&i.uid, "connected").await;
+    let (status, reply) = send(&app, &i, text_body()).await;
+    assert_sent(status, &reply, "+201234567890", "text");
+    // (Without the check it would wait out the window and answer 502 still_queued.)
+    let auth = format!("Bearer {}", i.token);
+    let resp = app
+        .client
+        .post(format!("{}{SEND}", app.base))
+        .header("Authorization", &auth)
+        .header("X-Instance-Id", &i.uid)
+        .json(&text_body())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let retry_after: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reply: Value = resp.json().await.unwrap();
+    let message = assert_error(status, &reply, StatusCode::TOO_MANY_REQUESTS);
+    assert!(message.contains("per-hour budget of 1"), "{message}");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    assert_eq!(listed(&app, &i.uid).await.len(), 1, "nothing was queued");
 }
 
 #[tokio::test]

@@ -33,7 +33,7 @@ use wagate_core::{AccountId, MessageId, Phone, Spintax};
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
-    /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[0-9]{7,15}$`).
+    /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[1-9][0-9]{6,14}$`, E.164).
     pub phone_number: String,
     /// `text` (default), `image`, `audio`, `video` or `document`.
     #[serde(rename = "type")]
@@ -479,7 +479,7 @@ impl Drop for WaiterGuard {
         (status = 200, description = "WhatsApp has taken the message", body = SendMessageReply),
         (status = 401, description = "Missing or invalid Bearer token or X-Instance-Id", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid; `message` names it", body = ErrorBody),
-        (status = 429, description = "The instance's daily budget is used up", body = ErrorBody),
+        (status = 429, description = "The instance's daily budget is used up, or its per-minute or per-hour budget would hold the message past the wait (nothing is queued; `Retry-After` says when to try again)", body = ErrorBody),
         (status = 502, description = "The session is not connected, WhatsApp refused the message, or did not take it in time (then code `still_queued`: it will still be sent)", body = QueuedErrorBody),
         (status = 500, description = "Internal error", body = ErrorBody)))]
 #[tracing::instrument(name = "megamsg.send", skip_all, fields(device.uid = %instance.0.uid))]
@@ -490,6 +490,26 @@ pub async fn send_message(
 ) -> ApiResult<Response> {
     let v = validate(req)?;
     let account = instance.0.account_id.clone();
+    let wait = Duration::from_millis(s.config.sending.sync_wait_ms);
+    // A message a budget holds past the wait would only time out as `still_queued`,
+    // blaming WhatsApp: say which budget, and queue nothing.
+    if let Some(h) = s.budget_hold(&instance.0, wait).await.map_err(mega_error)? {
+        return Err(ApiError::rate_limited(
+            format!(
+                "Instance {} reached its {} budget of {} messages; nothing was queued. Retry after {} s, or raise safety.{} to send more.",
+                instance.0.uid,
+                h.budget,
+                h.limit,
+                h.retry_after_secs,
+                if h.budget == "per-minute" {
+                    "minuteLimit"
+                } else {
+                    "hourlyLimit"
+                }
+            ),
+            Some(h.retry_after_secs),
+        ));
+    }
     // Before fetching media: a disconnected instance should not cost a download.
     if let Some(e) = not_connected(&s, &instance) {
         return Err(e);
@@ -529,7 +549,6 @@ pub async fn send_message(
     .await
     .map_err(mega_error)?;
 
-    let wait = Duration::from_millis(s.config.sending.sync_wait_ms);
     let deadline = tokio::time::Instant::now() + wait;
     let mut last_error = None;
     loop {

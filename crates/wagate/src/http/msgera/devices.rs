@@ -6,6 +6,7 @@ use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::json::ApiJson;
 use crate::http::ok;
+use crate::http::query::NoBody;
 use crate::service::Services;
 use crate::service::devices::{DeviceView, NewDeviceRequest};
 use axum::extract::{Path, State};
@@ -256,6 +257,7 @@ pub async fn delete_device(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(uid): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
     s.delete_device(&account, &uid).await?;
@@ -273,6 +275,7 @@ pub async fn rotate_token(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(uid): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
     let token = s.rotate_instance_token(&account, &uid).await?;

@@ -10,9 +10,10 @@ use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::media_link::MediaLinkKey;
+use crate::http::query::ApiQuery;
 use crate::service::Services;
 use crate::webhook::payload::{self, MediaLinker};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -121,9 +122,8 @@ pub async fn stream_events(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     headers: HeaderMap,
-    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let device = q
         .device_uid
         .as_deref()
@@ -163,14 +163,13 @@ pub async fn stream_events(
         None => (s.store.last_event_seq().await?, None),
     };
     let key = MediaLinkKey::load_or_create(&s.config.data_dir).map_err(ApiError::internal)?;
-    let base = match &s.config.public_url {
-        Some(_) => s.config.public_url(),
-        None => headers
+    let base = s.config.media_base_url(|| {
+        headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| format!("http://{h}"))
-            .unwrap_or_else(|| s.config.public_url()),
-    };
+            .unwrap_or_else(|| s.config.public_url())
+    });
     let state = StreamState {
         store: s.store.clone(),
         account,

@@ -2,11 +2,12 @@
 
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
-use crate::http::error::{ApiError, ApiResult, ErrorBody};
+use crate::http::error::{ApiResult, ErrorBody};
 use crate::http::msgera::messages::page_request;
 use crate::http::ok;
+use crate::http::query::ApiQuery;
 use crate::service::Services;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -81,9 +82,8 @@ pub struct InboundPage {
 pub async fn list_inbound(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
-    query: Result<Query<InboundQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<InboundQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let device = q
         .device_uid
         .as_deref()

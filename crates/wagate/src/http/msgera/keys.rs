@@ -4,6 +4,7 @@
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::ok;
+use crate::http::query::NoBody;
 use crate::service::{Services, accounts};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,6 +60,7 @@ pub async fn list_keys(
 pub async fn create_key(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let issued = accounts::create_key(s.store.as_ref(), &account).await?;
     let mut body = ApiKeyBody::from_key(&issued.key);
@@ -74,6 +76,7 @@ pub async fn revoke_key(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(id): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let id = ApiKeyId::parse(&id).map_err(|_| ApiError::not_found("API key"))?;
     accounts::revoke_key(s.store.as_ref(), &account, &id).await?;

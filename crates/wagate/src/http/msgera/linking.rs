@@ -5,8 +5,10 @@ use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::json::ApiJson;
 use crate::http::ok;
+use crate::http::query::ApiQuery;
+use crate::http::query::NoBody;
 use crate::service::Services;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -99,10 +101,10 @@ pub async fn get_qr(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(uid): Path<String>,
-    query: Result<Query<QrQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<QrQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let Query(query) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    let query = q;
     let uid = path_device_uid(&uid)?;
     let format = qr_format(&query, &headers)?;
     let qr = s.current_qr(&account, &uid).await?;
@@ -186,6 +188,7 @@ pub async fn connect(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(uid): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
     s.connect_device(&account, &uid).await?;
@@ -203,6 +206,7 @@ pub async fn logout(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(uid): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
     s.logout_device(&account, &uid).await?;

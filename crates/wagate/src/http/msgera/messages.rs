@@ -5,12 +5,13 @@ use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
 use crate::http::json::ApiJson;
 use crate::http::ok;
+use crate::http::query::ApiQuery;
 use crate::service::Services;
 use crate::service::messaging::{
     Accepted, MAX_CHECK_NUMBERS, SendKind, SendRequest, parse_send_at, parse_text,
     validate_client_message_id,
 };
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -26,7 +27,7 @@ use wagate_core::{MediaId, MessageId, Phone};
 pub struct SendTextRequest {
     /// UID of the WhatsApp device sending the message.
     pub device_uid: String,
-    /// Recipient phone number, matching `^\+?[0-9]{7,15}$`.
+    /// Recipient phone number, matching `^\+?[1-9][0-9]{6,14}$` (E.164: no leading 0).
     pub to: String,
     /// Message body (min 1 character). Supports spintax: `{Hi|Hello} there`.
     pub text: String,
@@ -490,9 +491,8 @@ pub fn page_request(page: Option<u32>, limit: Option<u32>) -> Result<PageRequest
 pub async fn list_messages(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
-    query: Result<Query<ListMessagesQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ListMessagesQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let mut filter = MessageFilter::default();
     if let Some(d) = &q.device_uid {
         filter.device_uid = Some(parse_device_uid(d, "deviceUid")?);

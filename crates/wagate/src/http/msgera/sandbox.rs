@@ -33,6 +33,11 @@ pub struct InboundRequest {
     pub group_name: Option<String>,
     /// An uploaded media file to attach.
     pub media_id: Option<String>,
+    /// The MIME type the sender declares for the media (default: the upload's). A sender
+    /// on WhatsApp chooses it freely; wagate types stored media from its bytes anyway.
+    pub mime_type: Option<String>,
+    /// The file name the sender gives the media (default: the upload's).
+    pub file_name: Option<String>,
 }
 
 /// Injects an inbound message into a sandbox device (stored, then sent to webhooks).
@@ -53,6 +58,14 @@ pub async fn inbound(
             "groupId",
             "is required when isGroup is true",
         ));
+    }
+    if req.media_id.is_none() && (req.mime_type.is_some() || req.file_name.is_some()) {
+        let field = if req.mime_type.is_some() {
+            "mimeType"
+        } else {
+            "fileName"
+        };
+        return Err(ApiError::invalid(field, "is only allowed with mediaId"));
     }
     if req.text.as_deref().is_none_or(str::is_empty) && req.media_id.is_none() {
         return Err(ApiError::invalid(
@@ -82,8 +95,8 @@ pub async fn inbound(
                 kind,
                 Some(IncomingMedia {
                     data,
-                    mime_type: m.mime_type,
-                    file_name: m.file_name,
+                    mime_type: req.mime_type.clone().unwrap_or(m.mime_type),
+                    file_name: req.file_name.clone().or(m.file_name),
                 }),
             )
         }

@@ -8,9 +8,11 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::json::ApiJson;
 use crate::http::msgera::messages::page_request;
 use crate::http::ok;
+use crate::http::query::ApiQuery;
+use crate::http::query::NoBody;
 use crate::service::Services;
 use crate::webhook::manage::parse_event_types;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -119,9 +121,8 @@ pub struct DeviceQuery {
 pub async fn get_webhooks(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
-    query: Result<Query<DeviceQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<DeviceQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("deviceUid", e.body_text()))?;
     let uid = parse_device_uid(&q.device_uid, "deviceUid")?;
     let c = s.webhook_config(&account, &uid).await?;
     Ok(ok(StatusCode::OK, WebhooksBody::new(&uid, c.as_ref())))
@@ -247,9 +248,8 @@ pub struct HistoryQuery {
 pub async fn history(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
-    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Response> {
-    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     let device_uid = q
         .device_uid
         .as_deref()
@@ -298,6 +298,7 @@ pub async fn redeliver(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
     Path(id): Path<String>,
+    _: NoBody,
 ) -> ApiResult<Response> {
     let id: i64 = id
         .parse()
