@@ -8,6 +8,7 @@ mod accounts;
 mod devices;
 mod megamsg;
 mod messages;
+mod metrics;
 mod ops;
 mod reliability;
 mod simulated;
