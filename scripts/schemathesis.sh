@@ -25,7 +25,7 @@ fi
 DATA=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 BASE="http://127.0.0.1:$PORT"
-KEY=$("$BIN" --data-dir "$DATA" account create --name schemathesis | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
+KEY=$("$BIN" --data-dir "$DATA" account create --init --name schemathesis | python3 -c 'import json,sys; print(json.load(sys.stdin)["apiKey"])')
 RUST_LOG=warn WAGATE_SANDBOX__LINK_DELAY_MS=20 "$BIN" --data-dir "$DATA" serve --listen "127.0.0.1:$PORT" >"$DATA/server.log" 2>&1 &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; echo "server log: $DATA/server.log"' EXIT

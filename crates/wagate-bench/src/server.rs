@@ -28,7 +28,8 @@ pub fn create_account(bin: &Path, data_dir: &Path) -> anyhow::Result<String> {
     let out = Command::new(bin)
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["account", "create", "--name", "bench"])
+        // `--init`: the data directory is fresh; the server starts on it afterwards.
+        .args(["account", "create", "--init", "--name", "bench"])
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())
         .output()

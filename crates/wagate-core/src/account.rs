@@ -47,3 +47,18 @@ pub struct NewApiKey {
     pub hash: [u8; 32],
     pub created_at: Timestamp,
 }
+
+/// A signed-in dashboard session. The browser's cookie carries a random token; only its
+/// SHA-256 is stored, so a copy of the database cannot be replayed as a cookie. A session
+/// is valid while its row exists, it has not expired and the key it was opened with is
+/// still active: signing out, ending every session and revoking the key delete rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DashboardSession {
+    /// SHA-256 of the cookie's token.
+    pub token_hash: [u8; 32],
+    pub account_id: AccountId,
+    /// The API key presented at sign-in.
+    pub api_key_id: ApiKeyId,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}

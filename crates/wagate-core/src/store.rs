@@ -6,7 +6,7 @@
 //! the same transaction, which is what makes webhooks lossless. Every implementation
 //! (SQLite now, PostgreSQL later) must pass the conformance suite in `wagate-store-tests`.
 
-use crate::account::{Account, ApiKey, ApiKeyCredential, NewApiKey};
+use crate::account::{Account, ApiKey, ApiKeyCredential, DashboardSession, NewApiKey};
 use crate::device::{Device, DevicePatch, DeviceStateChange, NewDevice};
 use crate::event::{Event, EventType};
 use crate::id::{AccountId, ApiKeyId, DeviceUid, MediaId, MessageId};
@@ -58,11 +58,14 @@ pub struct Page<T> {
 pub trait AccountStore: Send + Sync {
     async fn create_account(&self, account: &Account) -> StoreResult<()>;
     async fn get_account(&self, id: &AccountId) -> StoreResult<Account>;
+    /// Every account, oldest first (administration).
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>>;
     /// Adds a key unless the account already has `max_active` unrevoked keys (`Conflict`).
     async fn create_api_key(&self, key: &NewApiKey, max_active: usize) -> StoreResult<ApiKey>;
     /// All keys of the account, revoked ones included, oldest first.
     async fn list_api_keys(&self, account: &AccountId) -> StoreResult<Vec<ApiKey>>;
-    /// Revokes a key of the account; revoking twice is `NotFound` the second time.
+    /// Revokes a key of the account and ends every dashboard session opened with it, in
+    /// one transaction; revoking twice is `NotFound` the second time.
     async fn revoke_api_key(
         &self,
         account: &AccountId,
@@ -71,6 +74,27 @@ pub trait AccountStore: Send + Sync {
     ) -> StoreResult<()>;
     /// Unrevoked keys with this public prefix (normally one), for authentication.
     async fn find_api_keys_by_prefix(&self, prefix: &str) -> StoreResult<Vec<ApiKeyCredential>>;
+}
+
+/// Dashboard sessions, revocable server-side (see [`DashboardSession`]).
+#[async_trait]
+pub trait DashboardSessionStore: Send + Sync {
+    /// Records a new session, unless its key is not an active key of its account
+    /// (`NotFound`): checked in the same transaction, so a key revoked while the user
+    /// signs in cannot leave a session behind. Sessions that expired by `created_at` are
+    /// purged on the way, so the table does not grow with abandoned sessions.
+    async fn create_dashboard_session(&self, session: &DashboardSession) -> StoreResult<()>;
+    /// The session with this token hash if it exists, has not expired by `now` and its
+    /// key is still active; `NotFound` otherwise.
+    async fn get_dashboard_session(
+        &self,
+        token_hash: &[u8; 32],
+        now: Timestamp,
+    ) -> StoreResult<DashboardSession>;
+    /// Ends one session (sign-out); whether it existed.
+    async fn delete_dashboard_session(&self, token_hash: &[u8; 32]) -> StoreResult<bool>;
+    /// Ends every session of the account; how many there were.
+    async fn delete_account_dashboard_sessions(&self, account: &AccountId) -> StoreResult<u64>;
 }
 
 #[async_trait]
@@ -303,6 +327,7 @@ pub trait EventStore: Send + Sync {
 /// Everything wagate persists.
 pub trait Store:
     AccountStore
+    + DashboardSessionStore
     + DeviceStore
     + MessageStore
     + SendQueue
@@ -315,6 +340,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: AccountStore
+        + DashboardSessionStore
         + DeviceStore
         + MessageStore
         + SendQueue

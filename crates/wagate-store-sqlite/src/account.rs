@@ -10,6 +10,15 @@ use wagate_core::store::{AccountStore, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, from_millis, millis};
 use wagate_core::{AccountId, ApiKeyId};
 
+fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
+    let id: String = get(row, "id")?;
+    Ok(Account {
+        id: AccountId::parse(&id).map_err(|_| corrupt("account id", &id))?,
+        name: get(row, "name")?,
+        created_at: from_millis(get(row, "created_at")?),
+    })
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, account: &Account) -> StoreResult<()> {
@@ -37,12 +46,16 @@ impl AccountStore for SqliteStore {
             .await
             .map_err(map_sqlx)?
             .ok_or(StoreError::NotFound)?;
-        let id: String = get(&row, "id")?;
-        Ok(Account {
-            id: AccountId::parse(&id).map_err(|_| corrupt("account id", &id))?,
-            name: get(&row, "name")?,
-            created_at: from_millis(get(&row, "created_at")?),
-        })
+        account_from_row(&row)
+    }
+
+    async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
+        let rows =
+            sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY created_at, rowid")
+                .fetch_all(&self.read)
+                .await
+                .map_err(map_sqlx)?;
+        rows.iter().map(account_from_row).collect()
     }
 
     async fn create_api_key(&self, key: &NewApiKey, max_active: usize) -> StoreResult<ApiKey> {
@@ -129,6 +142,12 @@ impl AccountStore for SqliteStore {
                     if done.rows_affected() == 0 {
                         return Err(StoreError::NotFound);
                     }
+                    // Every dashboard session opened with the key ends with it.
+                    sqlx::query("DELETE FROM dashboard_sessions WHERE api_key_id = ?")
+                        .bind(key.as_str())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
                     Ok(())
                 })
             })

@@ -17,6 +17,7 @@ mod media;
 mod message;
 mod queue;
 mod row;
+mod session;
 mod webhook;
 mod writer;
 

@@ -32,6 +32,15 @@ pub async fn account_create_get_and_duplicate(f: impl StoreFactory) {
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(s.get_account(&acc.id).await.unwrap().name, "Acme");
+
+    // Listed oldest first.
+    let later = Account {
+        id: AccountId::new(),
+        name: "Later".into(),
+        created_at: at(456),
+    };
+    s.create_account(&later).await.unwrap();
+    assert_eq!(s.list_accounts().await.unwrap(), vec![acc, later]);
 }
 
 fn key(account: &AccountId, prefix: &str, hash: u8, secs: i64) -> NewApiKey {

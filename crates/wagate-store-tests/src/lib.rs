@@ -29,6 +29,7 @@ mod inbound;
 mod media;
 mod message;
 mod queue;
+mod session;
 mod webhook;
 
 pub use account::*;
@@ -39,6 +40,7 @@ pub use inbound::*;
 pub use media::*;
 pub use message::*;
 pub use queue::*;
+pub use session::*;
 pub use webhook::*;
 
 #[doc(hidden)]
@@ -55,6 +57,9 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@cases $factory;
             account_create_get_and_duplicate,
             api_keys_limit_revoke_and_prefix_lookup,
+            dashboard_sessions_live_until_ended_or_expired,
+            dashboard_sessions_end_with_their_key,
+            dashboard_sessions_expired_ones_are_purged,
             device_create_get_and_list,
             device_isolation_between_accounts,
             device_patch_changes_only_given_fields,

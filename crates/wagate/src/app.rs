@@ -34,6 +34,8 @@ pub struct AppParts {
 /// A running server.
 pub struct RunningApp {
     pub addr: SocketAddr,
+    /// Where `metrics.listen` serves `/metrics`, when configured.
+    pub metrics_addr: Option<SocketAddr>,
     pub services: Services,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
@@ -67,6 +69,7 @@ fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
 
 /// Starts wagate: every device, the workers and the HTTP server.
 pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp> {
+<<<<<<< HEAD
     for (name, value) in [
         ("public_url", &config.public_url),
         ("media_public_url", &config.media_public_url),
@@ -77,6 +80,9 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
             anyhow::bail!("{name} `{v}` must be an http:// or https:// URL");
         }
     }
+=======
+    config.metrics.validate().map_err(anyhow::Error::msg)?;
+>>>>>>> h2
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
@@ -120,13 +126,41 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
             .await
     });
     tracing::info!(%addr, "wagate is listening");
+
+    // Metrics on their own address, apart from the main listener; stopped by the same
+    // shutdown signal.
+    let metrics_addr = start_metrics_listener(&services, &shutdown).await?;
+
     Ok(RunningApp {
         addr,
+        metrics_addr,
         services,
         shutdown,
         server,
         webhooks,
     })
+}
+
+/// Serves `/metrics` alone on `metrics.listen`, if configured.
+async fn start_metrics_listener(
+    services: &Services,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<SocketAddr>> {
+    let Some(listen) = services.config.metrics.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening for metrics on {listen} (metrics.listen)"))?;
+    let addr = listener.local_addr()?;
+    let (services, stop) = (services.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        if let Err(e) = http::metrics::serve_listener(services, listener, stop).await {
+            tracing::warn!(error = %e, "the metrics listener stopped with an error");
+        }
+    });
+    tracing::info!(%addr, "metrics are served on a separate listener");
+    Ok(Some(addr))
 }
 
 impl RunningApp {

@@ -1,13 +1,19 @@
 //! The command line: `serve`, and account/key administration on the same data directory.
+//!
+//! Only `serve` (and `account create --init`) creates the data directory: an
+//! administration command run in the wrong directory must say so, not quietly start an
+//! empty database that the server never reads. Every administration command prints one
+//! line of JSON.
 
 use crate::app::{self, AppParts};
 use crate::config::Config;
-use crate::service::accounts;
+use crate::service::{ServiceError, accounts};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use wagate_core::store::Store;
 use wagate_core::{AccountId, ApiKeyId};
 
 #[derive(Debug, Parser)]
@@ -50,11 +56,16 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
-    /// Create an account and its first API key; prints {"accountId", "apiKey"}.
+    /// Create an account and its first API key; prints {"accountId","apiKey"}.
     Create {
         #[arg(long)]
         name: String,
+        /// Create the data directory if it does not exist yet (normally `serve` does).
+        #[arg(long)]
+        init: bool,
     },
+    /// List accounts (id, name, creation time).
+    List,
     /// Manage an account's API keys.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -98,14 +109,46 @@ impl Cli {
     }
 }
 
+/// One line of JSON, so the output reads as the README shows it and pipes into `jq`.
 fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::to_string_pretty(v)?)?;
+    writeln!(out, "{}", serde_json::to_string(v)?)?;
     Ok(())
 }
 
 fn parse_account(s: &str) -> anyhow::Result<AccountId> {
     AccountId::parse(s).map_err(|_| anyhow::anyhow!("--account must be an account id (acc_…)"))
+}
+
+/// The account named by `--account`, which must exist.
+async fn existing_account(store: &dyn Store, s: &str) -> anyhow::Result<AccountId> {
+    let id = parse_account(s)?;
+    match accounts::get_account(store, &id).await {
+        Ok(account) => Ok(account.id),
+        Err(ServiceError::NotFound(_)) => Err(anyhow::anyhow!(
+            "no such account: {id} (`wagate account list` shows them)"
+        )),
+        Err(e) => Err(anyhow::anyhow!("{e}")),
+    }
+}
+
+/// Refuses to administer a data directory that does not exist (or has no database):
+/// opening it would create an empty one the server never reads.
+fn require_data_dir(config: &Config) -> anyhow::Result<()> {
+    let db = config.database_path();
+    if db.is_file() {
+        return Ok(());
+    }
+    let shown = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    anyhow::bail!(
+        "no wagate data directory at {} (it has no {}): run this where `wagate serve` runs, \
+         pass the server's --data-dir (or WAGATE_DATA_DIR), or create it with \
+         `wagate account create --init`",
+        shown.display(),
+        db.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    )
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -140,9 +183,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             running.run_until_signal().await;
         }
         Command::Account(cmd) => {
+            if !matches!(cmd, AccountCommand::Create { init: true, .. }) {
+                require_data_dir(&config)?;
+            }
             let store = app::open_store(&config).await?;
             match cmd {
-                AccountCommand::Create { name } => {
+                AccountCommand::List => {
+                    let all = accounts::list_accounts(&store)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    print_json(&serde_json::to_value(all).context("listing accounts")?)?;
+                }
+                AccountCommand::Create { name, .. } => {
                     let (account, key) = accounts::create_account(&store, &name)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -151,7 +203,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                 }
                 AccountCommand::Key(KeyCommand::Create { account }) => {
-                    let account = parse_account(&account)?;
+                    let account = existing_account(&store, &account).await?;
                     let key = accounts::create_key(&store, &account)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -160,14 +212,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                 }
                 AccountCommand::Key(KeyCommand::List { account }) => {
-                    let account = parse_account(&account)?;
+                    let account = existing_account(&store, &account).await?;
                     let keys = accounts::list_keys(&store, &account)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(&serde_json::to_value(keys).context("listing keys")?)?;
                 }
                 AccountCommand::Key(KeyCommand::Revoke { account, key }) => {
-                    let account = parse_account(&account)?;
+                    let account = existing_account(&store, &account).await?;
                     let key = ApiKeyId::parse(&key)
                         .map_err(|_| anyhow::anyhow!("--key must be a key id (key_…)"))?;
                     accounts::revoke_key(&store, &account, &key)

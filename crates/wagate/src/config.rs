@@ -39,6 +39,7 @@ pub struct Config {
     pub media_fetch: MediaFetchConfig,
     pub whatsapp_web: WhatsappWebConfig,
     pub webhooks: WebhooksConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// The whatsapp-web engine (real linked devices).
@@ -231,6 +232,63 @@ impl Default for WebhooksConfig {
     }
 }
 
+/// Prometheus metrics (`WAGATE_METRICS__*`). They say how many devices each engine runs
+/// and how busy they are, so they are not public: `/metrics` on the main listener needs
+/// `Authorization: Bearer <token>` and is a 404 while no token is configured; a separate
+/// listener can serve them instead, to loopback only unless a token guards it too.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Bearer token a scraper must present (`WAGATE_METRICS__TOKEN`), at least 16
+    /// characters. Unset: `/metrics` on the main listener does not exist.
+    pub token: Option<String>,
+    /// A second address that serves only `/metrics` (`WAGATE_METRICS__LISTEN`), e.g.
+    /// `127.0.0.1:9464`. Without a token it must be a loopback address (the scraper runs
+    /// on the same host); with one, any address, and the token is required there too.
+    pub listen: Option<SocketAddr>,
+    /// One series per device and metric (`WAGATE_METRICS__PER_DEVICE`). Off by default:
+    /// totals by engine and connection state only, a fixed dozen of series however many
+    /// devices run (10,000 devices would otherwise be 60,000 series per scrape).
+    pub per_device: bool,
+}
+
+/// The token is a secret: never printed with the rest of the configuration.
+impl std::fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("listen", &self.listen)
+            .field("per_device", &self.per_device)
+            .finish()
+    }
+}
+
+/// Shortest metrics token accepted: long enough not to be guessed over the network.
+pub const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+impl MetricsConfig {
+    /// Refuses settings that would expose metrics by mistake.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(t) = &self.token
+            && t.trim().chars().count() < MIN_METRICS_TOKEN_LEN
+        {
+            return Err(format!(
+                "metrics.token (WAGATE_METRICS__TOKEN) must be at least {MIN_METRICS_TOKEN_LEN} characters"
+            ));
+        }
+        if let Some(addr) = self.listen
+            && self.token.is_none()
+            && !addr.ip().is_loopback()
+        {
+            return Err(format!(
+                "metrics.listen (WAGATE_METRICS__LISTEN) is {addr}, which is not a loopback address: \
+                 set metrics.token (WAGATE_METRICS__TOKEN) too, or listen on 127.0.0.1"
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -246,6 +304,7 @@ impl Default for Config {
             media_fetch: MediaFetchConfig::default(),
             whatsapp_web: WhatsappWebConfig::default(),
             webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -318,6 +377,31 @@ mod tests {
             assert_eq!(c.data_dir, PathBuf::from("/tmp/elsewhere"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn metrics_settings_that_would_expose_them_are_refused() {
+        let ok = MetricsConfig {
+            listen: Some("127.0.0.1:9464".parse().unwrap()),
+            ..MetricsConfig::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let open = MetricsConfig {
+            listen: Some("0.0.0.0:9464".parse().unwrap()),
+            ..MetricsConfig::default()
+        };
+        assert!(open.validate().unwrap_err().contains("metrics.token"));
+        let guarded = MetricsConfig {
+            token: Some("0123456789abcdef".into()),
+            ..open
+        };
+        assert_eq!(guarded.validate(), Ok(()));
+        let short = MetricsConfig {
+            token: Some("secret".into()),
+            ..MetricsConfig::default()
+        };
+        assert!(short.validate().unwrap_err().contains("at least 16"));
+        assert!(!format!("{guarded:?}").contains("0123456789abcdef"));
     }
 
     #[test]

@@ -151,3 +151,10 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// How the request trace reports 5xx replies: at WARN. A 502 (WhatsApp or a device could
+/// not do it) is an ordinary outcome the client is told about, not a fault of the
+/// server; real faults are logged at ERROR with their cause by [`ApiError::internal`].
+pub fn log_failure() -> tower_http::trace::DefaultOnFailure {
+    tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)
+}

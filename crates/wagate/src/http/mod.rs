@@ -35,7 +35,7 @@ pub fn router(services: Services) -> Router {
         .merge(media_link::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(error::log_failure()))
         .with_state(services)
 }
 

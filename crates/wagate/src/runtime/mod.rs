@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wagate_core::device::{Device, DeviceStateChange, DeviceStatus};
+use wagate_core::device::{Device, DeviceStateChange, DeviceStatus, EngineKind};
 use wagate_core::engine::{DeviceContext, EngineSession};
 use wagate_core::store::Store;
 use wagate_core::{DeviceUid, MessageId, time};
@@ -60,7 +60,18 @@ pub struct DeviceCounters {
     pub last_event_at: Option<i64>,
 }
 
+/// One running device as metrics see it.
+#[derive(Debug, Clone)]
+pub struct DeviceSample {
+    pub uid: DeviceUid,
+    pub engine: EngineKind,
+    pub connected: bool,
+    pub counters: DeviceCounters,
+}
+
 struct RunningDevice {
+    /// For metrics grouped by engine without a database read per scrape.
+    engine: EngineKind,
     session: Arc<dyn EngineSession>,
     live: Arc<DeviceLive>,
     wake: Arc<Notify>,
@@ -171,6 +182,7 @@ impl DeviceRuntime {
             }
         };
         let running = RunningDevice {
+            engine: device.engine,
             session: Arc::clone(&session),
             live: Arc::clone(&live),
             wake: Arc::new(Notify::new()),
@@ -259,6 +271,23 @@ impl DeviceRuntime {
             .map(|u| {
                 let c = self.counters(&u);
                 (u, c)
+            })
+            .collect()
+    }
+
+    /// Engine, connection state and counters of every running device, for metrics.
+    pub fn metric_samples(&self) -> Vec<DeviceSample> {
+        let running: Vec<(DeviceUid, EngineKind, Arc<DeviceLive>)> = lock(&self.devices)
+            .iter()
+            .map(|(uid, r)| (uid.clone(), r.engine, Arc::clone(&r.live)))
+            .collect();
+        running
+            .into_iter()
+            .map(|(uid, engine, live)| DeviceSample {
+                engine,
+                connected: live.connected.load(Ordering::SeqCst),
+                counters: self.counters(&uid),
+                uid,
             })
             .collect()
     }

@@ -96,6 +96,19 @@ pub async fn authenticate(store: &dyn Store, secret: &str) -> ServiceResult<Opti
     Ok(found)
 }
 
+/// The account, or `NotFound("account")`.
+pub async fn get_account(store: &dyn Store, id: &AccountId) -> ServiceResult<Account> {
+    match store.get_account(id).await {
+        Err(StoreError::NotFound) => Err(ServiceError::NotFound("account")),
+        other => Ok(other?),
+    }
+}
+
+/// Every account, oldest first.
+pub async fn list_accounts(store: &dyn Store) -> ServiceResult<Vec<Account>> {
+    Ok(store.list_accounts().await?)
+}
+
 pub async fn list_keys(store: &dyn Store, account: &AccountId) -> ServiceResult<Vec<ApiKey>> {
     Ok(store.list_api_keys(account).await?)
 }

@@ -5,26 +5,114 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::process::Command;
 
-fn cli(data_dir: &std::path::Path, args: &[&str]) -> Value {
+/// Runs the CLI on a data directory: (success, stdout, stderr).
+fn run_cli(data_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("WAGATE_CONFIG")
+        .env_remove("WAGATE_DATA_DIR")
         .output()
         .unwrap();
-    assert!(
+    (
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs the CLI, which must succeed and print exactly one line of JSON.
+fn cli(data_dir: &std::path::Path, args: &[&str]) -> Value {
+    let (ok, stdout, stderr) = run_cli(data_dir, args);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 1, "one line of JSON: {stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// Runs the CLI, which must fail; its error message.
+fn cli_fails(data_dir: &std::path::Path, args: &[&str]) -> String {
+    let (ok, stdout, stderr) = run_cli(data_dir, args);
+    assert!(!ok, "should have failed: {stdout}");
+    assert!(stdout.is_empty(), "nothing on stdout: {stdout}");
+    stderr
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_data_directory_that_does_not_exist() {
+    let parent = tempfile::tempdir().unwrap();
+    let missing = parent.path().join("wagate-data");
+    let shown = missing.display().to_string();
+    for args in [
+        &["account", "list"][..],
+        &["account", "create", "--name", "Shop"][..],
+        &["account", "key", "list", "--account", "acc_nope"][..],
+    ] {
+        let err = cli_fails(&missing, args);
+        assert!(
+            err.contains(&shown) && err.contains("wagate serve"),
+            "names the path and the way out: {err}"
+        );
+        assert!(!missing.exists(), "{args:?} created {shown}");
+    }
+    // An existing directory without a database is just as wrong.
+    std::fs::create_dir(&missing).unwrap();
+    cli_fails(&missing, &["account", "list"]);
+    assert!(!missing.join("wagate.db").exists());
+
+    // `account create --init` is the explicit way to start one from the CLI.
+    let created = cli(&missing, &["account", "create", "--init", "--name", "Shop"]);
+    assert!(created["apiKey"].as_str().unwrap().starts_with("wak_"));
+    let listed = cli(&missing, &["account", "list"]);
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["id"], created["accountId"]);
+    assert_eq!(listed[0]["name"], "Shop");
+}
+
+#[tokio::test]
+async fn account_commands_name_accounts_that_do_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    cli(
+        dir.path(),
+        &["account", "create", "--init", "--name", "Shop"],
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let ghost = wagate_core::AccountId::new().to_string();
+    for args in [
+        &["account", "key", "list", "--account", &ghost][..],
+        &["account", "key", "create", "--account", &ghost][..],
+        &[
+            "account",
+            "key",
+            "revoke",
+            "--account",
+            &ghost,
+            "--key",
+            &wagate_core::ApiKeyId::new().to_string(),
+        ][..],
+    ] {
+        let err = cli_fails(dir.path(), args);
+        assert!(
+            err.contains("no such account") && err.contains(&ghost),
+            "{args:?}: {err}"
+        );
+    }
+    // The case of the report: an id that reads as one but names nothing.
+    let err = cli_fails(
+        dir.path(),
+        &["account", "key", "list", "--account", "acc_nope"],
+    );
+    assert!(err.contains("no such account: acc_nope"), "{err}");
+    let err = cli_fails(dir.path(), &["account", "key", "list", "--account", "nope"]);
+    assert!(err.contains("--account must be an account id"), "{err}");
 }
 
 #[tokio::test]
 async fn cli_creates_accounts_and_manages_keys_that_the_api_accepts() {
     let dir = tempfile::tempdir().unwrap();
-    let created = cli(dir.path(), &["account", "create", "--name", "Shop"]);
+    let created = cli(
+        dir.path(),
+        &["account", "create", "--init", "--name", "Shop"],
+    );
     let key = created["apiKey"].as_str().unwrap().to_owned();
     let account = created["accountId"].as_str().unwrap().to_owned();
     assert!(account.starts_with("acc_"));

@@ -9,6 +9,7 @@ mod devices;
 mod hostile;
 mod megamsg;
 mod messages;
+mod metrics;
 mod ops;
 mod reliability;
 mod simulated;

@@ -367,3 +367,64 @@ fn conforms(spec: &Value, schema: &Value, value: &Value, at: &str) -> Vec<String
     }
     problems
 }
+
+/// Every event emitted on this thread: its level and its fields as text.
+#[derive(Clone, Default)]
+struct Recorded(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorded {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut text = Text(format!("{}: ", event.metadata().target()));
+        event.record(&mut text);
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), text.0));
+    }
+}
+
+// The default, single-threaded runtime: the server's tasks run on this thread, so the
+// thread's own subscriber sees their events.
+#[tokio::test]
+async fn engine_errors_are_logged_as_warnings_not_errors() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let recorded = Recorded::default();
+    let _guard =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(recorded.clone()));
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("phone").await;
+    let uid = device["deviceUid"].as_str().unwrap().to_owned();
+    let (status, body) = app
+        .post(&format!("/v1/developer/devices/{uid}/logout"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.wait_device_status(&uid, "logged_out").await;
+    let (status, body) = app
+        .post(
+            "/v1/developer/messages/check-whatsapp",
+            json!({ "deviceUid": uid, "numbers": ["+201001234567"] }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::BAD_GATEWAY);
+
+    let events = recorded.0.lock().unwrap().clone();
+    let failure = events
+        .iter()
+        .find(|(_, text)| text.starts_with("tower_http::trace::on_failure") && text.contains("502"))
+        .unwrap_or_else(|| panic!("the 502 was not logged: {events:#?}"));
+    assert_eq!(failure.0, tracing::Level::WARN, "{failure:?}");
+    let errors: Vec<_> = events
+        .iter()
+        .filter(|(level, _)| *level == tracing::Level::ERROR)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "an ordinary 502 logged errors: {errors:#?}"
+    );
+}

@@ -17,6 +17,8 @@ async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
         c.whatsapp_web.ws_url = Some(format!("ws://127.0.0.1:{closed}/ws/chat"));
         c.whatsapp_web.version = Some("2.3000.1023456789".into());
         c.whatsapp_web.start_jitter_ms = 0;
+        c.metrics.token = Some("whatsapp-web-metrics".into());
+        c.metrics.per_device = true;
     })
     .await;
     let (status, body) = app
@@ -66,6 +68,7 @@ async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
     let metrics = app
         .client
         .get(format!("{}/metrics", app.base))
+        .bearer_auth("whatsapp-web-metrics")
         .send()
         .await
         .unwrap()

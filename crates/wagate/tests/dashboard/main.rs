@@ -6,15 +6,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod media;
+mod sessions;
 mod support;
 mod webdriver;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use support::{TestApp, csrf_field, csrf_meta, set_cookie};
+use support::{TestApp, http_sign_in, set_cookie};
 use wagate::http::dashboard::session;
+use wagate_core::account::DashboardSession;
 use webdriver::Browser;
 
 /// One browser at a time: the machine is small and chromium is not.
@@ -195,12 +198,33 @@ async fn browser_signs_in_creates_a_sandbox_device_and_watches_a_send_reach_read
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    // Sign out ends the session.
+    // Sign out ends the session, on the server too: the old cookie, put back, is refused.
+    let old_cookie = b.cookie(session::SESSION_COOKIE).await;
     b.click("#signout").await;
     b.find("#api_key").await;
     b.goto(&format!("{}/", app.base)).await;
     b.find("#api_key").await;
     assert!(b.url().await.ends_with("/signin"));
+    b.add_cookie(session::SESSION_COOKIE, &old_cookie).await;
+    b.goto(&format!("{}/", app.base)).await;
+    b.find("#api_key").await;
+    assert!(
+        b.url().await.ends_with("/signin"),
+        "signed-out cookie reused"
+    );
+
+    // "End all my sessions" signs out this browser and every other one.
+    sign_in(&b, &app).await;
+    let (elsewhere, _, _) = http_sign_in(&app, &[]).await;
+    let this_one = b.cookie(session::SESSION_COOKIE).await;
+    b.click("#signout-all").await;
+    b.find("#api_key").await;
+    for cookie in [&this_one, &elsewhere] {
+        b.add_cookie(session::SESSION_COOKIE, cookie).await;
+        b.goto(&format!("{}/", app.base)).await;
+        b.find("#api_key").await;
+        assert!(b.url().await.ends_with("/signin"), "ended session reused");
+    }
 
     b.quit().await;
     app.stop().await;
@@ -319,16 +343,36 @@ async fn wrong_key_and_expired_session_are_refused_in_the_browser() {
     assert!(b.url().await.ends_with("/signin"));
     b.screenshot("13-signin-wrong-key").await;
 
-    // A correctly signed cookie is accepted (so the forging below is faithful)…
-    let secret = session::load_secret(&app.config.data_dir).unwrap();
-    let now = chrono::Utc::now().timestamp();
-    let fresh = secret.seal(&app.account, &app.key_id, now + 600);
-    b.add_cookie(session::SESSION_COOKIE, &fresh).await;
+    // A live session's cookie is accepted (so the one below is faithful)…
+    let store = &app.running.services.store;
+    let now = chrono::Utc::now();
+    let live = "1".repeat(64);
+    store
+        .create_dashboard_session(&DashboardSession {
+            token_hash: Sha256::digest(live.as_bytes()).into(),
+            account_id: app.account.clone(),
+            api_key_id: app.key_id.clone(),
+            created_at: now,
+            expires_at: now + chrono::Duration::minutes(10),
+        })
+        .await
+        .unwrap();
+    b.add_cookie(session::SESSION_COOKIE, &live).await;
     b.goto(&format!("{}/", app.base)).await;
     b.find("#devices-body").await;
 
-    // …and the same cookie past its expiry is not.
-    let expired = secret.seal(&app.account, &app.key_id, now - 1);
+    // …and one past its expiry is not.
+    let expired = "2".repeat(64);
+    store
+        .create_dashboard_session(&DashboardSession {
+            token_hash: Sha256::digest(expired.as_bytes()).into(),
+            account_id: app.account.clone(),
+            api_key_id: app.key_id.clone(),
+            created_at: now - chrono::Duration::hours(13),
+            expires_at: now - chrono::Duration::seconds(1),
+        })
+        .await
+        .unwrap();
     b.add_cookie(session::SESSION_COOKIE, &expired).await;
     b.goto(&format!("{}/", app.base)).await;
     b.find("#api_key").await;
@@ -339,38 +383,6 @@ async fn wrong_key_and_expired_session_are_refused_in_the_browser() {
 
     b.quit().await;
     app.stop().await;
-}
-
-/// Signs in over plain HTTP like a browser would: (session cookie, CSRF token of the page).
-async fn http_sign_in(app: &TestApp, headers: &[(&str, &str)]) -> (String, String, String) {
-    let mut req = app.http.get(format!("{}/signin", app.base));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let page = req.send().await.unwrap();
-    let (pre, _) = set_cookie(&page, session::SIGNIN_COOKIE).unwrap();
-    let csrf = csrf_field(&page.text().await.unwrap());
-    let mut req = app
-        .http
-        .post(format!("{}/signin", app.base))
-        .header("cookie", format!("{}={pre}", session::SIGNIN_COOKIE))
-        .form(&[("csrf", csrf.as_str()), ("api_key", app.key.as_str())]);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = req.send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
-    let (value, line) = set_cookie(&resp, session::SESSION_COOKIE).unwrap();
-    let page = app
-        .http
-        .get(format!("{}/", app.base))
-        .header("cookie", format!("{}={value}", session::SESSION_COOKIE))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), StatusCode::OK);
-    let token = csrf_meta(&page.text().await.unwrap());
-    (value, token, line)
 }
 
 #[tokio::test]
@@ -508,13 +520,23 @@ async fn sandbox_form_uploads_and_sends_a_document() {
     sign_in(&b, &app).await;
     go(&b, &format!("#/sandbox?device={uid}")).await;
     b.find(&format!("#sb-device option[value='{uid}']")).await;
-    b.js(
-        "const k = document.getElementById('sb-kind'); k.value = 'document'; \
-         k.dispatchEvent(new Event('change'));",
-        json!([]),
-    )
-    .await;
-    b.fill("#sb-text", "Your invoice").await;
+    let kind = |k: &'static str| {
+        b.js(
+            "const k = document.getElementById('sb-kind'); k.value = arguments[0]; \
+             k.dispatchEvent(new Event('change')); \
+             const t = document.getElementById('sb-text'); return [t.value, t.disabled];",
+            json!([k]),
+        )
+    };
+    let sample = json!(["{Hi|Hello} from the wagate dashboard", false]);
+    assert_eq!(kind("text").await, sample);
+    // The sample text is for text messages: files go without it, a voice note has no
+    // caption at all (and nothing left in the disabled box).
+    assert_eq!(kind("media").await, json!(["", false]));
+    assert_eq!(kind("text").await, sample);
+    b.fill("#sb-text", "typed by hand").await;
+    assert_eq!(kind("voice").await, json!(["", true]));
+    assert_eq!(kind("document").await, json!(["", false]));
     b.fill("#sb-file", &file.display().to_string()).await;
     b.click("#sb-send").await;
     let curl = b
@@ -532,7 +554,34 @@ async fn sandbox_form_uploads_and_sends_a_document() {
         .api(Method::GET, &format!("/v1/developer/messages/{link}"), None)
         .await;
     assert_eq!(m["data"]["type"], "document", "{m}");
+    assert_eq!(
+        m["data"]["text"],
+        serde_json::Value::Null,
+        "no caption: {m}"
+    );
     b.screenshot_at("#sb-live", "14-sandbox-document").await;
+
+    // The message page: no "null" for what the message lacks, and its media described
+    // with a link that downloads the file.
+    b.click("#sb-message-link").await;
+    let media = b
+        .wait_text("#message-media", 10, |t| t.contains("invoice.pdf"))
+        .await;
+    assert!(media.contains("application/pdf"), "{media}");
+    let head = b.text("#message-head").await;
+    assert!(!head.contains("null"), "{head}");
+    let href = b
+        .js(
+            "return document.getElementById('message-media-link').href;",
+            json!([]),
+        )
+        .await;
+    let href = href.as_str().unwrap();
+    assert!(href.starts_with(&format!("{}/media/", app.base)), "{href}");
+    let got = app.http.get(href).send().await.unwrap();
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap(), std::fs::read(&file).unwrap());
+    b.screenshot("15-message-media").await;
     b.quit().await;
     app.stop().await;
 }

@@ -10,6 +10,7 @@ use tempfile::TempDir;
 use wagate::app::{self, AppParts, RunningApp};
 use wagate::config::{Config, SandboxConfig, SendingConfig};
 use wagate::engine::sandbox::SandboxNetwork;
+use wagate::http::dashboard::session;
 use wagate::service::accounts;
 use wagate_core::{AccountId, ApiKeyId};
 
@@ -162,4 +163,46 @@ pub fn csrf_meta(html: &str) -> String {
         .expect("no csrf meta")
         + 27;
     html[at..].split('"').next().unwrap().to_owned()
+}
+
+/// Signs in over plain HTTP like a browser would: (session cookie, CSRF token of the
+/// page, the whole Set-Cookie line).
+pub async fn http_sign_in(app: &TestApp, headers: &[(&str, &str)]) -> (String, String, String) {
+    http_sign_in_as(app, &app.key, headers).await
+}
+
+/// [`http_sign_in`] with another API key.
+pub async fn http_sign_in_as(
+    app: &TestApp,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> (String, String, String) {
+    let mut req = app.http.get(format!("{}/signin", app.base));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let page = req.send().await.unwrap();
+    let (pre, _) = set_cookie(&page, session::SIGNIN_COOKIE).unwrap();
+    let csrf = csrf_field(&page.text().await.unwrap());
+    let mut req = app
+        .http
+        .post(format!("{}/signin", app.base))
+        .header("cookie", format!("{}={pre}", session::SIGNIN_COOKIE))
+        .form(&[("csrf", csrf.as_str()), ("api_key", key)]);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (value, line) = set_cookie(&resp, session::SESSION_COOKIE).unwrap();
+    let page = app
+        .http
+        .get(format!("{}/", app.base))
+        .header("cookie", format!("{}={value}", session::SESSION_COOKIE))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let token = csrf_meta(&page.text().await.unwrap());
+    (value, token, line)
 }

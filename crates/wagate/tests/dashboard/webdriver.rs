@@ -269,6 +269,12 @@ impl Browser {
         }
     }
 
+    /// The value of a cookie of the current page (HttpOnly ones included).
+    pub async fn cookie(&self, name: &str) -> String {
+        let c = self.cmd("GET", &format!("/cookie/{name}"), None).await;
+        c["value"].as_str().unwrap().to_owned()
+    }
+
     pub async fn add_cookie(&self, name: &str, value: &str) {
         self.cmd(
             "POST",

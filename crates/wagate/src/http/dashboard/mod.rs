@@ -6,10 +6,12 @@
 //! through `/ui/api/…`. That proxy swaps the session cookie for the account it signed
 //! in as, so the dashboard can never do more, or differently, than the API does.
 //!
-//! Security: the session cookie is HttpOnly, SameSite=Strict and Secure when the
-//! request came over TLS; every state-changing request (API calls through the proxy,
-//! sign-in and sign-out forms) must carry a CSRF token — SameSite alone does not cover
-//! older browsers or same-site subdomains. Pages are served with a strict CSP (no inline
+//! Security: the session cookie carries the random token of a session kept in the store,
+//! so signing out, "end all my sessions" (`POST /signout/all`) and revoking the key end
+//! it at once. It is HttpOnly, SameSite=Strict and Secure when the request came over
+//! TLS; every state-changing request (API calls through the proxy, sign-in, sign-out and
+//! end-all forms) must carry a CSRF token — SameSite alone does not cover older browsers
+//! or same-site subdomains. Pages are served with a strict CSP (no inline
 //! script, same-origin only) and may not be framed.
 
 pub mod session;
@@ -17,7 +19,7 @@ pub mod session;
 use super::MAX_BODY_BYTES;
 use super::auth::ApiKeyAccount;
 use super::error::ApiError;
-use crate::service::Services;
+use crate::service::{Services, sessions};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -25,7 +27,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use rand::RngCore;
-use session::{SESSION_COOKIE, SESSION_TTL_SECS, SIGNIN_COOKIE, Secret, tokens_match};
+use session::{SESSION_COOKIE, SIGNIN_COOKIE, Secret, tokens_match};
+use sessions::SESSION_TTL_SECS;
 use tower::ServiceExt;
 use wagate_core::AccountId;
 
@@ -42,6 +45,7 @@ pub fn router() -> Router<Services> {
         .route("/", get(index))
         .route("/signin", get(signin_page).post(signin))
         .route("/signout", post(signout))
+        .route("/signout/all", post(signout_all))
         .route("/ui/app.js", get(app_js))
         .route("/ui/app.css", get(app_css))
         .route("/ui/api/{*path}", any(proxy))
@@ -93,10 +97,6 @@ fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool, path: &str) -
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
 }
 
-fn now() -> i64 {
-    wagate_core::time::now().timestamp()
-}
-
 fn secret(s: &Services) -> Result<Secret, ApiError> {
     session::load_secret(&s.config.data_dir).map_err(ApiError::internal)
 }
@@ -107,22 +107,15 @@ struct Session {
     cookie: String,
 }
 
-async fn current_session(
-    s: &Services,
-    secret: &Secret,
-    headers: &HeaderMap,
-) -> Result<Option<Session>, ApiError> {
+async fn current_session(s: &Services, headers: &HeaderMap) -> Result<Option<Session>, ApiError> {
     let Some(value) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some((account, key)) = secret.open(value, now()) else {
+    let Some(owner) = sessions::resolve(s.store.as_ref(), value).await? else {
         return Ok(None);
     };
-    if !session::key_active(s.store.as_ref(), &account, &key).await? {
-        return Ok(None);
-    }
     Ok(Some(Session {
-        account,
+        account: owner.account,
         cookie: value.to_owned(),
     }))
 }
@@ -167,7 +160,7 @@ fn redirect(to: &'static str) -> Response {
 
 async fn index(State(s): State<Services>, headers: HeaderMap) -> Result<Response, ApiError> {
     let secret = secret(&s)?;
-    match current_session(&s, &secret, &headers).await? {
+    match current_session(&s, &headers).await? {
         Some(session) => {
             let token = escape_html(&secret.csrf_token(&session.cookie));
             Ok(html(StatusCode::OK, INDEX_HTML.replace("{{csrf}}", &token)))
@@ -235,7 +228,7 @@ async fn signin(
         ));
     }
     let key = field(&fields, "api_key").trim();
-    let Some((account, key_id)) = session::sign_in_key(s.store.as_ref(), key).await? else {
+    let Some(opened) = sessions::sign_in(s.store.as_ref(), key).await? else {
         return Ok(render_signin(
             &s,
             &headers,
@@ -243,8 +236,7 @@ async fn signin(
             "That API key is not valid (or was revoked).",
         ));
     };
-    let secret = secret(&s)?;
-    let value = secret.seal(&account, &key_id, now() + SESSION_TTL_SECS);
+    let value = opened.token;
     let secure = over_tls(&s, &headers);
     let mut response = redirect("/");
     let h = response.headers_mut();
@@ -271,12 +263,41 @@ async fn signout(
     {
         return Err(csrf_refused());
     }
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        sessions::sign_out(s.store.as_ref(), value).await?;
+    }
+    Ok(signed_out(&s, &headers))
+}
+
+/// Back to the sign-in page, without the session cookie.
+fn signed_out(s: &Services, headers: &HeaderMap) -> Response {
     let mut response = redirect("/signin");
     response.headers_mut().insert(
         header::SET_COOKIE,
-        set_cookie(SESSION_COOKIE, "", 0, over_tls(&s, &headers), "/"),
+        set_cookie(SESSION_COOKIE, "", 0, over_tls(s, headers), "/"),
     );
-    Ok(response)
+    response
+}
+
+/// "End all my sessions": signs the account out of every browser, this one included.
+async fn signout_all(
+    State(s): State<Services>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Some(session) = current_session(&s, &headers).await? else {
+        return Ok(signed_out(&s, &headers));
+    };
+    let secret = secret(&s)?;
+    if !tokens_match(
+        field(&form_fields(&body), "csrf"),
+        &secret.csrf_token(&session.cookie),
+    ) {
+        return Err(csrf_refused());
+    }
+    let ended = sessions::end_all(s.store.as_ref(), &session.account).await?;
+    tracing::info!(account.id = %session.account, ended, "ended every dashboard session");
+    Ok(signed_out(&s, &headers))
 }
 
 fn csrf_refused() -> ApiError {
@@ -302,11 +323,11 @@ async fn app_css() -> Response {
 }
 
 /// `/ui/api/v1/developer/…` → the Msgera handler of `/v1/developer/…`, as the session's
-/// account. Headers other than the body's type and `Accept` are not passed on.
+/// account. Headers other than the body's type, `Accept` and `Host` are not passed on.
 async fn proxy(State(s): State<Services>, request: Request) -> Result<Response, ApiError> {
     let secret = secret(&s)?;
     let (parts, body) = request.into_parts();
-    let Some(session) = current_session(&s, &secret, &parts.headers).await? else {
+    let Some(session) = current_session(&s, &parts.headers).await? else {
         return Err(ApiError::unauthorized());
     };
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
@@ -333,7 +354,13 @@ async fn proxy(State(s): State<Services>, request: Request) -> Result<Response, 
     // A fresh request, not the outer one: the outer route's path parameters live in its
     // extensions and would confuse the inner route's.
     let mut inner = Request::builder().method(parts.method.clone()).uri(uri);
-    for name in [header::CONTENT_TYPE, header::ACCEPT, header::CONTENT_LENGTH] {
+    // Host too, so links in replies (a message's media) point where the browser is.
+    for name in [
+        header::CONTENT_TYPE,
+        header::ACCEPT,
+        header::CONTENT_LENGTH,
+        header::HOST,
+    ] {
         if let Some(v) = parts.headers.get(&name) {
             inner = inner.header(name, v);
         }

@@ -1,13 +1,11 @@
-//! Dashboard sessions: a stateless cookie signed with HMAC-SHA256 under a secret kept in
-//! the data directory (`dashboard-secret`, created on first use, mode 0600).
+//! The dashboard's cookies and CSRF tokens. The session cookie carries the random token
+//! of a session kept in the store ([`crate::service::sessions`]), so it is only as good
+//! as that row: signing out, ending every session or revoking the key ends it at once.
 //!
-//! The cookie names the account and the API key that signed in, and when the session
-//! ends. It holds no secret: a request is accepted only while the signature verifies,
-//! the expiry is in the future and the key is still active, so revoking the key ends
-//! every session it opened. The CSRF token is derived from the cookie, so it is
-//! different per session and cannot be guessed without the secret.
+//! The CSRF token is an HMAC of the cookie under a secret kept in the data directory
+//! (`dashboard-secret`, created on first use, mode 0600), so it is different per session
+//! and cannot be derived from the cookie without the secret.
 
-use crate::service::accounts;
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -15,16 +13,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use subtle::ConstantTimeEq;
-use wagate_core::store::Store;
-use wagate_core::{AccountId, ApiKeyId};
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "wagate_session";
 /// Name of the cookie that carries the sign-in form's CSRF token (before a session exists).
 pub const SIGNIN_COOKIE: &str = "wagate_signin";
-/// How long a session lasts from sign-in; there is no sliding renewal, so a stolen
-/// cookie is useful for at most this long.
-pub const SESSION_TTL_SECS: i64 = 12 * 60 * 60;
 const SECRET_FILE: &str = "dashboard-secret";
 
 /// The signing secret of a data directory.
@@ -101,43 +94,9 @@ impl Secret {
         mac.finalize().into_bytes().to_vec()
     }
 
-    /// A session cookie value for a key of an account, ending at `expires_at` (unix secs).
-    pub fn seal(&self, account: &AccountId, key: &ApiKeyId, expires_at: i64) -> String {
-        let mut nonce = [0u8; 12];
-        rand::thread_rng().fill_bytes(&mut nonce);
-        let payload = format!("v1.{account}.{key}.{expires_at}.{}", hex::encode(nonce));
-        let mac = hex::encode(self.mac("session", &payload));
-        format!("{payload}.{mac}")
-    }
-
     /// The CSRF token of a session cookie.
     pub fn csrf_token(&self, cookie: &str) -> String {
         hex::encode(self.mac("csrf", cookie))
-    }
-
-    /// Verifies a cookie's signature and expiry: the account and key it names.
-    pub fn open(&self, cookie: &str, now: i64) -> Option<(AccountId, ApiKeyId)> {
-        let (payload, mac) = cookie.rsplit_once('.')?;
-        let mac = hex::decode(mac).ok()?;
-        if !bool::from(self.mac("session", payload).ct_eq(&mac)) {
-            return None;
-        }
-        let mut parts = payload.split('.');
-        let (Some("v1"), Some(account), Some(key), Some(exp), Some(_nonce), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
-        };
-        let exp: i64 = exp.parse().ok()?;
-        if exp <= now {
-            return None;
-        }
-        Some((AccountId::parse(account).ok()?, ApiKeyId::parse(key).ok()?))
     }
 }
 
@@ -146,50 +105,23 @@ pub fn tokens_match(a: &str, b: &str) -> bool {
     !a.is_empty() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// The key a presented API key secret is, if valid: its account and id.
-pub async fn sign_in_key(
-    store: &dyn Store,
-    secret: &str,
-) -> Result<Option<(AccountId, ApiKeyId)>, crate::service::ServiceError> {
-    let Some(account) = accounts::authenticate(store, secret).await? else {
-        return Ok(None);
-    };
-    // authenticate() says whose key it is; the row is the active one with its prefix.
-    let keys = accounts::list_keys(store, &account).await?;
-    Ok(keys
-        .into_iter()
-        .find(|k| k.revoked_at.is_none() && secret.starts_with(&k.prefix))
-        .map(|k| (account, k.id)))
-}
-
-/// Whether the key that opened a session is still active.
-pub async fn key_active(
-    store: &dyn Store,
-    account: &AccountId,
-    key: &ApiKeyId,
-) -> Result<bool, crate::service::ServiceError> {
-    let keys = accounts::list_keys(store, account).await?;
-    Ok(keys.iter().any(|k| &k.id == key && k.revoked_at.is_none()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn cookies_verify_expire_and_resist_tampering() {
+    fn csrf_tokens_differ_per_session_and_per_secret() {
         let dir = tempfile::tempdir().unwrap();
         let s = load_secret(dir.path()).unwrap();
-        let acc = AccountId::new();
-        let key = ApiKeyId::new();
-        let c = s.seal(&acc, &key, 2_000);
-        assert_eq!(s.open(&c, 1_000), Some((acc.clone(), key.clone())));
-        assert_eq!(s.open(&c, 2_000), None, "expired");
-        let tampered = c.replacen("2000", "9000", 1);
-        assert_eq!(s.open(&tampered, 1_000), None);
-        assert_ne!(s.csrf_token(&c), s.csrf_token(&s.seal(&acc, &key, 2_000)));
-        // The persisted secret is read back the same.
+        assert_eq!(s.csrf_token("a"), s.csrf_token("a"));
+        assert_ne!(s.csrf_token("a"), s.csrf_token("b"));
+        // The persisted secret is read back the same; another directory has another.
         let other = tempfile::tempdir().unwrap();
-        assert_eq!(load_secret(other.path()).unwrap().open(&c, 1_000), None);
+        assert_ne!(
+            load_secret(other.path()).unwrap().csrf_token("a"),
+            s.csrf_token("a")
+        );
+        assert!(tokens_match("x", "x"));
+        assert!(!tokens_match("", ""));
     }
 }

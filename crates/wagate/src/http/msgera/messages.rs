@@ -4,15 +4,25 @@ use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
 use crate::http::json::ApiJson;
+use crate::http::media_link::MediaLinkKey;
 use crate::http::ok;
+<<<<<<< HEAD
 use crate::http::query::ApiQuery;
 use crate::service::Services;
+=======
+>>>>>>> h2
 use crate::service::messaging::{
     Accepted, MAX_CHECK_NUMBERS, SendKind, SendRequest, parse_send_at, parse_text,
     validate_client_message_id,
 };
+<<<<<<< HEAD
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+=======
+use crate::service::{ServiceError, Services};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+>>>>>>> h2
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -124,7 +134,28 @@ pub struct MessageBody {
     /// Every status the message went through (on single-message reads).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<Vec<StatusChangeBody>>,
+    /// What the message's media is, with a download link (on single-message reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaInfoBody>,
 }
+
+/// A message's media file as a reader sees it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaInfoBody {
+    pub media_id: String,
+    /// The type decided from the file's content.
+    pub mime_type: String,
+    pub file_name: Option<String>,
+    /// Bytes.
+    pub size: u64,
+    /// A signed link to the file, valid for an hour, that needs no API key.
+    pub url: String,
+}
+
+/// How long the media link of a message read stays valid: long enough to click, short
+/// enough that a copied reply is not a lasting way in.
+const MEDIA_LINK_TTL_SECS: i64 = 3600;
 
 impl MessageBody {
     pub fn from_message(m: &Message) -> Self {
@@ -145,6 +176,7 @@ impl MessageBody {
             updated_at: m.updated_at,
             deduplicated: false,
             history: None,
+            media: None,
         }
     }
 
@@ -429,14 +461,44 @@ pub async fn check_whatsapp(
 pub async fn get_message(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = MessageId::parse(&id).map_err(|_| ApiError::not_found("message"))?;
     let (m, history) = s.get_message(&account, &id).await?;
-    Ok(ok(
-        StatusCode::OK,
-        MessageBody::from_message(&m).with_history(&history),
-    ))
+    let mut body = MessageBody::from_message(&m).with_history(&history);
+    if let Some(media_id) = &m.media_id {
+        match s.get_media(&account, media_id).await {
+            Ok(media) => {
+                let key =
+                    MediaLinkKey::load_or_create(&s.config.data_dir).map_err(ApiError::internal)?;
+                let expires = wagate_core::time::now().timestamp() + MEDIA_LINK_TTL_SECS;
+                body.media = Some(MediaInfoBody {
+                    url: key.link(&link_base(&s, &headers), media.id.as_str(), expires),
+                    media_id: media.id.to_string(),
+                    mime_type: media.mime_type,
+                    file_name: media.file_name,
+                    size: media.size,
+                });
+            }
+            // The message outlived its file: it is still worth showing.
+            Err(ServiceError::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ok(StatusCode::OK, body))
+}
+
+/// Where links point: the configured public URL, else the host the client called.
+fn link_base(s: &Services, headers: &HeaderMap) -> String {
+    match &s.config.public_url {
+        Some(_) => s.config.public_url(),
+        None => headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| format!("http://{h}"))
+            .unwrap_or_else(|| s.config.public_url()),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

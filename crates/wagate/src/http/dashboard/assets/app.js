@@ -281,7 +281,8 @@ async function sandboxPage() {
     h("option", { value: "text" }, "Text"), h("option", { value: "media" }, "Image or video"),
     h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"));
   const to = h("input", { id: "sb-to", name: "to", value: DEFAULT_TO, inputmode: "tel", required: true });
-  const text = h("textarea", { id: "sb-text", name: "text", rows: 3 }, "{Hi|Hello} from the wagate dashboard");
+  const DEFAULT_TEXT = "{Hi|Hello} from the wagate dashboard";
+  const text = h("textarea", { id: "sb-text", name: "text", rows: 3 }, DEFAULT_TEXT);
   const file = h("input", { id: "sb-file", name: "file", type: "file" });
   const fileWrap = h("div", { hidden: true }, ...field("File", file, "Up to 16 MB; uploaded first with POST /v1/developer/media/upload."));
   const textLabel = h("label", { for: "sb-text" }, "Text");
@@ -291,7 +292,12 @@ async function sandboxPage() {
   let watching = 0;
   kind.addEventListener("change", () => {
     fileWrap.hidden = kind.value === "text";
-    textLabel.textContent = kind.value === "text" ? "Text" : "Caption (optional)";
+    textLabel.textContent = kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
+    // The sample text is for text messages: a file goes without a caption unless one is
+    // typed, and a voice note can have none (so nothing hides in the disabled box).
+    if (kind.value !== "text" && text.value === DEFAULT_TEXT) text.value = "";
+    if (kind.value === "text" && !text.value) text.value = DEFAULT_TEXT;
+    if (kind.value === "voice") text.value = "";
     text.disabled = kind.value === "voice";
   });
   const form = h("form", { id: "sandbox-form", onsubmit: async (e) => {
@@ -421,13 +427,28 @@ async function messagePage(id) {
     const r = await api("GET", "/v1/developer/messages/" + encodeURIComponent(id));
     if (r.status !== 200) { head.replaceChildren(h("p", { class: "error" }, errorText(r))); return; }
     const m = r.body.data;
-    head.replaceChildren(h("p", {}, "Status: ", badge(m.status, "message-status")),
+    // replaceChildren() would print a null as the text "null": absent parts are dropped.
+    head.replaceChildren(...[h("p", {}, "Status: ", badge(m.status, "message-status")),
       h("p", {}, "From device ", h("a", { href: "#/device/" + m.deviceUid }, m.deviceUid), " to ", m.to, " · ", (m.type || m.kind), " · via ", m.source),
-      m.text ? h("p", {}, "Text: ", m.text) : null,
+      m.text ? h("p", { id: "message-text" }, (m.media ? "Caption: " : "Text: "), m.text) : null,
+      m.media ? mediaLine(m.media) : null,
       m.failureReason ? h("p", { class: "error" }, "Failed: " + m.failureReason) : null,
-      m.providerMessageId ? h("p", { class: "hint" }, "WhatsApp id: " + m.providerMessageId) : null);
+      m.providerMessageId ? h("p", { class: "hint" }, "WhatsApp id: " + m.providerMessageId) : null].filter(Boolean));
     hist.replaceChildren(...(m.history || []).map((c) => h("tr", {}, h("td", {}, badge(c.status)), h("td", {}, when(c.at)), h("td", {}, c.reason || ""))));
   });
+}
+
+function size(bytes) {
+  if (bytes >= 1024 * 1024) return (bytes / 1024 / 1024).toFixed(1) + " MB";
+  if (bytes >= 1024) return Math.round(bytes / 1024) + " KB";
+  return bytes + " bytes";
+}
+
+/** What a message carries: type, name and size, and a short-lived download link. */
+function mediaLine(media) {
+  return h("p", { id: "message-media" }, "Media: ", h("code", {}, media.mimeType),
+    media.fileName ? [" · ", media.fileName] : null, " · ", size(media.size),
+    media.url ? [" · ", h("a", { href: media.url, id: "message-media-link", rel: "noopener noreferrer", download: media.fileName || true }, "Download")] : null);
 }
 
 async function webhooksPage() {
