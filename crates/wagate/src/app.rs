@@ -69,7 +69,6 @@ fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
 
 /// Starts wagate: every device, the workers and the HTTP server.
 pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp> {
-<<<<<<< HEAD
     for (name, value) in [
         ("public_url", &config.public_url),
         ("media_public_url", &config.media_public_url),
@@ -80,9 +79,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
             anyhow::bail!("{name} `{v}` must be an http:// or https:// URL");
         }
     }
-=======
     config.metrics.validate().map_err(anyhow::Error::msg)?;
->>>>>>> h2
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);

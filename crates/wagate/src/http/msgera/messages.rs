@@ -6,23 +6,14 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
 use crate::http::json::ApiJson;
 use crate::http::media_link::MediaLinkKey;
 use crate::http::ok;
-<<<<<<< HEAD
 use crate::http::query::ApiQuery;
-use crate::service::Services;
-=======
->>>>>>> h2
 use crate::service::messaging::{
     Accepted, MAX_CHECK_NUMBERS, SendKind, SendRequest, parse_send_at, parse_text,
     validate_client_message_id,
 };
-<<<<<<< HEAD
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-=======
 use crate::service::{ServiceError, Services};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
->>>>>>> h2
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -489,16 +480,16 @@ pub async fn get_message(
     Ok(ok(StatusCode::OK, body))
 }
 
-/// Where links point: the configured public URL, else the host the client called.
+/// Where media links point: `media_public_url`, else the configured public URL, else the
+/// host the client called.
 fn link_base(s: &Services, headers: &HeaderMap) -> String {
-    match &s.config.public_url {
-        Some(_) => s.config.public_url(),
-        None => headers
+    s.config.media_base_url(|| {
+        headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| format!("http://{h}"))
-            .unwrap_or_else(|| s.config.public_url()),
-    }
+            .unwrap_or_else(|| s.config.public_url())
+    })
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
