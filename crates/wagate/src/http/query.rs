@@ -41,7 +41,7 @@ pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     })
 }
 
-/// A request that takes no body. An empty body or `{}` is fine; anything else is refused
+/// A request that takes no body. An empty body, `null` or `{}` is fine; anything else is refused
 /// like an unknown field of a JSON body, so a caller who thinks an option exists learns
 /// that it does not instead of having it silently ignored.
 #[derive(Debug)]
@@ -63,6 +63,7 @@ fn check_no_body(bytes: &[u8]) -> Result<(), ApiError> {
         return Ok(());
     }
     match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(serde_json::Value::Null) => Ok(()),
         Ok(serde_json::Value::Object(fields)) => match fields.keys().next() {
             None => Ok(()),
             Some(name) => Err(ApiError::invalid(
@@ -101,6 +102,7 @@ mod tests {
         assert!(check_no_body(b"").is_ok());
         assert!(check_no_body(b" \n").is_ok());
         assert!(check_no_body(b"{}").is_ok());
+        assert!(check_no_body(b"null").is_ok());
         let e = check_no_body(br#"{"name":"x"}"#).unwrap_err();
         assert_eq!(e.details[0].field, "name");
         let e = check_no_body(b"hello").unwrap_err();
