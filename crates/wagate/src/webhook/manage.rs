@@ -150,6 +150,11 @@ impl Services {
         filter: &AttemptFilter,
         page: PageRequest,
     ) -> ServiceResult<Page<WebhookAttempt>> {
+        // A device named in the filter must be the account's own: 404 like every other
+        // device route, not an empty page that reads as "no attempts".
+        if let Some(device) = &filter.device_uid {
+            self.get_device(account, device).await?;
+        }
         Ok(self
             .store
             .list_webhook_attempts(account, filter, page)

@@ -356,6 +356,71 @@ async fn an_account_never_sees_or_changes_another_accounts_things() {
     )
     .await;
     assert_error(s, &b, StatusCode::NOT_FOUND);
+    // Linking, webhooks, history and the event stream of the device: 404 for the other
+    // account, and nothing happens to the device (a logout that lost its ownership check
+    // would unlink it).
+    let foreign: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/v1/developer/devices/{uid}/qr"), None),
+        (
+            Method::POST,
+            format!("/v1/developer/devices/{uid}/pair-code"),
+            Some(json!({"phone": "+201001234567"})),
+        ),
+        (
+            Method::POST,
+            format!("/v1/developer/devices/{uid}/connect"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/developer/devices/{uid}/logout"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/developer/devices/{uid}/instance-webhook"),
+            Some(json!({"url": "https://example.com/hook"})),
+        ),
+        (
+            Method::PUT,
+            "/v1/developer/webhooks".into(),
+            Some(json!({"deviceUid": uid, "personalWebhookUrl": "https://example.com/"})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/developer/webhooks?deviceUid={uid}"),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/developer/webhooks/secret/rotate".into(),
+            Some(json!({"deviceUid": uid})),
+        ),
+        (
+            Method::GET,
+            format!("/v1/developer/webhooks/history?deviceUid={uid}"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/v1/developer/events?deviceUid={uid}"),
+            None,
+        ),
+    ];
+    for (method, path, body) in foreign {
+        let (s, b) = as_other(method.clone(), path.clone(), body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {b}");
+        assert_error(s, &b, StatusCode::NOT_FOUND);
+    }
+    let (_, mine) = app.get(&format!("/v1/developer/devices/{uid}")).await;
+    assert_eq!(mine["data"]["status"], "connected", "{mine}");
+    let (_, hooks) = app
+        .get(&format!("/v1/developer/webhooks?deviceUid={uid}"))
+        .await;
+    assert!(
+        hooks["data"]["personalWebhookUrl"].is_null(),
+        "not configured by the other account: {hooks}"
+    );
     // The other account's own device cannot send this account's media.
     let (s, created) = as_other(
         Method::POST,

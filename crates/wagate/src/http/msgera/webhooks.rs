@@ -244,7 +244,7 @@ pub struct HistoryQuery {
 
 /// Every delivery attempt, newest first.
 #[utoipa::path(get, path = "/v1/developer/webhooks/history", tag = "webhooks", security(("apiKey" = [])), params(HistoryQuery),
-    responses((status = 200, body = AttemptPage), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = AttemptPage), (status = 401, body = ErrorBody), (status = 404, description = "No such device", body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn history(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
