@@ -49,6 +49,10 @@ enum Reply {
     Status(u16),
     /// Answer 200 after this long.
     Sleep(Duration),
+    /// Answer with this status and `Retry-After: <secs>`.
+    RetryAfter(u16, u64),
+    /// Answer 302 to this path of the same receiver.
+    Redirect(&'static str),
 }
 
 #[derive(Clone, Default)]
@@ -79,6 +83,15 @@ impl Receiver {
                     Some(Reply::Sleep(d)) => {
                         tokio::time::sleep(d).await;
                         (AxStatus::OK, "late").into_response()
+                    }
+                    Some(Reply::RetryAfter(s, secs)) => (
+                        AxStatus::from_u16(s).unwrap(),
+                        [("retry-after", secs.to_string())],
+                        "come back later",
+                    )
+                        .into_response(),
+                    Some(Reply::Redirect(to)) => {
+                        (AxStatus::FOUND, [("location", to)], "moved").into_response()
                     }
                     None => (AxStatus::OK, "ok").into_response(),
                 }
@@ -879,4 +892,122 @@ async fn the_event_stream_is_live_and_resumes_from_last_event_id() {
 
     let (status, body) = app.get("/v1/developer/events?types=bogus").await;
     assert_invalid(status, &body, "types");
+}
+
+#[tokio::test]
+async fn a_receivers_retry_after_is_honoured() {
+    let rx = Receiver::start().await;
+    rx.script(&[Reply::RetryAfter(503, 2)]);
+    let app = TestApp::spawn_with(webhook_config).await;
+    let device = app.connected_device("later").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    set_webhooks(&app, uid, json!({ "personalWebhookUrl": rx.url("/later") })).await;
+    inbound(
+        &app,
+        json!({ "deviceUid": uid, "from": "+201001234567", "text": "later" }),
+    )
+    .await;
+    let got = rx.wait_for(2).await;
+    // The computed backoff is ~100 ms; the receiver asked for 2 s.
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_millis(1_950), "{gap:?}");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_counts_as_a_failed_attempt() {
+    let rx = Receiver::start().await;
+    rx.script(&[Reply::Redirect("/elsewhere")]);
+    let app = TestApp::spawn_with(|c| {
+        webhook_config(c);
+        c.webhooks.attempts = 1;
+    })
+    .await;
+    let device = app.connected_device("moved").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    set_webhooks(&app, uid, json!({ "personalWebhookUrl": rx.url("/moved") })).await;
+    inbound(
+        &app,
+        json!({ "deviceUid": uid, "from": "+201001234567", "text": "moved" }),
+    )
+    .await;
+    let h = eventually("the failed attempt", || async {
+        let h = history(&app, &format!("deviceUid={uid}&status=FAILED")).await;
+        (h["total"] == 1).then_some(h)
+    })
+    .await;
+    assert_eq!(h["items"][0]["statusCode"], 302, "{h}");
+    // The attempt is recorded after its request finished: had the redirect been
+    // followed, the receiver would have seen /elsewhere by now.
+    let paths: Vec<String> = rx.got().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/moved"]);
+}
+
+#[tokio::test]
+async fn a_destination_that_became_internal_is_refused_at_the_attempt() {
+    let rx = Receiver::start().await;
+    // Configured while internal destinations were allowed (as a name re-pointed at an
+    // internal address after it was configured would be)...
+    let mut app = TestApp::spawn_with(|c| {
+        webhook_config(c);
+        c.webhooks.attempts = 1;
+    })
+    .await;
+    let device = app.connected_device("ssrf").await;
+    let uid = device["deviceUid"].as_str().unwrap().to_owned();
+    set_webhooks(&app, &uid, json!({ "personalWebhookUrl": rx.url("/in") })).await;
+    // ...then the server runs with them refused: every attempt is vetted again.
+    app.config.allow_private_urls = false;
+    app.restart().await;
+    app.wait_device_status(&uid, "connected").await;
+    inbound(
+        &app,
+        json!({ "deviceUid": uid, "from": "+201001234567", "text": "ssrf" }),
+    )
+    .await;
+    let h = eventually("the refused attempt", || async {
+        let h = history(&app, &format!("deviceUid={uid}&status=FAILED")).await;
+        (h["total"] == 1).then_some(h)
+    })
+    .await;
+    let error = h["items"][0]["error"].as_str().unwrap();
+    assert!(error.contains("not sent to"), "{error}");
+    assert!(h["items"][0]["statusCode"].is_null());
+    assert!(rx.got().is_empty(), "nothing reached the internal receiver");
+}
+
+#[tokio::test]
+async fn a_rotated_away_secret_stops_signing_after_its_grace_period() {
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_with(|c| {
+        webhook_config(c);
+        c.webhooks.secret_grace_secs = 1;
+    })
+    .await;
+    let device = app.connected_device("rotate").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    let old =
+        set_webhooks(&app, uid, json!({ "personalWebhookUrl": rx.url("/g") })).await["secret"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let (status, rotated) = app
+        .post(
+            "/v1/developer/webhooks/secret/rotate",
+            json!({ "deviceUid": uid }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["data"]["secret"].as_str().unwrap().to_owned();
+    // Past the grace period (the wait is before the event, not before an assertion).
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    inbound(
+        &app,
+        json!({ "deviceUid": uid, "from": "+201001234567", "text": "after grace" }),
+    )
+    .await;
+    let r = &rx.wait_for(1).await[0];
+    assert_eq!(r.header("webhook-signature").split(' ').count(), 1);
+    assert!(verify(&new, r));
+    assert!(!verify(&old, r), "the old secret no longer signs");
 }
