@@ -73,14 +73,18 @@ async fn browser_signs_in_creates_a_sandbox_device_and_watches_a_send_reach_read
     let linked = b
         .wait_text("#linked", 10, |t| t.starts_with("Connected as"))
         .await;
-    assert!(
-        linked.contains('+') || linked.chars().any(|c| c.is_ascii_digit()),
-        "{linked}"
-    );
     assert_eq!(b.text("#device-status").await, "connected");
     b.screenshot("03-device").await;
     let uid = b.url().await.rsplit('/').next().unwrap().to_owned();
     assert!(uid.starts_with("dev_"), "{uid}");
+    // The real name and number, as the API reports them.
+    let (_, device) = app
+        .api(Method::GET, &format!("/v1/developer/devices/{uid}"), None)
+        .await;
+    let phone = device["data"]["phoneNumber"].as_str().unwrap();
+    assert!(phone.starts_with('+') && phone.len() > 8, "{device}");
+    assert_eq!(device["data"]["pushName"], "Front desk", "{device}");
+    assert_eq!(linked, format!("Connected as Front desk · {phone}"));
 
     // Budgets and pacing are edited through the same PATCH as the API.
     b.fill("#edit-daily", "500").await;
