@@ -289,11 +289,32 @@ async fn msgera_inbound_is_routed_byte_for_byte_and_signed() {
         json!({ "deviceUid": uid, "from": "+201001234567", "text": "ignored" }),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(rx.got().len(), 2);
+    // Switched on again, the next message is the next request: events are dispatched in
+    // order, so had the one above been sent, it would have come first.
+    set_webhooks(
+        &app,
+        uid,
+        json!({ "personalWebhookUrl": rx.url("/personal"), "isActive": true }),
+    )
+    .await;
+    inbound(
+        &app,
+        json!({ "deviceUid": uid, "from": "+201001234567", "text": "after" }),
+    )
+    .await;
+    let got = rx.wait_for(3).await;
+    assert_eq!(
+        got[2].json()["text"],
+        "after",
+        "the inactive one was not sent"
+    );
+    assert_eq!(got.len(), 3);
 
-    let h = history(&app, &format!("deviceUid={uid}&status=SUCCESS")).await;
-    assert_eq!(h["total"], 2, "{h}");
+    let h = eventually("3 attempts recorded", || async {
+        let h = history(&app, &format!("deviceUid={uid}&status=SUCCESS")).await;
+        (h["total"] == 3).then_some(h)
+    })
+    .await;
     assert_eq!(h["items"][0]["statusCode"], 200);
     assert_eq!(h["items"][0]["attempt"], 1);
 }
@@ -564,7 +585,11 @@ async fn megamsg_instance_webhook_gets_the_seed_format() {
 async fn status_events_are_opt_in() {
     let rx = Receiver::start().await;
     let quiet = Receiver::start().await;
-    let app = TestApp::spawn_with(webhook_config).await;
+    let app = TestApp::spawn_with(|c| {
+        webhook_config(c);
+        c.webhooks.per_destination = 1;
+    })
+    .await;
     let a = app.connected_device("a").await;
     let b = app.connected_device("b").await;
     let (ua, ub) = (
@@ -637,9 +662,18 @@ async fn status_events_are_opt_in() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{raw}");
     app.wait_message_status(mb["messageId"].as_str().unwrap(), "read")
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        quiet.got().is_empty(),
+    // One request at a time to a destination, in event order: once an inbound message
+    // after the read has arrived, any status event before it would have too.
+    inbound(
+        &app,
+        json!({ "deviceUid": ub, "from": "+201001234567", "text": "to b" }),
+    )
+    .await;
+    let quiet_got = quiet.wait_for(1).await;
+    let texts: Vec<Value> = quiet_got.iter().map(|r| r.json()["text"].clone()).collect();
+    assert_eq!(
+        texts,
+        [json!("to b")],
         "the default is inbound messages only"
     );
 
