@@ -106,12 +106,13 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     };
     let webhooks = crate::webhook::Dispatcher::start(&services, base_url).await?;
     let router = http::router(services.clone());
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let limits = http::server::Limits::from(&services.config.http);
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        router,
+        limits,
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, "wagate is listening");
     Ok(RunningApp {
         addr,
