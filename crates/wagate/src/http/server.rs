@@ -56,6 +56,8 @@ const HYPER_MAX_HEADERS: usize = 4 * MAX_HEADERS;
 const BUDGET_UNIT: u64 = 1024;
 /// What a 503 for a full body budget asks clients to wait.
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
+/// Longest time a refused body is read and discarded before the connection closes.
+const LINGER: Duration = Duration::from_secs(10);
 /// `head_started` when no byte of a next request has arrived.
 const NONE: u64 = u64::MAX;
 
@@ -456,12 +458,16 @@ async fn handle(
     } else if let Some(len) = body.size_hint().exact() {
         let units = len.div_ceil(BUDGET_UNIT);
         if units > shared.budget_units {
+            linger(body);
             return Ok(finish(close(too_large(&shared)), in_flight));
         }
         let units = u32::try_from(units).unwrap_or(u32::MAX);
         match Arc::clone(&shared.budget).try_acquire_many_owned(units) {
             Ok(permit) => reserved = Some(permit),
-            Err(_) => return Ok(finish(close(busy()), in_flight)),
+            Err(_) => {
+                linger(body);
+                return Ok(finish(close(busy()), in_flight));
+            }
         }
         false
     } else {
@@ -497,6 +503,26 @@ async fn handle(
     drop(reserved);
     lock(&state.streamed).take();
     Ok(finish(response, in_flight))
+}
+
+/// Reads and discards a refused body for a while, as nginx's lingering close does: most
+/// clients send the whole body before they read the reply, and closing on them mid-body
+/// would reset the connection before they see the 503 or 413. Nothing is kept, so this
+/// costs no memory; the connection closes when the body ends or after [`LINGER`].
+fn linger(body: Incoming) {
+    tokio::spawn(async move {
+        let drain = async {
+            let mut body = body;
+            while let Some(frame) =
+                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+            {
+                if frame.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
+    });
 }
 
 /// Keeps the request counted as in flight until its reply has been sent.
