@@ -52,12 +52,41 @@ impl RawReply {
     }
 }
 
+/// Reads one reply: its head, then as many body bytes as it declares (the server may go
+/// on reading a refused body before it closes, so EOF is not awaited).
 async fn read_reply(stream: &mut TcpStream, within: Duration) -> RawReply {
     let mut raw = Vec::new();
-    timeout(within, stream.read_to_end(&mut raw))
+    let mut buf = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim()
+                    .eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            if let Some(length) = length
+                && body.len() >= length
+            {
+                break;
+            }
+        }
+        match timeout(
+            within.saturating_sub(started.elapsed()),
+            stream.read(&mut buf),
+        )
         .await
-        .expect("no complete reply in time")
-        .ok();
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "no complete reply in time: {:?}",
+                String::from_utf8_lossy(&raw)
+            ),
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")
