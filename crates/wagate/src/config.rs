@@ -346,6 +346,21 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
+    fn http_limits_come_from_their_section_and_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WAGATE_HTTP__MAX_CONNECTIONS", "64");
+            jail.set_env("WAGATE_HTTP__BODY_TIMEOUT_MS", "5000");
+            let c = Config::load(None).map_err(|e| *e)?;
+            assert_eq!(c.http.max_connections, 64);
+            assert_eq!(c.http.body_timeout_ms, 5_000);
+            assert_eq!(c.http.header_timeout_ms, 10_000);
+            assert_eq!(c.http.max_body_bytes_in_flight, 128 * 1024 * 1024);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_options_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("wagate.toml");
