@@ -114,13 +114,21 @@ fn safe_parameters(declared: &str) -> Option<String> {
 }
 
 /// UTF-8 with no control characters other than tab, newline, carriage return and form
-/// feed (so binary data and most malformed content are not called text).
+/// feed (so binary data and most malformed content are not called text). `data` may be
+/// only the start of a file: a character cut in two at its end does not count against it.
 fn is_plain_text(data: &[u8]) -> bool {
-    !data.is_empty()
-        && std::str::from_utf8(data).is_ok_and(|s| {
-            s.chars()
-                .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
-        })
+    let text = match std::str::from_utf8(data) {
+        Ok(s) => s,
+        // Only an incomplete sequence at the very end (`error_len` is `None`).
+        Err(e) if e.error_len().is_none() && data.len() - e.valid_up_to() < 4 => {
+            std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default()
+        }
+        Err(_) => return false,
+    };
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| !c.is_control() || matches!(c, '\t' | '\n' | '\r' | '\u{c}'))
 }
 
 #[cfg(test)]
@@ -144,6 +152,11 @@ mod tests {
         assert_eq!(detect(b"a,b\n1,2\n", Some("text/csv")), "text/csv");
         assert_eq!(detect(b"just text", Some("text/html")), "text/plain");
         assert_eq!(detect(b"just text", None), "text/plain");
+        // The first bytes of a longer file may end inside a character.
+        assert_eq!(
+            detect(&"résumé".as_bytes()[..2], Some("text/csv")),
+            "text/csv"
+        );
         assert_eq!(
             detect(&[0u8, 1, 2, 3, 0xff], Some("image/png")),
             "application/octet-stream"

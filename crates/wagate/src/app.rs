@@ -116,12 +116,13 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     let base_url = services.config.media_base_url(|| format!("http://{addr}"));
     let webhooks = crate::webhook::Dispatcher::start(&services, base_url).await?;
     let router = http::router(services.clone());
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-    });
+    let limits = http::server::Limits::from(&services.config.http);
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        router,
+        limits,
+        shutdown.clone(),
+    ));
     tracing::info!(%addr, "wagate is listening");
 
     // Metrics on their own address, apart from the main listener; stopped by the same

@@ -40,6 +40,47 @@ pub struct Config {
     pub whatsapp_web: WhatsappWebConfig,
     pub webhooks: WebhooksConfig,
     pub metrics: MetricsConfig,
+    pub http: HttpConfig,
+}
+
+/// Limits of the HTTP server itself (`WAGATE_HTTP__*`): how long a client may take and
+/// how much it may hold, so slow or idle clients cannot exhaust connections or memory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time for a request's headers to arrive, counted from the connection's opening or
+    /// from the first byte of a later request on a kept-alive connection
+    /// (`WAGATE_HTTP__HEADER_TIMEOUT_MS`). Past it the connection is closed.
+    pub header_timeout_ms: u64,
+    /// Time for a whole request body to arrive, counted from its headers
+    /// (`WAGATE_HTTP__BODY_TIMEOUT_MS`). Past it the request is answered 408 and the
+    /// connection closed. 120 s lets a 16 MB upload through at about 1.1 Mbit/s.
+    pub body_timeout_ms: u64,
+    /// How long a kept-alive connection may wait, with no request in flight, for its next
+    /// request (`WAGATE_HTTP__IDLE_TIMEOUT_MS`).
+    pub idle_timeout_ms: u64,
+    /// Most connections open at once (`WAGATE_HTTP__MAX_CONNECTIONS`); keep it below the
+    /// process's file-descriptor limit. When all are taken, a new connection closes the
+    /// one that has been idle longest (no request in flight); if every connection is busy
+    /// it waits until one finishes.
+    pub max_connections: usize,
+    /// Most bytes of request bodies in flight over the whole server
+    /// (`WAGATE_HTTP__MAX_BODY_BYTES_IN_FLIGHT`): a body counts from its headers until its
+    /// reply, by its `Content-Length` (or as it arrives, when chunked). A request that
+    /// would pass the bound is answered 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 120_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1_024,
+            max_body_bytes_in_flight: 128 * 1024 * 1024,
+        }
+    }
 }
 
 /// The whatsapp-web engine (real linked devices).
@@ -305,6 +346,7 @@ impl Default for Config {
             whatsapp_web: WhatsappWebConfig::default(),
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -402,6 +444,21 @@ mod tests {
         };
         assert!(short.validate().unwrap_err().contains("at least 16"));
         assert!(!format!("{guarded:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn http_limits_come_from_their_section_and_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WAGATE_HTTP__MAX_CONNECTIONS", "64");
+            jail.set_env("WAGATE_HTTP__BODY_TIMEOUT_MS", "5000");
+            let c = Config::load(None).map_err(|e| *e)?;
+            assert_eq!(c.http.max_connections, 64);
+            assert_eq!(c.http.body_timeout_ms, 5_000);
+            assert_eq!(c.http.header_timeout_ms, 10_000);
+            assert_eq!(c.http.max_body_bytes_in_flight, 128 * 1024 * 1024);
+            Ok(())
+        });
     }
 
     #[test]

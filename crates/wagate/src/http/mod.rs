@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod hardening;
 pub mod json;
 pub mod media_link;
 pub mod megamsg;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod msgera;
 pub mod ops;
 pub mod query;
+pub mod server;
 
 use crate::service::{ServiceError, Services};
 use axum::Json;
@@ -27,7 +29,7 @@ use wagate_core::media::MAX_MEDIA_BYTES;
 pub const MAX_BODY_BYTES: usize = MAX_MEDIA_BYTES + 64 * 1024;
 
 pub fn router(services: Services) -> Router {
-    Router::new()
+    let app = Router::new()
         .merge(ops::router())
         .merge(dashboard::router())
         .merge(msgera::router())
@@ -36,7 +38,9 @@ pub fn router(services: Services) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().on_failure(error::log_failure()))
-        .with_state(services)
+        .with_state(services);
+    // Security headers and the JSON envelope on every reply, whoever made it.
+    hardening::apply(app)
 }
 
 async fn not_found() -> ApiError {

@@ -2,6 +2,7 @@
 //! a client declared (see `wagate_core::content_type`).
 
 use super::{ServiceError, ServiceResult, Services};
+use crate::blob::BlobWriter;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use wagate_core::media::{MAX_MEDIA_BYTES, Media};
@@ -14,7 +15,99 @@ pub fn detect_mime(data: &[u8], declared: Option<&str>) -> String {
     wagate_core::content_type::detect(data, declared)
 }
 
+/// How much of an upload's start is kept for [`detect_mime`]: magic numbers sit in the
+/// first bytes; this leaves room for formats recognised further in.
+const SNIFF_BYTES: usize = 64 * 1024;
+
+/// An upload being received: its bytes go to media storage as they arrive, so a 16 MB file
+/// never sits whole in memory; its type is decided from its first bytes, and its size and
+/// digest are counted on the way.
+pub struct MediaUpload {
+    id: MediaId,
+    writer: BlobWriter,
+    size: u64,
+    digest: Sha256,
+    head: Vec<u8>,
+}
+
+impl MediaUpload {
+    /// Bytes received so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends the next piece of the file.
+    pub async fn write(&mut self, chunk: Bytes) -> ServiceResult<()> {
+        let room = SNIFF_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+        self.digest.update(&chunk);
+        self.size += chunk.len() as u64;
+        self.writer
+            .write(chunk)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}
+
 impl Services {
+    /// Starts an upload; finish it with [`Services::finish_media_upload`]. Dropped
+    /// unfinished (the client went away), it leaves nothing behind.
+    pub async fn begin_media_upload(&self) -> ServiceResult<MediaUpload> {
+        let id = MediaId::new();
+        let writer = self
+            .blobs
+            .writer(&id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(MediaUpload {
+            id,
+            writer,
+            size: 0,
+            digest: Sha256::new(),
+            head: Vec::new(),
+        })
+    }
+
+    /// Checks and stores a fully received upload, like [`Services::store_media`].
+    pub async fn finish_media_upload(
+        &self,
+        account: &AccountId,
+        upload: MediaUpload,
+        declared_mime: Option<&str>,
+        file_name: Option<String>,
+    ) -> ServiceResult<Media> {
+        let refused = if upload.size > MAX_MEDIA_BYTES as u64 {
+            Some("is larger than 16 MB")
+        } else if upload.size == 0 {
+            Some("is empty")
+        } else {
+            None
+        };
+        if let Some(message) = refused {
+            if let Err(e) = upload.writer.abort().await {
+                tracing::warn!(error = %e, "could not remove a refused upload");
+            }
+            return Err(ServiceError::Invalid("file".into(), message.into()));
+        }
+        let media = Media {
+            id: upload.id,
+            account_id: account.clone(),
+            mime_type: detect_mime(&upload.head, declared_mime),
+            size: upload.size,
+            file_name: file_name.filter(|n| !n.trim().is_empty()),
+            sha256: hex::encode(upload.digest.finalize()),
+            created_at: time::now(),
+        };
+        // Content first, then the row, as in `store_media`.
+        upload
+            .writer
+            .finish()
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        self.store.create_media(&media).await?;
+        Ok(media)
+    }
+
     pub async fn store_media(
         &self,
         account: &AccountId,

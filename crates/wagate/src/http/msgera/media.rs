@@ -1,4 +1,5 @@
-//! Media upload: multipart field `file`, at most 16 MB.
+//! Media upload: multipart field `file`, at most 16 MB, written to media storage as it
+//! arrives (never held whole in memory).
 
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
@@ -7,7 +8,6 @@ use crate::service::Services;
 use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use bytes::BytesMut;
 use serde::Serialize;
 use utoipa::ToSchema;
 use wagate_core::media::MAX_MEDIA_BYTES;
@@ -67,15 +67,16 @@ pub async fn upload_media(
         }
         let declared = field.content_type().map(str::to_owned);
         let file_name = field.file_name().map(str::to_owned);
-        let mut data = BytesMut::new();
+        // Dropped on any early return, the upload removes what it wrote.
+        let mut upload = s.begin_media_upload().await?;
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-            if data.len() + chunk.len() > MAX_MEDIA_BYTES {
+            if upload.size() + chunk.len() as u64 > MAX_MEDIA_BYTES as u64 {
                 return Err(ApiError::too_large("file: must be at most 16 MB"));
             }
-            data.extend_from_slice(&chunk);
+            upload.write(chunk).await?;
         }
         let media = s
-            .store_media(&account, data.freeze(), declared.as_deref(), file_name)
+            .finish_media_upload(&account, upload, declared.as_deref(), file_name)
             .await?;
         return Ok(ok(
             StatusCode::CREATED,
