@@ -1,6 +1,7 @@
-//! Waiting for the moment a message is handed to the engine.
+//! Waiting for the moment WhatsApp has a message: its server acknowledged it and the
+//! `sent` status is committed (or the worker found it cannot be sent).
 //!
-//! The MegaMsg dialect answers synchronously ("the engine has taken the message"), while
+//! The MegaMsg dialect answers synchronously ("WhatsApp has taken the message"), while
 //! the pipeline is asynchronous; a waiter per message id bridges the two without the
 //! handler doing any sending itself.
 
@@ -14,7 +15,7 @@ use wagate_core::engine::EngineError;
 /// What became of a message the worker tried to hand over.
 #[derive(Debug, Clone)]
 pub enum Handoff {
-    /// The engine took it.
+    /// WhatsApp's server acknowledged it; the `sent` status is committed.
     Taken,
     /// The engine refused it for good; the message failed.
     Failed(String),

@@ -86,7 +86,17 @@ impl DeviceEventSink {
             .advance_message_status(&r, status, time::now(), reason)
             .await
         {
-            Ok(Some(_)) => Ok(()),
+            Ok(Some(message)) => {
+                // WhatsApp's server has the message, and that is committed: a caller
+                // waiting for it (MegaMsg's synchronous send) may answer now, and will
+                // read it as sent.
+                if status == MessageStatus::Sent
+                    && let Some(rt) = self.runtime.upgrade()
+                {
+                    rt.report_handoff(&message.id, super::Handoff::Taken);
+                }
+                Ok(())
+            }
             Ok(None) => {
                 tracing::debug!(device.uid = %self.uid, ?r, %status, "status did not move (late or duplicate)");
                 Ok(())

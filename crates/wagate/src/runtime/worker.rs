@@ -250,8 +250,7 @@ impl SendWorker {
         (job, result.map_err(HandOverError::Engine))
     }
 
-    /// Records hand-overs the engine took (one write for them all), then tells whoever
-    /// waits for them.
+    /// Records hand-overs the engine took (one write for them all).
     async fn record_taken(&self, jobs: &[SendJob]) -> Result<(), StoreError> {
         if jobs.is_empty() {
             return Ok(());
@@ -262,8 +261,10 @@ impl SendWorker {
         self.store
             .await_server_ack(&ids, &self.uid, now, recheck)
             .await?;
-        for job in jobs {
-            self.finished(&job.message.id, Handoff::Taken);
+        // Waiters hear `Taken` when the server's ack is committed (the event sink), not
+        // here: handed over is not yet "WhatsApp has it".
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.notify_events();
         }
         Ok(())
     }
