@@ -56,6 +56,7 @@ macro_rules! store_conformance_tests {
             account_create_get_and_duplicate,
             api_keys_limit_revoke_and_prefix_lookup,
             device_create_get_and_list,
+            device_list_pages,
             device_isolation_between_accounts,
             device_patch_changes_only_given_fields,
             device_soft_delete_hides_it_and_fails_pending_sends,
