@@ -102,7 +102,6 @@ fn forged_chain() -> Result<ForgedChain, String> {
         key: Some(intermediate.public_key.public_key_bytes().to_vec()),
         not_before: Some(now.saturating_sub(3_600)),
         not_after: Some(now + 3_600),
-        ..Default::default()
     }
     .encode_to_vec();
     let leaf_details = noise_certificate::Details {
@@ -111,7 +110,6 @@ fn forged_chain() -> Result<ForgedChain, String> {
         key: Some(server_static.to_vec()),
         not_before: Some(now.saturating_sub(3_600)),
         not_after: Some(now + 3_600),
-        ..Default::default()
     }
     .encode_to_vec();
     let sign = |key: &KeyPair, details: &[u8]| {
@@ -123,14 +121,11 @@ fn forged_chain() -> Result<ForgedChain, String> {
         intermediate: whatsapp_rust::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
             signature: Some(sign(&rogue_root, &intermediate_details)?),
             details: Some(intermediate_details),
-            ..Default::default()
         }),
         leaf: whatsapp_rust::buffa::MessageField::some(wa::cert_chain::NoiseCertificate {
             signature: Some(sign(&intermediate, &leaf_details)?),
             details: Some(leaf_details),
-            ..Default::default()
         }),
-        ..Default::default()
     };
     Ok(ForgedChain {
         bytes: chain.encode_to_vec(),

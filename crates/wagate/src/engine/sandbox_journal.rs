@@ -110,7 +110,7 @@ impl OwedInbound {
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Record {
     /// The server took the message (and will acknowledge it).
-    Accepted(Owed),
+    Accepted(Box<Owed>),
     /// The recipient device committed the message; the receipts are owed.
     Received { pid: String },
     /// The last receipt was committed by the sender: nothing more is owed.
@@ -171,7 +171,7 @@ impl Journal {
     /// Records an accepted message; returns once it is on disk.
     pub async fn accepted(&self, owed: &Owed) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send(&Record::Accepted(owed.clone()), Some(tx));
+        self.send(&Record::Accepted(Box::new(owed.clone())), Some(tx));
         rx.await
             .unwrap_or_else(|_| Err(io::Error::other("the sandbox journal writer stopped")))
     }
@@ -243,7 +243,7 @@ fn replay(path: &Path) -> io::Result<Replayed> {
         match record {
             Record::Accepted(owed) => {
                 out.seen.insert(owed.pid.clone());
-                out.owed.insert(owed.pid.clone(), owed);
+                out.owed.insert(owed.pid.clone(), *owed);
             }
             Record::Received { pid } => {
                 if let Some(o) = out.owed.get_mut(&pid) {
@@ -272,7 +272,7 @@ fn compact(path: &Path, state: &Replayed) -> io::Result<()> {
         buf.push(b'\n');
     }
     for owed in state.owed.values() {
-        serde_json::to_writer(&mut buf, &Record::Accepted(owed.clone()))?;
+        serde_json::to_writer(&mut buf, &Record::Accepted(Box::new(owed.clone())))?;
         buf.push(b'\n');
     }
     let mut f = File::create(&tmp)?;
