@@ -221,12 +221,21 @@ pub struct DevicePage {
     pub total: u64,
 }
 
+/// The device list's reply: a page when paging was asked for, else every device (the
+/// original shape).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum DeviceList {
+    Page(DevicePage),
+    All(Vec<DeviceBody>),
+}
+
 /// Lists the account's devices, oldest first. With `page` or `limit` the reply is a page
 /// like every other list; without either it keeps the original shape (an array of every
 /// device), so clients written against it keep working.
 #[utoipa::path(get, path = "/v1/developer/devices", tag = "devices", security(("apiKey" = [])),
     params(ListDevicesQuery),
-    responses((status = 200, body = DevicePage, description = "a page (with `page` or `limit`), else an array of every device"),
+    responses((status = 200, body = DeviceList, description = "a page (with `page` or `limit`), else an array of every device"),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list_devices(
     State(s): State<Services>,
@@ -238,19 +247,19 @@ pub async fn list_devices(
         let views = s.list_devices(&account).await?;
         return Ok(ok(
             StatusCode::OK,
-            views.iter().map(DeviceBody::from_view).collect::<Vec<_>>(),
+            DeviceList::All(views.iter().map(DeviceBody::from_view).collect()),
         ));
     }
     let page = page_request(q.page, q.limit)?;
     let result = s.list_devices_page(&account, page).await?;
     Ok(ok(
         StatusCode::OK,
-        DevicePage {
+        DeviceList::Page(DevicePage {
             items: result.items.iter().map(DeviceBody::from_view).collect(),
             page: result.page,
             limit: result.limit,
             total: result.total,
-        },
+        }),
     ))
 }
 
