@@ -105,6 +105,13 @@ pub trait DeviceStore: Send + Sync {
     /// Any live device, for the runtime.
     async fn get_device_by_uid(&self, uid: &DeviceUid) -> StoreResult<Device>;
     async fn list_devices(&self, account: &AccountId) -> StoreResult<Vec<Device>>;
+    /// One page of the account's live devices, oldest first (the order of `list_devices`),
+    /// with their total: an account may hold thousands.
+    async fn list_devices_page(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Device>>;
     /// Every live device of every account, oldest first (startup).
     async fn list_all_devices(&self) -> StoreResult<Vec<Device>>;
     async fn update_device(

@@ -8,6 +8,7 @@
 //! device gets one SQLite store file under `data_dir`, so sessions survive restarts.
 
 mod audio;
+mod canary;
 mod config;
 mod engine;
 mod inbound;
@@ -19,6 +20,7 @@ mod stats;
 mod transport;
 
 pub use audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};
+pub use canary::{CertCheck, cert_check};
 pub use config::WebEngineConfig;
 pub use engine::WebEngine;
 pub use session::WebSession;

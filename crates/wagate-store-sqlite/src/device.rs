@@ -5,13 +5,13 @@ use crate::advance::{AdvanceRequest, advance_chunk};
 use crate::cache::Lookup;
 use crate::error::map_sqlx;
 use crate::event::append_new;
-use crate::row::{device_columns, device_from_row, hash32};
+use crate::row::{device_columns, device_from_row, get, hash32};
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use wagate_core::device::{Device, DevicePatch, DeviceStateChange, DeviceStatus, NewDevice};
 use wagate_core::event::{DeviceStatusChanged, EventData};
 use wagate_core::message::MessageStatus;
-use wagate_core::store::{DeviceStore, MessageRef, StoreError, StoreResult};
+use wagate_core::store::{DeviceStore, MessageRef, Page, PageRequest, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
 use wagate_core::{AccountId, DeviceUid, MessageId};
 
@@ -118,6 +118,45 @@ impl DeviceStore for SqliteStore {
         .await
         .map_err(map_sqlx)?;
         rows.iter().map(device_from_row).collect()
+    }
+
+    async fn list_devices_page(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> StoreResult<Page<Device>> {
+        let offset = i64::try_from(page.offset()).unwrap_or(i64::MAX);
+        let total: i64 = get(
+            &sqlx::query(
+                "SELECT COUNT(*) AS n FROM devices WHERE account_id = ? AND deleted_at IS NULL",
+            )
+            .bind(account.as_str())
+            .fetch_one(&self.read)
+            .await
+            .map_err(map_sqlx)?,
+            "n",
+        )?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            device_columns!(),
+            " FROM devices d WHERE d.account_id = ? AND d.deleted_at IS NULL \
+             ORDER BY d.created_at, d.rowid LIMIT ? OFFSET ?"
+        ))
+        .bind(account.as_str())
+        .bind(i64::from(page.limit))
+        .bind(offset)
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(Page {
+            items: rows
+                .iter()
+                .map(device_from_row)
+                .collect::<StoreResult<_>>()?,
+            total: u64::try_from(total).unwrap_or(0),
+            page: page.page,
+            limit: page.limit,
+        })
     }
 
     async fn list_all_devices(&self) -> StoreResult<Vec<Device>> {

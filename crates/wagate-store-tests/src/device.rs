@@ -86,6 +86,41 @@ pub async fn device_create_get_and_list(f: impl StoreFactory) {
     assert_eq!(s.list_all_devices().await.unwrap().len(), 3);
 }
 
+/// Pages of the account's live devices, oldest first like `list_devices`, with the
+/// total; deleted devices and other accounts' are neither listed nor counted.
+pub async fn device_list_pages(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let b = account(s).await;
+    let mut uids = Vec::new();
+    for i in 0..5 {
+        uids.push(
+            s.create_device(&new_device(&a, at(i * SEC)))
+                .await
+                .unwrap()
+                .uid,
+        );
+    }
+    s.create_device(&new_device(&b, at(SEC))).await.unwrap();
+    s.delete_device(&a, &uids.remove(1), at(10 * SEC))
+        .await
+        .unwrap();
+    let page = |page, limit| s.list_devices_page(&a, PageRequest { page, limit });
+    let first = page(1, 3).await.unwrap();
+    assert_eq!((first.total, first.page, first.limit), (4, 1, 3));
+    let second = page(2, 3).await.unwrap();
+    let listed: Vec<_> = first
+        .items
+        .iter()
+        .chain(&second.items)
+        .map(|d| d.uid.clone())
+        .collect();
+    assert_eq!(listed, uids, "every live device once, oldest first");
+    assert!(page(3, 3).await.unwrap().items.is_empty());
+    assert_eq!(page(1, 100).await.unwrap().items.len(), 4);
+}
+
 pub async fn device_isolation_between_accounts(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;

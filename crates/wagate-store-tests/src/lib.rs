@@ -61,6 +61,7 @@ macro_rules! store_conformance_tests {
             dashboard_sessions_end_with_their_key,
             dashboard_sessions_expired_ones_are_purged,
             device_create_get_and_list,
+            device_list_pages,
             device_isolation_between_accounts,
             device_patch_changes_only_given_fields,
             device_soft_delete_hides_it_and_fails_pending_sends,

@@ -84,9 +84,14 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let blobs = BlobStore::local(&config.media_dir())?;
-    let sandbox = parts
-        .sandbox
-        .unwrap_or_else(|| SandboxNetwork::new(config.sandbox.clone()));
+    let sandbox = match parts.sandbox {
+        Some(s) => s,
+        None => {
+            let path = config.sandbox_journal_path();
+            SandboxNetwork::open(config.sandbox.clone(), &path)
+                .with_context(|| format!("opening the sandbox journal {}", path.display()))?
+        }
+    };
     let mut engines = Engines::default()
         .with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))))
         .with(Arc::new(WebEngine::new(web_engine_config(&config)?)));

@@ -393,6 +393,11 @@ impl Config {
     pub fn devices_dir(&self) -> PathBuf {
         self.data_dir.join("devices")
     }
+
+    /// The sandbox network's journal: what its simulated server accepted and still owes.
+    pub fn sandbox_journal_path(&self) -> PathBuf {
+        self.data_dir.join("sandbox").join("network.journal")
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The crash test at CI size: under load, a real `wagate serve` (the binary this test
 //! suite built) is killed with SIGKILL and restarted three times; then every send that got
-//! a 2xx must exist, have been handed over and acknowledged, never twice, with forward-only
+//! a 2xx must exist, have been handed over and acknowledged, have reached its final status
+//! (`read`: the sandbox's receipts survive the kills), never twice, with forward-only
 //! histories and every webhook step delivered at least once. The checks live in
 //! `wagate-bench crash` (crates/wagate-bench/src/crash.rs), which runs the same test at
 //! full size from `scripts/crash-test.sh`.

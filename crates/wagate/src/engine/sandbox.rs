@@ -9,11 +9,18 @@
 //! acknowledged, then delivered and read after configurable
 //! delays (voice notes are also played). Sandbox devices on one server can message each
 //! other: a send to another sandbox device's number arrives there as an inbound message.
+//!
+//! Like WhatsApp's server, the network keeps what it accepted across a crash of the
+//! process: opened with [`SandboxNetwork::open`], it journals every accepted message
+//! before acknowledging it and replays, at the next start, the deliveries and receipts
+//! still owed (see [`super::sandbox_journal`]).
 
+use super::sandbox_journal::{Journal, Owed, OwedInbound};
 use crate::config::SandboxConfig;
 use async_trait::async_trait;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -30,6 +37,9 @@ use wagate_core::{DeviceUid, Phone, time};
 pub struct SandboxNetwork {
     config: SandboxConfig,
     state: Mutex<NetworkState>,
+    /// Where the server keeps what it accepted; `None`: in memory only (tests that never
+    /// restart).
+    journal: Option<Journal>,
 }
 
 #[derive(Default)]
@@ -43,8 +53,11 @@ struct NetworkState {
     /// Hand-offs of an id already delivered (resends after a crash), acknowledged but
     /// not shown again.
     resent: HashMap<String, u32>,
-    /// Provider ids already delivered: a resend of the same id is not shown twice.
+    /// Provider ids already accepted: a resend of the same id is not shown twice (kept
+    /// across restarts by the journal).
     delivered: HashSet<String>,
+    /// What the network still owes for each accepted message, by provider id.
+    owed: HashMap<String, Owed>,
     /// Provider ids that already failed once on a `0500` number.
     transient_failed: HashSet<String>,
     /// Provider ids whose first hand-off was lost on a `0700` number.
@@ -55,11 +68,113 @@ struct NetworkState {
 }
 
 impl SandboxNetwork {
+    /// A network that lives in memory only: what is in flight dies with the process.
     pub fn new(config: SandboxConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
             state: Mutex::new(NetworkState::default()),
+            journal: None,
         })
+    }
+
+    /// A network whose server state survives crashes, journaled at `path`: what it owed
+    /// when the process died (deliveries, receipts) is handed out again as the devices come
+    /// back. Call from within the tokio runtime.
+    pub fn open(config: SandboxConfig, path: &Path) -> std::io::Result<Arc<Self>> {
+        let (journal, replayed) = Journal::open(path)?;
+        let owed: Vec<Owed> = replayed.owed.values().cloned().collect();
+        let network = Arc::new(Self {
+            config,
+            state: Mutex::new(NetworkState {
+                delivered: replayed.seen,
+                owed: replayed.owed,
+                ..NetworkState::default()
+            }),
+            journal: Some(journal),
+        });
+        if !owed.is_empty() {
+            tracing::info!(
+                owed = owed.len(),
+                "sandbox: replaying deliveries and receipts owed before the restart"
+            );
+        }
+        for o in &owed {
+            network.fulfil(o);
+        }
+        Ok(network)
+    }
+
+    /// How many accepted messages still wait for a delivery or a receipt.
+    pub fn owed_count(&self) -> usize {
+        self.state().owed.len()
+    }
+
+    /// Records an accepted message (on disk first, when journaled).
+    async fn accept(&self, owed: Owed) -> std::io::Result<()> {
+        if let Some(j) = &self.journal {
+            j.accepted(&owed).await?;
+        }
+        self.state().owed.insert(owed.pid.clone(), owed);
+        Ok(())
+    }
+
+    /// Hands out what is owed for a replayed message: the message itself to a sandbox
+    /// recipient that has not committed it, else the receipts.
+    fn fulfil(self: &Arc<Self>, owed: &Owed) {
+        match &owed.inbound {
+            Some(inbound) => {
+                if let Some(peer) = inbound.peer() {
+                    self.deliver_later(
+                        peer,
+                        Duration::from_millis(5),
+                        EngineEvent::Inbound(inbound.message(&owed.pid)),
+                    );
+                }
+            }
+            None => {
+                if let Ok(sender) = DeviceUid::parse(&owed.sender) {
+                    self.schedule_receipts(sender, owed.pid.clone(), owed.voice);
+                }
+            }
+        }
+    }
+
+    /// The recipient committed a message: its receipts are owed now.
+    fn received(self: &Arc<Self>, pid: &str) {
+        let owed = {
+            let mut st = self.state();
+            match st.owed.get_mut(pid) {
+                Some(o) if o.inbound.is_some() => {
+                    o.inbound = None;
+                    Some(o.clone())
+                }
+                _ => None,
+            }
+        };
+        if let Some(o) = owed {
+            if let Some(j) = &self.journal {
+                j.received(pid);
+            }
+            self.fulfil(&o);
+        }
+    }
+
+    /// The sender committed a receipt: after the last one (read, or played for a voice
+    /// note) nothing more is owed.
+    fn receipt_committed(&self, pids: &[String], kind: ReceiptKind) {
+        for pid in pids {
+            let settled = {
+                let mut st = self.state();
+                let last = st.owed.get(pid).is_some_and(|o| {
+                    o.inbound.is_none()
+                        && (kind == ReceiptKind::Played || (kind == ReceiptKind::Read && !o.voice))
+                });
+                last && st.owed.remove(pid).is_some()
+            };
+            if settled && let Some(j) = &self.journal {
+                j.done(pid);
+            }
+        }
     }
 
     fn state(&self) -> MutexGuard<'_, NetworkState> {
@@ -139,25 +254,28 @@ impl SandboxNetwork {
     /// Hands an event to a running device. A message from another device of this network
     /// is then acknowledged to its sender, delivered and read (and played, for a voice
     /// note), as the recipient's phone would: never before the recipient committed it.
+    /// What is not committed stays owed (and is handed out again after a restart).
     async fn hand_to(self: &Arc<Self>, session: &SandboxSession, event: EngineEvent) {
-        let owed = match &event {
-            EngineEvent::Inbound(m) => {
-                m.from
-                    .as_ref()
-                    .and_then(|p| self.device_for(p))
-                    .map(|sender| {
-                        let voice = m.kind == MessageKind::Voice;
-                        (sender, m.provider_message_id.clone(), voice)
-                    })
-            }
-            _ => None,
+        enum Settles {
+            Received(String),
+            Receipt(Vec<String>, ReceiptKind),
+            Nothing,
+        }
+        let settles = match &event {
+            EngineEvent::Inbound(m) => Settles::Received(m.provider_message_id.clone()),
+            EngineEvent::Receipt {
+                provider_message_ids,
+                kind,
+                ..
+            } => Settles::Receipt(provider_message_ids.clone(), *kind),
+            _ => Settles::Nothing,
         };
         match session.events.emit(event).await {
-            Ok(()) => {
-                if let Some((sender, pid, voice)) = owed {
-                    self.schedule_receipts(sender, pid, voice);
-                }
-            }
+            Ok(()) => match settles {
+                Settles::Received(pid) => self.received(&pid),
+                Settles::Receipt(pids, kind) => self.receipt_committed(&pids, kind),
+                Settles::Nothing => {}
+            },
             Err(e) => tracing::warn!(error = %e, "sandbox event not committed"),
         }
     }
@@ -277,10 +395,43 @@ impl Engine for SandboxEngine {
     }
 
     async fn forget(&self, device: &DeviceUid) -> Result<(), EngineError> {
-        let mut st = self.network.state();
-        if let Some(s) = st.sessions.remove(device) {
-            s.cancel_tasks();
-            st.by_phone.remove(s.phone.digits());
+        let (dropped, orphaned) = {
+            let mut st = self.network.state();
+            if let Some(s) = st.sessions.remove(device) {
+                s.cancel_tasks();
+                st.by_phone.remove(s.phone.digits());
+            }
+            st.pending.remove(device);
+            // Receipts for a device that is gone are owed to nobody; a message for it was
+            // still received by the phone behind it, so its sender gets the receipts.
+            let dropped: Vec<String> = st
+                .owed
+                .values()
+                .filter(|o| o.sender == device.as_str())
+                .map(|o| o.pid.clone())
+                .collect();
+            for pid in &dropped {
+                st.owed.remove(pid);
+            }
+            let orphaned: Vec<String> = st
+                .owed
+                .values()
+                .filter(|o| {
+                    o.inbound
+                        .as_ref()
+                        .is_some_and(|i| i.peer == device.as_str())
+                })
+                .map(|o| o.pid.clone())
+                .collect();
+            (dropped, orphaned)
+        };
+        if let Some(j) = &self.network.journal {
+            for pid in &dropped {
+                j.done(pid);
+            }
+        }
+        for pid in &orphaned {
+            self.network.received(pid);
         }
         Ok(())
     }
@@ -389,9 +540,10 @@ impl EngineSession for SandboxSession {
             }
             first
         };
-        // Like WhatsApp's server, the sandbox acknowledges at once, duplicates included
-        // (a resend after a crash carries the same id), before anything else happens. The
-        // ack arrives on its own, as a socket's would: the sender does not wait for it.
+        // Like WhatsApp's server, the sandbox acknowledges at once (once the message is
+        // journaled), duplicates included (a resend after a crash carries the same id),
+        // before anything else happens. The ack arrives on its own, as a socket's would:
+        // the sender does not wait for it.
         let is_voice = matches!(
             &message.content,
             OutgoingContent::Media {
@@ -403,6 +555,26 @@ impl EngineSession for SandboxSession {
             .then(|| self.network.device_for(&message.to))
             .flatten()
             .map(|peer| (peer, incoming_from(self, &message)));
+        if first_delivery {
+            // Like WhatsApp's server, the sandbox keeps what it accepted before it
+            // acknowledges it, so a crash of this process cannot lose what it owes.
+            let owed = Owed {
+                pid: pid.clone(),
+                sender: self.uid.as_str().to_owned(),
+                voice: is_voice,
+                inbound: to_peer.as_ref().map(|(peer, m)| OwedInbound::new(peer, m)),
+            };
+            if let Err(e) = self.network.accept(owed).await {
+                let mut st = self.network.state();
+                st.delivered.remove(&pid);
+                if let Some(n) = st.handed.get_mut(&pid) {
+                    *n = n.saturating_sub(1);
+                }
+                return Err(EngineError::Transient(format!(
+                    "the sandbox server could not record the message: {e}"
+                )));
+            }
+        }
         let (events, network, uid) = (
             Arc::clone(&self.events),
             Arc::clone(&self.network),

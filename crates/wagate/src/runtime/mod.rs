@@ -42,6 +42,12 @@ pub struct DeviceLive {
     pub last_event_at: AtomicI64,
     /// Wakes the worker when the connection state changes.
     pub connection_changed: Notify,
+    /// How many times the send worker looked at its queue. An idle device must not add to
+    /// it: the worker sleeps until an event or a due time, never on a poll timer.
+    pub worker_rounds: AtomicU64,
+    /// The worker waits for an event with no timer set, having seen the device online:
+    /// the state every idle device of a large server sits in.
+    pub worker_idle: AtomicBool,
 }
 
 impl DeviceLive {

@@ -21,9 +21,8 @@ use wagate_core::message::MessageKind;
 use wagate_core::store::{SendJob, Store, StoreError};
 use wagate_core::{DeviceUid, time};
 
-/// Longest idle wait before the worker looks at the queue again on its own (a safety net:
-/// accepts wake it directly).
-const IDLE_POLL: Duration = Duration::from_secs(30);
+/// How long the worker waits before retrying after a store error.
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 pub(super) struct SendWorker {
     pub uid: DeviceUid,
@@ -56,8 +55,10 @@ enum HandOverError {
 enum Step {
     /// Go round again now.
     Continue,
-    /// Nothing to do for this long (or until woken).
-    Idle(Duration),
+    /// Nothing to do until woken, or until the due time when there is one (a scheduled or
+    /// retried job, a lease running out, the budget's next minute). With no due time the
+    /// worker has no timer at all: 10,000 idle devices cost no CPU.
+    Idle(Option<Duration>),
     Stop,
 }
 
@@ -67,25 +68,40 @@ impl SendWorker {
             if self.cancel.is_cancelled() {
                 break;
             }
+            // Registered before the queue is read, so a connection change that happens
+            // while `step` runs is not lost (`notify_waiters` keeps no permit). Accepts use
+            // `wake`, whose `notify_one` keeps one.
+            let connection_changed = self.live.connection_changed.notified();
+            tokio::pin!(connection_changed);
+            connection_changed.as_mut().enable();
+            self.live.worker_rounds.fetch_add(1, Ordering::Relaxed);
             let step = match self.step().await {
                 Ok(step) => step,
                 Err(e) => {
                     tracing::warn!(device.uid = %self.uid, error = %e, "send worker store error; retrying");
-                    Step::Idle(Duration::from_secs(1))
+                    Step::Idle(Some(STORE_RETRY))
                 }
             };
-            match step {
-                Step::Continue => {}
+            let due = match step {
+                Step::Continue => continue,
                 Step::Stop => break,
-                Step::Idle(d) => {
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => break,
-                        _ = self.wake.notified() => {}
-                        _ = self.live.connection_changed.notified() => {}
-                        _ = tokio::time::sleep(d) => {}
-                    }
+                Step::Idle(due) => due,
+            };
+            let idle = due.is_none() && self.live.connected.load(Ordering::SeqCst);
+            self.live.worker_idle.store(idle, Ordering::SeqCst);
+            let sleep = async {
+                match due {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => break,
+                _ = self.wake.notified() => {}
+                _ = &mut connection_changed => {}
+                _ = sleep => {}
             }
+            self.live.worker_idle.store(false, Ordering::SeqCst);
         }
     }
 
@@ -97,11 +113,11 @@ impl SendWorker {
         };
         if !self.live.connected.load(Ordering::SeqCst) {
             // Nothing can be sent; the connection change wakes us.
-            return Ok(Step::Idle(IDLE_POLL));
+            return Ok(Step::Idle(None));
         }
         let now = time::now();
         let allowance = match self.budget(&device, now).await? {
-            Budget::WaitFor(wait) => return Ok(Step::Idle(wait)),
+            Budget::WaitFor(wait) => return Ok(Step::Idle(Some(wait))),
             Budget::Allows(n) => n,
         };
         // Without pacing, claim what the budgets allow (up to a bound) in one round trip and
@@ -119,14 +135,15 @@ impl SendWorker {
             .claim_send_jobs(&self.uid, now, lease_until, batch)
             .await?;
         if jobs.is_empty() {
-            let wait = match self.store.next_send_job_at(&self.uid).await? {
-                Some(at) => (at - time::now())
+            // Every job the queue holds has a due time (its run time, or when its lease
+            // ends); anything new comes with a wake. Nothing queued: no timer.
+            let wait = self.store.next_send_job_at(&self.uid).await?.map(|at| {
+                (at - time::now())
                     .to_std()
                     .unwrap_or(Duration::ZERO)
-                    .min(IDLE_POLL),
-                None => IDLE_POLL,
-            };
-            return Ok(Step::Idle(wait.max(Duration::from_millis(5))));
+                    .max(Duration::from_millis(5))
+            });
+            return Ok(Step::Idle(wait));
         }
         let mut taken = Vec::with_capacity(jobs.len());
         let mut not_taken = Vec::new();

@@ -6,7 +6,7 @@ use crate::runtime::DeviceCounters;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use wagate_core::device::{Device, DevicePatch, EngineKind, NewDevice, Pacing, SafetyLimits};
-use wagate_core::store::{BudgetUsage, StoreError};
+use wagate_core::store::{BudgetUsage, Page, PageRequest, StoreError};
 use wagate_core::{AccountId, DeviceUid, time};
 
 /// A device with what is computed about it when read.
@@ -166,6 +166,25 @@ impl Services {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
             other => Ok(other?),
         }
+    }
+
+    /// One page of the account's devices, oldest first.
+    pub async fn list_devices_page(
+        &self,
+        account: &AccountId,
+        page: PageRequest,
+    ) -> ServiceResult<Page<DeviceView>> {
+        let found = self.store.list_devices_page(account, page).await?;
+        let mut items = Vec::with_capacity(found.items.len());
+        for d in found.items {
+            items.push(self.view_of(d).await?);
+        }
+        Ok(Page {
+            items,
+            total: found.total,
+            page: found.page,
+            limit: found.limit,
+        })
     }
 
     pub async fn list_devices(&self, account: &AccountId) -> ServiceResult<Vec<DeviceView>> {

@@ -166,6 +166,10 @@ async fn real_replies_match_their_documented_schemas() {
         ("/healthz", "/healthz".to_owned()),
         ("/readyz", "/readyz".to_owned()),
         ("/v1/developer/devices", "/v1/developer/devices".to_owned()),
+        (
+            "/v1/developer/devices",
+            "/v1/developer/devices?page=1&limit=5".to_owned(),
+        ),
         (device, format!("/v1/developer/devices/{uid}")),
         ("/v1/developer/keys", "/v1/developer/keys".to_owned()),
         (

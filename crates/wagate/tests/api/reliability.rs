@@ -265,3 +265,53 @@ async fn a_hand_off_without_a_server_ack_is_sent_again_under_the_same_id() {
         .collect();
     assert_eq!(steps, ["queued", "sent", "delivered", "read"]);
 }
+
+/// The sandbox's simulated server keeps what it owes across a restart of the process, as
+/// WhatsApp's server would: receipts due after the server went down still come (to a
+/// sandbox peer, the message too, exactly once), so accepted messages reach `read`.
+#[tokio::test]
+async fn receipts_the_sandbox_owed_arrive_after_a_restart() {
+    let mut app = TestApp::spawn_journaled(|c| {
+        // Nothing owed comes before the restart.
+        c.sandbox.delivered_delay_ms = 3_600_000;
+    })
+    .await;
+    let a = app.connected_device("a").await;
+    let b = app.connected_device("b").await;
+    let a_uid = a["deviceUid"].as_str().unwrap().to_owned();
+    let b_uid = b["deviceUid"].as_str().unwrap().to_owned();
+    let to_outside = app.send_text(&a_uid, "+201001234567", "outside").await;
+    let to_peer = app
+        .send_text(&a_uid, b["phoneNumber"].as_str().unwrap(), "to b")
+        .await;
+    let ids = [
+        to_outside["messageId"].as_str().unwrap().to_owned(),
+        to_peer["messageId"].as_str().unwrap().to_owned(),
+    ];
+    for id in &ids {
+        app.wait_message_status(id, "sent").await;
+    }
+    assert_eq!(app.sandbox.owed_count(), 2);
+
+    app.stop().await;
+    app.config.sandbox.delivered_delay_ms = 20;
+    app.config.sandbox.read_delay_ms = 20;
+    app.restart().await;
+    for id in &ids {
+        app.wait_message_status(id, "read").await;
+    }
+    let (_, inbound) = app
+        .get(&format!("/v1/developer/inbound?deviceUid={b_uid}"))
+        .await;
+    let texts: Vec<_> = inbound["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].clone())
+        .collect();
+    assert_eq!(texts, vec![json!("to b")], "{inbound}");
+    eventually("nothing owed", || async {
+        (app.sandbox.owed_count() == 0).then_some(())
+    })
+    .await;
+}

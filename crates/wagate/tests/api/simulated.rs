@@ -705,3 +705,87 @@ fn the_default_build_has_no_danger_feature() {
         "the simulator feature enables it: {simulator}"
     );
 }
+
+/// Runs cargo at the workspace root (where `default-members` apply) and returns stdout.
+fn cargo_at_root(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A plain `cargo build --release` at the root builds the default members: the server
+/// and its crates, never the simulator, so no danger feature reaches the binary. The
+/// whole workspace still has the simulator (so `cargo test --workspace` tests it), and
+/// with it the danger feature, which shows the check can see it.
+#[test]
+fn a_plain_root_build_leaves_out_the_simulator() {
+    let meta: serde_json::Value = serde_json::from_str(&cargo_at_root(&[
+        "metadata",
+        "--offline",
+        "--format-version",
+        "1",
+        "--no-deps",
+    ]))
+    .unwrap();
+    let name_of = |id: &serde_json::Value| {
+        meta["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["id"] == *id)
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .unwrap()
+    };
+    let names =
+        |key: &str| -> Vec<String> { meta[key].as_array().unwrap().iter().map(name_of).collect() };
+    let defaults = names("workspace_default_members");
+    let members = names("workspace_members");
+    assert!(defaults.contains(&"wagate".to_owned()), "{defaults:?}");
+    assert!(
+        !defaults.contains(&"wagate-wa-sim".to_owned()),
+        "{defaults:?}"
+    );
+    assert!(members.contains(&"wagate-wa-sim".to_owned()), "{members:?}");
+    assert_eq!(
+        members.len(),
+        defaults.len() + 1,
+        "{members:?} vs {defaults:?}"
+    );
+
+    let tree = |extra: &[&str]| {
+        let mut args = vec![
+            "tree",
+            "--offline",
+            "-e",
+            "normal,build,features",
+            "--prefix",
+            "none",
+            "--format",
+            "{p} {f}",
+        ];
+        args.extend_from_slice(extra);
+        cargo_at_root(&args)
+    };
+    let default = tree(&[]);
+    assert!(default.contains("whatsapp-rust"), "{default}");
+    let dangerous: Vec<&str> = default
+        .lines()
+        .filter(|l| l.contains("danger") || l.contains("wagate-wa-sim"))
+        .collect();
+    assert!(dangerous.is_empty(), "a root build has {dangerous:#?}");
+    let workspace = tree(&["--workspace"]);
+    assert!(
+        workspace.contains("danger-skip-cert-chain-verify"),
+        "the whole workspace has it: {workspace}"
+    );
+}

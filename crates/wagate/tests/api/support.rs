@@ -18,6 +18,9 @@ pub struct TestApp {
     pub key: String,
     pub config: Config,
     pub sandbox: Arc<SandboxNetwork>,
+    /// The app opens its sandbox network from its journal (as `wagate serve` does), anew
+    /// at each restart, instead of sharing one in-memory network across restarts.
+    journaled: bool,
     running: Option<RunningApp>,
     /// Held so the data directory lives as long as the app.
     #[allow(dead_code)]
@@ -48,6 +51,16 @@ impl TestApp {
     }
 
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_inner(tweak, false).await
+    }
+
+    /// Like `spawn_with`, with the sandbox network journaled under the data directory, as
+    /// in production: a restart loses its in-memory state but not what its server owes.
+    pub async fn spawn_journaled(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_inner(tweak, true).await
+    }
+
+    async fn spawn_inner(tweak: impl FnOnce(&mut Config), journaled: bool) -> Self {
         // Logs go to the test's captured output, shown when a test fails.
         wagate::telemetry::init(wagate::config::LogFormat::Pretty);
         let dir = Arc::new(tempfile::tempdir().unwrap());
@@ -62,18 +75,20 @@ impl TestApp {
         let running = app::start(
             config.clone(),
             AppParts {
-                sandbox: Some(Arc::clone(&sandbox)),
+                sandbox: (!journaled).then(|| Arc::clone(&sandbox)),
                 ..AppParts::default()
             },
         )
         .await
         .unwrap();
+        let sandbox = Arc::clone(&running.services.sandbox);
         Self {
             base: format!("http://{}", running.addr),
             client: reqwest::Client::new(),
             key: key.secret,
             config,
             sandbox,
+            journaled,
             running: Some(running),
             dir,
         }
@@ -99,12 +114,13 @@ impl TestApp {
         let running = app::start(
             self.config.clone(),
             AppParts {
-                sandbox: Some(Arc::clone(&self.sandbox)),
+                sandbox: (!self.journaled).then(|| Arc::clone(&self.sandbox)),
                 ..AppParts::default()
             },
         )
         .await
         .unwrap();
+        self.sandbox = Arc::clone(&running.services.sandbox);
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
     }

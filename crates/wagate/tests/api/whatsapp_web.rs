@@ -179,3 +179,36 @@ async fn linking_endpoints_explain_what_a_sandbox_device_cannot_do() {
     app.wait_device_status(uid, "connected").await;
     app.send_text(uid, "+201001234567", "back").await;
 }
+
+/// This test binary links the simulator, so its whatsapp-rust skips WhatsApp's
+/// certificate check (`danger-skip-cert-chain-verify`, unified into every crate of the
+/// build): the engine's canary notices, and a whatsapp-web device that would dial
+/// WhatsApp (no `ws_url`, or a `wss://` relay that may lead to it) fails with the cause
+/// instead of connecting. A plaintext loopback `ws_url` is a simulator and stays allowed
+/// (the test above runs against one).
+#[tokio::test]
+async fn a_build_without_certificate_checks_refuses_to_dial_whatsapp() {
+    for ws_url in [None, Some("wss://127.0.0.1:9/ws/chat")] {
+        let app = TestApp::spawn_with(|c| {
+            c.whatsapp_web.ws_url = ws_url.map(str::to_owned);
+            c.whatsapp_web.version = Some("2.3000.1023456789".into());
+            c.whatsapp_web.start_jitter_ms = 0;
+        })
+        .await;
+        let (status, body) = app
+            .post(
+                "/v1/developer/devices",
+                json!({ "name": "phone", "engine": "whatsapp-web" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let uid = body["data"]["deviceUid"].as_str().unwrap().to_owned();
+        let device = app.wait_device_status(&uid, "failed").await;
+        let reason = device["statusReason"].as_str().unwrap_or_default();
+        assert!(
+            reason.contains("danger-skip-cert-chain-verify") && reason.contains("refusing"),
+            "{ws_url:?}: {device}"
+        );
+        assert_eq!(device["counters"]["reconnects"], 0, "{device}");
+    }
+}

@@ -5,16 +5,17 @@ use super::path_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::json::ApiJson;
+use crate::http::msgera::messages::page_request;
 use crate::http::ok;
 use crate::http::query::NoBody;
 use crate::service::Services;
 use crate::service::devices::{DeviceView, NewDeviceRequest};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use wagate_core::device::{DevicePatch, EngineKind, Pacing, SafetyLimits};
 
 /// A device's send budgets and what is left of them.
@@ -201,17 +202,65 @@ pub async fn create_device(
     Ok(ok(StatusCode::CREATED, body))
 }
 
-/// Lists the account's devices.
+/// Paging of the device list: the same parameters as every other list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListDevicesQuery {
+    /// 1-based page (default 1).
+    pub page: Option<u32>,
+    /// Items per page, 1–100 (default 20).
+    pub limit: Option<u32>,
+}
+
+/// One page of devices, shaped like the other lists (`items`, `page`, `limit`, `total`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DevicePage {
+    pub items: Vec<DeviceBody>,
+    pub page: u32,
+    pub limit: u32,
+    pub total: u64,
+}
+
+/// The device list's reply: a page when paging was asked for, else every device (the
+/// original shape).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum DeviceList {
+    Page(DevicePage),
+    All(Vec<DeviceBody>),
+}
+
+/// Lists the account's devices, oldest first. With `page` or `limit` the reply is a page
+/// like every other list; without either it keeps the original shape (an array of every
+/// device), so clients written against it keep working.
 #[utoipa::path(get, path = "/v1/developer/devices", tag = "devices", security(("apiKey" = [])),
-    responses((status = 200, body = Vec<DeviceBody>), (status = 401, body = ErrorBody)))]
+    params(ListDevicesQuery),
+    responses((status = 200, body = DeviceList, description = "a page (with `page` or `limit`), else an array of every device"),
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list_devices(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
+    query: Result<Query<ListDevicesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
-    let views = s.list_devices(&account).await?;
+    let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
+    if q.page.is_none() && q.limit.is_none() {
+        let views = s.list_devices(&account).await?;
+        return Ok(ok(
+            StatusCode::OK,
+            DeviceList::All(views.iter().map(DeviceBody::from_view).collect()),
+        ));
+    }
+    let page = page_request(q.page, q.limit)?;
+    let result = s.list_devices_page(&account, page).await?;
     Ok(ok(
         StatusCode::OK,
-        views.iter().map(DeviceBody::from_view).collect::<Vec<_>>(),
+        DeviceList::Page(DevicePage {
+            items: result.items.iter().map(DeviceBody::from_view).collect(),
+            page: result.page,
+            limit: result.limit,
+            total: result.total,
+        }),
     ))
 }
 
