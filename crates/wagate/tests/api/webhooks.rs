@@ -170,6 +170,24 @@ async fn inbound(app: &TestApp, body: Value) -> String {
         .to_owned()
 }
 
+/// Configures `url` for the device, then rotates its secret: the old secret, the new one,
+/// and the rotation's reply data.
+async fn rotated_secrets(app: &TestApp, uid: &str, url: &str) -> (String, String, Value) {
+    let old = set_webhooks(app, uid, json!({ "personalWebhookUrl": url })).await["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, rotated) = app
+        .post(
+            "/v1/developer/webhooks/secret/rotate",
+            json!({ "deviceUid": uid }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{rotated}");
+    let new = rotated["data"]["secret"].as_str().unwrap().to_owned();
+    (old, new, rotated["data"].clone())
+}
+
 async fn history(app: &TestApp, query: &str) -> Value {
     let (status, body) = app
         .get(&format!("/v1/developer/webhooks/history?{query}"))
@@ -796,21 +814,9 @@ async fn secret_rotation_signs_with_both_secrets_during_the_grace_period() {
     let app = TestApp::spawn_with(webhook_config).await;
     let device = app.connected_device("rotate").await;
     let uid = device["deviceUid"].as_str().unwrap();
-    let old =
-        set_webhooks(&app, uid, json!({ "personalWebhookUrl": rx.url("/s") })).await["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    let (status, rotated) = app
-        .post(
-            "/v1/developer/webhooks/secret/rotate",
-            json!({ "deviceUid": uid }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    let new = rotated["data"]["secret"].as_str().unwrap().to_owned();
+    let (old, new, rotated) = rotated_secrets(&app, uid, &rx.url("/s")).await;
     assert_ne!(new, old);
-    assert!(rotated["data"]["previousSecretValidUntil"].is_string());
+    assert!(rotated["previousSecretValidUntil"].is_string());
     inbound(
         &app,
         json!({ "deviceUid": uid, "from": "+201001234567", "text": "rotated" }),
@@ -1020,19 +1026,7 @@ async fn a_rotated_away_secret_stops_signing_after_its_grace_period() {
     .await;
     let device = app.connected_device("rotate").await;
     let uid = device["deviceUid"].as_str().unwrap();
-    let old =
-        set_webhooks(&app, uid, json!({ "personalWebhookUrl": rx.url("/g") })).await["secret"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-    let (status, rotated) = app
-        .post(
-            "/v1/developer/webhooks/secret/rotate",
-            json!({ "deviceUid": uid }),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{rotated}");
-    let new = rotated["data"]["secret"].as_str().unwrap().to_owned();
+    let (old, new, _) = rotated_secrets(&app, uid, &rx.url("/g")).await;
     // Past the grace period (the wait is before the event, not before an assertion).
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     inbound(
