@@ -57,6 +57,23 @@ impl MediaClass {
         }
     }
 
+    /// Whether content of this (sniffed) MIME type belongs to the class: images for
+    /// `Image`, and so on; `Document` takes anything.
+    pub fn accepts(self, mime: &str) -> bool {
+        let essence = mime
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match self {
+            Self::Image | Self::Sticker => essence.starts_with("image/"),
+            Self::Video => essence.starts_with("video/"),
+            Self::Audio => essence.starts_with("audio/") || essence == "application/ogg",
+            Self::Document => true,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Image => "image",

@@ -49,6 +49,21 @@ impl MediaUpload {
     }
 }
 
+/// Media a send carries inline, as the edge parsed it.
+#[derive(Debug, Clone)]
+pub enum InlineMedia {
+    /// To fetch; `declared` is the type the caller gave, if any.
+    Url {
+        url: String,
+        declared: Option<String>,
+    },
+    /// Decoded content (base64 or a `data:` URI) and the type the caller gave, if any.
+    Bytes {
+        data: Bytes,
+        declared: Option<String>,
+    },
+}
+
 impl Services {
     /// Starts an upload; finish it with [`Services::finish_media_upload`]. Dropped
     /// unfinished (the client went away), it leaves nothing behind.
@@ -144,6 +159,58 @@ impl Services {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         self.store.create_media(&media).await?;
         Ok(media)
+    }
+
+    /// Stores media a send carries inline (MegaMsg's `media`): fetched from a URL (every
+    /// hop vetted against internal addresses) or given as bytes. When a kind of media is
+    /// `required` (an image must be an image WhatsApp can show), the content must be
+    /// recognisably of that class; any file can go as a document. Errors name `media`.
+    pub async fn ingest_media(
+        &self,
+        account: &AccountId,
+        source: InlineMedia,
+        required: Option<wagate_core::media::MediaClass>,
+        file_name: Option<String>,
+    ) -> ServiceResult<Media> {
+        let invalid = |m: String| ServiceError::Invalid("media".into(), m);
+        let (data, declared) = match source {
+            InlineMedia::Url { url, declared } => {
+                let fetched = super::remote_media::RemoteMedia::from_config(&self.config)
+                    .fetch(&url)
+                    .await
+                    .map_err(|e| invalid(e.to_string()))?;
+                // What the caller says beats what a server says; the content beats both.
+                (fetched.data, declared.or(fetched.content_type))
+            }
+            InlineMedia::Bytes { data, declared } => (data, declared),
+        };
+        if let Some(class) = required {
+            let what = match class {
+                wagate_core::media::MediaClass::Image => "an image",
+                wagate_core::media::MediaClass::Video => "a video",
+                _ => "an audio file",
+            };
+            match infer::get(&data).map(|k| k.mime_type()) {
+                Some(sniffed) if class.accepts(sniffed) => {}
+                Some(sniffed) => {
+                    return Err(invalid(format!(
+                        "is not {what} (its content is {sniffed}); send it as type document"
+                    )));
+                }
+                None => {
+                    return Err(invalid(format!(
+                        "is not {what} in a format that could be recognised; send it as type document"
+                    )));
+                }
+            }
+        }
+        let mime = detect_mime(&data, declared.as_deref());
+        self.store_media(account, data, Some(&mime), file_name)
+            .await
+            .map_err(|e| match e {
+                ServiceError::Invalid(_, m) => invalid(m),
+                other => other,
+            })
     }
 
     pub async fn get_media(&self, account: &AccountId, id: &MediaId) -> ServiceResult<Media> {

@@ -3,11 +3,12 @@
 //! spelled and replies shaped.
 
 use super::{ServiceError, ServiceResult, Services};
+use crate::runtime::Handoff;
 use wagate_core::device::DeviceStatus;
 use wagate_core::engine::{NumberCheck, provider_message_id};
 use wagate_core::media::MediaClass;
 use wagate_core::message::{
-    Dialect, InboundMessage, Message, MessageKind, NewOutboundMessage, StatusChange,
+    Dialect, InboundMessage, Message, MessageKind, MessageStatus, NewOutboundMessage, StatusChange,
 };
 use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, StoreError};
 use wagate_core::time::Timestamp;
@@ -51,6 +52,33 @@ impl SendKind {
             Self::MediaAuto => "media",
             Self::Exactly(k) => k.as_str(),
         }
+    }
+}
+
+/// How a synchronous send ended ([`Services::send_and_wait`]).
+#[derive(Debug)]
+pub enum SyncSend {
+    /// WhatsApp's server has it.
+    Taken(MessageId),
+    /// It cannot be sent (refused by WhatsApp, or unsendable).
+    Failed { id: MessageId, reason: String },
+    /// Not taken within the wait; it stays queued and will be sent.
+    StillQueued {
+        id: MessageId,
+        waited: std::time::Duration,
+        last_error: Option<String>,
+    },
+}
+
+/// Forgets a hand-off waiter when dropped.
+struct ForgetHandoff {
+    runtime: std::sync::Arc<crate::runtime::DeviceRuntime>,
+    id: MessageId,
+}
+
+impl Drop for ForgetHandoff {
+    fn drop(&mut self) {
+        self.runtime.forget_handoff(&self.id);
     }
 }
 
@@ -201,6 +229,105 @@ impl Services {
         }
     }
 
+    /// Sends and answers once WhatsApp has the message (its server ack is committed), or
+    /// once `wait` has passed: the use case behind MegaMsg's synchronous send.
+    ///
+    /// Refused before anything is stored when the device is not connected
+    /// ([`ServiceError::Engine`]) or a budget would hold the message past the wait
+    /// ([`ServiceError::RateLimited`]); inline media is stored first and checked again for
+    /// the connection (a download takes time). A message not taken in time stays queued
+    /// and will be sent: the outcome says so, with its id.
+    pub async fn send_and_wait(
+        &self,
+        device: &wagate_core::device::Device,
+        mut req: SendRequest,
+        media: Option<(
+            super::media::InlineMedia,
+            Option<MediaClass>,
+            Option<String>,
+        )>,
+        wait: std::time::Duration,
+    ) -> ServiceResult<SyncSend> {
+        let account = &device.account_id;
+        if let Some(h) = self.budget_hold(device, wait).await? {
+            return Err(ServiceError::RateLimited {
+                message: format!(
+                    "Device {} reached its {} budget of {} messages; nothing was queued. Retry after {} s, or raise safety.{} to send more.",
+                    device.uid,
+                    h.budget,
+                    h.limit,
+                    h.retry_after_secs,
+                    if h.budget == "per-minute" {
+                        "minuteLimit"
+                    } else {
+                        "hourlyLimit"
+                    }
+                ),
+                retry_after_secs: Some(h.retry_after_secs),
+            });
+        }
+        // Before fetching media: a disconnected device should not cost a download.
+        self.require_connected(device)?;
+        if let Some((source, required, file_name)) = media {
+            let stored = self
+                .ingest_media(account, source, required, file_name)
+                .await?;
+            req.media_id = Some(stored.id);
+            self.require_connected(device)?;
+        }
+        let id = MessageId::new();
+        // Registered before the message exists, so the moment cannot be missed; forgotten
+        // however this ends (a caller that hangs up drops the future mid-wait).
+        let mut taken = self.runtime.watch_handoff(&id);
+        let _forget = ForgetHandoff {
+            runtime: std::sync::Arc::clone(&self.runtime),
+            id: id.clone(),
+        };
+        self.send_message_with_id(account, id.clone(), req).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut last_error = None;
+        loop {
+            match tokio::time::timeout_at(deadline, &mut taken).await {
+                Ok(Ok(Handoff::Taken)) => return Ok(SyncSend::Taken(id)),
+                Ok(Ok(Handoff::Failed(reason))) => return Ok(SyncSend::Failed { id, reason }),
+                Ok(Ok(Handoff::Deferred(e))) => {
+                    // The worker retries it; keep waiting for that attempt.
+                    last_error = Some(e.to_string());
+                    taken = self.runtime.watch_handoff(&id);
+                }
+                // Timed out, or the waiter was dropped (the runtime is shutting down).
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        // The moment may have come between two waits: the stored status decides.
+        let (message, _) = self.get_message(account, &id).await?;
+        Ok(match message.status {
+            MessageStatus::Queued => SyncSend::StillQueued {
+                id,
+                waited: wait,
+                last_error,
+            },
+            MessageStatus::Failed => SyncSend::Failed {
+                id,
+                reason: message
+                    .failure_reason
+                    .unwrap_or_else(|| "unknown reason".into()),
+            },
+            _ => SyncSend::Taken(id),
+        })
+    }
+
+    fn require_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<()> {
+        if self.runtime.is_connected(&device.uid) {
+            return Ok(());
+        }
+        Err(ServiceError::Engine(format!(
+            "The WhatsApp session of device {} is not connected ({}); nothing was sent.",
+            device.uid,
+            device.status.as_str()
+        )))
+    }
+
     /// Whether the device's per-minute or per-hour budget would keep a message accepted
     /// now from being handed over for longer than `wait`: the caller that answers only
     /// once WhatsApp has the message refuses up front instead (MegaMsg's send).
@@ -219,7 +346,7 @@ impl Services {
                 &device.account_id,
                 &MessageFilter {
                     device_uid: Some(device.uid.clone()),
-                    status: Some(wagate_core::message::MessageStatus::Queued),
+                    status: Some(MessageStatus::Queued),
                     ..MessageFilter::default()
                 },
                 PageRequest { page: 1, limit: 1 },

@@ -1,18 +1,15 @@
 //! `POST /api/whatsapp/messages/send`: MegaMsg's one send endpoint (text, image, audio,
 //! video, document; media inline by URL or base64).
 //!
-//! The request is validated here, inline media is stored as an ordinary media row, and the
-//! message is accepted by the same `send_message` as every other dialect. MegaMsg answers
-//! once WhatsApp has the message, so the handler then waits (boundedly) for the device's
-//! worker to hand it to the engine; it never sends anything itself.
+//! The request is parsed and validated here (inline media decoded from base64); the use
+//! case — store the media, accept the message into the one pipeline, wait boundedly until
+//! WhatsApp has it — is `Services::send_and_wait`. This module only shapes the replies.
 
 use super::MegaJson;
 use super::auth::Instance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
-use crate::runtime::{DeviceRuntime, Handoff};
-use crate::service::media::detect_mime;
-use crate::service::messaging::{SendKind, SendRequest, parse_text};
-use crate::service::remote_media::RemoteMedia;
+use crate::service::media::InlineMedia;
+use crate::service::messaging::{SendKind, SendRequest, SyncSend, parse_text};
 use crate::service::{ServiceError, Services};
 use axum::Json;
 use axum::extract::State;
@@ -23,12 +20,11 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use std::time::Duration;
 use utoipa::ToSchema;
-use wagate_core::media::MAX_MEDIA_BYTES;
-use wagate_core::message::{Dialect, MessageKind, MessageStatus};
-use wagate_core::{AccountId, MessageId, Phone, Spintax};
+use wagate_core::media::{MAX_MEDIA_BYTES, MediaClass};
+use wagate_core::message::{Dialect, MessageKind};
+use wagate_core::{MessageId, Phone, Spintax};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -116,19 +112,13 @@ impl MegaType {
     }
 
     /// Whether a detected MIME type fits the type; documents take anything.
-    fn accepts(self, mime: &str) -> bool {
-        let essence = mime
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+    /// The class inline media must recognisably be (any file goes as a document).
+    fn required_class(self) -> Option<MediaClass> {
         match self {
-            Self::Text => false,
-            Self::Image => essence.starts_with("image/"),
-            Self::Video => essence.starts_with("video/"),
-            Self::Audio => essence.starts_with("audio/") || essence == "application/ogg",
-            Self::Document => true,
+            Self::Image => Some(MediaClass::Image),
+            Self::Video => Some(MediaClass::Video),
+            Self::Audio => Some(MediaClass::Audio),
+            Self::Text | Self::Document => None,
         }
     }
 
@@ -297,17 +287,6 @@ fn mega_error(e: ServiceError) -> ApiError {
     }
 }
 
-fn not_connected(s: &Services, instance: &Instance) -> Option<ApiError> {
-    let device = &instance.0;
-    (!s.runtime.is_connected(&device.uid)).then(|| {
-        ApiError::bad_gateway(format!(
-            "The WhatsApp session of instance {} is not connected ({}); nothing was sent.",
-            device.uid,
-            device.status.as_str()
-        ))
-    })
-}
-
 /// Where inline media comes from.
 enum MediaSource<'a> {
     Url(&'a str),
@@ -397,73 +376,22 @@ fn decode_base64(data: &str) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(bytes))
 }
 
-/// Turns `media` into a stored media row of the account, checked against the type.
-async fn store_inline_media(
-    s: &Services,
-    account: &AccountId,
-    v: &Valid,
-    media: &str,
-) -> Result<wagate_core::MediaId, ApiError> {
-    let (data, header_type) = match media_source(media)? {
-        MediaSource::Url(url) => {
-            let fetched = RemoteMedia::from_config(&s.config)
-                .fetch(url)
-                .await
-                .map_err(|e| ApiError::invalid("media", e.to_string()))?;
-            (fetched.data, fetched.content_type)
-        }
-        MediaSource::Base64 { data, declared } => {
-            (decode_base64(data)?, declared.map(str::to_owned))
-        }
-    };
-    // What the caller says beats what a server or URI says; the content beats both.
-    let declared = v.mime_type.clone().or(header_type);
-    if v.kind != MegaType::Document {
-        // WhatsApp shows images, videos and audio only in formats it can recognise, so the
-        // content must be one (a declared type alone could be anything); any file goes
-        // as a document.
-        let what = match v.kind {
-            MegaType::Image => "an image",
-            MegaType::Video => "a video",
-            _ => "an audio file",
-        };
-        match infer::get(&data).map(|k| k.mime_type()) {
-            Some(sniffed) if v.kind.accepts(sniffed) => {}
-            Some(sniffed) => {
-                return Err(ApiError::invalid(
-                    "media",
-                    format!("is not {what} (its content is {sniffed}); send it as type document"),
-                ));
-            }
-            None => {
-                return Err(ApiError::invalid(
-                    "media",
-                    format!(
-                        "is not {what} in a format that could be recognised; send it as type document"
-                    ),
-                ));
-            }
-        }
-    }
-    let mime = detect_mime(&data, declared.as_deref());
-    let stored = s
-        .store_media(account, data, Some(&mime), v.file_name.clone())
-        .await
-        .map_err(mega_error)?;
-    Ok(stored.id)
-}
-
-/// Forgets the hand-off waiter however the request ends (a client that hangs up drops
-/// the handler mid-wait).
-struct WaiterGuard {
-    runtime: Arc<DeviceRuntime>,
-    id: MessageId,
-}
-
-impl Drop for WaiterGuard {
-    fn drop(&mut self) {
-        self.runtime.forget_handoff(&self.id);
-    }
+/// The edge's reading of `media`: a URL to fetch, or base64 content decoded here.
+fn inline_media(media: &str, declared: Option<String>) -> Result<InlineMedia, ApiError> {
+    Ok(match media_source(media)? {
+        MediaSource::Url(url) => InlineMedia::Url {
+            url: url.to_owned(),
+            declared,
+        },
+        // What the caller says beats what the data: URI says.
+        MediaSource::Base64 {
+            data,
+            declared: uri,
+        } => InlineMedia::Bytes {
+            data: decode_base64(data)?,
+            declared: declared.or(uri.map(str::to_owned)),
+        },
+    })
 }
 
 /// Sends a text, image, audio, video or document message and answers once WhatsApp has it.
@@ -489,98 +417,47 @@ pub async fn send_message(
     MegaJson(req): MegaJson<SendMessageRequest>,
 ) -> ApiResult<Response> {
     let v = validate(req)?;
-    let account = instance.0.account_id.clone();
-    let wait = Duration::from_millis(s.config.sending.sync_wait_ms);
-    // A message a budget holds past the wait would only time out as `still_queued`,
-    // blaming WhatsApp: say which budget, and queue nothing.
-    if let Some(h) = s.budget_hold(&instance.0, wait).await.map_err(mega_error)? {
-        return Err(ApiError::rate_limited(
-            format!(
-                "Instance {} reached its {} budget of {} messages; nothing was queued. Retry after {} s, or raise safety.{} to send more.",
-                instance.0.uid,
-                h.budget,
-                h.limit,
-                h.retry_after_secs,
-                if h.budget == "per-minute" {
-                    "minuteLimit"
-                } else {
-                    "hourlyLimit"
-                }
-            ),
-            Some(h.retry_after_secs),
-        ));
-    }
-    // Before fetching media: a disconnected instance should not cost a download.
-    if let Some(e) = not_connected(&s, &instance) {
-        return Err(e);
-    }
-    let media_id = match &v.media {
-        Some(m) => Some(store_inline_media(&s, &account, &v, m).await?),
+    let media = match &v.media {
+        Some(m) => Some((
+            inline_media(m, v.mime_type.clone())?,
+            v.kind.required_class(),
+            v.file_name.clone(),
+        )),
         None => None,
     };
-    if let Some(e) = not_connected(&s, &instance) {
-        return Err(e);
-    }
-    let id = MessageId::new();
-    // Registered before the message exists, so the hand-off cannot be missed.
-    let mut handoff = s.runtime.watch_handoff(&id);
-    let _guard = WaiterGuard {
-        runtime: Arc::clone(&s.runtime),
-        id: id.clone(),
-    };
     let message_kind = v.kind.kind(v.ptt);
-    s.send_message_with_id(
-        &account,
-        id.clone(),
-        SendRequest {
-            device_uid: instance.0.uid.clone(),
-            to: v.to.clone(),
-            kind: match message_kind {
-                MessageKind::Text => SendKind::Text,
-                media => SendKind::Exactly(media),
+    let wait = Duration::from_millis(s.config.sending.sync_wait_ms);
+    let outcome = s
+        .send_and_wait(
+            &instance.0,
+            SendRequest {
+                device_uid: instance.0.uid.clone(),
+                to: v.to.clone(),
+                kind: match message_kind {
+                    MessageKind::Text => SendKind::Text,
+                    media => SendKind::Exactly(media),
+                },
+                text: v.text,
+                media_id: None,
+                client_message_id: None,
+                send_at: None,
+                dialect: Dialect::Megamsg,
             },
-            text: v.text,
-            media_id,
-            client_message_id: None,
-            send_at: None,
-            dialect: Dialect::Megamsg,
-        },
-    )
-    .await
-    .map_err(mega_error)?;
-
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut last_error = None;
-    loop {
-        match tokio::time::timeout_at(deadline, &mut handoff).await {
-            Ok(Ok(Handoff::Taken)) => return Ok(success(&v.to, v.kind, &id)),
-            Ok(Ok(Handoff::Failed(reason))) => {
-                return Err(ApiError::bad_gateway(format!(
-                    "WhatsApp did not accept the message: {reason}"
-                )));
-            }
-            Ok(Ok(Handoff::Deferred(e))) => {
-                // The worker retries it; keep waiting for that attempt.
-                last_error = Some(e.to_string());
-                handoff = s.runtime.watch_handoff(&id);
-            }
-            // Timed out, or the waiter was dropped (the runtime is shutting down).
-            Ok(Err(_)) | Err(_) => break,
-        }
-    }
-    s.runtime.forget_handoff(&id);
-    // The hand-off may have happened between two waits: the stored status decides.
-    let (message, _) = s.get_message(&account, &id).await.map_err(mega_error)?;
-    match message.status {
-        MessageStatus::Queued => Ok(still_queued(&id, wait, last_error)),
-        MessageStatus::Failed => Err(ApiError::bad_gateway(format!(
-            "WhatsApp did not accept the message: {}",
-            message
-                .failure_reason
-                .as_deref()
-                .unwrap_or("unknown reason")
+            media,
+            wait,
+        )
+        .await
+        .map_err(mega_error)?;
+    match outcome {
+        SyncSend::Taken(id) => Ok(success(&v.to, v.kind, &id)),
+        SyncSend::Failed { reason, .. } => Err(ApiError::bad_gateway(format!(
+            "WhatsApp did not accept the message: {reason}"
         ))),
-        _ => Ok(success(&v.to, v.kind, &id)),
+        SyncSend::StillQueued {
+            id,
+            waited,
+            last_error,
+        } => Ok(still_queued(&id, waited, last_error)),
     }
 }
 
