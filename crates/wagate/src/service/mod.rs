@@ -7,6 +7,7 @@ pub mod linking;
 pub mod media;
 pub mod messaging;
 pub mod remote_media;
+pub mod sandbox;
 pub mod sessions;
 
 use crate::blob::BlobStore;

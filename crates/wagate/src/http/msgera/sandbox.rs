@@ -1,5 +1,5 @@
 //! Sandbox controls: inject an inbound message into a sandbox device, as if someone on
-//! WhatsApp had written to it.
+//! WhatsApp had written to it. Parsing here; the use case is `Services::inject_sandbox_inbound`.
 
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
@@ -7,16 +7,13 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::json::ApiJson;
 use crate::http::ok;
 use crate::service::Services;
+use crate::service::sandbox::SandboxInbound;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
-use wagate_core::device::EngineKind;
-use wagate_core::engine::{IncomingMedia, IncomingMessage};
-use wagate_core::media::MediaClass;
-use wagate_core::message::MessageKind;
-use wagate_core::{MediaId, Phone, time};
+use wagate_core::{MediaId, Phone};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -73,56 +70,27 @@ pub async fn inbound(
             "is required unless mediaId is given",
         ));
     }
-    let device = s.get_device(&account, &uid).await?;
-    if device.engine != EngineKind::Sandbox {
-        return Err(ApiError::conflict(format!(
-            "device {uid} is not a sandbox device"
-        )));
-    }
-    let (kind, media) = match &req.media_id {
-        Some(id) => {
-            let id = MediaId::parse(id)
-                .map_err(|_| ApiError::invalid("mediaId", "must be a media id (med_…)"))?;
-            let m = s.get_media(&account, &id).await.map_err(|_| {
-                ApiError::invalid(
-                    "mediaId",
-                    format!("no media {id} was uploaded by this account"),
-                )
-            })?;
-            let data = s.blobs.get(&id).await.map_err(ApiError::internal)?;
-            let kind = MessageKind::from(MediaClass::of_mime(&m.mime_type));
-            (
-                kind,
-                Some(IncomingMedia {
-                    data,
-                    mime_type: req.mime_type.clone().unwrap_or(m.mime_type),
-                    file_name: req.file_name.clone().or(m.file_name),
-                }),
-            )
-        }
-        None => (MessageKind::Text, None),
-    };
-    let provider_message_id = format!(
-        "SANDBOX{}",
-        wagate_core::MessageId::new().as_str()[4..].to_uppercase()
-    );
-    let message = IncomingMessage {
-        provider_message_id: provider_message_id.clone(),
-        from: Some(from),
-        from_lid: None,
-        from_name: req.from_name,
-        kind,
-        text: req.text,
-        media,
-        is_group,
-        group_id: if is_group { req.group_id } else { None },
-        group_name: if is_group { req.group_name } else { None },
-        timestamp: time::now(),
-    };
-    s.sandbox
-        .inject_inbound(&uid, message)
-        .await
-        .map_err(|e| ApiError::bad_gateway(e.to_string()))?;
+    let media_id = req
+        .media_id
+        .as_deref()
+        .map(|id| {
+            MediaId::parse(id)
+                .map_err(|_| ApiError::invalid("mediaId", "must be a media id (med_…)"))
+        })
+        .transpose()?;
+    let provider_message_id = s
+        .inject_sandbox_inbound(
+            &account,
+            &uid,
+            SandboxInbound {
+                from,
+                from_name: req.from_name,
+                text: req.text,
+                media: media_id.map(|id| (id, req.mime_type, req.file_name)),
+                group: is_group.then(|| (req.group_id.unwrap_or_default(), req.group_name)),
+            },
+        )
+        .await?;
     Ok(ok(
         StatusCode::CREATED,
         serde_json::json!({ "deviceUid": uid.to_string(), "providerMessageId": provider_message_id }),
