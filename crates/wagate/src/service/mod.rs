@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod devices;
+pub mod events;
 pub mod linking;
 pub mod media;
 pub mod messaging;
