@@ -57,6 +57,10 @@ pub struct Args {
     /// How long to wait for statuses and webhooks to settle at the end, seconds.
     #[arg(long, default_value_t = 180)]
     pub settle_secs: u64,
+    /// Fewest sends that must get a 2xx between two kills (and after the last one): a
+    /// server that refuses or drops everything must not pass by having nothing to check.
+    #[arg(long, default_value_t = 5)]
+    pub min_accepted_per_round: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -109,6 +113,9 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
     api.set_webhook(&b, &hook, &["message.received"]).await?;
 
     let outcomes: Arc<Mutex<BTreeMap<usize, Outcome>>> = Arc::default();
+    // The round (number of kills so far) each send was made in.
+    let round = Arc::new(AtomicUsize::new(0));
+    let rounds: Arc<Mutex<BTreeMap<usize, usize>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let seq = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -116,9 +123,14 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         let (api, senders, to) = (api.clone(), senders.clone(), b_phone.clone());
         let pause = Duration::from_millis(args.pause_ms);
         let (outcomes, stop, seq) = (Arc::clone(&outcomes), Arc::clone(&stop), Arc::clone(&seq));
+        let (round, rounds) = (Arc::clone(&round), Arc::clone(&rounds));
         clients.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
+                rounds
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(n, round.load(Ordering::SeqCst));
                 let o = send(&api, &senders[n % senders.len()], &to, n).await;
                 let failed = !matches!(o, Outcome::Accepted(_));
                 outcomes
@@ -137,6 +149,7 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         let ms = rand::thread_rng().gen_range(args.interval_ms / 2..=args.interval_ms * 3 / 2);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         server.kill9()?;
+        round.fetch_add(1, Ordering::SeqCst);
         let n = outcomes.lock().unwrap_or_else(|p| p.into_inner()).len();
         out!(
             "kill -9 #{} after {ms} ms ({n} sends attempted so far)",
@@ -151,6 +164,15 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         c.await?;
     }
     let mut outcomes = std::mem::take(&mut *outcomes.lock().unwrap_or_else(|p| p.into_inner()));
+    let rounds = std::mem::take(&mut *rounds.lock().unwrap_or_else(|p| p.into_inner()));
+    // Judged on the first replies, before the unanswered sends are retried.
+    let mut problems: Vec<String> = refusal_problems(&outcomes);
+    problems.extend(round_problems(
+        &outcomes,
+        &rounds,
+        args.kills + 1,
+        args.min_accepted_per_round,
+    ));
 
     // Sends whose reply was lost: the same clientMessageId again.
     let (mut dedup_hits, mut fresh) = (0, 0);
@@ -225,7 +247,6 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         messages = with_histories(&api, messages).await?;
     }
 
-    let mut problems: Vec<String> = Vec::new();
     let by_id: HashMap<&str, &Value> = messages
         .iter()
         .filter_map(|m| Some((m["messageId"].as_str()?, m)))
@@ -273,6 +294,8 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
             problems.push(p);
         }
     }
+    // A resend may only follow a hand-off whose ack was never committed; an acknowledged
+    // send never fails afterwards (`history_problem` refuses `sent → failed`).
     // The recipient: at most one copy of each text, under the sender's WhatsApp id.
     let mut copies: HashMap<&str, usize> = HashMap::new();
     for i in &inbound {
@@ -381,40 +404,92 @@ async fn send(api: &Api, device: &str, to: &str, n: usize) -> Outcome {
     }
 }
 
+/// What is wrong with a message's history, if anything: it must exist, name known statuses,
+/// move strictly forward with non-decreasing times, never fail once WhatsApp acknowledged
+/// the send (`failed` may only follow `queued`), and end at the current status.
 fn history_problem(m: &Value) -> Option<String> {
     let id = m["messageId"].as_str().unwrap_or("?");
-    let h = m["history"].as_array();
-    // The list may omit histories; then only the status is checked.
-    let h = h?;
-    let mut last_rank = None;
+    let Some(h) = m["history"].as_array() else {
+        return Some(format!("{id}: no history"));
+    };
+    if h.is_empty() {
+        return Some(format!("{id}: empty history"));
+    }
+    let mut last: Option<(usize, &str)> = None;
     let mut last_at = 0i64;
     for e in h {
         let st = e["status"].as_str().unwrap_or("?");
-        let rank = FORWARD
-            .iter()
-            .position(|s| *s == st)
-            .or((st == "failed").then_some(9));
-        let Some(rank) = rank else {
-            return Some(format!("{id}: unknown status {st}"));
+        let rank = if st == "failed" {
+            // Only a send WhatsApp never acknowledged can fail.
+            match last {
+                Some((_, "queued")) => FORWARD.len(),
+                Some((_, prev)) => {
+                    return Some(format!(
+                        "{id}: {prev} → failed after the send was acknowledged: {h:?}"
+                    ));
+                }
+                None => return Some(format!("{id}: history starts failed: {h:?}")),
+            }
+        } else {
+            match FORWARD.iter().position(|s| *s == st) {
+                Some(r) => r,
+                None => return Some(format!("{id}: unknown status {st}")),
+            }
         };
-        if last_rank.is_some_and(|r| rank <= r) {
+        if last.is_some_and(|(r, _)| rank <= r) {
             return Some(format!("{id}: history goes backwards or repeats: {h:?}"));
         }
         // Compared as instants: RFC 3339 strings with varying fraction digits do not
         // sort as text.
-        let at = e["at"]
-            .as_str()
-            .and_then(crate::bench::chrono_ms)
-            .unwrap_or(0);
+        let Some(at) = e["at"].as_str().and_then(crate::bench::chrono_ms) else {
+            return Some(format!("{id}: a step without a time: {h:?}"));
+        };
         if at < last_at {
             return Some(format!("{id}: history times go backwards: {h:?}"));
         }
-        last_rank = Some(rank);
+        last = Some((rank, st));
         last_at = at;
     }
     let final_st = h.last().and_then(|e| e["status"].as_str());
     (final_st != m["status"].as_str())
         .then(|| format!("{id}: status {} but history ends {final_st:?}", m["status"]))
+}
+
+/// A send refused with a 5xx is the server failing, not a client error: the run fails.
+/// (4xx are reported in the summary; none is expected either, but a budget could be.)
+fn refusal_problems(outcomes: &BTreeMap<usize, Outcome>) -> Vec<String> {
+    outcomes
+        .iter()
+        .filter_map(|(n, o)| match o {
+            Outcome::Refused(s) if *s >= 500 => Some(format!("crash-{n} was refused with {s}")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every round (the time before the first kill, between two kills, after the last) must
+/// have had at least `min` sends accepted at once: otherwise the kills hit a server that
+/// was not taking work, and "nothing accepted was lost" proves nothing.
+fn round_problems(
+    outcomes: &BTreeMap<usize, Outcome>,
+    rounds: &BTreeMap<usize, usize>,
+    round_count: usize,
+    min: usize,
+) -> Vec<String> {
+    let mut accepted = vec![0usize; round_count];
+    for (n, o) in outcomes {
+        if let (Outcome::Accepted(_), Some(r)) = (o, rounds.get(n))
+            && let Some(a) = accepted.get_mut(*r)
+        {
+            *a += 1;
+        }
+    }
+    accepted
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| **a < min)
+        .map(|(r, a)| format!("round {r} had {a} accepted sends, fewer than {min}"))
+        .collect()
 }
 
 /// Every status step (after queued) of the sender's messages and every message the
@@ -468,4 +543,96 @@ async fn with_histories(api: &Api, messages: Vec<Value>) -> anyhow::Result<Vec<V
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(status: &str, steps: &[&str]) -> Value {
+        let history: Vec<Value> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, st)| json!({ "status": st, "at": format!("2026-01-01T00:00:0{i}Z") }))
+            .collect();
+        json!({ "messageId": "msg_1", "status": status, "history": history })
+    }
+
+    #[test]
+    fn a_forward_history_passes() {
+        assert_eq!(
+            history_problem(&message("read", &["queued", "sent", "delivered", "read"])),
+            None
+        );
+        assert_eq!(
+            history_problem(&message("failed", &["queued", "failed"])),
+            None
+        );
+    }
+
+    #[test]
+    fn an_acknowledged_send_that_fails_is_a_problem() {
+        for steps in [
+            &["queued", "sent", "failed"][..],
+            &["queued", "sent", "delivered", "failed"],
+            &["queued", "sent", "delivered", "read", "failed"],
+        ] {
+            let p = history_problem(&message("failed", steps));
+            assert!(
+                p.as_deref().is_some_and(|p| p.contains("→ failed")),
+                "{steps:?}: {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_empty_backwards_or_untimed_history_is_a_problem() {
+        let mut no_history = message("read", &[]);
+        no_history.as_object_mut().unwrap().remove("history");
+        assert!(history_problem(&no_history).is_some());
+        assert!(history_problem(&message("read", &[])).is_some());
+        assert!(history_problem(&message("sent", &["queued", "delivered", "sent"])).is_some());
+        assert!(history_problem(&message("sent", &["queued", "sent", "sent"])).is_some());
+        assert!(history_problem(&message("read", &["queued", "sent"])).is_some());
+        let mut untimed = message("sent", &["queued", "sent"]);
+        untimed["history"][1]["at"] = Value::Null;
+        assert!(history_problem(&untimed).is_some());
+    }
+
+    #[test]
+    fn a_5xx_refusal_fails_the_run_and_a_4xx_does_not() {
+        let outcomes = BTreeMap::from([
+            (0, Outcome::Accepted("msg_a".into())),
+            (1, Outcome::Refused(503)),
+            (2, Outcome::Refused(429)),
+            (3, Outcome::Unknown),
+            (4, Outcome::Refused(500)),
+        ]);
+        assert_eq!(
+            refusal_problems(&outcomes),
+            [
+                "crash-1 was refused with 503",
+                "crash-4 was refused with 500"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_round_with_too_few_accepted_sends_fails_the_run() {
+        let outcomes = BTreeMap::from([
+            (0, Outcome::Accepted("a".into())),
+            (1, Outcome::Accepted("b".into())),
+            (2, Outcome::Refused(503)),
+            (3, Outcome::Accepted("c".into())),
+            (4, Outcome::Unknown),
+        ]);
+        let rounds = BTreeMap::from([(0, 0), (1, 0), (2, 1), (3, 2), (4, 1)]);
+        assert_eq!(
+            round_problems(&outcomes, &rounds, 3, 1),
+            ["round 1 had 0 accepted sends, fewer than 1"]
+        );
+        assert_eq!(round_problems(&outcomes, &rounds, 3, 2).len(), 2);
+        // A round with no sends at all (the last one was never reached) also fails.
+        assert_eq!(round_problems(&outcomes, &rounds, 4, 1).len(), 2);
+    }
 }

@@ -19,6 +19,7 @@ async fn nothing_accepted_is_lost_across_kill_9_restarts() {
         pause_ms: 50,
         synchronous: "full".into(),
         settle_secs: 120,
+        min_accepted_per_round: 5,
     };
     let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
     if let Err(e) = crash::run(bin, args).await {
