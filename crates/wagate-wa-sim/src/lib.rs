@@ -28,6 +28,7 @@
 //! # let _ = message; Ok(()) }
 //! ```
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -356,6 +357,24 @@ impl Simulator {
     pub fn delivered(&self, device: &Jid) -> Vec<Node> {
         self.with_device(device, |d| d.delivered.clone())
             .unwrap_or_default()
+    }
+
+    /// How many `<message>` stanzas with each id were written to `device`'s connections
+    /// (redeliveries after a dropped connection included; queued ones not yet).
+    pub fn message_stanzas(&self, device: &Jid) -> HashMap<String, u32> {
+        self.with_device(device, |d| d.message_stanzas.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many times the server took a `<message>` stanza with this id from a sender (every
+    /// hand-off, resends under the same id included).
+    pub fn messages_taken(&self, id: &str) -> u32 {
+        self.shared
+            .lock()
+            .messages_taken
+            .get(id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How many stanzas wait in `device`'s offline queue.

@@ -124,6 +124,7 @@ pub(crate) fn message(conn: &mut Conn, msg: &Node) -> Replies {
     for (target_pn, target_device, node) in deliveries {
         world.deliver(&target_pn, target_device, node);
     }
+    *world.messages_taken.entry(id.clone()).or_insert(0) += 1;
     drop(world);
     Replies::one(ack("message", &id, Some(msg), None))
 }

@@ -73,6 +73,10 @@ pub(crate) struct DeviceRecord {
     pub(crate) unacked: Vec<Node>,
     /// Every stanza handed to this device's connection, for test assertions.
     pub(crate) delivered: Vec<Node>,
+    /// How many `<message>` stanzas were written to this device's connections, per message
+    /// id: a redelivery after a dropped connection counts again, so tests can tell how many
+    /// times the recipient side was handed each message.
+    pub(crate) message_stanzas: HashMap<String, u32>,
     pub(crate) removed: bool,
 }
 
@@ -81,6 +85,9 @@ impl DeviceRecord {
     pub(crate) fn sent(&mut self, node: &Node) {
         if node.tag == "message" {
             self.unacked.push(node.clone());
+            if let Some(id) = crate::stanza::attr(node, "id") {
+                *self.message_stanzas.entry(id).or_insert(0) += 1;
+            }
         }
         self.delivered.push(node.clone());
     }
@@ -156,6 +163,9 @@ pub(crate) struct World {
     /// Pair-code requests by phone number (one live code per number, as on WhatsApp).
     pub(crate) pair_codes: HashMap<String, crate::pairing::PendingCode>,
     pub(crate) faults: Faults,
+    /// How many `<message>` stanzas the server took (and acked without error) from senders,
+    /// per message id: every hand-off counts, a resend under the same id included.
+    pub(crate) messages_taken: HashMap<String, u32>,
     pub(crate) media: HashMap<String, Bytes>,
     counter: u64,
 }

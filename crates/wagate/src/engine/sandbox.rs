@@ -14,6 +14,13 @@
 //! process: opened with [`SandboxNetwork::open`], it journals every accepted message
 //! before acknowledging it and replays, at the next start, the deliveries and receipts
 //! still owed (see [`super::sandbox_journal`]).
+//!
+//! For tests, the network counts what "exactly once" means on each side of the wire:
+//! at the server, every hand-off the engine made of each WhatsApp message id (a resend
+//! under the same id is legitimate only while no server ack for it was committed: a
+//! hand-off after that is counted apart and must never happen); at the recipient, every
+//! time a message was shown there (WhatsApp shows an id once, so a message that reaches
+//! the recipient twice was resent under a new id).
 
 use super::sandbox_journal::{Journal, Owed, OwedInbound};
 use crate::config::SandboxConfig;
@@ -21,7 +28,7 @@ use async_trait::async_trait;
 use rand::Rng;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +47,12 @@ pub struct SandboxNetwork {
     /// Where the server keeps what it accepted; `None`: in memory only (tests that never
     /// restart).
     journal: Option<Journal>,
+    /// The runtime the network's own timers run on: the one it was created on, so an
+    /// in-memory network outlives a gateway that runs (and dies) on another runtime, as
+    /// WhatsApp's server outlives a crashed gateway.
+    rt: Option<tokio::runtime::Handle>,
+    /// Events being handed to a device right now (see [`Self::drop_connections`]).
+    handing: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -47,12 +60,19 @@ struct NetworkState {
     sessions: HashMap<DeviceUid, Arc<SandboxSession>>,
     /// Which online device answers for a number.
     by_phone: HashMap<String, DeviceUid>,
-    /// How many times each provider message id was delivered by the network, so tests
-    /// can prove each accepted message reached its recipient exactly once.
+    /// How many times each provider message id was shown to its recipient (at most once
+    /// per id: a resend under the same id is not shown again).
     handed: HashMap<String, u32>,
-    /// Hand-offs of an id already delivered (resends after a crash), acknowledged but
-    /// not shown again.
-    resent: HashMap<String, u32>,
+    /// What each recipient (by number) was shown, in order: (provider id, text).
+    shown: HashMap<String, Vec<(String, Option<String>)>>,
+    /// Every hand-off the engine made, per provider id: resends and hand-offs that were
+    /// lost or refused included.
+    handoffs: HashMap<String, u32>,
+    /// Provider ids whose server ack the gateway committed.
+    acked: HashSet<String>,
+    /// Hand-offs of an id whose server ack was already committed: a gateway that resends
+    /// what WhatsApp confirmed it has. Must stay empty.
+    after_ack: HashMap<String, u32>,
     /// Provider ids already accepted: a resend of the same id is not shown twice (kept
     /// across restarts by the journal).
     delivered: HashSet<String>,
@@ -74,6 +94,8 @@ impl SandboxNetwork {
             config,
             state: Mutex::new(NetworkState::default()),
             journal: None,
+            rt: tokio::runtime::Handle::try_current().ok(),
+            handing: AtomicUsize::new(0),
         })
     }
 
@@ -91,6 +113,8 @@ impl SandboxNetwork {
                 ..NetworkState::default()
             }),
             journal: Some(journal),
+            rt: tokio::runtime::Handle::try_current().ok(),
+            handing: AtomicUsize::new(0),
         });
         if !owed.is_empty() {
             tracing::info!(
@@ -183,7 +207,7 @@ impl SandboxNetwork {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// How many times a message was handed to the network.
+    /// How many times a message was shown to its recipient.
     pub fn handed_count(&self, provider_message_id: &str) -> u32 {
         self.state()
             .handed
@@ -197,18 +221,56 @@ impl SandboxNetwork {
         self.state().ack_lost.contains(provider_message_id)
     }
 
-    /// How many times a message was handed again after it was delivered.
-    pub fn resent_count(&self, provider_message_id: &str) -> u32 {
+    /// Every provider id shown to a recipient, with how many times.
+    pub fn handed(&self) -> HashMap<String, u32> {
+        self.state().handed.clone()
+    }
+
+    /// What the recipient at `phone` (digits) was shown, in order: (provider id, text).
+    pub fn shown_to(&self, phone_digits: &str) -> Vec<(String, Option<String>)> {
         self.state()
-            .resent
+            .shown
+            .get(phone_digits)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many times the engine handed a message to the network, resends included.
+    pub fn handoff_count(&self, provider_message_id: &str) -> u32 {
+        self.state()
+            .handoffs
             .get(provider_message_id)
             .copied()
             .unwrap_or(0)
     }
 
-    /// Every provider id handed to the network with its count.
-    pub fn handed(&self) -> HashMap<String, u32> {
-        self.state().handed.clone()
+    /// Whether the gateway committed the server ack of a message.
+    pub fn ack_committed(&self, provider_message_id: &str) -> bool {
+        self.state().acked.contains(provider_message_id)
+    }
+
+    /// Hand-offs of messages whose server ack had already been committed, by provider id.
+    /// Each one is a message sent again after WhatsApp confirmed it: must be empty.
+    pub fn handoffs_after_ack(&self) -> HashMap<String, u32> {
+        self.state().after_ack.clone()
+    }
+
+    /// The gateway's connections drop (its process is about to die): no device of it gets
+    /// anything more, and this returns once no event is being handed to one, so nothing is
+    /// committed by a gateway after its death. What was owed waits in the offline queue
+    /// for the devices' next connection.
+    pub async fn drop_connections(&self) {
+        let sessions: Vec<Arc<SandboxSession>> = {
+            let mut st = self.state();
+            st.by_phone.clear();
+            st.sessions.drain().map(|(_, s)| s).collect()
+        };
+        for s in &sessions {
+            s.cancel_tasks();
+        }
+        while self.handing.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     fn fresh_phone(&self) -> Phone {
@@ -270,6 +332,7 @@ impl SandboxNetwork {
             } => Settles::Receipt(provider_message_ids.clone(), *kind),
             _ => Settles::Nothing,
         };
+        let _handing = Handing::new(&self.handing);
         match session.events.emit(event).await {
             Ok(()) => match settles {
                 Settles::Received(pid) => self.received(&pid),
@@ -305,10 +368,14 @@ impl SandboxNetwork {
     /// still running: the network, not the session, owns what is in flight.
     fn deliver_later(self: &Arc<Self>, uid: DeviceUid, delay: Duration, event: EngineEvent) {
         let network = Arc::clone(self);
-        tokio::spawn(async move {
+        let task = async move {
             tokio::time::sleep(delay).await;
             network.deliver(&uid, event).await;
-        });
+        };
+        match &self.rt {
+            Some(rt) => drop(rt.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
 
     /// Which device answers for a number (online or not).
@@ -335,6 +402,22 @@ impl SandboxNetwork {
             .emit(EngineEvent::Inbound(message))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+}
+
+/// Counts an event being handed to a device while it lives (also when its task is dropped).
+struct Handing<'a>(&'a AtomicUsize);
+
+impl<'a> Handing<'a> {
+    fn new(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Self(n)
+    }
+}
+
+impl Drop for Handing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -520,6 +603,13 @@ impl EngineSession for SandboxSession {
             });
         }
         let pid = message.provider_message_id.clone();
+        {
+            let mut st = self.network.state();
+            *st.handoffs.entry(pid.clone()).or_insert(0) += 1;
+            if st.acked.contains(&pid) {
+                *st.after_ack.entry(pid.clone()).or_insert(0) += 1;
+            }
+        }
         if to.ends_with("0700") && self.network.state().ack_lost.insert(pid.clone()) {
             // Written to the socket, which then died before the server had it: the engine
             // reported success, no ack will ever come, and the recipient has nothing.
@@ -535,8 +625,14 @@ impl EngineSession for SandboxSession {
             let first = st.delivered.insert(pid.clone());
             if first {
                 *st.handed.entry(pid.clone()).or_insert(0) += 1;
-            } else {
-                *st.resent.entry(pid.clone()).or_insert(0) += 1;
+                let text = match &message.content {
+                    OutgoingContent::Text { text } => Some(text.clone()),
+                    OutgoingContent::Media { caption, .. } => caption.clone(),
+                };
+                st.shown
+                    .entry(to.to_owned())
+                    .or_default()
+                    .push((pid.clone(), text));
             }
             first
         };
@@ -570,6 +666,9 @@ impl EngineSession for SandboxSession {
                 if let Some(n) = st.handed.get_mut(&pid) {
                     *n = n.saturating_sub(1);
                 }
+                if let Some(shown) = st.shown.get_mut(to) {
+                    shown.retain(|(p, _)| *p != pid);
+                }
                 return Err(EngineError::Transient(format!(
                     "the sandbox server could not record the message: {e}"
                 )));
@@ -581,14 +680,18 @@ impl EngineSession for SandboxSession {
             self.uid.clone(),
         );
         tokio::spawn(async move {
-            emit_logged(
-                &events,
-                EngineEvent::ServerAck {
+            let acked = events
+                .emit(EngineEvent::ServerAck {
                     provider_message_id: pid.clone(),
                     error: None,
-                },
-            )
-            .await;
+                })
+                .await;
+            match acked {
+                Ok(()) => {
+                    network.state().acked.insert(pid.clone());
+                }
+                Err(e) => tracing::warn!(error = %e, "sandbox event not committed"),
+            }
             if !first_delivery {
                 // The same message again: WhatsApp shows it once.
                 return;

@@ -492,6 +492,17 @@ async fn two_linked_devices_exchange_text_media_and_voice_through_both_dialects(
         let m = gate.wait_message(id, "sent").await;
         provider_ids.push(m["providerMessageId"].as_str().unwrap().to_owned());
     }
+    // Exactly once on the wire: WhatsApp's server took each message once from A, and
+    // wrote it once to B's connection (no drop in this test, so no redelivery either).
+    let to_b_stanzas = gate.sim.message_stanzas(&b.jid);
+    for pid in &provider_ids {
+        assert_eq!(
+            gate.sim.messages_taken(pid),
+            1,
+            "{pid} handed to the server once"
+        );
+        assert_eq!(to_b_stanzas.get(pid), Some(&1), "{pid} written to B once");
+    }
     let ids: Vec<&str> = provider_ids.iter().map(String::as_str).collect();
     gate.sim
         .phone_send_receipt(&b.account, &a.jid, &ids, ReceiptKind::Delivered)
