@@ -278,6 +278,33 @@ pub trait EngineSession: Send + Sync {
 mod tests {
     use super::*;
 
+    /// The README's "transient engine errors are retried …; permanent ones fail": which
+    /// errors the send worker tries again and which fail the message for good.
+    #[test]
+    fn transient_errors_are_retried_and_permanent_ones_are_not() {
+        let s = || "x".to_owned();
+        for e in [
+            EngineError::NotConnected(s()),
+            EngineError::Transient(s()),
+            EngineError::RateLimited {
+                retry_after: None,
+                reason: s(),
+            },
+            EngineError::Internal(s()),
+        ] {
+            assert!(e.is_retryable(), "{e:?}");
+        }
+        for e in [
+            EngineError::Rejected {
+                code: None,
+                reason: s(),
+            },
+            EngineError::Unsupported(s()),
+        ] {
+            assert!(!e.is_retryable(), "{e:?}");
+        }
+    }
+
     #[test]
     fn provider_ids_are_stable_and_whatsapp_shaped() {
         let id = MessageId::parse("msg_01jabc").unwrap();

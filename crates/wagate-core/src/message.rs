@@ -349,6 +349,37 @@ mod tests {
         assert_ne!(a.hash(), b.hash());
     }
 
+    /// The README's "statuses only move forward": every pair of statuses, checked against
+    /// the one order `queued → sent → delivered → read → played`, or `queued → failed`.
+    #[test]
+    fn statuses_only_move_forward() {
+        use MessageStatus::*;
+        let order = [Queued, Sent, Delivered, Read, Played];
+        for from in MessageStatus::ALL {
+            for to in MessageStatus::ALL {
+                let expected = match (from, to) {
+                    (Queued, Failed) => true,
+                    (Failed, _) | (_, Failed) => false,
+                    _ => {
+                        let at = |s| order.iter().position(|o| *o == s);
+                        at(to) > at(from)
+                    }
+                };
+                assert_eq!(from.can_advance_to(to), expected, "{from} → {to}");
+            }
+        }
+        let finals: Vec<_> = MessageStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_final())
+            .collect();
+        assert_eq!(finals, [Played, Failed]);
+        for s in MessageStatus::ALL {
+            assert_eq!(MessageStatus::parse(s.as_str()), Some(s));
+            assert_eq!(s.to_string(), s.as_str());
+        }
+        assert_eq!(MessageStatus::parse("sending"), None);
+    }
+
     #[test]
     fn a_reused_key_replays_only_the_same_request() {
         let h = "a".repeat(64);

@@ -311,6 +311,57 @@ mod tests {
         })
     }
 
+    /// Status events (no chat type) go to the personal URL, or to the group URL when only
+    /// that is set; a switched-off Msgera webhook and an event nobody opted into go nowhere.
+    #[test]
+    fn routes_status_events_and_respects_the_switch() {
+        let status = EventData::MessageStatus(crate::event::MessageStatusChanged {
+            message_id: crate::MessageId::new(),
+            client_message_id: None,
+            recipient: crate::Phone::parse("+201001234567").unwrap(),
+            status: crate::message::MessageStatus::Sent,
+            reason: None,
+            timestamp: now(),
+        });
+        let mut c = config();
+        assert_eq!(c.targets(&status), vec![], "not opted into");
+        c.msgera_events = vec![EventType::MessageReceived, EventType::MessageStatus];
+        assert_eq!(c.targets(&status), vec![EndpointKind::Personal]);
+        c.personal_url = None;
+        assert_eq!(c.targets(&status), vec![EndpointKind::Group]);
+        assert_eq!(c.targets(&received(false)), vec![]);
+        c.msgera_active = false;
+        assert_eq!(c.url(EndpointKind::Group), None);
+        assert_eq!(c.targets(&received(true)), vec![]);
+        c.instance_url = Some("https://i.example/".into());
+        assert_eq!(c.url(EndpointKind::Instance), Some("https://i.example/"));
+        c.instance_events = vec![EventType::DeviceStatus];
+        assert_eq!(c.targets(&status), vec![]);
+        c.msgera_active = true;
+        c.group_url = None;
+        c.personal_url = Some("https://p.example/".into());
+        assert_eq!(c.url(EndpointKind::Personal), Some("https://p.example/"));
+        c.msgera_events = vec![EventType::MessageReceived];
+        assert_eq!(c.targets(&status), vec![]);
+        assert_eq!(c.targets(&received(true)), vec![]);
+    }
+
+    /// A rotated-away secret signs only until its grace period ends, and never at the
+    /// instant it ends.
+    #[test]
+    fn a_rotated_away_secret_signs_only_during_its_grace() {
+        let mut c = config();
+        let t = now();
+        assert_eq!(c.signing_secrets(t), ["whsec_a"]);
+        c.previous_secret = Some("whsec_old".into());
+        c.previous_secret_until = Some(t + chrono::Duration::seconds(60));
+        assert_eq!(c.signing_secrets(t), ["whsec_a", "whsec_old"]);
+        c.previous_secret_until = Some(t);
+        assert_eq!(c.signing_secrets(t), ["whsec_a"]);
+        c.previous_secret_until = Some(t - chrono::Duration::seconds(1));
+        assert_eq!(c.signing_secrets(t), ["whsec_a"]);
+    }
+
     #[test]
     fn routes_by_chat_type_and_opt_in() {
         let mut c = config();
