@@ -329,6 +329,10 @@ pub trait EventStore: Send + Sync {
     ) -> StoreResult<Vec<Event>>;
     /// The newest committed event's seq (0 when none).
     async fn last_event_seq(&self) -> StoreResult<i64>;
+    /// Takes the database's write lock and commits an empty transaction: an error (or no
+    /// answer) means writes cannot be committed now, even when reads still work (an outside
+    /// lock on a WAL database, a full or read-only disk, a file removed underneath).
+    async fn check_writable(&self) -> StoreResult<()>;
 }
 
 /// Everything wagate persists.

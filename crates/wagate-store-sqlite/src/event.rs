@@ -97,4 +97,20 @@ impl EventStore for SqliteStore {
                 .flatten();
         Ok(seq.unwrap_or(0))
     }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        // The writer opens every transaction with `BEGIN IMMEDIATE`, so even a unit that
+        // writes nothing must get the write lock and commit.
+        self.writer
+            .write(|conn| {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1")
+                        .execute(conn)
+                        .await
+                        .map(|_| ())
+                        .map_err(map_sqlx)
+                })
+            })
+            .await
+    }
 }

@@ -153,6 +153,8 @@ impl Simulator {
     pub fn transport(&self) -> SimTransportFactory {
         SimTransportFactory {
             shared: self.shared.clone(),
+            opened: Default::default(),
+            severed: Default::default(),
         }
     }
 

@@ -7,7 +7,8 @@
 //!
 //! Both feed the same connection task ([`crate::conn::serve`]).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::{Result, anyhow};
 use async_trait::async_trait;
@@ -27,6 +28,29 @@ use crate::conn::{Outbound, serve};
 #[derive(Clone)]
 pub struct SimTransportFactory {
     pub(crate) shared: Arc<Shared>,
+    /// The connections this factory opened, so [`SimTransportFactory::sever`] can cut them.
+    pub(crate) opened: Arc<Mutex<Vec<Weak<MemTransport>>>>,
+    pub(crate) severed: Arc<AtomicBool>,
+}
+
+impl SimTransportFactory {
+    /// The process using this factory dies (`kill -9`): every connection it opened is cut
+    /// at once, as the kernel closes a dead process's sockets, so nothing it would still say
+    /// reaches the server, and it opens no new one. A test that "kills" an in-process app
+    /// by dropping its runtime needs this first: tasks cancelled by the shutdown wake others
+    /// that still run for a moment (a Signal store write cancelled mid-decrypt is answered
+    /// with a nack, which makes the server forget the message) — things a dead process
+    /// never does.
+    pub fn sever(&self) {
+        self.severed.store(true, Ordering::SeqCst);
+        let opened = std::mem::take(&mut *self.opened.lock().unwrap_or_else(|p| p.into_inner()));
+        for conn in opened.iter().filter_map(Weak::upgrade) {
+            conn.to_server
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
+        }
+    }
 }
 
 impl std::fmt::Debug for SimTransportFactory {
@@ -36,7 +60,7 @@ impl std::fmt::Debug for SimTransportFactory {
 }
 
 /// Client side of the pipe. Dropping the sender is how the server sees the client hang up.
-struct MemTransport {
+pub(crate) struct MemTransport {
     to_server: Mutex<Option<mpsc::UnboundedSender<Bytes>>>,
 }
 
@@ -84,6 +108,9 @@ impl TransportFactory for SimTransportFactory {
     async fn create_transport(
         &self,
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>)> {
+        if self.severed.load(Ordering::SeqCst) {
+            return Err(anyhow!("the process using this transport is gone"));
+        }
         let (events_tx, events_rx) = async_channel::unbounded();
         let (to_server, from_client) = mpsc::unbounded_channel();
         let _ = events_tx.try_send(TransportEvent::Connected);
@@ -92,12 +119,13 @@ impl TransportFactory for SimTransportFactory {
             from_client,
             Arc::new(MemOutbound { events: events_tx }),
         ));
-        Ok((
-            Arc::new(MemTransport {
-                to_server: Mutex::new(Some(to_server)),
-            }),
-            events_rx,
-        ))
+        let transport = Arc::new(MemTransport {
+            to_server: Mutex::new(Some(to_server)),
+        });
+        let mut opened = self.opened.lock().unwrap_or_else(|p| p.into_inner());
+        opened.retain(|c| c.strong_count() > 0);
+        opened.push(Arc::downgrade(&transport));
+        Ok((transport, events_rx))
     }
 }
 
@@ -173,4 +201,27 @@ pub(crate) async fn listen(shared: Arc<Shared>, addr: &str) -> Result<String> {
         }
     });
     Ok(format!("ws://{local}/ws/chat"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Simulator;
+
+    /// A severed factory's connections say nothing more to the server, and it opens none.
+    #[tokio::test]
+    async fn a_severed_factory_is_silent_and_opens_nothing() {
+        let sim = Simulator::new();
+        let factory = sim.transport();
+        let other = sim.transport();
+        let (conn, _events) = factory.create_transport().await.unwrap();
+        let (alive, _alive_events) = other.create_transport().await.unwrap();
+        conn.send(Bytes::from_static(b"before")).await.unwrap();
+        factory.sever();
+        assert!(conn.send(Bytes::from_static(b"after")).await.is_err());
+        assert!(factory.create_transport().await.is_err());
+        // Only that process died.
+        alive.send(Bytes::from_static(b"still here")).await.unwrap();
+        assert!(other.create_transport().await.is_ok());
+    }
 }

@@ -278,23 +278,41 @@ pub async fn healthz() -> Response {
         .into_response()
 }
 
-/// The database answers, so requests can be served.
+/// How long `/readyz` waits for the database: well under a probe's usual timeout, so a
+/// blocked writer reads as "not ready" instead of a hung probe.
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The database can be read and can commit a write, so requests can be served. A read alone
+/// is not enough: with SQLite in WAL mode reads go on while nothing can be committed.
 #[utoipa::path(get, path = "/readyz", tag = "ops", responses((status = 200, description = "Ready", body = HealthBody), (status = 503, description = "Not ready", body = crate::http::error::ErrorBody)))]
 pub async fn readyz(State(s): State<Services>) -> Response {
-    match s.store.last_event_seq().await {
-        Ok(_) => (
-            StatusCode::OK,
-            axum::Json(HealthBody {
-                ok: true,
-                status: "ready",
-            }),
-        )
-            .into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "ok": false, "message": "database unavailable", "code": "unavailable" }))).into_response()
+    let probe = async {
+        s.store.last_event_seq().await?;
+        s.store.check_writable().await
+    };
+    let failure = match tokio::time::timeout(READY_WITHIN, probe).await {
+        Ok(Ok(())) => {
+            return (
+                StatusCode::OK,
+                axum::Json(HealthBody {
+                    ok: true,
+                    status: "ready",
+                }),
+            )
+                .into_response();
         }
-    }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!(
+            "the database did not commit a write within {} s",
+            READY_WITHIN.as_secs()
+        ),
+    };
+    tracing::warn!(error = %failure, "readiness check failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(serde_json::json!({ "ok": false, "message": format!("database unavailable: {failure}"), "code": "unavailable" })),
+    )
+        .into_response()
 }
 
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -48,6 +48,13 @@ pub struct DeviceLive {
     /// The worker waits for an event with no timer set, having seen the device online:
     /// the state every idle device of a large server sits in.
     pub worker_idle: AtomicBool,
+    /// The latest worker round (a `worker_rounds` value) that found the hourly or per-minute
+    /// budget spent and went to sleep until the window frees, without claiming a job; 0 =
+    /// never. With `budget_held_at` it tells a test, without sleeping, that a queued message
+    /// was held back on purpose.
+    pub budget_held_round: AtomicU64,
+    /// The time (ms since epoch) the budgets were evaluated in that round.
+    pub budget_held_at: AtomicI64,
 }
 
 impl DeviceLive {

@@ -74,7 +74,7 @@ impl SendWorker {
             let connection_changed = self.live.connection_changed.notified();
             tokio::pin!(connection_changed);
             connection_changed.as_mut().enable();
-            self.live.worker_rounds.fetch_add(1, Ordering::Relaxed);
+            self.live.worker_rounds.fetch_add(1, Ordering::SeqCst);
             let step = match self.step().await {
                 Ok(step) => step,
                 Err(e) => {
@@ -117,7 +117,15 @@ impl SendWorker {
         }
         let now = time::now();
         let allowance = match self.budget(&device, now).await? {
-            Budget::WaitFor(wait) => return Ok(Step::Idle(Some(wait))),
+            Budget::WaitFor(wait) => {
+                // Only this worker moves `worker_rounds`, so this is the current round.
+                let round = self.live.worker_rounds.load(Ordering::SeqCst);
+                self.live
+                    .budget_held_at
+                    .store(time::millis(now), Ordering::SeqCst);
+                self.live.budget_held_round.store(round, Ordering::SeqCst);
+                return Ok(Step::Idle(Some(wait)));
+            }
             Budget::Allows(n) => n,
         };
         // Without pacing, claim what the budgets allow (up to a bound) in one round trip and

@@ -432,3 +432,51 @@ async fn engine_errors_are_logged_as_warnings_not_errors() {
         "an ordinary 502 logged errors: {errors:#?}"
     );
 }
+
+/// `/readyz` says "not ready" while the database cannot commit: an outside process holds
+/// SQLite's write lock (in WAL mode reads still work, so a read-only check would pass), and
+/// says "ready" again once the lock is gone.
+#[tokio::test]
+async fn readyz_fails_while_the_database_cannot_commit() {
+    use sqlx::Connection;
+    let app = TestApp::spawn().await;
+    let ready = || async {
+        let resp = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json::<Value>().await.unwrap())
+    };
+    assert_eq!(ready().await.0, StatusCode::OK);
+
+    let mut lock = sqlx::SqliteConnection::connect(&format!(
+        "sqlite://{}",
+        app.config.database_path().display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let (status, body) = ready().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ok"], false, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("database unavailable"),
+        "{body}"
+    );
+
+    sqlx::query("ROLLBACK").execute(&mut lock).await.unwrap();
+    lock.close().await.unwrap();
+    eventually("/readyz to be ready again", || async {
+        (ready().await.0 == StatusCode::OK).then_some(())
+    })
+    .await;
+}

@@ -4,7 +4,6 @@
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use std::time::Duration;
 
 #[tokio::test]
 async fn a_repeated_client_message_id_returns_the_original_and_sends_once() {
@@ -156,11 +155,19 @@ async fn the_hourly_budget_holds_sends_back_instead_of_dropping_them() {
     let first = app.send_text(uid, "+201001234567", "first").await;
     app.wait_message_status(first["messageId"].as_str().unwrap(), "read")
         .await;
+    let live = app
+        .running()
+        .services
+        .runtime
+        .live(&uid.parse().unwrap())
+        .unwrap();
+    let round = live.worker_rounds.load(std::sync::atomic::Ordering::SeqCst);
     let second = app.send_text(uid, "+201001234567", "second").await;
     let (_, d) = app.get(&format!("/v1/developer/devices/{uid}")).await;
     assert_eq!(d["data"]["safety"]["hourlyRemaining"], 0);
-    // Held: still queued while the first long reached "read" in the same window.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Held: a worker round that began after the send found the budget spent and went to
+    // sleep without claiming; every later round of this hour does the same.
+    held_after(&live, round).await;
     let (_, m) = app
         .get(&format!(
             "/v1/developer/messages/{}",
@@ -177,6 +184,92 @@ async fn the_hourly_budget_holds_sends_back_instead_of_dropping_them() {
     .await;
     app.wait_message_status(second["messageId"].as_str().unwrap(), "read")
         .await;
+}
+
+/// Waits until a send-worker round that began after `round` (a `worker_rounds` value read
+/// before the send) found the device's budgets spent and went to sleep until the window
+/// frees: the worker's own signal, no sleep. Returns when (ms since epoch) it looked.
+async fn held_after(live: &wagate::runtime::DeviceLive, round: u64) -> i64 {
+    use std::sync::atomic::Ordering;
+    eventually(
+        "the send worker to hold the queue for the budget",
+        || async {
+            (live.budget_held_round.load(Ordering::SeqCst) > round)
+                .then(|| live.budget_held_at.load(Ordering::SeqCst))
+        },
+    )
+    .await
+}
+
+/// The per-minute budget: with `minuteLimit` 1 the second message of a clock minute is not
+/// handed over in that minute. The budget's own per-minute hand-off counts are read from
+/// the database: a send that follows one made in the same minute must be held by the
+/// worker while that minute lasts, and no minute may ever count two hand-offs. A minute may
+/// turn between two sends (then the next one goes at once, legitimately), so the test sends
+/// up to three; minutes do not turn three times in a few seconds.
+#[tokio::test]
+async fn the_per_minute_budget_holds_the_next_send_until_the_minute_turns() {
+    use std::sync::atomic::Ordering;
+    let app = TestApp::spawn().await;
+    let device = app.connected_device("pm").await;
+    let uid = device["deviceUid"].as_str().unwrap();
+    app.call(
+        Method::PATCH,
+        &format!("/v1/developer/devices/{uid}"),
+        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 100, "minuteLimit": 1 } })),
+    )
+    .await;
+    let live = app
+        .running()
+        .services
+        .runtime
+        .live(&uid.parse().unwrap())
+        .unwrap();
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        app.config.database_path().display()
+    ))
+    .await
+    .unwrap();
+    // (minute, hand-offs) as the budget counts them.
+    let minutes = || async {
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT minute, handed FROM device_counters WHERE device_uid = ? AND handed > 0",
+        )
+        .bind(uid)
+        .fetch_all(&db)
+        .await
+        .unwrap()
+    };
+    let handed = || async { minutes().await.iter().map(|(_, n)| n).sum::<i64>() };
+    let mut held = false;
+    for attempt in 0..3i64 {
+        let round = live.worker_rounds.load(Ordering::SeqCst);
+        app.send_text(uid, "+201001234567", &format!("m{attempt}"))
+            .await;
+        // Either it is handed over (allowed when its minute has none yet), or the worker
+        // holds it: a round after the send found the budget spent and it is not handed.
+        let went = eventually("the send to be handed over or held", || async {
+            if handed().await > attempt {
+                return Some(true);
+            }
+            let held_at = live.budget_held_round.load(Ordering::SeqCst) > round;
+            (held_at && handed().await == attempt).then_some(false)
+        })
+        .await;
+        if !went {
+            assert!(attempt > 0, "the first send of a minute is never held");
+            held = true;
+            break;
+        }
+    }
+    let minutes = minutes().await;
+    assert!(
+        minutes.iter().all(|(_, n)| *n <= 1),
+        "a minute counted more hand-offs than its limit: {minutes:?}"
+    );
+    assert!(held, "three sends in a row went at once: {minutes:?}");
+    db.close().await;
 }
 
 #[tokio::test]

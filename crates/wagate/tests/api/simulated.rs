@@ -43,6 +43,8 @@ struct Gate {
     client: reqwest::Client,
     blobs: Option<BlobStore>,
     rt: Option<tokio::runtime::Runtime>,
+    /// This run's connections to the simulator, cut first when the process is killed.
+    transport: Option<wagate_wa_sim::SimTransportFactory>,
     stop: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
     _dir: TempDir,
@@ -64,6 +66,7 @@ impl Gate {
             client: reqwest::Client::new(),
             blobs: None,
             rt: None,
+            transport: None,
             stop: None,
             stopped: None,
             _dir: dir,
@@ -81,7 +84,9 @@ impl Gate {
             .build()
             .unwrap();
         let mut web = WebEngineConfig::new(self.config.devices_dir());
-        web.transport = Some(Arc::new(self.sim.transport()));
+        let transport = self.sim.transport();
+        self.transport = Some(transport.clone());
+        web.transport = Some(Arc::new(transport));
         web.http_client = Some(Arc::new(self.sim.http_client()));
         web.wa_version = Some(SIM_VERSION);
         web.start_jitter = Duration::ZERO;
@@ -128,9 +133,14 @@ impl Gate {
         }
     }
 
-    /// The process dies: every task of wagate is dropped where it stands, nothing is
-    /// flushed or acknowledged.
+    /// The process dies: its connections are cut at once (as the kernel closes a dead
+    /// process's sockets), then every task of wagate is dropped where it stands, nothing
+    /// is flushed or acknowledged. Without the cut, tasks that outlive their cancelled
+    /// neighbours for a moment could still talk to WhatsApp, which a dead process cannot.
     fn kill(&mut self) {
+        if let Some(transport) = self.transport.take() {
+            transport.sever();
+        }
         self.stop = None;
         self.stopped = None;
         if let Some(rt) = self.rt.take() {

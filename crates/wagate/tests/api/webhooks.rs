@@ -441,8 +441,30 @@ async fn connection_refused_fails_after_the_configured_attempts_and_redeliver_se
         let e = item["error"].as_str().unwrap();
         assert!(e.contains("connect"), "{e}");
     }
-    // No fourth attempt.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // No fourth attempt: the outbox row itself is closed as failed (the dispatcher only
+    // claims pending rows), with its three attempts; waited on, not slept for.
+    let outbox = {
+        let db = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}?mode=ro",
+            app.config.database_path().display()
+        ))
+        .await
+        .unwrap();
+        let row = eventually("the delivery to be closed", || async {
+            let row: (String, i64) = sqlx::query_as(
+                "SELECT status, attempts FROM webhook_deliveries WHERE device_uid = ?",
+            )
+            .bind(uid)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            (row.0 != "pending").then_some(row)
+        })
+        .await;
+        db.close().await;
+        row
+    };
+    assert_eq!(outbox, ("failed".to_owned(), 3));
     assert_eq!(history(&app, &format!("deviceUid={uid}")).await["total"], 3);
 
     // The receiver is fixed: redeliver sends the same event (same id) again.
