@@ -22,8 +22,6 @@ pub struct TestApp {
     /// at each restart, instead of sharing one in-memory network across restarts.
     journaled: bool,
     running: Option<RunningApp>,
-    /// The app's own runtime, when it can be killed (see [`TestApp::spawn_killable`]).
-    rt: Option<tokio::runtime::Runtime>,
     /// Held so the data directory lives as long as the app.
     #[allow(dead_code)]
     dir: Arc<TempDir>,
@@ -92,79 +90,8 @@ impl TestApp {
             sandbox,
             journaled,
             running: Some(running),
-            rt: None,
             dir,
         }
-    }
-
-    /// An app that can be killed like a process (`kill`): it runs on its own runtime,
-    /// which is dropped without a graceful stop. The sandbox network (WhatsApp's server)
-    /// lives on the test's runtime, in memory, and outlives every kill, so its counters
-    /// see every hand-off across restarts.
-    pub async fn spawn_killable(tweak: impl FnOnce(&mut Config)) -> Self {
-        wagate::telemetry::init(wagate::config::LogFormat::Pretty);
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let mut config = test_config(&dir);
-        tweak(&mut config);
-        let sandbox = SandboxNetwork::new(config.sandbox.clone());
-        let store = app::open_store(&config).await.unwrap();
-        let (_account, key) = accounts::create_account(&store, "test account")
-            .await
-            .unwrap();
-        drop(store);
-        let mut app = Self {
-            base: String::new(),
-            client: reqwest::Client::new(),
-            key: key.secret,
-            config,
-            sandbox,
-            journaled: false,
-            running: None,
-            rt: None,
-            dir,
-        };
-        app.start_killable().await;
-        app
-    }
-
-    /// Starts the app on a fresh runtime of its own, with the shared sandbox network.
-    pub async fn start_killable(&mut self) {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let (config, sandbox) = (self.config.clone(), Arc::clone(&self.sandbox));
-        let running = rt
-            .spawn(async move {
-                app::start(
-                    config,
-                    AppParts {
-                        sandbox: Some(sandbox),
-                        ..AppParts::default()
-                    },
-                )
-                .await
-            })
-            .await
-            .unwrap()
-            .unwrap();
-        self.base = format!("http://{}", running.addr);
-        self.running = Some(running);
-        self.rt = Some(rt);
-    }
-
-    /// The process dies (`kill -9`): its connections to WhatsApp drop, and every task of
-    /// it is dropped where it stands; no shutdown code runs, nothing more is committed.
-    pub async fn kill(&mut self) {
-        let rt = self.rt.take().expect("kill needs spawn_killable");
-        self.sandbox.drop_connections().await;
-        rt.shutdown_background();
-        // Dropped, not forgotten: its database connections close as a dead process's
-        // would (a transaction left open by a dropped task is rolled back, its lock freed).
-        drop(self.running.take());
-        // A device the dying app started again in the meantime is gone too.
-        self.sandbox.drop_connections().await;
     }
 
     /// Another account on the same server: (key, account id).
@@ -201,9 +128,6 @@ impl TestApp {
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
-        }
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
         }
     }
 
@@ -315,15 +239,6 @@ impl TestApp {
             .unwrap();
         let status = resp.status();
         (status, resp.json().await.unwrap())
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // A runtime may not be dropped (blocking) inside the test's runtime.
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
     }
 }
 
