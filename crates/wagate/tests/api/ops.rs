@@ -452,16 +452,7 @@ async fn readyz_fails_while_the_database_cannot_commit() {
     };
     assert_eq!(ready().await.0, StatusCode::OK);
 
-    let mut lock = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        app.config.database_path().display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = crate::support::lock_database(&app.config.database_path()).await;
     let (status, body) = ready().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(body["ok"], false, "{body}");

@@ -2,7 +2,7 @@
 //! failures, budgets, scheduling, and restarts with queued messages.
 
 use crate::support::*;
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 #[tokio::test]
@@ -119,12 +119,7 @@ async fn sends_past_the_daily_budget_are_429() {
     let app = TestApp::spawn().await;
     let device = app.connected_device("b").await;
     let uid = device["deviceUid"].as_str().unwrap();
-    app.call(
-        Method::PATCH,
-        &format!("/v1/developer/devices/{uid}"),
-        Some(json!({ "safety": { "dailyLimit": 2, "hourlyLimit": 10, "minuteLimit": 10 } })),
-    )
-    .await;
+    app.set_limits(uid, 2, 10, 10).await;
     app.send_text(uid, "+201001234567", "1").await;
     app.send_text(uid, "+201001234567", "2").await;
     let (status, body) = app
@@ -146,12 +141,7 @@ async fn the_hourly_budget_holds_sends_back_instead_of_dropping_them() {
     let app = TestApp::spawn().await;
     let device = app.connected_device("h").await;
     let uid = device["deviceUid"].as_str().unwrap();
-    app.call(
-        Method::PATCH,
-        &format!("/v1/developer/devices/{uid}"),
-        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 1, "minuteLimit": 10 } })),
-    )
-    .await;
+    app.set_limits(uid, 100, 1, 10).await;
     let first = app.send_text(uid, "+201001234567", "first").await;
     app.wait_message_status(first["messageId"].as_str().unwrap(), "read")
         .await;
@@ -176,12 +166,7 @@ async fn the_hourly_budget_holds_sends_back_instead_of_dropping_them() {
         .await;
     assert_eq!(m["data"]["status"], "queued");
     // Raising the budget releases it.
-    app.call(
-        Method::PATCH,
-        &format!("/v1/developer/devices/{uid}"),
-        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 10, "minuteLimit": 10 } })),
-    )
-    .await;
+    app.set_limits(uid, 100, 10, 10).await;
     app.wait_message_status(second["messageId"].as_str().unwrap(), "read")
         .await;
 }
@@ -213,12 +198,7 @@ async fn the_per_minute_budget_holds_the_next_send_until_the_minute_turns() {
     let app = TestApp::spawn().await;
     let device = app.connected_device("pm").await;
     let uid = device["deviceUid"].as_str().unwrap();
-    app.call(
-        Method::PATCH,
-        &format!("/v1/developer/devices/{uid}"),
-        Some(json!({ "safety": { "dailyLimit": 100, "hourlyLimit": 100, "minuteLimit": 1 } })),
-    )
-    .await;
+    app.set_limits(uid, 100, 100, 1).await;
     let live = app
         .running()
         .services

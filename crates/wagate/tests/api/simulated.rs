@@ -628,16 +628,7 @@ async fn restarts_reconnect_without_a_scan_and_a_kill_before_the_commit_loses_no
     let carol = gate.sim.create_account("15550000003", "Carol").unwrap();
     let c = gate.sim.connect(&carol).await.unwrap();
     c.wait_connected(STEP).await.unwrap();
-    let mut lock = sqlx::SqliteConnection::connect(&format!(
-        "sqlite://{}",
-        gate.config.database_path().display()
-    ))
-    .await
-    .unwrap();
-    sqlx::query("BEGIN EXCLUSIVE")
-        .execute(&mut lock)
-        .await
-        .unwrap();
+    let mut lock = crate::support::lock_database(&gate.config.database_path()).await;
     let delivered_before = gate.sim.delivered(&b.jid).len();
     c.client()
         .send_text(b.account.pn_jid(), "do not lose me")

@@ -192,6 +192,20 @@ impl TestApp {
         .await
     }
 
+    /// Sets the device's daily, hourly and per-minute budgets.
+    pub async fn set_limits(&self, device: &str, per_day: u32, per_hour: u32, per_minute: u32) {
+        let (status, body) = self
+            .call(
+                Method::PATCH,
+                &format!("/v1/developer/devices/{device}"),
+                Some(json!({ "safety": {
+                    "dailyLimit": per_day, "hourlyLimit": per_hour, "minuteLimit": per_minute
+                } })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
     pub async fn send_text(&self, device: &str, to: &str, text: &str) -> Value {
         let (status, body) = self
             .post(
@@ -306,4 +320,18 @@ pub fn ogg() -> Vec<u8> {
     let mut v = b"OggS\x00\x02\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
     v.extend_from_slice(&[0u8; 64]);
     v
+}
+
+/// Takes SQLite's write lock on the database from outside, as another process holding a
+/// transaction would: every commit of the server blocks until the connection rolls back.
+pub async fn lock_database(path: &std::path::Path) -> sqlx::SqliteConnection {
+    use sqlx::Connection;
+    let mut lock = sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    lock
 }
