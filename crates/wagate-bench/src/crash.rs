@@ -3,8 +3,9 @@
 //! clients got.
 //!
 //! What "exactly once" can be observed as from outside the process (the sandbox network's
-//! hand-off counters live in memory and do not survive a `kill -9`; what its simulated
-//! server owes does, in its journal, as WhatsApp's server state would):
+//! wire log, `sandbox.wire_log`, keeps every hand-off and every message shown across the
+//! kills; what its simulated server owes survives in its journal, as WhatsApp's server
+//! state would):
 //!
 //! - **nothing accepted is lost**: every send that got a 2xx exists afterwards with its
 //!   `clientMessageId`, was handed to the engine and acknowledged, and reached its final
@@ -17,7 +18,8 @@
 //!   of each text, under the sender's WhatsApp id: a resend after a crash carries the same
 //!   id, which WhatsApp (and the recipient's store) shows once, and a resend under a new
 //!   id would show up as a second copy;
-//! - every message that was **read** reached the recipient exactly once;
+//! - every message that was **read** reached the recipient exactly once, and at the wire
+//!   every stored message was shown once and never handed over after its ack was committed;
 //! - **statuses consistent**: each history only moves forward with non-decreasing times
 //!   and ends at the current status;
 //! - **webhooks at least once**: every status step in a history and every message the
@@ -96,6 +98,8 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         ("WAGATE_SENDING__RETRY_MAX_MS", "1000"),
         ("WAGATE_SENDING__LEASE_SECS", "5"),
         ("WAGATE_WEBHOOKS__BACKOFF_BASE_MS", "100"),
+        // Every hand-off and every message shown, on disk across the kills.
+        ("WAGATE_SANDBOX__WIRE_LOG", "true"),
     ];
     let mut server = Server::start(bin, dir.path(), server::free_port()?, &env).await?;
     let api = Api::new(&server.base, &key);
@@ -328,6 +332,26 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
             ));
         }
     }
+    // At the wire, which outlives the kills: each stored message shown to the recipient
+    // exactly once, and never handed over again after its ack was committed.
+    let pids: Vec<String> = messages
+        .iter()
+        .filter_map(|m| m["providerMessageId"].as_str().map(str::to_owned))
+        .collect();
+    if pids.len() != messages.len() {
+        problems.push(format!(
+            "{} of {} messages have no providerMessageId",
+            messages.len() - pids.len(),
+            messages.len()
+        ));
+    }
+    let wire = crate::inflight::read_wire_log(dir.path())?;
+    let handoffs: u32 = wire.values().map(|w| w.handoffs).sum();
+    problems.extend(crate::inflight::exactly_once_problems(&pids, &wire));
+    out!(
+        "wire log: {handoffs} hand-offs of {} WhatsApp ids, each shown once unless listed below",
+        wire.len()
+    );
     if inbound.len() > messages.len() {
         problems.push(format!(
             "recipient holds {} messages for {} sent",

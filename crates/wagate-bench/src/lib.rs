@@ -15,6 +15,7 @@ macro_rules! out {
 pub mod baseline;
 pub mod bench;
 pub mod crash;
+pub mod inflight;
 pub mod load;
 pub mod server;
 pub mod sink;

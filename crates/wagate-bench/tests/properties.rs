@@ -124,6 +124,7 @@ fn every_request_body_gets_no_500_and_the_error_shape() {
             link_delay_ms: 10,
             delivered_delay_ms: 10,
             read_delay_ms: 10,
+            ..SandboxConfig::default()
         },
         ..Config::default()
     };

@@ -157,6 +157,15 @@ pub struct SandboxConfig {
     pub delivered_delay_ms: u64,
     /// Delay from "delivered" to "read" (and "played" for voice notes) (`WAGATE_SANDBOX__READ_DELAY_MS`).
     pub read_delay_ms: u64,
+    /// Round trip of the simulated network (`WAGATE_SANDBOX__ACK_DELAY_MS`): a message
+    /// handed over reaches the server half of it later, and its ack reaches the gateway the
+    /// other half after that, so messages are in flight (a crash loses those still on the
+    /// wire). 0: the server takes it during the hand-off and acks at once.
+    pub ack_delay_ms: u64,
+    /// Append what crosses the simulated wire (every hand-off, every message shown to a
+    /// recipient, every committed server ack) to `sandbox/wire.log` in the data directory
+    /// (`WAGATE_SANDBOX__WIRE_LOG`), so a test can count "exactly once" across `kill -9`.
+    pub wire_log: bool,
 }
 
 impl Default for SandboxConfig {
@@ -165,6 +174,8 @@ impl Default for SandboxConfig {
             link_delay_ms: 200,
             delivered_delay_ms: 300,
             read_delay_ms: 700,
+            ack_delay_ms: 0,
+            wire_log: false,
         }
     }
 }

@@ -26,3 +26,18 @@ async fn nothing_accepted_is_lost_across_kill_9_restarts() {
         panic!("crash test failed: {e:#}");
     }
 }
+
+/// A `kill -9` aimed at the moment messages are both queued (held back by a per-minute
+/// budget) and in flight (taken by the simulated server, its ack not yet committed): after
+/// the restart each is shown to the recipient exactly once, counted in the sandbox's wire
+/// log that outlives the process (`wagate-bench`'s `inflight` module).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_with_messages_queued_and_in_flight_shows_each_exactly_once() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
+    match wagate_bench::inflight::run(bin, wagate_bench::inflight::Args::default()).await {
+        Ok(at) => {
+            assert!(!at.in_flight.is_empty() && !at.queued.is_empty());
+        }
+        Err(e) => panic!("in-flight kill test failed: {e:#}"),
+    }
+}

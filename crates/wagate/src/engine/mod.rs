@@ -5,6 +5,7 @@
 
 pub mod sandbox;
 mod sandbox_journal;
+mod sandbox_wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;

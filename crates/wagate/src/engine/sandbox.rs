@@ -23,6 +23,7 @@
 //! the recipient twice was resent under a new id).
 
 use super::sandbox_journal::{Journal, Owed, OwedInbound};
+use super::sandbox_wire::WireLog;
 use crate::config::SandboxConfig;
 use async_trait::async_trait;
 use rand::Rng;
@@ -47,6 +48,8 @@ pub struct SandboxNetwork {
     /// Where the server keeps what it accepted; `None`: in memory only (tests that never
     /// restart).
     journal: Option<Journal>,
+    /// What crossed the wire, on disk (`sandbox.wire_log`; only with a journal).
+    wire: Option<WireLog>,
     /// The runtime the network's own timers run on: the one it was created on, so an
     /// in-memory network outlives a gateway that runs (and dies) on another runtime, as
     /// WhatsApp's server outlives a crashed gateway.
@@ -94,6 +97,7 @@ impl SandboxNetwork {
             config,
             state: Mutex::new(NetworkState::default()),
             journal: None,
+            wire: None,
             rt: tokio::runtime::Handle::try_current().ok(),
             handing: AtomicUsize::new(0),
         })
@@ -101,9 +105,15 @@ impl SandboxNetwork {
 
     /// A network whose server state survives crashes, journaled at `path`: what it owed
     /// when the process died (deliveries, receipts) is handed out again as the devices come
-    /// back. Call from within the tokio runtime.
+    /// back. With `wire_log` on, what crosses the wire is appended to `wire.log` beside
+    /// it. Call from within the tokio runtime.
     pub fn open(config: SandboxConfig, path: &Path) -> std::io::Result<Arc<Self>> {
         let (journal, replayed) = Journal::open(path)?;
+        let wire = if config.wire_log {
+            Some(WireLog::open(&path.with_file_name("wire.log"))?)
+        } else {
+            None
+        };
         let owed: Vec<Owed> = replayed.owed.values().cloned().collect();
         let network = Arc::new(Self {
             config,
@@ -113,6 +123,7 @@ impl SandboxNetwork {
                 ..NetworkState::default()
             }),
             journal: Some(journal),
+            wire,
             rt: tokio::runtime::Handle::try_current().ok(),
             handing: AtomicUsize::new(0),
         });
@@ -405,6 +416,114 @@ impl SandboxNetwork {
     }
 }
 
+/// A message on its way to the simulated server.
+struct Taken {
+    sender: DeviceUid,
+    /// The sending device's events (for the server ack).
+    events: Arc<dyn EngineEvents>,
+    message: OutgoingMessage,
+    /// The sandbox device answering for the recipient's number, with what it will see.
+    to_peer: Option<(DeviceUid, IncomingMessage)>,
+}
+
+impl SandboxNetwork {
+    /// The simulated server takes a message: journals it (the first time its id is seen;
+    /// a resend carries the same id and is shown once), then acknowledges it to the sender
+    /// after `ack_after`, then delivers it (or schedules its receipts).
+    async fn take(self: Arc<Self>, t: Taken, ack_after: Duration) -> Result<(), EngineError> {
+        let pid = t.message.provider_message_id.clone();
+        let to = t.message.to.digits().to_owned();
+        let first_delivery = {
+            let mut st = self.state();
+            let first = st.delivered.insert(pid.clone());
+            if first {
+                *st.handed.entry(pid.clone()).or_insert(0) += 1;
+                let text = match &t.message.content {
+                    OutgoingContent::Text { text } => Some(text.clone()),
+                    OutgoingContent::Media { caption, .. } => caption.clone(),
+                };
+                st.shown
+                    .entry(to.clone())
+                    .or_default()
+                    .push((pid.clone(), text));
+            }
+            first
+        };
+        let is_voice = matches!(
+            &t.message.content,
+            OutgoingContent::Media {
+                kind: MessageKind::Voice,
+                ..
+            }
+        );
+        let to_peer = if first_delivery { t.to_peer } else { None };
+        if first_delivery {
+            // Like WhatsApp's server, the sandbox keeps what it accepted before it
+            // acknowledges it, so a crash of this process cannot lose what it owes.
+            let owed = Owed {
+                pid: pid.clone(),
+                sender: t.sender.as_str().to_owned(),
+                voice: is_voice,
+                inbound: to_peer.as_ref().map(|(peer, m)| OwedInbound::new(peer, m)),
+            };
+            if let Err(e) = self.accept(owed).await {
+                let mut st = self.state();
+                st.delivered.remove(&pid);
+                if let Some(n) = st.handed.get_mut(&pid) {
+                    *n = n.saturating_sub(1);
+                }
+                if let Some(shown) = st.shown.get_mut(&to) {
+                    shown.retain(|(p, _)| *p != pid);
+                }
+                return Err(EngineError::Transient(format!(
+                    "the sandbox server could not record the message: {e}"
+                )));
+            }
+            // Shown only once the server has it for good (journaled): a kill before that
+            // loses the hand-off, not the recipient's view.
+            if let Some(w) = &self.wire {
+                w.shown(&pid, &to);
+            }
+        }
+        // The ack arrives on its own, as a socket's would: the sender does not wait for it.
+        let (events, uid) = (t.events, t.sender);
+        tokio::spawn(async move {
+            if !ack_after.is_zero() {
+                tokio::time::sleep(ack_after).await;
+            }
+            let acked = events
+                .emit(EngineEvent::ServerAck {
+                    provider_message_id: pid.clone(),
+                    error: None,
+                })
+                .await;
+            match acked {
+                Ok(()) => {
+                    self.state().acked.insert(pid.clone());
+                    if let Some(w) = &self.wire {
+                        w.acked(&pid);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "sandbox event not committed"),
+            }
+            if !first_delivery {
+                // The same message again: WhatsApp shows it once.
+                return;
+            }
+            match to_peer {
+                // The recipient's phone acknowledges once it has the message.
+                Some((peer, incoming)) => self.deliver_later(
+                    peer,
+                    Duration::from_millis(5),
+                    EngineEvent::Inbound(incoming),
+                ),
+                None => self.schedule_receipts(uid, pid, is_voice),
+            }
+        });
+        Ok(())
+    }
+}
+
 /// Counts an event being handed to a device while it lives (also when its task is dropped).
 struct Handing<'a>(&'a AtomicUsize);
 
@@ -610,100 +729,43 @@ impl EngineSession for SandboxSession {
                 *st.after_ack.entry(pid.clone()).or_insert(0) += 1;
             }
         }
+        if let Some(w) = &self.network.wire {
+            w.handoff(&pid, to);
+        }
         if to.ends_with("0700") && self.network.state().ack_lost.insert(pid.clone()) {
             // Written to the socket, which then died before the server had it: the engine
             // reported success, no ack will ever come, and the recipient has nothing.
             return Ok(());
         }
-        let first_delivery = {
-            let mut st = self.network.state();
-            if to.ends_with("0500") && st.transient_failed.insert(pid.clone()) {
-                return Err(EngineError::Transient(
-                    "simulated network hiccup (number ends in 0500)".into(),
-                ));
-            }
-            let first = st.delivered.insert(pid.clone());
-            if first {
-                *st.handed.entry(pid.clone()).or_insert(0) += 1;
-                let text = match &message.content {
-                    OutgoingContent::Text { text } => Some(text.clone()),
-                    OutgoingContent::Media { caption, .. } => caption.clone(),
-                };
-                st.shown
-                    .entry(to.to_owned())
-                    .or_default()
-                    .push((pid.clone(), text));
-            }
-            first
-        };
-        // Like WhatsApp's server, the sandbox acknowledges at once (once the message is
-        // journaled), duplicates included (a resend after a crash carries the same id),
-        // before anything else happens. The ack arrives on its own, as a socket's would:
-        // the sender does not wait for it.
-        let is_voice = matches!(
-            &message.content,
-            OutgoingContent::Media {
-                kind: MessageKind::Voice,
-                ..
-            }
-        );
-        let to_peer = first_delivery
-            .then(|| self.network.device_for(&message.to))
-            .flatten()
-            .map(|peer| (peer, incoming_from(self, &message)));
-        if first_delivery {
-            // Like WhatsApp's server, the sandbox keeps what it accepted before it
-            // acknowledges it, so a crash of this process cannot lose what it owes.
-            let owed = Owed {
-                pid: pid.clone(),
-                sender: self.uid.as_str().to_owned(),
-                voice: is_voice,
-                inbound: to_peer.as_ref().map(|(peer, m)| OwedInbound::new(peer, m)),
-            };
-            if let Err(e) = self.network.accept(owed).await {
-                let mut st = self.network.state();
-                st.delivered.remove(&pid);
-                if let Some(n) = st.handed.get_mut(&pid) {
-                    *n = n.saturating_sub(1);
-                }
-                if let Some(shown) = st.shown.get_mut(to) {
-                    shown.retain(|(p, _)| *p != pid);
-                }
-                return Err(EngineError::Transient(format!(
-                    "the sandbox server could not record the message: {e}"
-                )));
-            }
+        if to.ends_with("0500") && self.network.state().transient_failed.insert(pid.clone()) {
+            return Err(EngineError::Transient(
+                "simulated network hiccup (number ends in 0500)".into(),
+            ));
         }
-        let (events, network, uid) = (
-            Arc::clone(&self.events),
-            Arc::clone(&self.network),
-            self.uid.clone(),
-        );
+        let to_peer = self
+            .network
+            .device_for(&message.to)
+            .map(|peer| (peer, incoming_from(self, &message)));
+        let taken = Taken {
+            sender: self.uid.clone(),
+            events: Arc::clone(&self.events),
+            message,
+            to_peer,
+        };
+        let latency = Duration::from_millis(self.network.config.ack_delay_ms / 2);
+        if latency.is_zero() {
+            // Like WhatsApp's server, the sandbox acknowledges at once (once the message
+            // is journaled), duplicates included, before anything else happens.
+            return Arc::clone(&self.network).take(taken, latency).await;
+        }
+        // A slow network: the message is on the wire (the socket write succeeded) and
+        // reaches the server half the delay later; the ack takes the other half back. A
+        // crash before the server has it loses it: the gateway must send it again.
+        let network = Arc::clone(&self.network);
         tokio::spawn(async move {
-            let acked = events
-                .emit(EngineEvent::ServerAck {
-                    provider_message_id: pid.clone(),
-                    error: None,
-                })
-                .await;
-            match acked {
-                Ok(()) => {
-                    network.state().acked.insert(pid.clone());
-                }
-                Err(e) => tracing::warn!(error = %e, "sandbox event not committed"),
-            }
-            if !first_delivery {
-                // The same message again: WhatsApp shows it once.
-                return;
-            }
-            match to_peer {
-                // The recipient's phone acknowledges once it has the message.
-                Some((peer, incoming)) => network.deliver_later(
-                    peer,
-                    Duration::from_millis(5),
-                    EngineEvent::Inbound(incoming),
-                ),
-                None => network.schedule_receipts(uid, pid, is_voice),
+            tokio::time::sleep(latency).await;
+            if let Err(e) = network.take(taken, latency).await {
+                tracing::warn!(error = %e, "sandbox server lost a message on the wire");
             }
         });
         Ok(())

@@ -35,6 +35,7 @@ pub fn test_config(dir: &TempDir) -> Config {
             link_delay_ms: 30,
             delivered_delay_ms: 60,
             read_delay_ms: 80,
+            ..SandboxConfig::default()
         },
         sending: SendingConfig {
             retry_base_ms: 100,

@@ -35,6 +35,7 @@ impl TestApp {
                 link_delay_ms: 100,
                 delivered_delay_ms: 400,
                 read_delay_ms: 600,
+                ..SandboxConfig::default()
             },
             sending: SendingConfig {
                 retry_base_ms: 100,
