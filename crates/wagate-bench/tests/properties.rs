@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wagate::app::{self, AppParts};
 use wagate::config::{Config, SandboxConfig};
 use wagate::engine::sandbox::SandboxNetwork;
-use wagate::service::accounts;
+use wagate::service::AccountService;
 
 struct Endpoint {
     method: reqwest::Method,
@@ -129,9 +129,9 @@ fn every_request_body_gets_no_500_and_the_error_shape() {
         ..Config::default()
     };
     let (running, key) = rt.block_on(async {
-        let store = app::open_store(&config).await.unwrap();
-        let (_account, key) = accounts::create_account(&store, "props").await.unwrap();
-        drop(store);
+        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let (_account, key) = accounts.create_account("props").await.unwrap();
+        drop(accounts);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());
         let running = app::start(
             config.clone(),

@@ -7,6 +7,7 @@ use crate::config::{Config, Synchronous};
 use crate::engine::Engines;
 use crate::engine::sandbox::{SandboxEngine, SandboxNetwork};
 use crate::http;
+use crate::keys::ServerKeys;
 use crate::runtime::DeviceRuntime;
 use crate::service::Services;
 use anyhow::Context;
@@ -31,12 +32,44 @@ pub struct AppParts {
     pub engines: Vec<Arc<dyn Engine>>,
 }
 
+/// What the server is built from: the opened store and media, the device runtime, the
+/// sandbox network and the keys read at start. The area [`Services`] are made from it;
+/// the webhook dispatcher, the simulator and tests use the parts directly. Handlers never
+/// see it.
+#[derive(Clone)]
+pub struct Resources {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub blobs: BlobStore,
+    pub runtime: Arc<DeviceRuntime>,
+    pub sandbox: Arc<SandboxNetwork>,
+    pub keys: ServerKeys,
+}
+
+impl Resources {
+    /// The area services over these parts (the HTTP state).
+    pub fn services(&self) -> Services {
+        Services::new(
+            Arc::clone(&self.config),
+            Arc::clone(&self.store),
+            self.blobs.clone(),
+            Arc::clone(&self.runtime),
+            Arc::clone(&self.sandbox),
+            self.keys.clone(),
+        )
+    }
+}
+
 /// A running server.
 pub struct RunningApp {
     pub addr: SocketAddr,
     /// Where `metrics.listen` serves `/metrics`, when configured.
     pub metrics_addr: Option<SocketAddr>,
-    pub services: Services,
+    /// The parts it runs on (named `services` for the tests and tools that reach into
+    /// the store or runtime of a running server).
+    pub services: Resources,
+    /// The area services the HTTP edge calls.
+    pub api: Services,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     webhooks: crate::webhook::Dispatcher,
@@ -82,6 +115,13 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     config.metrics.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    // Read once here, never per request.
+    let keys = ServerKeys::load(&config.data_dir).with_context(|| {
+        format!(
+            "reading the server keys in the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
     let blobs = BlobStore::local(&config.media_dir())?;
     let sandbox = match parts.sandbox {
@@ -110,17 +150,19 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let services = Services {
+    let services = Resources {
         config: Arc::new(config),
         store,
         blobs,
         runtime,
         sandbox,
+        keys,
     };
+    let api = services.services();
     let shutdown = CancellationToken::new();
     let base_url = services.config.media_base_url(|| format!("http://{addr}"));
     let webhooks = crate::webhook::Dispatcher::start(&services, base_url).await?;
-    let router = http::router(services.clone());
+    let router = http::router(api.clone());
     let limits = http::server::Limits::from(&services.config.http);
     let server = tokio::spawn(http::server::serve(
         listener,
@@ -132,12 +174,13 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
 
     // Metrics on their own address, apart from the main listener; stopped by the same
     // shutdown signal.
-    let metrics_addr = start_metrics_listener(&services, &shutdown).await?;
+    let metrics_addr = start_metrics_listener(&services.config, &api, &shutdown).await?;
 
     Ok(RunningApp {
         addr,
         metrics_addr,
         services,
+        api,
         shutdown,
         server,
         webhooks,
@@ -146,10 +189,11 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
 
 /// Serves `/metrics` alone on `metrics.listen`, if configured.
 async fn start_metrics_listener(
+    config: &Config,
     services: &Services,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<SocketAddr>> {
-    let Some(listen) = services.config.metrics.listen else {
+    let Some(listen) = config.metrics.listen else {
         return Ok(None);
     };
     let listener = tokio::net::TcpListener::bind(listen)

@@ -7,12 +7,13 @@
 
 use crate::app::{self, AppParts};
 use crate::config::Config;
-use crate::service::{ServiceError, accounts};
+use crate::service::{AccountService, ServiceError};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use wagate_core::store::Store;
 use wagate_core::{AccountId, ApiKeyId};
 
@@ -121,9 +122,9 @@ fn parse_account(s: &str) -> anyhow::Result<AccountId> {
 }
 
 /// The account named by `--account`, which must exist.
-async fn existing_account(store: &dyn Store, s: &str) -> anyhow::Result<AccountId> {
+async fn existing_account(accounts: &AccountService, s: &str) -> anyhow::Result<AccountId> {
     let id = parse_account(s)?;
-    match accounts::get_account(store, &id).await {
+    match accounts.get_account(&id).await {
         Ok(account) => Ok(account.id),
         Err(ServiceError::NotFound(_)) => Err(anyhow::anyhow!(
             "no such account: {id} (`wagate account list` shows them)"
@@ -186,16 +187,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !matches!(cmd, AccountCommand::Create { init: true, .. }) {
                 require_data_dir(&config)?;
             }
-            let store = app::open_store(&config).await?;
+            let store: Arc<dyn Store> = Arc::new(app::open_store(&config).await?);
+            let accounts = AccountService::new(store);
             match cmd {
                 AccountCommand::List => {
-                    let all = accounts::list_accounts(&store)
+                    let all = accounts
+                        .list_accounts()
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(&serde_json::to_value(all).context("listing accounts")?)?;
                 }
                 AccountCommand::Create { name, .. } => {
-                    let (account, key) = accounts::create_account(&store, &name)
+                    let (account, key) = accounts
+                        .create_account(&name)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(
@@ -203,8 +207,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                 }
                 AccountCommand::Key(KeyCommand::Create { account }) => {
-                    let account = existing_account(&store, &account).await?;
-                    let key = accounts::create_key(&store, &account)
+                    let account = existing_account(&accounts, &account).await?;
+                    let key = accounts
+                        .create_key(&account)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(
@@ -212,17 +217,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     )?;
                 }
                 AccountCommand::Key(KeyCommand::List { account }) => {
-                    let account = existing_account(&store, &account).await?;
-                    let keys = accounts::list_keys(&store, &account)
+                    let account = existing_account(&accounts, &account).await?;
+                    let keys = accounts
+                        .list_keys(&account)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(&serde_json::to_value(keys).context("listing keys")?)?;
                 }
                 AccountCommand::Key(KeyCommand::Revoke { account, key }) => {
-                    let account = existing_account(&store, &account).await?;
+                    let account = existing_account(&accounts, &account).await?;
                     let key = ApiKeyId::parse(&key)
                         .map_err(|_| anyhow::anyhow!("--key must be a key id (key_…)"))?;
-                    accounts::revoke_key(&store, &account, &key)
+                    accounts
+                        .revoke_key(&account, &key)
                         .await
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
                     print_json(&serde_json::json!({ "id": key.to_string(), "revoked": true }))?;

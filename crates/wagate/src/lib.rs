@@ -10,6 +10,8 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod keys;
+pub mod net;
 pub mod runtime;
 pub mod service;
 #[cfg(feature = "simulator")]

@@ -8,8 +8,8 @@
 //! scans every QR code wagate shows (each device gets a fresh account, `+1555…`), so
 //! devices link without a phone; pair codes are entered the same way.
 
+use crate::app::Resources;
 use crate::config::Config;
-use crate::service::Services;
 use anyhow::Context;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,7 +62,11 @@ pub fn web_engine(config: &Config, sim: &Simulator) -> anyhow::Result<Arc<WebEng
 
 /// Simulated phones: every QR code a device shows is scanned by a new simulated account.
 /// Stops when `stop` is cancelled.
-pub fn spawn_phones(services: Services, sim: Simulator, stop: CancellationToken) -> JoinHandle<()> {
+pub fn spawn_phones(
+    services: Resources,
+    sim: Simulator,
+    stop: CancellationToken,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut next = FIRST_NUMBER;
         let mut scanned: HashSet<String> = HashSet::new();

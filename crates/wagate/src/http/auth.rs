@@ -2,7 +2,6 @@
 
 use super::error::ApiError;
 use crate::service::Services;
-use crate::service::accounts;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use wagate_core::AccountId;
@@ -25,7 +24,7 @@ impl FromRequestParts<Services> for ApiKeyAccount {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
-        match accounts::authenticate(services.store.as_ref(), key).await? {
+        match services.accounts.authenticate(key).await? {
             Some(account) => Ok(Self(account)),
             None => Err(ApiError::unauthorized()),
         }

@@ -19,6 +19,40 @@ pub struct FieldError {
     pub message: String,
 }
 
+/// Collects every field error of a request so a client fixes them in one round: the one
+/// collector of both dialects (each reports through it in its own field names).
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError {
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+
+    /// The value, or `None` with the error's fields noted.
+    pub fn check<T, E: Into<ApiError>>(&mut self, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.0.extend(e.into().details);
+                None
+            }
+        }
+    }
+
+    /// A 422 naming every field noted, if any was.
+    pub fn finish(self) -> Result<(), ApiError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid_fields(self.0))
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Always `false`.

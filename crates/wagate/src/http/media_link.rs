@@ -1,9 +1,10 @@
 //! Signed, expiring links to media, so a webhook receiver can download a received file
 //! without an API key: `GET /media/{mediaId}?expires=<unix seconds>&signature=<…>`.
 //!
-//! The signature is HMAC-SHA256 over `{mediaId}.{expires}` with a server key kept under
-//! the data directory (made on first start), so links survive restarts and cannot be
-//! forged or extended; a tampered, expired or foreign link is a 401.
+//! The signature is HMAC-SHA256 over `{mediaId}.{expires}` with the server key of
+//! [`crate::keys`] (read once at start), so links survive restarts and cannot be forged
+//! or extended; a tampered, expired or foreign link is a 401. Checking the link and
+//! reading the file is `MediaService::open_link`; this module shapes the download.
 
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::query::ApiQuery;
@@ -15,101 +16,11 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, Mac};
-use rand::RngCore;
 use serde::Deserialize;
-use std::path::{Path as FsPath, PathBuf};
-use subtle::ConstantTimeEq;
-use wagate_core::MediaId;
-use wagate_core::store::StoreError;
 
-const KEY_FILE: &str = "media-link.key";
-
-/// The server key that signs media links.
-#[derive(Clone)]
-pub struct MediaLinkKey([u8; 32]);
-
-impl std::fmt::Debug for MediaLinkKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MediaLinkKey(…)")
-    }
-}
-
-impl MediaLinkKey {
-    /// Reads the key under `data_dir`, creating it on first use.
-    pub fn load_or_create(data_dir: &FsPath) -> std::io::Result<Self> {
-        let path: PathBuf = data_dir.join(KEY_FILE);
-        if let Some(key) = Self::read(&path)? {
-            return Ok(key);
-        }
-        let mut key = [0u8; 32];
-        rand::thread_rng().fill_bytes(&mut key);
-        // `create_new`: when two starters race, one writes and both read the winner's key.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                f.write_all(hex::encode(key).as_bytes())?;
-                f.sync_all()?;
-                Ok(Self(key))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::read(&path)?
-                .ok_or_else(|| std::io::Error::other("media link key file is empty")),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn read(path: &FsPath) -> std::io::Result<Option<Self>> {
-        match std::fs::read_to_string(path) {
-            Ok(s) => {
-                let bytes = hex::decode(s.trim())
-                    .ok()
-                    .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-                    .ok_or_else(|| {
-                        std::io::Error::other(format!(
-                            "{} is not a 32-byte hex key",
-                            path.display()
-                        ))
-                    })?;
-                Ok(Some(Self(bytes)))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn mac(&self, media: &str, expires: i64) -> Vec<u8> {
-        // HMAC accepts any key length: a 32-byte key cannot be refused.
-        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(&self.0) else {
-            return Vec::new();
-        };
-        mac.update(media.as_bytes());
-        mac.update(b".");
-        mac.update(expires.to_string().as_bytes());
-        mac.finalize().into_bytes().to_vec()
-    }
-
-    /// `{base}/media/{id}?expires=…&signature=…`.
-    pub fn link(&self, base: &str, media: &str, expires: i64) -> String {
-        let sig = URL_SAFE_NO_PAD.encode(self.mac(media, expires));
-        format!(
-            "{}/media/{media}?expires={expires}&signature={sig}",
-            base.trim_end_matches('/')
-        )
-    }
-
-    pub fn verify(&self, media: &str, expires: i64, signature: &str) -> bool {
-        let Ok(given) = URL_SAFE_NO_PAD.decode(signature) else {
-            return false;
-        };
-        bool::from(self.mac(media, expires).ct_eq(&given))
-    }
-}
+/// The key moved to [`crate::keys`] (the webhook dispatcher signs links too); named here
+/// as well for the callers that know it by its old place.
+pub use crate::keys::MediaLinkKey;
 
 pub fn router() -> Router<Services> {
     Router::new()
@@ -140,23 +51,8 @@ pub async fn download(
     let (Some(expires), Some(signature)) = (q.expires, q.signature) else {
         return Err(refused());
     };
-    let key = MediaLinkKey::load_or_create(&s.config.data_dir).map_err(ApiError::internal)?;
-    if !key.verify(&media_id, expires, &signature) {
+    let Some((media, data)) = s.media.open_link(&media_id, expires, &signature).await? else {
         return Err(refused());
-    }
-    if expires < wagate_core::time::now().timestamp() {
-        return Err(refused());
-    }
-    let id = MediaId::parse(&media_id).map_err(|_| ApiError::not_found("media"))?;
-    let media = match s.store.get_media_by_id(&id).await {
-        Ok(m) => m,
-        Err(StoreError::NotFound) => return Err(ApiError::not_found("media")),
-        Err(e) => return Err(e.into()),
-    };
-    let data = match s.blobs.get(&id).await {
-        Ok(d) => d,
-        Err(crate::blob::BlobError::NotFound) => return Err(ApiError::not_found("media")),
-        Err(e) => return Err(ApiError::internal(e)),
     };
     let mut response = (StatusCode::OK, data).into_response();
     let headers = response.headers_mut();
@@ -246,20 +142,6 @@ const RFC5987: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn links_verify_and_tampering_is_detected() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = MediaLinkKey::load_or_create(dir.path()).unwrap();
-        let again = MediaLinkKey::load_or_create(dir.path()).unwrap();
-        assert_eq!(key.0, again.0, "the key persists");
-        let link = key.link("http://x", "med_a", 100);
-        let sig = link.split("signature=").nth(1).unwrap();
-        assert!(key.verify("med_a", 100, sig));
-        assert!(!key.verify("med_b", 100, sig));
-        assert!(!key.verify("med_a", 101, sig));
-        assert!(!key.verify("med_a", 100, "AAAA"));
-    }
 
     #[test]
     fn file_names_cannot_break_the_header() {

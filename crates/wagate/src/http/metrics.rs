@@ -1,5 +1,5 @@
-//! Prometheus metrics, read at scrape time from the runtime (no background aggregation
-//! to keep in sync).
+//! Prometheus metrics, sampled at scrape time through `OpsService::metric_samples` (no
+//! background aggregation to keep in sync).
 //!
 //! They are not public: they say how many devices run and how busy they are. On the main
 //! listener `/metrics` needs `Authorization: Bearer <metrics.token>` and does not exist
@@ -12,8 +12,8 @@
 //! (`metrics.per_device`).
 
 use super::error::ApiError;
-use crate::runtime::{DeviceCounters, DeviceSample};
 use crate::service::Services;
+use crate::service::ops::{DeviceCounters, DeviceSample};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -52,7 +52,7 @@ const COUNTERS: [Family; 4] = [
 
 /// `/metrics` on the main listener: only with the configured bearer token.
 pub async fn metrics(State(s): State<Services>, headers: HeaderMap) -> Response {
-    let Some(token) = s.config.metrics.token.as_deref() else {
+    let Some(token) = s.ops.metrics_config().token.as_deref() else {
         // Not configured: the endpoint does not exist here, as for any unknown path.
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such endpoint.")
             .into_response();
@@ -66,7 +66,7 @@ pub async fn metrics(State(s): State<Services>, headers: HeaderMap) -> Response 
 /// `/metrics` on `metrics.listen`: the token is required when one is configured; without
 /// one the listener is loopback-only (checked at startup).
 async fn metrics_listener(State(s): State<Services>, headers: HeaderMap) -> Response {
-    if let Some(token) = s.config.metrics.token.as_deref()
+    if let Some(token) = s.ops.metrics_config().token.as_deref()
         && !bearer_matches(&headers, token)
     {
         return unauthorized();
@@ -116,9 +116,9 @@ fn unauthorized() -> Response {
 }
 
 fn exposition(s: &Services) -> Response {
-    let samples = s.runtime.metric_samples();
+    let samples = s.ops.metric_samples();
     let mut out = render_totals(&samples);
-    if s.config.metrics.per_device {
+    if s.ops.metrics_config().per_device {
         out.push_str(&render_per_device(&samples));
     }
     (

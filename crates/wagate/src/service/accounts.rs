@@ -4,10 +4,12 @@
 use super::{ServiceError, ServiceResult};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use subtle::ConstantTimeEq;
 use wagate_core::account::{Account, ApiKey, MAX_ACTIVE_API_KEYS, NewApiKey};
+use wagate_core::device::Device;
 use wagate_core::store::{Store, StoreError};
-use wagate_core::{AccountId, ApiKeyId, time};
+use wagate_core::{AccountId, ApiKeyId, DeviceUid, time};
 
 const KEY_PREFIX: &str = "wak_";
 /// Characters of a key kept in clear to find its row: `wak_` + 8 hex.
@@ -121,6 +123,66 @@ pub async fn revoke_key(
     match store.revoke_api_key(account, key, time::now()).await {
         Err(StoreError::NotFound) => Err(ServiceError::NotFound("API key")),
         other => Ok(other?),
+    }
+}
+
+/// Accounts, their API keys, and authenticating the callers of both dialects.
+#[derive(Clone)]
+pub struct AccountService {
+    store: Arc<dyn Store>,
+}
+
+impl AccountService {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// A new account (name checked like a device's) with its first API key.
+    pub async fn create_account(&self, name: &str) -> ServiceResult<(Account, IssuedKey)> {
+        create_account(self.store.as_ref(), name).await
+    }
+
+    pub async fn get_account(&self, id: &AccountId) -> ServiceResult<Account> {
+        get_account(self.store.as_ref(), id).await
+    }
+
+    pub async fn list_accounts(&self) -> ServiceResult<Vec<Account>> {
+        list_accounts(self.store.as_ref()).await
+    }
+
+    /// A new API key for the account, within [`MAX_ACTIVE_API_KEYS`].
+    pub async fn create_key(&self, account: &AccountId) -> ServiceResult<IssuedKey> {
+        create_key(self.store.as_ref(), account).await
+    }
+
+    pub async fn list_keys(&self, account: &AccountId) -> ServiceResult<Vec<ApiKey>> {
+        list_keys(self.store.as_ref(), account).await
+    }
+
+    pub async fn revoke_key(&self, account: &AccountId, key: &ApiKeyId) -> ServiceResult<()> {
+        revoke_key(self.store.as_ref(), account, key).await
+    }
+
+    /// The account an API key belongs to, if the key is valid and not revoked (Msgera's
+    /// `X-API-Key`).
+    pub async fn authenticate(&self, secret: &str) -> ServiceResult<Option<AccountId>> {
+        authenticate(self.store.as_ref(), secret).await
+    }
+
+    /// The device whose instance token `token` is (MegaMsg's `Authorization: Bearer` with
+    /// `X-Instance-Id`); `None` for an unknown device or a wrong or rotated-away token,
+    /// alike. Only the token's SHA-256 is stored; it is compared in constant time.
+    pub async fn authenticate_instance(
+        &self,
+        uid: &DeviceUid,
+        token: &str,
+    ) -> ServiceResult<Option<Device>> {
+        let presented = super::devices::instance_token_hash(token);
+        match self.store.get_instance_credential(uid).await {
+            Ok((device, stored)) if bool::from(presented.ct_eq(&stored)) => Ok(Some(device)),
+            Ok(_) | Err(StoreError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

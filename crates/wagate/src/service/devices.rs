@@ -1,11 +1,14 @@
 //! Devices: create (and start), read with live budgets, change, delete; instance tokens
 //! for the MegaMsg dialect.
 
-use super::{ServiceError, ServiceResult, Services};
+use super::port::{DeviceControl, Outbox};
+use super::{ServiceError, ServiceResult};
 use crate::runtime::DeviceCounters;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use wagate_core::device::{Device, DevicePatch, EngineKind, NewDevice, Pacing, SafetyLimits};
+use wagate_core::store::Store;
 use wagate_core::store::{BudgetUsage, Page, PageRequest, StoreError};
 use wagate_core::{AccountId, DeviceUid, time};
 
@@ -93,7 +96,27 @@ pub fn validate_pacing(p: &Pacing, field: &str) -> ServiceResult<()> {
     Ok(())
 }
 
-impl Services {
+/// Devices: create, read with live budgets, change, delete (linking is `LinkingService`).
+#[derive(Clone)]
+pub struct DeviceService {
+    store: Arc<dyn Store>,
+    control: Arc<dyn DeviceControl>,
+    outbox: Arc<dyn Outbox>,
+}
+
+impl DeviceService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        control: Arc<dyn DeviceControl>,
+        outbox: Arc<dyn Outbox>,
+    ) -> Self {
+        Self {
+            store,
+            control,
+            outbox,
+        }
+    }
+
     /// Creates the device and starts its engine; returns the instance token (shown once).
     pub async fn create_device(
         &self,
@@ -101,14 +124,9 @@ impl Services {
         req: NewDeviceRequest,
     ) -> ServiceResult<(DeviceView, String)> {
         let name = validate_name(&req.name)?;
-        if self.runtime.engines().get(req.engine).is_none() {
-            let kinds: Vec<_> = self
-                .runtime
-                .engines()
-                .kinds()
-                .iter()
-                .map(|k| k.as_str())
-                .collect();
+        let available = self.control.engine_kinds();
+        if !available.contains(&req.engine) {
+            let kinds: Vec<_> = available.iter().map(|k| k.as_str()).collect();
             return Err(ServiceError::Invalid(
                 "engine".into(),
                 format!(
@@ -136,7 +154,7 @@ impl Services {
             created_at: time::now(),
         };
         let device = self.store.create_device(&new).await?;
-        self.runtime.start_device(&device).await;
+        self.control.start(&device).await;
         // Starting may already have changed the state (sandbox: connecting).
         let view = self.device_view(account, &device.uid).await?;
         Ok((view, token))
@@ -153,7 +171,7 @@ impl Services {
 
     async fn view_of(&self, device: Device) -> ServiceResult<DeviceView> {
         let usage = self.store.budget_usage(&device.uid, time::now()).await?;
-        let counters = self.runtime.counters(&device.uid);
+        let counters = self.control.counters(&device.uid);
         Ok(DeviceView {
             device,
             usage,
@@ -162,10 +180,7 @@ impl Services {
     }
 
     pub async fn get_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<Device> {
-        match self.store.get_device(account, uid).await {
-            Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
-            other => Ok(other?),
-        }
+        super::device_of(self.store.as_ref(), account, uid).await
     }
 
     /// One page of the account's devices, oldest first.
@@ -216,14 +231,14 @@ impl Services {
             other => other?,
         };
         // New budgets may allow sending now.
-        self.runtime.wake(uid);
+        self.outbox.wake(uid);
         self.view_of(device).await
     }
 
     /// Stops the device, deletes its keys and hides it; queued messages fail.
     pub async fn delete_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
         let device = self.get_device(account, uid).await?;
-        self.runtime.remove_device(uid, device.engine).await;
+        self.control.remove(uid, device.engine).await;
         match self.store.delete_device(account, uid, time::now()).await {
             Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
             other => Ok(other?),

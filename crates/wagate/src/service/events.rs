@@ -4,7 +4,8 @@
 //! and webhooks agree. A feed resumes after a sequence number without gaps, within the
 //! last [`RESUME_WINDOW_HOURS`] hours; older events are skipped and a gap says so.
 
-use super::{ServiceResult, Services};
+use super::ServiceResult;
+use super::port::EventWake;
 use futures::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -55,7 +56,19 @@ struct FeedState {
     wake: watch::Receiver<u64>,
 }
 
-impl Services {
+/// The live event feed.
+#[derive(Clone)]
+pub struct EventService {
+    store: Arc<dyn Store>,
+    /// Wakes feeds when events are committed.
+    runtime: Arc<dyn EventWake>,
+}
+
+impl EventService {
+    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn EventWake>) -> Self {
+        Self { store, runtime }
+    }
+
     /// The account's events as they are committed, in commit order; never ends.
     pub async fn event_feed(
         &self,
@@ -63,7 +76,7 @@ impl Services {
         req: FeedRequest,
     ) -> ServiceResult<impl Stream<Item = FeedItem> + Send + 'static> {
         if let Some(d) = &req.device {
-            self.get_device(account, d).await?;
+            super::device_of(self.store.as_ref(), account, d).await?;
         }
         let (after, oldest) = match req.resume_after {
             Some(seq) => (

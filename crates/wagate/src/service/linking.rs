@@ -1,9 +1,13 @@
 //! Linking a device to a WhatsApp account: the current QR code, pair codes, starting a
 //! new linking round, and unlinking.
 
-use super::{ServiceError, ServiceResult, Services};
+use super::port::DeviceControl;
+use super::{ServiceError, ServiceResult};
+use std::sync::Arc;
+use wagate_core::device::Device;
 use wagate_core::device::DeviceStatus;
 use wagate_core::engine::{EngineError, PairCode};
+use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid, Phone};
 
 /// The QR code to scan now.
@@ -38,7 +42,22 @@ fn engine_error(e: EngineError, field: &str) -> ServiceError {
     }
 }
 
-impl Services {
+/// Linking devices: QR codes, pair codes, (re)connecting and unlinking.
+#[derive(Clone)]
+pub struct LinkingService {
+    store: Arc<dyn Store>,
+    control: Arc<dyn DeviceControl>,
+}
+
+impl LinkingService {
+    pub fn new(store: Arc<dyn Store>, control: Arc<dyn DeviceControl>) -> Self {
+        Self { store, control }
+    }
+
+    async fn get_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<Device> {
+        super::device_of(self.store.as_ref(), account, uid).await
+    }
+
     /// The QR code a device shows right now; a 409 when the device is linked or is not
     /// waiting for a scan.
     pub async fn current_qr(
@@ -52,7 +71,7 @@ impl Services {
                 "device {uid} is already linked"
             )));
         }
-        let qr = self.runtime.live(uid).and_then(|l| l.current_qr());
+        let qr = self.control.current_qr(uid);
         match qr {
             Some((code, expires_at_ms)) => Ok(CurrentQr {
                 code,
@@ -82,7 +101,7 @@ impl Services {
                 "device {uid} is already linked"
             )));
         }
-        let session = self.runtime.session(uid).ok_or_else(|| {
+        let session = self.control.session(uid).ok_or_else(|| {
             ServiceError::Engine(format!("device {uid} is not running; POST …/connect first"))
         })?;
         session
@@ -95,15 +114,15 @@ impl Services {
     /// failed): a new linking round or a reconnection.
     pub async fn connect_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
         let device = self.get_device(account, uid).await?;
-        match self.runtime.session(uid) {
+        match self.control.session(uid) {
             Some(session) if !device.status.is_terminal() => session
                 .connect()
                 .await
                 .map_err(|e| engine_error(e, "deviceUid")),
             _ => {
                 // A terminal session is rebuilt from scratch on the same keys.
-                self.runtime.stop_device(uid).await;
-                self.runtime.start_device(&device).await;
+                self.control.stop(uid).await;
+                self.control.start(&device).await;
                 Ok(())
             }
         }
@@ -113,7 +132,7 @@ impl Services {
     pub async fn logout_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
         self.get_device(account, uid).await?;
         let session = self
-            .runtime
+            .control
             .session(uid)
             .ok_or_else(|| ServiceError::Engine(format!("device {uid} is not running")))?;
         session

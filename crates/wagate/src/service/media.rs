@@ -1,18 +1,60 @@
 //! Media: files uploaded to be sent. The type is taken from the content, never from what
 //! a client declared (see `wagate_core::content_type`).
 
-use super::{ServiceError, ServiceResult, Services};
-use crate::blob::BlobWriter;
+use super::messaging::SendKind;
+use super::{ServiceError, ServiceResult};
+use crate::blob::{BlobError, BlobStore, BlobWriter};
+use crate::config::Config;
+use crate::keys::MediaLinkKey;
+use crate::webhook::payload::MediaLinker;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use wagate_core::media::{MAX_MEDIA_BYTES, Media};
-use wagate_core::store::StoreError;
+use std::sync::Arc;
+use wagate_core::media::{MAX_MEDIA_BYTES, Media, MediaClass};
+use wagate_core::message::MessageKind;
+use wagate_core::store::{Store, StoreError};
 use wagate_core::{AccountId, MediaId, time};
 
 /// The MIME type of `data`, decided from its bytes ([`wagate_core::content_type::detect`]):
 /// a declared type only refines what the content shows.
 pub fn detect_mime(data: &[u8], declared: Option<&str>) -> String {
     wagate_core::content_type::detect(data, declared)
+}
+
+/// What a send asked its media to go as, and the content was not: `wanted` reads after
+/// "is not" ("an image").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotOfKind {
+    pub wanted: &'static str,
+}
+
+/// The kind of message media goes as, from its content type (decided from its bytes,
+/// [`detect_mime`]): the one classification of every dialect.
+///
+/// A caller that names a kind gets that kind when the content fits it (an image must be
+/// an image WhatsApp can show; a document takes anything); a caller that lets the content
+/// decide ([`SendKind::MediaAuto`]) gets its class, where WebP is a sticker. So the two
+/// dialects differ only in what they ask: MegaMsg's `type: image` names a kind (a WebP
+/// goes as an image: MegaMsg has no stickers), Msgera's send-media asks for the content's
+/// class (a WebP goes as a sticker, one of Msgera's documented `mediaType`s).
+pub fn media_kind(requested: SendKind, content: &str) -> Result<MessageKind, NotOfKind> {
+    let required = match requested {
+        SendKind::Text => return Ok(MessageKind::Text),
+        SendKind::MediaAuto => return Ok(MessageKind::from(MediaClass::of_mime(content))),
+        SendKind::Exactly(kind) => kind,
+    };
+    let (class, wanted) = match required {
+        MessageKind::Image => (MediaClass::Image, "an image"),
+        MessageKind::Video => (MediaClass::Video, "a video"),
+        MessageKind::Audio | MessageKind::Voice => (MediaClass::Audio, "an audio file"),
+        // Anything can go as a document (or as what else a caller named).
+        _ => return Ok(required),
+    };
+    if class.accepts(content) {
+        Ok(required)
+    } else {
+        Err(NotOfKind { wanted })
+    }
 }
 
 /// How much of an upload's start is kept for [`detect_mime`]: magic numbers sit in the
@@ -64,8 +106,88 @@ pub enum InlineMedia {
     },
 }
 
-impl Services {
-    /// Starts an upload; finish it with [`Services::finish_media_upload`]. Dropped
+/// Media files: uploads, media carried inline by a send, and signed links to them.
+#[derive(Clone)]
+pub struct MediaService {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    blobs: BlobStore,
+    link_key: MediaLinkKey,
+}
+
+impl MediaService {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        link_key: MediaLinkKey,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            blobs,
+            link_key,
+        }
+    }
+
+    /// Where media links point: `media_public_url`, else the configured public URL, else
+    /// the host the client called (`host`, from its request).
+    pub fn link_base(&self, host: Option<&str>) -> String {
+        self.config.media_base_url(|| {
+            host.map(|h| format!("http://{h}"))
+                .unwrap_or_else(|| self.config.public_url())
+        })
+    }
+
+    /// A signed link to `media` under `base`, valid until `expires` (unix seconds).
+    pub fn link(&self, base: &str, media: &MediaId, expires: i64) -> String {
+        self.link_key.link(base, media.as_str(), expires)
+    }
+
+    /// What renders the links of events (webhooks and the SSE feed): valid for
+    /// `webhooks.media_link_ttl_secs` after each event.
+    pub fn linker(&self, base: String) -> MediaLinker {
+        MediaLinker {
+            base_url: base,
+            key: self.link_key.clone(),
+            ttl_secs: i64::try_from(self.config.webhooks.media_link_ttl_secs).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The file a signed link names, with its content; `None` when the link is forged,
+    /// tampered with or expired (the caller says 401 without saying which).
+    pub async fn open_link(
+        &self,
+        media: &str,
+        expires: i64,
+        signature: &str,
+    ) -> ServiceResult<Option<(Media, Bytes)>> {
+        if !self.link_key.verify(media, expires, signature) || expires < time::now().timestamp() {
+            return Ok(None);
+        }
+        let id = MediaId::parse(media).map_err(|_| ServiceError::NotFound("media"))?;
+        let found = match self.store.get_media_by_id(&id).await {
+            Ok(m) => m,
+            Err(StoreError::NotFound) => return Err(ServiceError::NotFound("media")),
+            Err(e) => return Err(e.into()),
+        };
+        let data = match self.blobs.get(&id).await {
+            Ok(d) => d,
+            Err(BlobError::NotFound) => return Err(ServiceError::NotFound("media")),
+            Err(e) => return Err(ServiceError::Internal(e.to_string())),
+        };
+        Ok(Some((found, data)))
+    }
+
+    /// The content of one of the account's files.
+    pub(crate) async fn content(&self, id: &MediaId) -> ServiceResult<Bytes> {
+        self.blobs
+            .get(id)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Starts an upload; finish it with [`Self::finish_media_upload`]. Dropped
     /// unfinished (the client went away), it leaves nothing behind.
     pub async fn begin_media_upload(&self) -> ServiceResult<MediaUpload> {
         let id = MediaId::new();
@@ -83,7 +205,7 @@ impl Services {
         })
     }
 
-    /// Checks and stores a fully received upload, like [`Services::store_media`].
+    /// Checks and stores a fully received upload, like [`Self::store_media`].
     pub async fn finish_media_upload(
         &self,
         account: &AccountId,
@@ -162,14 +284,14 @@ impl Services {
     }
 
     /// Stores media a send carries inline (MegaMsg's `media`): fetched from a URL (every
-    /// hop vetted against internal addresses) or given as bytes. When a kind of media is
-    /// `required` (an image must be an image WhatsApp can show), the content must be
-    /// recognisably of that class; any file can go as a document. Errors name `media`.
+    /// hop vetted against internal addresses) or given as bytes. The content must fit the
+    /// kind it is to go as ([`media_kind`]), checked before anything is stored. Errors
+    /// name `media`.
     pub async fn ingest_media(
         &self,
         account: &AccountId,
         source: InlineMedia,
-        required: Option<wagate_core::media::MediaClass>,
+        kind: MessageKind,
         file_name: Option<String>,
     ) -> ServiceResult<Media> {
         let invalid = |m: String| ServiceError::Invalid("media".into(), m);
@@ -184,27 +306,18 @@ impl Services {
             }
             InlineMedia::Bytes { data, declared } => (data, declared),
         };
-        if let Some(class) = required {
-            let what = match class {
-                wagate_core::media::MediaClass::Image => "an image",
-                wagate_core::media::MediaClass::Video => "a video",
-                _ => "an audio file",
-            };
-            match infer::get(&data).map(|k| k.mime_type()) {
-                Some(sniffed) if class.accepts(sniffed) => {}
-                Some(sniffed) => {
-                    return Err(invalid(format!(
-                        "is not {what} (its content is {sniffed}); send it as type document"
-                    )));
-                }
-                None => {
-                    return Err(invalid(format!(
-                        "is not {what} in a format that could be recognised; send it as type document"
-                    )));
-                }
-            }
-        }
         let mime = detect_mime(&data, declared.as_deref());
+        if let Err(NotOfKind { wanted }) = media_kind(SendKind::Exactly(kind), &mime) {
+            // Say what the content is when its bytes say it; a declared type proves nothing.
+            return Err(invalid(match infer::get(&data).map(|k| k.mime_type()) {
+                Some(sniffed) => {
+                    format!("is not {wanted} (its content is {sniffed}); send it as type document")
+                }
+                None => format!(
+                    "is not {wanted} in a format that could be recognised; send it as type document"
+                ),
+            }));
+        }
         self.store_media(account, data, Some(&mime), file_name)
             .await
             .map_err(|e| match e {
@@ -228,6 +341,45 @@ mod tests {
     const PNG: &[u8] = &[
         0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 0x0D, b'I', b'H', b'D', b'R',
     ];
+
+    #[test]
+    fn one_classification_for_every_dialect() {
+        let auto = SendKind::MediaAuto;
+        let image = SendKind::Exactly(MessageKind::Image);
+        // WebP: a sticker when the content decides (Msgera), an image when asked for one
+        // (MegaMsg, which has no stickers).
+        assert_eq!(media_kind(auto, "image/webp"), Ok(MessageKind::Sticker));
+        assert_eq!(media_kind(image, "image/webp"), Ok(MessageKind::Image));
+        assert_eq!(media_kind(auto, "image/png"), Ok(MessageKind::Image));
+        assert_eq!(
+            media_kind(auto, "application/pdf"),
+            Ok(MessageKind::Document)
+        );
+        assert_eq!(
+            media_kind(image, "application/pdf"),
+            Err(NotOfKind { wanted: "an image" })
+        );
+        let voice = SendKind::Exactly(MessageKind::Voice);
+        assert_eq!(
+            media_kind(voice, "audio/ogg; codecs=opus"),
+            Ok(MessageKind::Voice)
+        );
+        assert_eq!(
+            media_kind(voice, "image/png"),
+            Err(NotOfKind {
+                wanted: "an audio file"
+            })
+        );
+        let document = SendKind::Exactly(MessageKind::Document);
+        assert_eq!(
+            media_kind(document, "image/webp"),
+            Ok(MessageKind::Document)
+        );
+        assert_eq!(
+            media_kind(SendKind::Text, "image/png"),
+            Ok(MessageKind::Text)
+        );
+    }
 
     #[test]
     fn content_wins_over_a_wrong_declaration() {

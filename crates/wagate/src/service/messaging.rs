@@ -2,15 +2,18 @@
 //! numbers. One pipeline for every dialect: what differs is only how requests are
 //! spelled and replies shaped.
 
-use super::{ServiceError, ServiceResult, Services};
+use super::media::NotOfKind;
+use super::port::{DeviceControl, Outbox};
+use super::{MediaService, ServiceError, ServiceResult};
 use crate::runtime::Handoff;
+use std::sync::Arc;
+use std::time::Duration;
 use wagate_core::device::DeviceStatus;
 use wagate_core::engine::{NumberCheck, provider_message_id};
-use wagate_core::media::MediaClass;
 use wagate_core::message::{
     Dialect, InboundMessage, Message, MessageKind, MessageStatus, NewOutboundMessage, StatusChange,
 };
-use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, StoreError};
+use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, Store, StoreError};
 use wagate_core::time::Timestamp;
 use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, Spintax, time};
 
@@ -55,7 +58,7 @@ impl SendKind {
     }
 }
 
-/// How a synchronous send ended ([`Services::send_and_wait`]).
+/// How a synchronous send ended ([`MessagingService::send_and_wait`]).
 #[derive(Debug)]
 pub enum SyncSend {
     /// WhatsApp's server has it.
@@ -72,13 +75,13 @@ pub enum SyncSend {
 
 /// Forgets a hand-off waiter when dropped.
 struct ForgetHandoff {
-    runtime: std::sync::Arc<crate::runtime::DeviceRuntime>,
+    outbox: Arc<dyn Outbox>,
     id: MessageId,
 }
 
 impl Drop for ForgetHandoff {
     fn drop(&mut self) {
-        self.runtime.forget_handoff(&self.id);
+        self.outbox.forget_handoff(&self.id);
     }
 }
 
@@ -141,7 +144,40 @@ pub fn parse_send_at(s: &str, field: &str) -> ServiceResult<Timestamp> {
     Ok(t)
 }
 
-impl Services {
+/// Sending (into the outbox, or waiting for WhatsApp to take it), reading messages back,
+/// and checking numbers.
+#[derive(Clone)]
+pub struct MessagingService {
+    store: Arc<dyn Store>,
+    control: Arc<dyn DeviceControl>,
+    outbox: Arc<dyn Outbox>,
+    media: MediaService,
+    /// How long a synchronous send waits for WhatsApp (`sending.sync_wait_ms`).
+    sync_wait: Duration,
+}
+
+impl MessagingService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        control: Arc<dyn DeviceControl>,
+        outbox: Arc<dyn Outbox>,
+        media: MediaService,
+        sync_wait_ms: u64,
+    ) -> Self {
+        Self {
+            store,
+            control,
+            outbox,
+            media,
+            sync_wait: Duration::from_millis(sync_wait_ms),
+        }
+    }
+
+    /// How long [`Self::send_and_wait`] waits when the caller has no wait of its own.
+    pub fn sync_wait(&self) -> Duration {
+        self.sync_wait
+    }
+
     /// Commits a send (message, idempotency key and job in one transaction) and wakes the
     /// device's worker. A `clientMessageId` seen before on the device returns the
     /// original message and sends nothing.
@@ -163,7 +199,7 @@ impl Services {
         id: MessageId,
         req: SendRequest,
     ) -> ServiceResult<Accepted> {
-        let device = self.get_device(account, &req.device_uid).await?;
+        let device = super::device_of(self.store.as_ref(), account, &req.device_uid).await?;
         if matches!(
             device.status,
             DeviceStatus::LoggedOut | DeviceStatus::Banned | DeviceStatus::Replaced
@@ -206,7 +242,7 @@ impl Services {
             .await?
         {
             AcceptOutcome::Created(message) => {
-                self.runtime.wake(&device.uid);
+                self.outbox.wake(&device.uid);
                 Ok(Accepted {
                     message,
                     duplicate: false,
@@ -241,11 +277,7 @@ impl Services {
         &self,
         device: &wagate_core::device::Device,
         mut req: SendRequest,
-        media: Option<(
-            super::media::InlineMedia,
-            Option<MediaClass>,
-            Option<String>,
-        )>,
+        media: Option<(super::media::InlineMedia, Option<String>)>,
         wait: std::time::Duration,
     ) -> ServiceResult<SyncSend> {
         let account = &device.account_id;
@@ -268,9 +300,14 @@ impl Services {
         }
         // Before fetching media: a disconnected device should not cost a download.
         self.require_connected(device)?;
-        if let Some((source, required, file_name)) = media {
+        if let Some((source, file_name)) = media {
+            let kind = match req.kind {
+                SendKind::Exactly(k) => k,
+                _ => MessageKind::Document,
+            };
             let stored = self
-                .ingest_media(account, source, required, file_name)
+                .media
+                .ingest_media(account, source, kind, file_name)
                 .await?;
             req.media_id = Some(stored.id);
             self.require_connected(device)?;
@@ -278,9 +315,9 @@ impl Services {
         let id = MessageId::new();
         // Registered before the message exists, so the moment cannot be missed; forgotten
         // however this ends (a caller that hangs up drops the future mid-wait).
-        let mut taken = self.runtime.watch_handoff(&id);
+        let mut taken = self.outbox.watch_handoff(&id);
         let _forget = ForgetHandoff {
-            runtime: std::sync::Arc::clone(&self.runtime),
+            outbox: Arc::clone(&self.outbox),
             id: id.clone(),
         };
         self.send_message_with_id(account, id.clone(), req).await?;
@@ -293,7 +330,7 @@ impl Services {
                 Ok(Ok(Handoff::Deferred(e))) => {
                     // The worker retries it; keep waiting for that attempt.
                     last_error = Some(e.to_string());
-                    taken = self.runtime.watch_handoff(&id);
+                    taken = self.outbox.watch_handoff(&id);
                 }
                 // Timed out, or the waiter was dropped (the runtime is shutting down).
                 Ok(Err(_)) | Err(_) => break,
@@ -318,7 +355,7 @@ impl Services {
     }
 
     fn require_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<()> {
-        if self.runtime.is_connected(&device.uid) {
+        if self.control.is_connected(&device.uid) {
             return Ok(());
         }
         Err(ServiceError::Engine(format!(
@@ -374,29 +411,26 @@ impl Services {
             }),
             None => None,
         };
-        match (req.kind, media) {
-            (SendKind::Text, _) => Ok(MessageKind::Text),
-            (_, None) => Err(ServiceError::Invalid(
+        let mime = match (req.kind, media) {
+            (SendKind::Text, _) => return Ok(MessageKind::Text),
+            (_, None) => {
+                return Err(ServiceError::Invalid(
+                    "mediaId".into(),
+                    "is required".into(),
+                ));
+            }
+            (_, Some(m)) => m.mime_type,
+        };
+        super::media::media_kind(req.kind, &mime).map_err(|NotOfKind { wanted }| {
+            let purpose = match req.kind {
+                SendKind::Exactly(MessageKind::Voice) => " for a voice note",
+                _ => "",
+            };
+            ServiceError::Invalid(
                 "mediaId".into(),
-                "is required".into(),
-            )),
-            (SendKind::MediaAuto, Some(m)) => {
-                Ok(MessageKind::from(MediaClass::of_mime(&m.mime_type)))
-            }
-            (SendKind::Exactly(MessageKind::Voice), Some(m)) => {
-                if MediaClass::of_mime(&m.mime_type) != MediaClass::Audio {
-                    return Err(ServiceError::Invalid(
-                        "mediaId".into(),
-                        format!(
-                            "must be an audio file for a voice note (this one is {})",
-                            m.mime_type
-                        ),
-                    ));
-                }
-                Ok(MessageKind::Voice)
-            }
-            (SendKind::Exactly(k), Some(_)) => Ok(k),
-        }
+                format!("must be {wanted}{purpose} (this one is {mime})"),
+            )
+        })
     }
 
     pub async fn get_message(
@@ -435,12 +469,12 @@ impl Services {
         device: &DeviceUid,
         numbers: &[Phone],
     ) -> ServiceResult<Vec<NumberCheck>> {
-        self.get_device(account, device).await?;
+        super::device_of(self.store.as_ref(), account, device).await?;
         let session = self
-            .runtime
+            .control
             .session(device)
             .ok_or_else(|| ServiceError::Engine(format!("device {device} is not running")))?;
-        if !self.runtime.is_connected(device) {
+        if !self.control.is_connected(device) {
             return Err(ServiceError::Engine(format!(
                 "device {device} is not connected to WhatsApp"
             )));

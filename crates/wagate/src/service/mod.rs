@@ -1,5 +1,11 @@
-//! Use cases shared by every API dialect and the CLI: accounts and keys, devices,
-//! media, and messaging. Handlers parse and shape; services decide.
+//! Use cases shared by every API dialect and the CLI, one service per area: accounts and
+//! keys, dashboard sessions, devices and linking, media, messaging, webhooks, the event
+//! feed, the sandbox and operations. Handlers parse and shape; services decide.
+//!
+//! Each service keeps its fields private and reaches what runs devices only through the
+//! small traits of [`port`], so it can be unit-tested with a real store and a fake
+//! runtime. [`Services`] bundles them as the HTTP state; it holds no store, runtime or
+//! sandbox of its own, so a handler cannot go around a use case.
 
 pub mod accounts;
 pub mod devices;
@@ -7,25 +13,108 @@ pub mod events;
 pub mod linking;
 pub mod media;
 pub mod messaging;
+pub mod ops;
+pub mod port;
 pub mod remote_media;
 pub mod sandbox;
 pub mod sessions;
+pub mod webhooks;
+
+#[cfg(test)]
+mod tests;
 
 use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::engine::sandbox::SandboxNetwork;
+use crate::keys::ServerKeys;
 use crate::runtime::DeviceRuntime;
 use std::sync::Arc;
-use wagate_core::store::Store;
+use wagate_core::device::Device;
+use wagate_core::store::{Store, StoreError};
+use wagate_core::{AccountId, DeviceUid};
 
-/// Everything a use case may need, cheap to clone (it is the HTTP state too).
+pub use accounts::AccountService;
+pub use devices::DeviceService;
+pub use events::EventService;
+pub use linking::LinkingService;
+pub use media::MediaService;
+pub use messaging::MessagingService;
+pub use ops::OpsService;
+pub use sandbox::SandboxService;
+pub use sessions::SessionService;
+pub use webhooks::WebhookService;
+
+/// The area services, cheap to clone: the HTTP state of every dialect.
 #[derive(Clone)]
 pub struct Services {
-    pub config: Arc<Config>,
-    pub store: Arc<dyn Store>,
-    pub blobs: BlobStore,
-    pub runtime: Arc<DeviceRuntime>,
-    pub sandbox: Arc<SandboxNetwork>,
+    pub accounts: AccountService,
+    pub sessions: SessionService,
+    pub devices: DeviceService,
+    pub linking: LinkingService,
+    pub media: MediaService,
+    pub messaging: MessagingService,
+    pub webhooks: WebhookService,
+    pub events: EventService,
+    pub sandbox: SandboxService,
+    pub ops: OpsService,
+}
+
+impl Services {
+    /// Builds every service over the opened store, media and runtime, with the keys
+    /// loaded at start.
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        runtime: Arc<DeviceRuntime>,
+        sandbox: Arc<SandboxNetwork>,
+        keys: ServerKeys,
+    ) -> Self {
+        let control: Arc<dyn port::DeviceControl> = Arc::new(Arc::clone(&runtime));
+        let accounts = AccountService::new(Arc::clone(&store));
+        let media = MediaService::new(
+            Arc::clone(&config),
+            Arc::clone(&store),
+            blobs,
+            keys.media_link.clone(),
+        );
+        Self {
+            sessions: SessionService::new(
+                Arc::clone(&store),
+                accounts.clone(),
+                keys.dashboard,
+                &config.public_url(),
+            ),
+            linking: LinkingService::new(Arc::clone(&store), Arc::clone(&control)),
+            devices: DeviceService::new(Arc::clone(&store), Arc::clone(&control), runtime.clone()),
+            messaging: MessagingService::new(
+                Arc::clone(&store),
+                Arc::clone(&control),
+                runtime.clone(),
+                media.clone(),
+                config.sending.sync_wait_ms,
+            ),
+            webhooks: WebhookService::new(Arc::clone(&config), Arc::clone(&store), runtime.clone()),
+            events: EventService::new(Arc::clone(&store), runtime.clone()),
+            sandbox: SandboxService::new(Arc::clone(&store), media.clone(), sandbox),
+            ops: OpsService::new(Arc::clone(&config), Arc::clone(&store), control),
+            accounts,
+            media,
+        }
+    }
+}
+
+/// The account's device, or `NotFound("device")`: the ownership check every use case
+/// about a device starts with.
+pub(crate) async fn device_of(
+    store: &dyn Store,
+    account: &AccountId,
+    uid: &DeviceUid,
+) -> ServiceResult<Device> {
+    match store.get_device(account, uid).await {
+        Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
+        other => Ok(other?),
+    }
 }
 
 /// A failure of a use case, mapped to HTTP by the dialects.

@@ -9,9 +9,9 @@
 //! capped while it streams, so a lying `Content-Length` cannot fill memory.
 
 use crate::config::Config;
+use crate::net::outbound::{self, Refusal, describe};
 use bytes::{Bytes, BytesMut};
-use ipnet::{Ipv4Net, Ipv6Net};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use url::{Host, Url};
 use wagate_core::media::MAX_MEDIA_BYTES;
@@ -159,23 +159,13 @@ impl RemoteMedia {
             .port_or_known_default()
             .ok_or_else(|| FetchError::InvalidUrl("it has no port".into()))?;
         let addrs = self.resolve(&host, port).await?;
-        let mut builder = reqwest::Client::builder()
-            // A proxy would make the connection somewhere other than the vetted address.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(self.options.connect_timeout)
-            .user_agent(concat!(
-                "wagate/",
-                env!("CARGO_PKG_VERSION"),
-                " media-fetch"
-            ));
-        if let Host::Domain(domain) = &host {
-            // Connect only to the addresses vetted above, never to a fresh DNS answer.
-            builder = builder.resolve_to_addrs(domain, &addrs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| FetchError::Unreachable(format!("no HTTP client: {e}")))?;
+        let client = outbound::pinned_client(
+            &host,
+            &addrs,
+            "media-fetch",
+            Some(self.options.connect_timeout),
+        )
+        .map_err(|e| FetchError::Unreachable(format!("no HTTP client: {e}")))?;
         client
             .get(url.clone())
             .send()
@@ -185,40 +175,29 @@ impl RemoteMedia {
 
     /// The addresses to connect to for `host`, every one of them allowed.
     async fn resolve(&self, host: &Host<&str>, port: u16) -> Result<Vec<SocketAddr>, FetchError> {
-        let ips: Vec<IpAddr> = match host {
-            Host::Ipv4(ip) => vec![IpAddr::V4(*ip)],
-            Host::Ipv6(ip) => vec![IpAddr::V6(*ip)],
-            Host::Domain(domain) => self.lookup(domain, port).await?,
-        };
-        if ips.is_empty() {
-            return Err(FetchError::Unreachable(format!("{host} has no address")));
-        }
-        // Every answer must be allowed: a name that answers with a public and an internal
-        // address is refused outright rather than trusted half-way.
-        if let Some(bad) = ips.iter().find(|ip| !self.allowed(**ip)) {
-            tracing::info!(%host, address = %bad, "media URL refused: internal address");
-            return Err(FetchError::Refused(match host {
-                Host::Domain(d) => format!("{d} ({bad})"),
-                _ => bad.to_string(),
-            }));
-        }
-        Ok(ips
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect())
+        let ips = self.lookup(host, port).await?;
+        outbound::vet(host, ips, port, |ip| self.allowed(ip)).map_err(|r| match r {
+            Refusal::Internal(what) => {
+                tracing::info!(%host, refused = %what, "media URL refused: internal address");
+                FetchError::Refused(what)
+            }
+            Refusal::NoAddress(m) | Refusal::Unresolved(m) => FetchError::Unreachable(m),
+        })
     }
 
-    async fn lookup(&self, domain: &str, port: u16) -> Result<Vec<IpAddr>, FetchError> {
+    async fn lookup(&self, host: &Host<&str>, port: u16) -> Result<Vec<IpAddr>, FetchError> {
         #[cfg(test)]
-        if let Some(ips) = self.test_hosts.get(domain) {
+        if let Host::Domain(domain) = host
+            && let Some(ips) = self.test_hosts.get(*domain)
+        {
             return Ok(ips.clone());
         }
-        let answers = tokio::net::lookup_host((domain, port)).await.map_err(|e| {
-            FetchError::Unreachable(format!("{domain} could not be resolved ({e})"))
-        })?;
-        let mut ips: Vec<IpAddr> = answers.map(|a| a.ip()).collect();
-        ips.dedup();
-        Ok(ips)
+        outbound::lookup(host, port).await.map_err(|r| match r {
+            Refusal::Unresolved(e) => {
+                FetchError::Unreachable(format!("{host} could not be resolved ({e})"))
+            }
+            Refusal::NoAddress(m) | Refusal::Internal(m) => FetchError::Unreachable(m),
+        })
     }
 
     fn allowed(&self, ip: IpAddr) -> bool {
@@ -226,7 +205,7 @@ impl RemoteMedia {
         if self.test_allowed.contains(&ip) {
             return true;
         }
-        self.options.allow_private || is_public(ip)
+        self.options.allow_private || outbound::is_public(ip)
     }
 
     async fn read_body(
@@ -265,95 +244,6 @@ impl RemoteMedia {
     }
 }
 
-/// reqwest's error with its causes, which say what actually went wrong (refused, reset…);
-/// without the URL, which the caller knows (and which may carry credentials). Shared by
-/// every outbound HTTP client of the server (media fetches, webhook deliveries).
-pub(crate) fn describe(e: reqwest::Error) -> String {
-    let connect = e.is_connect();
-    let e = e.without_url();
-    let mut text = if connect {
-        "could not connect".to_owned()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
-}
-
-/// IPv4 ranges that are not the public internet (RFC 6890 special-purpose registry).
-/// Built in `const` so a malformed prefix fails the build instead of a request.
-const NON_PUBLIC_V4: [Ipv4Net; 15] = [
-    Ipv4Net::new_assert(Ipv4Addr::new(0, 0, 0, 0), 8), // "this network", unspecified
-    Ipv4Net::new_assert(Ipv4Addr::new(10, 0, 0, 0), 8), // private
-    Ipv4Net::new_assert(Ipv4Addr::new(100, 64, 0, 0), 10), // carrier-grade NAT
-    Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8), // loopback
-    Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 0, 0), 16), // link-local, cloud metadata
-    Ipv4Net::new_assert(Ipv4Addr::new(172, 16, 0, 0), 12), // private
-    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 0, 0), 24), // IETF protocol assignments
-    Ipv4Net::new_assert(Ipv4Addr::new(192, 0, 2, 0), 24), // documentation
-    Ipv4Net::new_assert(Ipv4Addr::new(192, 88, 99, 0), 24), // 6to4 relay anycast
-    Ipv4Net::new_assert(Ipv4Addr::new(192, 168, 0, 0), 16), // private
-    Ipv4Net::new_assert(Ipv4Addr::new(198, 18, 0, 0), 15), // benchmarking
-    Ipv4Net::new_assert(Ipv4Addr::new(198, 51, 100, 0), 24), // documentation
-    Ipv4Net::new_assert(Ipv4Addr::new(203, 0, 113, 0), 24), // documentation
-    Ipv4Net::new_assert(Ipv4Addr::new(224, 0, 0, 0), 4), // multicast
-    Ipv4Net::new_assert(Ipv4Addr::new(240, 0, 0, 0), 4), // reserved, broadcast
-];
-
-const NON_PUBLIC_V6: [Ipv6Net; 10] = [
-    Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 128),
-    Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128),
-    // IPv4-compatible (deprecated): never a real destination.
-    Ipv6Net::new_assert(Ipv6Addr::UNSPECIFIED, 96),
-    Ipv6Net::new_assert(Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0), 48), // local NAT64
-    Ipv6Net::new_assert(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64),     // discard
-    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0), 23),    // IETF, Teredo
-    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0), 32), // documentation
-    Ipv6Net::new_assert(Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7),     // unique local
-    Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 9),     // link- and site-local
-    Ipv6Net::new_assert(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8),     // multicast
-];
-
-/// Whether `ip` is on the public internet: what may be fetched without
-/// `allow_private_urls`. Addresses that embed an IPv4 address (mapped, NAT64, 6to4) are
-/// judged by the embedded one, so `::ffff:127.0.0.1` is loopback.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => !NON_PUBLIC_V4.iter().any(|n| n.contains(&v4)),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return is_public(IpAddr::V4(v4));
-            }
-            !NON_PUBLIC_V6.iter().any(|n| n.contains(&v6))
-        }
-    }
-}
-
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    if let Some(v4) = v6.to_ipv4_mapped() {
-        return Some(v4);
-    }
-    let s = v6.segments();
-    let o = v6.octets();
-    // NAT64 well-known prefix 64:ff9b::/96: the last 32 bits.
-    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        return Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
-    }
-    // 6to4 2002::/16: bits 16..48.
-    if s[0] == 0x2002 {
-        return Some(Ipv4Addr::new(o[2], o[3], o[4], o[5]));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,48 +254,6 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
-    }
-
-    #[test]
-    fn internal_addresses_are_not_public() {
-        for s in [
-            "127.0.0.1",
-            "127.255.0.9",
-            "10.0.0.1",
-            "172.16.5.4",
-            "172.31.255.255",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::",
-            "::1",
-            "::ffff:127.0.0.1",
-            "::ffff:10.1.2.3",
-            "::127.0.0.1",
-            "fe80::1",
-            "fc00::1",
-            "fd12:3456::1",
-            "ff02::1",
-            "64:ff9b::a9fe:a9fe", // NAT64 of 169.254.169.254
-            "2002:7f00:1::1",     // 6to4 of 127.0.0.1
-            "2001:db8::1",
-        ] {
-            assert!(!is_public(ip(s)), "{s} must be refused");
-        }
-        for s in [
-            "8.8.8.8",
-            "1.1.1.1",
-            "172.32.0.1",
-            "100.128.0.1",
-            "2a00:1450:4001:80b::200e",
-            "::ffff:8.8.8.8",
-            "64:ff9b::808:808",
-        ] {
-            assert!(is_public(ip(s)), "{s} is public");
-        }
     }
 
     fn options() -> FetchOptions {

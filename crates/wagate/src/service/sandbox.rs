@@ -3,11 +3,13 @@
 //! engine and event sink exactly like a real inbound message (stored, typed from its bytes,
 //! names neutralised, then sent to webhooks).
 
-use super::{ServiceError, ServiceResult, Services};
+use super::port::SandboxInject;
+use super::{MediaService, ServiceError, ServiceResult};
+use std::sync::Arc;
 use wagate_core::device::EngineKind;
 use wagate_core::engine::{IncomingMedia, IncomingMessage};
-use wagate_core::media::MediaClass;
 use wagate_core::message::MessageKind;
+use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, time};
 
 /// What the simulated sender writes.
@@ -23,7 +25,27 @@ pub struct SandboxInbound {
     pub group: Option<(String, Option<String>)>,
 }
 
-impl Services {
+/// Messages "from WhatsApp" to sandbox devices.
+#[derive(Clone)]
+pub struct SandboxService {
+    store: Arc<dyn Store>,
+    media: MediaService,
+    network: Arc<dyn SandboxInject>,
+}
+
+impl SandboxService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        media: MediaService,
+        network: Arc<dyn SandboxInject>,
+    ) -> Self {
+        Self {
+            store,
+            media,
+            network,
+        }
+    }
+
     /// Delivers `message` to the sandbox device `uid` and returns its WhatsApp id once it
     /// is committed.
     pub async fn inject_sandbox_inbound(
@@ -32,7 +54,7 @@ impl Services {
         uid: &DeviceUid,
         message: SandboxInbound,
     ) -> ServiceResult<String> {
-        let device = self.get_device(account, uid).await?;
+        let device = super::device_of(self.store.as_ref(), account, uid).await?;
         if device.engine != EngineKind::Sandbox {
             return Err(ServiceError::Conflict(format!(
                 "device {uid} is not a sandbox device"
@@ -40,19 +62,17 @@ impl Services {
         }
         let (kind, media) = match message.media {
             Some((id, declared_type, declared_name)) => {
-                let m = self.get_media(account, &id).await.map_err(|_| {
+                let m = self.media.get_media(account, &id).await.map_err(|_| {
                     ServiceError::Invalid(
                         "mediaId".into(),
                         format!("no media {id} was uploaded by this account"),
                     )
                 })?;
-                let data = self
-                    .blobs
-                    .get(&id)
-                    .await
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                let data = self.media.content(&id).await?;
                 (
-                    MessageKind::from(MediaClass::of_mime(&m.mime_type)),
+                    // What WhatsApp would show it as: the content decides.
+                    super::media::media_kind(super::messaging::SendKind::MediaAuto, &m.mime_type)
+                        .unwrap_or(MessageKind::Document),
                     Some(IncomingMedia {
                         data,
                         mime_type: declared_type.unwrap_or(m.mime_type),
@@ -81,7 +101,7 @@ impl Services {
             group_name,
             timestamp: time::now(),
         };
-        self.sandbox
+        self.network
             .inject_inbound(uid, incoming)
             .await
             .map_err(|e| ServiceError::Engine(e.to_string()))?;

@@ -5,9 +5,11 @@
 //! The cookie carries a random 256-bit token; the store keeps only its SHA-256, so
 //! reading the database does not give anyone a usable cookie.
 
-use super::{ServiceResult, accounts};
+use super::{AccountService, ServiceResult};
+use crate::keys::DashboardSecret;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 use wagate_core::account::DashboardSession;
 use wagate_core::store::{Store, StoreError};
 use wagate_core::{AccountId, ApiKeyId, time};
@@ -44,12 +46,16 @@ fn looks_like_token(s: &str) -> bool {
 }
 
 /// Opens a session for a valid, active API key; `None` for any other secret.
-pub async fn sign_in(store: &dyn Store, api_key: &str) -> ServiceResult<Option<OpenedSession>> {
-    let Some(account) = accounts::authenticate(store, api_key).await? else {
+async fn sign_in(
+    store: &dyn Store,
+    accounts: &AccountService,
+    api_key: &str,
+) -> ServiceResult<Option<OpenedSession>> {
+    let Some(account) = accounts.authenticate(api_key).await? else {
         return Ok(None);
     };
     // authenticate() says whose key it is; the row is the active one with its prefix.
-    let keys = accounts::list_keys(store, &account).await?;
+    let keys = accounts.list_keys(&account).await?;
     let Some(key) = keys
         .into_iter()
         .find(|k| k.revoked_at.is_none() && api_key.starts_with(&k.prefix))
@@ -76,7 +82,7 @@ pub async fn sign_in(store: &dyn Store, api_key: &str) -> ServiceResult<Option<O
 }
 
 /// The owner of a live session; `None` when the token is unknown, ended or expired.
-pub async fn resolve(store: &dyn Store, token: &str) -> ServiceResult<Option<SessionOwner>> {
+async fn resolve(store: &dyn Store, token: &str) -> ServiceResult<Option<SessionOwner>> {
     if !looks_like_token(token) {
         return Ok(None);
     }
@@ -94,7 +100,7 @@ pub async fn resolve(store: &dyn Store, token: &str) -> ServiceResult<Option<Ses
 }
 
 /// Ends one session (sign-out). Ending an unknown or already ended one is not an error.
-pub async fn sign_out(store: &dyn Store, token: &str) -> ServiceResult<()> {
+async fn sign_out(store: &dyn Store, token: &str) -> ServiceResult<()> {
     if looks_like_token(token) {
         store.delete_dashboard_session(&token_hash(token)).await?;
     }
@@ -102,8 +108,65 @@ pub async fn sign_out(store: &dyn Store, token: &str) -> ServiceResult<()> {
 }
 
 /// Ends every session of the account, in every browser; how many there were.
-pub async fn end_all(store: &dyn Store, account: &AccountId) -> ServiceResult<u64> {
+async fn end_all(store: &dyn Store, account: &AccountId) -> ServiceResult<u64> {
     Ok(store.delete_account_dashboard_sessions(account).await?)
+}
+
+/// Dashboard sessions and their CSRF tokens.
+#[derive(Clone)]
+pub struct SessionService {
+    store: Arc<dyn Store>,
+    accounts: AccountService,
+    secret: DashboardSecret,
+    /// The configured public URL is `https://`: cookies are Secure even when the request
+    /// did not say it came over TLS.
+    public_https: bool,
+}
+
+impl SessionService {
+    pub fn new(
+        store: Arc<dyn Store>,
+        accounts: AccountService,
+        secret: DashboardSecret,
+        public_url: &str,
+    ) -> Self {
+        Self {
+            store,
+            accounts,
+            secret,
+            public_https: public_url.starts_with("https://"),
+        }
+    }
+
+    /// Whether the server's public URL is `https://`.
+    pub fn public_url_is_https(&self) -> bool {
+        self.public_https
+    }
+
+    /// Opens a session for a valid, active API key; `None` for any other secret.
+    pub async fn sign_in(&self, api_key: &str) -> ServiceResult<Option<OpenedSession>> {
+        sign_in(self.store.as_ref(), &self.accounts, api_key).await
+    }
+
+    /// The owner of a live session; `None` when the token is unknown, ended or expired.
+    pub async fn resolve(&self, token: &str) -> ServiceResult<Option<SessionOwner>> {
+        resolve(self.store.as_ref(), token).await
+    }
+
+    /// Ends one session (sign-out); an unknown or ended one is not an error.
+    pub async fn sign_out(&self, token: &str) -> ServiceResult<()> {
+        sign_out(self.store.as_ref(), token).await
+    }
+
+    /// Ends every session of the account, in every browser; how many there were.
+    pub async fn end_all(&self, account: &AccountId) -> ServiceResult<u64> {
+        end_all(self.store.as_ref(), account).await
+    }
+
+    /// The CSRF token of a session (or sign-in) cookie.
+    pub fn csrf_token(&self, cookie: &str) -> String {
+        self.secret.csrf_token(cookie)
+    }
 }
 
 #[cfg(test)]

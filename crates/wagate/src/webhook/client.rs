@@ -5,11 +5,12 @@
 //! is a 422) and again at every attempt: the host is resolved, every address must be
 //! public unless `allow_private_urls`, and the connection is pinned to exactly those
 //! addresses so a second DNS answer (rebinding) cannot redirect it. Redirects are never
-//! followed: a 3xx is a failed attempt.
+//! followed: a 3xx is a failed attempt. The rule itself is [`crate::net::outbound`], the
+//! same for media fetches.
 
-use crate::service::remote_media::is_public;
+use crate::net::outbound::{self, Refusal};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use url::{Host, Url};
 
@@ -62,29 +63,12 @@ async fn resolve(url: &Url, allow_private: bool) -> Result<Vec<SocketAddr>, UrlE
     let port = url
         .port_or_known_default()
         .ok_or_else(|| UrlError::Invalid("it has no port".into()))?;
-    let ips: Vec<IpAddr> = match &host {
-        Host::Ipv4(ip) => vec![IpAddr::V4(*ip)],
-        Host::Ipv6(ip) => vec![IpAddr::V6(*ip)],
-        Host::Domain(d) => tokio::net::lookup_host((*d, port))
-            .await
-            .map_err(|e| UrlError::Unresolved(e.to_string()))?
-            .map(|a| a.ip())
-            .collect(),
-    };
-    if ips.is_empty() {
-        return Err(UrlError::Unresolved(format!("{host} has no address")));
-    }
-    // Every answer must be allowed: a name answering both public and internal is refused.
-    if !allow_private && let Some(bad) = ips.iter().find(|ip| !is_public(**ip)) {
-        return Err(UrlError::Internal(match &host {
-            Host::Domain(d) => format!("{d} ({bad})"),
-            _ => bad.to_string(),
-        }));
-    }
-    Ok(ips
-        .into_iter()
-        .map(|ip| SocketAddr::new(ip, port))
-        .collect())
+    outbound::resolve(&host, port, allow_private)
+        .await
+        .map_err(|r| match r {
+            Refusal::Unresolved(m) | Refusal::NoAddress(m) => UrlError::Unresolved(m),
+            Refusal::Internal(m) => UrlError::Internal(m),
+        })
 }
 
 /// What one POST came to.
@@ -131,15 +115,8 @@ impl Clients {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let mut builder = reqwest::Client::builder()
-            // A proxy would connect somewhere other than the vetted address.
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wagate/", env!("CARGO_PKG_VERSION"), " webhooks"));
-        if let Some(Host::Domain(domain)) = url.host() {
-            builder = builder.resolve_to_addrs(domain, addrs);
-        }
-        let client = builder.build()?;
+        let host = url.host().unwrap_or(Host::Domain(""));
+        let client = outbound::pinned_client(&host, addrs, "webhooks", None)?;
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
@@ -237,13 +214,13 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(Duration::from_secs(u64::try_from(secs).unwrap_or(0)))
 }
 
-/// reqwest's error with its causes (see [`crate::service::remote_media::describe`]), with
+/// reqwest's error with its causes (see [`outbound::describe`]), with
 /// the configured limit when it timed out.
 fn describe(e: reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }
-    crate::service::remote_media::describe(e)
+    outbound::describe(e)
 }
 
 #[cfg(test)]

@@ -12,13 +12,11 @@
 //! from the stored schedule; leases are released on shutdown and at startup.
 
 pub mod client;
-pub mod manage;
 pub mod payload;
 pub mod signature;
 
+use crate::app::Resources;
 use crate::config::WebhooksConfig;
-use crate::http::media_link::MediaLinkKey;
-use crate::service::Services;
 use payload::MediaLinker;
 use rand::Rng;
 use std::sync::Arc;
@@ -51,8 +49,8 @@ struct Ctx {
 
 impl Dispatcher {
     /// Starts delivering. `base_url` is where receivers reach this server (media links).
-    pub async fn start(services: &Services, base_url: String) -> anyhow::Result<Self> {
-        let key = MediaLinkKey::load_or_create(&services.config.data_dir)?;
+    pub async fn start(services: &Resources, base_url: String) -> anyhow::Result<Self> {
+        let key = services.keys.media_link.clone();
         // This process is the only user of the database: leases still held are a crash's.
         services.store.release_deliveries().await?;
         let config = services.config.webhooks.clone();

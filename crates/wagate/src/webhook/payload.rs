@@ -6,7 +6,7 @@
 //! the same style for the rest. Rendering is a pure function of the event, so every retry
 //! of a delivery carries the same bytes (media links expire a fixed time after the event).
 
-use crate::http::media_link::MediaLinkKey;
+use crate::keys::MediaLinkKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;

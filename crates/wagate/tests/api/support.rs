@@ -10,7 +10,7 @@ use tempfile::TempDir;
 use wagate::app::{self, AppParts, RunningApp};
 use wagate::config::{Config, SandboxConfig, SendingConfig};
 use wagate::engine::sandbox::SandboxNetwork;
-use wagate::service::accounts;
+use wagate::service::AccountService;
 
 pub struct TestApp {
     pub base: String,
@@ -68,11 +68,9 @@ impl TestApp {
         let mut config = test_config(&dir);
         tweak(&mut config);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());
-        let store = app::open_store(&config).await.unwrap();
-        let (_account, key) = accounts::create_account(&store, "test account")
-            .await
-            .unwrap();
-        drop(store);
+        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let (_account, key) = accounts.create_account("test account").await.unwrap();
+        drop(accounts);
         let running = app::start(
             config.clone(),
             AppParts {
@@ -97,10 +95,13 @@ impl TestApp {
 
     /// Another account on the same server: (key, account id).
     pub async fn other_account(&self) -> (String, String) {
-        let (account, key) =
-            accounts::create_account(self.running().services.store.as_ref(), "other")
-                .await
-                .unwrap();
+        let (account, key) = self
+            .running()
+            .api
+            .accounts
+            .create_account("other")
+            .await
+            .unwrap();
         (key.secret, account.id.to_string())
     }
 

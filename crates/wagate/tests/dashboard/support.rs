@@ -11,7 +11,7 @@ use wagate::app::{self, AppParts, RunningApp};
 use wagate::config::{Config, SandboxConfig, SendingConfig};
 use wagate::engine::sandbox::SandboxNetwork;
 use wagate::http::dashboard::session;
-use wagate::service::accounts;
+use wagate::service::AccountService;
 use wagate_core::{AccountId, ApiKeyId};
 
 pub struct TestApp {
@@ -46,11 +46,9 @@ impl TestApp {
         };
         tweak(&mut config);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());
-        let store = app::open_store(&config).await.unwrap();
-        let (account, key) = accounts::create_account(&store, "dashboard test")
-            .await
-            .unwrap();
-        drop(store);
+        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let (account, key) = accounts.create_account("dashboard test").await.unwrap();
+        drop(accounts);
         let running = app::start(
             config.clone(),
             AppParts {

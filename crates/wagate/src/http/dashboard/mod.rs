@@ -27,7 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use rand::RngCore;
-use session::{SESSION_COOKIE, SIGNIN_COOKIE, Secret, tokens_match};
+use session::{SESSION_COOKIE, SIGNIN_COOKIE, tokens_match};
 use sessions::SESSION_TTL_SECS;
 use tower::ServiceExt;
 use wagate_core::AccountId;
@@ -85,7 +85,7 @@ fn over_tls(s: &Services, headers: &HeaderMap) -> bool {
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"));
-    forwarded || s.config.public_url().starts_with("https://")
+    forwarded || s.sessions.public_url_is_https()
 }
 
 fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool, path: &str) -> HeaderValue {
@@ -95,10 +95,6 @@ fn set_cookie(name: &str, value: &str, max_age: i64, secure: bool, path: &str) -
     );
     // Values are hex, ids and digits: always a valid header.
     HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""))
-}
-
-fn secret(s: &Services) -> Result<Secret, ApiError> {
-    session::load_secret(&s.config.data_dir).map_err(ApiError::internal)
 }
 
 /// A verified session: its account and cookie value.
@@ -111,7 +107,7 @@ async fn current_session(s: &Services, headers: &HeaderMap) -> Result<Option<Ses
     let Some(value) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
-    let Some(owner) = sessions::resolve(s.store.as_ref(), value).await? else {
+    let Some(owner) = s.sessions.resolve(value).await? else {
         return Ok(None);
     };
     Ok(Some(Session {
@@ -159,10 +155,9 @@ fn redirect(to: &'static str) -> Response {
 }
 
 async fn index(State(s): State<Services>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let secret = secret(&s)?;
     match current_session(&s, &headers).await? {
         Some(session) => {
-            let token = escape_html(&secret.csrf_token(&session.cookie));
+            let token = escape_html(&s.sessions.csrf_token(&session.cookie));
             Ok(html(StatusCode::OK, INDEX_HTML.replace("{{csrf}}", &token)))
         }
         None => Ok(redirect("/signin")),
@@ -228,7 +223,7 @@ async fn signin(
         ));
     }
     let key = field(&fields, "api_key").trim();
-    let Some(opened) = sessions::sign_in(s.store.as_ref(), key).await? else {
+    let Some(opened) = s.sessions.sign_in(key).await? else {
         return Ok(render_signin(
             &s,
             &headers,
@@ -256,15 +251,14 @@ async fn signout(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let secret = secret(&s)?;
     let fields = form_fields(&body);
     if let Some(value) = cookie(&headers, SESSION_COOKIE)
-        && !tokens_match(field(&fields, "csrf"), &secret.csrf_token(value))
+        && !tokens_match(field(&fields, "csrf"), &s.sessions.csrf_token(value))
     {
         return Err(csrf_refused());
     }
     if let Some(value) = cookie(&headers, SESSION_COOKIE) {
-        sessions::sign_out(s.store.as_ref(), value).await?;
+        s.sessions.sign_out(value).await?;
     }
     Ok(signed_out(&s, &headers))
 }
@@ -288,14 +282,13 @@ async fn signout_all(
     let Some(session) = current_session(&s, &headers).await? else {
         return Ok(signed_out(&s, &headers));
     };
-    let secret = secret(&s)?;
     if !tokens_match(
         field(&form_fields(&body), "csrf"),
-        &secret.csrf_token(&session.cookie),
+        &s.sessions.csrf_token(&session.cookie),
     ) {
         return Err(csrf_refused());
     }
-    let ended = sessions::end_all(s.store.as_ref(), &session.account).await?;
+    let ended = s.sessions.end_all(&session.account).await?;
     tracing::info!(account.id = %session.account, ended, "ended every dashboard session");
     Ok(signed_out(&s, &headers))
 }
@@ -325,7 +318,6 @@ async fn app_css() -> Response {
 /// `/ui/api/v1/developer/…` → the Msgera handler of `/v1/developer/…`, as the session's
 /// account. Headers other than the body's type, `Accept` and `Host` are not passed on.
 async fn proxy(State(s): State<Services>, request: Request) -> Result<Response, ApiError> {
-    let secret = secret(&s)?;
     let (parts, body) = request.into_parts();
     let Some(session) = current_session(&s, &parts.headers).await? else {
         return Err(ApiError::unauthorized());
@@ -337,7 +329,7 @@ async fn proxy(State(s): State<Services>, request: Request) -> Result<Response, 
             .get(CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if !tokens_match(presented, &secret.csrf_token(&session.cookie)) {
+        if !tokens_match(presented, &s.sessions.csrf_token(&session.cookie)) {
             return Err(csrf_refused());
         }
     }

@@ -1,5 +1,6 @@
 //! Instance authentication: `Authorization: Bearer <instance token>` plus `X-Instance-Id:
-//! <deviceUid>`. Only the token's SHA-256 is stored, and it is compared in constant time.
+//! <deviceUid>`, checked by `AccountService::authenticate_instance` (only the token's
+//! SHA-256 is stored, and it is compared in constant time).
 //!
 //! Every failure (a header missing, a malformed or unknown instance id, a wrong or
 //! rotated-away token, a token of another instance) is the same 401, so the answer tells
@@ -7,14 +8,11 @@
 
 use crate::http::error::ApiError;
 use crate::service::Services;
-use crate::service::devices::instance_token_hash;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
-use subtle::ConstantTimeEq;
 use wagate_core::DeviceUid;
 use wagate_core::device::Device;
-use wagate_core::store::StoreError;
 
 /// The device (instance) whose credentials signed the request.
 #[derive(Debug, Clone)]
@@ -39,11 +37,9 @@ impl FromRequestParts<Services> for Instance {
             .map(str::trim)
             .and_then(|v| DeviceUid::parse(v).ok())
             .ok_or_else(ApiError::unauthorized)?;
-        let presented = instance_token_hash(token);
-        match services.store.get_instance_credential(&uid).await {
-            Ok((device, stored)) if bool::from(presented.ct_eq(&stored)) => Ok(Self(device)),
-            Ok(_) | Err(StoreError::NotFound) => Err(ApiError::unauthorized()),
-            Err(e) => Err(e.into()),
+        match services.accounts.authenticate_instance(&uid, token).await? {
+            Some(device) => Ok(Self(device)),
+            None => Err(ApiError::unauthorized()),
         }
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! The request is parsed and validated here (inline media decoded from base64); the use
 //! case — store the media, accept the message into the one pipeline, wait boundedly until
-//! WhatsApp has it — is `Services::send_and_wait`. This module only shapes the replies.
+//! WhatsApp has it — is `MessagingService::send_and_wait`. This module only shapes the replies.
 
 use super::MegaJson;
 use super::auth::Instance;
-use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
+use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
 use crate::service::media::InlineMedia;
 use crate::service::messaging::{SendKind, SendRequest, SyncSend, parse_text};
 use crate::service::{ServiceError, Services};
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
-use wagate_core::media::{MAX_MEDIA_BYTES, MediaClass};
+use wagate_core::media::MAX_MEDIA_BYTES;
 use wagate_core::message::{Dialect, MessageKind};
 use wagate_core::{MessageId, Phone, Spintax};
 
@@ -111,17 +111,6 @@ impl MegaType {
         }
     }
 
-    /// Whether a detected MIME type fits the type; documents take anything.
-    /// The class inline media must recognisably be (any file goes as a document).
-    fn required_class(self) -> Option<MediaClass> {
-        match self {
-            Self::Image => Some(MediaClass::Image),
-            Self::Video => Some(MediaClass::Video),
-            Self::Audio => Some(MediaClass::Audio),
-            Self::Text | Self::Document => None,
-        }
-    }
-
     fn kind(self, ptt: bool) -> MessageKind {
         match self {
             Self::Text => MessageKind::Text,
@@ -130,29 +119,6 @@ impl MegaType {
             Self::Audio => MessageKind::Audio,
             Self::Video => MessageKind::Video,
             Self::Document => MessageKind::Document,
-        }
-    }
-}
-
-/// Collects every field error so a client fixes them in one round.
-#[derive(Default)]
-struct Problems(Vec<FieldError>);
-
-impl Problems {
-    fn add(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(FieldError {
-            field: field.into(),
-            message: message.into(),
-        });
-    }
-
-    fn check<T>(&mut self, r: Result<T, ServiceError>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.0.extend(mega_error(e).details);
-                None
-            }
         }
     }
 }
@@ -172,7 +138,7 @@ struct Valid {
 const MEDIA_TYPES: &str = "image, audio, video or document";
 
 fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
-    let mut p = Problems::default();
+    let mut p = FieldErrors::default();
     let to = Phone::parse(req.phone_number.trim())
         .map_err(|e| p.add("phone_number", e.to_string()))
         .ok();
@@ -188,7 +154,7 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
     if let Some(kind) = kind {
         if kind == MegaType::Text {
             match &req.text {
-                Some(t) => text = p.check(parse_text(t, "text")),
+                Some(t) => text = p.check(parse_text(t, "text").map_err(mega_error)),
                 None => p.add("text", "is required when type is text"),
             }
             if req.media.is_some() {
@@ -208,8 +174,8 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
             // are absent, as clients often send `""` for "no caption".
             let blank = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).cloned();
             text = match (blank(&req.caption), blank(&req.text)) {
-                (Some(c), _) => p.check(parse_text(&c, "caption")),
-                (None, Some(t)) => p.check(parse_text(&t, "text")),
+                (Some(c), _) => p.check(parse_text(&c, "caption").map_err(mega_error)),
+                (None, Some(t)) => p.check(parse_text(&t, "text").map_err(mega_error)),
                 (None, None) => None,
             };
             if !present(&req.media) {
@@ -250,9 +216,7 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
     {
         p.add("file_name", "must be at most 255 characters");
     }
-    if !p.0.is_empty() {
-        return Err(ApiError::invalid_fields(p.0));
-    }
+    p.finish()?;
     let (Some(to), Some(kind)) = (to, kind) else {
         return Err(ApiError::internal("validation passed without values"));
     };
@@ -418,16 +382,13 @@ pub async fn send_message(
 ) -> ApiResult<Response> {
     let v = validate(req)?;
     let media = match &v.media {
-        Some(m) => Some((
-            inline_media(m, v.mime_type.clone())?,
-            v.kind.required_class(),
-            v.file_name.clone(),
-        )),
+        Some(m) => Some((inline_media(m, v.mime_type.clone())?, v.file_name.clone())),
         None => None,
     };
     let message_kind = v.kind.kind(v.ptt);
-    let wait = Duration::from_millis(s.config.sending.sync_wait_ms);
+    let wait = s.messaging.sync_wait();
     let outcome = s
+        .messaging
         .send_and_wait(
             &instance.0,
             SendRequest {

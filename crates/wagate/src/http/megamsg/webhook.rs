@@ -5,7 +5,7 @@ use super::MegaJson;
 use super::auth::Instance;
 use crate::http::error::{ApiResult, ErrorBody};
 use crate::service::Services;
-use crate::webhook::manage::parse_event_types;
+use crate::service::webhooks::parse_event_types;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -57,6 +57,7 @@ pub async fn set_webhook(
 ) -> ApiResult<Response> {
     let events = parse_event_types(req.events.as_deref(), "events")?;
     let c = s
+        .webhooks
         .set_instance_webhook(&device.account_id, &device.uid, req.url, "url", events)
         .await?;
     Ok(reply(Some(&c)))
@@ -70,6 +71,9 @@ pub async fn get_webhook(
     State(s): State<Services>,
     Instance(device): Instance,
 ) -> ApiResult<Response> {
-    let c = s.webhook_config(&device.account_id, &device.uid).await?;
+    let c = s
+        .webhooks
+        .webhook_config(&device.account_id, &device.uid)
+        .await?;
     Ok(reply(c.as_ref()))
 }

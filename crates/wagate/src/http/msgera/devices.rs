@@ -187,6 +187,7 @@ pub async fn create_device(
     let engine = EngineKind::parse(&req.engine)
         .ok_or_else(|| ApiError::invalid("engine", "must be `sandbox` or `whatsapp-web`"))?;
     let (view, token) = s
+        .devices
         .create_device(
             &account,
             NewDeviceRequest {
@@ -245,14 +246,14 @@ pub async fn list_devices(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::invalid("query", e.body_text()))?;
     if q.page.is_none() && q.limit.is_none() {
-        let views = s.list_devices(&account).await?;
+        let views = s.devices.list_devices(&account).await?;
         return Ok(ok(
             StatusCode::OK,
             DeviceList::All(views.iter().map(DeviceBody::from_view).collect()),
         ));
     }
     let page = page_request(q.page, q.limit)?;
-    let result = s.list_devices_page(&account, page).await?;
+    let result = s.devices.list_devices_page(&account, page).await?;
     Ok(ok(
         StatusCode::OK,
         DeviceList::Page(DevicePage {
@@ -274,7 +275,7 @@ pub async fn get_device(
     Path(uid): Path<String>,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    let view = s.device_view(&account, &uid).await?;
+    let view = s.devices.device_view(&account, &uid).await?;
     Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
 }
 
@@ -294,7 +295,7 @@ pub async fn update_device(
         limits: req.safety.map(Into::into),
         pacing: req.pacing.map(Into::into),
     };
-    let view = s.update_device(&account, &uid, patch).await?;
+    let view = s.devices.update_device(&account, &uid, patch).await?;
     Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
 }
 
@@ -309,7 +310,7 @@ pub async fn delete_device(
     _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    s.delete_device(&account, &uid).await?;
+    s.devices.delete_device(&account, &uid).await?;
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "deviceUid": uid.to_string(), "deleted": true }),
@@ -327,7 +328,7 @@ pub async fn rotate_token(
     _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    let token = s.rotate_instance_token(&account, &uid).await?;
+    let token = s.devices.rotate_instance_token(&account, &uid).await?;
     Ok(ok(
         StatusCode::OK,
         InstanceTokenBody {

@@ -1,7 +1,7 @@
 //! The live event stream: `GET /v1/developer/events` as Server-Sent Events, so a dashboard
 //! sees messages arrive and statuses move (delivered, read) as they are committed.
 //!
-//! The feed itself is `Services::event_feed`; this edge parses the query and
+//! The feed itself is `EventService::event_feed`; this edge parses the query and
 //! `Last-Event-ID` and writes each event as its Msgera payload. Each SSE `id` is the
 //! event's `seq`; reconnecting with `Last-Event-ID` replays what was missed, in order and
 //! without gaps, from the last [`RESUME_WINDOW_HOURS`] hours; older events are skipped and
@@ -10,13 +10,12 @@
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
-use crate::http::media_link::MediaLinkKey;
 use crate::http::query::ApiQuery;
 use crate::service::Services;
 use crate::service::events::{FeedItem, FeedRequest, RESUME_WINDOW_HOURS};
 use crate::webhook::payload::{self, MediaLinker};
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{Stream, StreamExt};
@@ -96,6 +95,7 @@ pub async fn stream_events(
         ),
     };
     let feed = s
+        .events
         .event_feed(
             &account,
             FeedRequest {
@@ -105,19 +105,9 @@ pub async fn stream_events(
             },
         )
         .await?;
-    let key = MediaLinkKey::load_or_create(&s.config.data_dir).map_err(ApiError::internal)?;
-    let base = s.config.media_base_url(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("http://{h}"))
-            .unwrap_or_else(|| s.config.public_url())
-    });
-    let links = MediaLinker {
-        base_url: base,
-        key,
-        ttl_secs: i64::try_from(s.config.webhooks.media_link_ttl_secs).unwrap_or(i64::MAX),
-    };
+    let links = s
+        .media
+        .linker(s.media.link_base(super::messages::host(&headers)));
     let stream: std::pin::Pin<Box<dyn Stream<Item = Result<SseEvent, Infallible>> + Send>> =
         Box::pin(feed.map(move |item| Ok(to_sse(item, &links))));
     Ok(Sse::new(stream)

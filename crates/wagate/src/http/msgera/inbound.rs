@@ -90,7 +90,10 @@ pub async fn list_inbound(
         .map(|d| parse_device_uid(d, "deviceUid"))
         .transpose()?;
     let page = page_request(q.page, q.limit)?;
-    let result = s.list_inbound(&account, device.as_ref(), page).await?;
+    let result = s
+        .messaging
+        .list_inbound(&account, device.as_ref(), page)
+        .await?;
     Ok(ok(
         StatusCode::OK,
         InboundPage {

@@ -5,7 +5,7 @@ use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody};
 use crate::http::ok;
 use crate::http::query::NoBody;
-use crate::service::{Services, accounts};
+use crate::service::Services;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -47,7 +47,7 @@ pub async fn list_keys(
     State(s): State<Services>,
     ApiKeyAccount(account): ApiKeyAccount,
 ) -> ApiResult<Response> {
-    let keys = accounts::list_keys(s.store.as_ref(), &account).await?;
+    let keys = s.accounts.list_keys(&account).await?;
     Ok(ok(
         StatusCode::OK,
         keys.iter().map(ApiKeyBody::from_key).collect::<Vec<_>>(),
@@ -62,7 +62,7 @@ pub async fn create_key(
     ApiKeyAccount(account): ApiKeyAccount,
     _: NoBody,
 ) -> ApiResult<Response> {
-    let issued = accounts::create_key(s.store.as_ref(), &account).await?;
+    let issued = s.accounts.create_key(&account).await?;
     let mut body = ApiKeyBody::from_key(&issued.key);
     body.api_key = Some(issued.secret);
     Ok(ok(StatusCode::CREATED, body))
@@ -79,7 +79,7 @@ pub async fn revoke_key(
     _: NoBody,
 ) -> ApiResult<Response> {
     let id = ApiKeyId::parse(&id).map_err(|_| ApiError::not_found("API key"))?;
-    accounts::revoke_key(s.store.as_ref(), &account, &id).await?;
+    s.accounts.revoke_key(&account, &id).await?;
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "id": id.to_string(), "revoked": true }),

@@ -107,7 +107,7 @@ pub async fn get_qr(
     let query = q;
     let uid = path_device_uid(&uid)?;
     let format = qr_format(&query, &headers)?;
-    let qr = s.current_qr(&account, &uid).await?;
+    let qr = s.linking.current_qr(&account, &uid).await?;
     let no_store = (header::CACHE_CONTROL, "no-store");
     Ok(match format {
         QrFormat::Json => ok(
@@ -168,7 +168,7 @@ pub async fn pair_code(
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
     let phone = Phone::parse(&req.phone).map_err(|e| ApiError::invalid("phone", e.to_string()))?;
-    let code = s.request_pair_code(&account, &uid, &phone).await?;
+    let code = s.linking.request_pair_code(&account, &uid, &phone).await?;
     let expires = time::now() + chrono::Duration::milliseconds(code.expires_in.as_millis() as i64);
     Ok(ok(
         StatusCode::OK,
@@ -191,7 +191,7 @@ pub async fn connect(
     _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    s.connect_device(&account, &uid).await?;
+    s.linking.connect_device(&account, &uid).await?;
     Ok(ok(
         StatusCode::ACCEPTED,
         serde_json::json!({ "deviceUid": uid.to_string(), "connecting": true }),
@@ -209,7 +209,7 @@ pub async fn logout(
     _: NoBody,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    s.logout_device(&account, &uid).await?;
+    s.linking.logout_device(&account, &uid).await?;
     Ok(ok(
         StatusCode::OK,
         serde_json::json!({ "deviceUid": uid.to_string(), "loggedOut": true }),

@@ -68,7 +68,7 @@ pub async fn upload_media(
         let declared = field.content_type().map(str::to_owned);
         let file_name = field.file_name().map(str::to_owned);
         // Dropped on any early return, the upload removes what it wrote.
-        let mut upload = s.begin_media_upload().await?;
+        let mut upload = s.media.begin_media_upload().await?;
         while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
             if upload.size() + chunk.len() as u64 > MAX_MEDIA_BYTES as u64 {
                 return Err(ApiError::too_large("file: must be at most 16 MB"));
@@ -76,6 +76,7 @@ pub async fn upload_media(
             upload.write(chunk).await?;
         }
         let media = s
+            .media
             .finish_media_upload(&account, upload, declared.as_deref(), file_name)
             .await?;
         return Ok(ok(

@@ -2,9 +2,8 @@
 
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
-use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldError};
+use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
 use crate::http::json::ApiJson;
-use crate::http::media_link::MediaLinkKey;
 use crate::http::ok;
 use crate::http::query::ApiQuery;
 use crate::service::messaging::{
@@ -192,29 +191,6 @@ fn accepted(a: Accepted) -> Response {
     ok(StatusCode::ACCEPTED, body)
 }
 
-/// Collects every field error of a request so a client fixes them in one round.
-#[derive(Default)]
-struct Problems(Vec<FieldError>);
-
-impl Problems {
-    fn check<T>(&mut self, r: Result<T, ApiError>) -> Option<T> {
-        match r {
-            Ok(v) => Some(v),
-            Err(e) => {
-                self.0.extend(e.details);
-                None
-            }
-        }
-    }
-    fn finish(self) -> Result<(), ApiError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid_fields(self.0))
-        }
-    }
-}
-
 fn phone(s: &str, field: &str) -> Result<Phone, ApiError> {
     Phone::parse(s).map_err(|e| ApiError::invalid(field, e.to_string()))
 }
@@ -236,7 +212,7 @@ struct Common {
 }
 
 fn common(
-    p: &mut Problems,
+    p: &mut FieldErrors,
     device_uid: &str,
     to: &str,
     cmid: Option<String>,
@@ -246,14 +222,12 @@ fn common(
     let to = p.check(phone(to, "to"));
     let cmid_ok = match &cmid {
         Some(c) => p
-            .check(validate_client_message_id(c, "clientMessageId").map_err(ApiError::from))
+            .check(validate_client_message_id(c, "clientMessageId"))
             .is_some(),
         None => true,
     };
     let send_at = match send_at {
-        Some(s) => p
-            .check(parse_send_at(s, "sendAt").map_err(ApiError::from))
-            .map(Some),
+        Some(s) => p.check(parse_send_at(s, "sendAt")).map(Some),
         None => Some(None),
     };
     match (device_uid, to, cmid_ok, send_at) {
@@ -279,7 +253,7 @@ pub async fn send_text(
     ApiKeyAccount(account): ApiKeyAccount,
     ApiJson(req): ApiJson<SendTextRequest>,
 ) -> ApiResult<Response> {
-    let mut p = Problems::default();
+    let mut p = FieldErrors::default();
     let c = common(
         &mut p,
         &req.device_uid,
@@ -287,12 +261,13 @@ pub async fn send_text(
         req.client_message_id,
         req.send_at.as_deref(),
     );
-    let text = p.check(parse_text(&req.text, "text").map_err(ApiError::from));
+    let text = p.check(parse_text(&req.text, "text"));
     p.finish()?;
     let (Some(c), Some(text)) = (c, text) else {
         return Err(ApiError::internal("validation passed without values"));
     };
     let a = s
+        .messaging
         .send_message(
             &account,
             SendRequest {
@@ -320,7 +295,7 @@ pub async fn send_media(
     ApiKeyAccount(account): ApiKeyAccount,
     ApiJson(req): ApiJson<SendMediaRequest>,
 ) -> ApiResult<Response> {
-    let mut p = Problems::default();
+    let mut p = FieldErrors::default();
     let c = common(
         &mut p,
         &req.device_uid,
@@ -340,6 +315,7 @@ pub async fn send_media(
         return Err(ApiError::internal("validation passed without values"));
     };
     let a = s
+        .messaging
         .send_message(
             &account,
             SendRequest {
@@ -367,7 +343,7 @@ pub async fn send_voice(
     ApiKeyAccount(account): ApiKeyAccount,
     ApiJson(req): ApiJson<SendVoiceRequest>,
 ) -> ApiResult<Response> {
-    let mut p = Problems::default();
+    let mut p = FieldErrors::default();
     let c = common(
         &mut p,
         &req.device_uid,
@@ -381,6 +357,7 @@ pub async fn send_voice(
         return Err(ApiError::internal("validation passed without values"));
     };
     let a = s
+        .messaging
         .send_message(
             &account,
             SendRequest {
@@ -408,13 +385,13 @@ pub async fn check_whatsapp(
     ApiKeyAccount(account): ApiKeyAccount,
     ApiJson(req): ApiJson<CheckWhatsappRequest>,
 ) -> ApiResult<Response> {
-    let mut p = Problems::default();
+    let mut p = FieldErrors::default();
     let device = p.check(parse_device_uid(&req.device_uid, "deviceUid"));
     if req.numbers.is_empty() || req.numbers.len() > MAX_CHECK_NUMBERS {
-        p.0.push(FieldError {
-            field: "numbers".into(),
-            message: format!("must hold 1 to {MAX_CHECK_NUMBERS} phone numbers"),
-        });
+        p.add(
+            "numbers",
+            format!("must hold 1 to {MAX_CHECK_NUMBERS} phone numbers"),
+        );
     }
     let phones: Vec<Option<Phone>> = req
         .numbers
@@ -427,7 +404,10 @@ pub async fn check_whatsapp(
         return Err(ApiError::internal("validation passed without values"));
     };
     let phones: Vec<Phone> = phones.into_iter().flatten().collect();
-    let checks = s.check_numbers(&account, &device, &phones).await?;
+    let checks = s
+        .messaging
+        .check_numbers(&account, &device, &phones)
+        .await?;
     let results = req
         .numbers
         .iter()
@@ -456,16 +436,16 @@ pub async fn get_message(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let id = MessageId::parse(&id).map_err(|_| ApiError::not_found("message"))?;
-    let (m, history) = s.get_message(&account, &id).await?;
+    let (m, history) = s.messaging.get_message(&account, &id).await?;
     let mut body = MessageBody::from_message(&m).with_history(&history);
     if let Some(media_id) = &m.media_id {
-        match s.get_media(&account, media_id).await {
+        match s.media.get_media(&account, media_id).await {
             Ok(media) => {
-                let key =
-                    MediaLinkKey::load_or_create(&s.config.data_dir).map_err(ApiError::internal)?;
                 let expires = wagate_core::time::now().timestamp() + MEDIA_LINK_TTL_SECS;
                 body.media = Some(MediaInfoBody {
-                    url: key.link(&link_base(&s, &headers), media.id.as_str(), expires),
+                    url: s
+                        .media
+                        .link(&s.media.link_base(host(&headers)), &media.id, expires),
                     media_id: media.id.to_string(),
                     mime_type: media.mime_type,
                     file_name: media.file_name,
@@ -480,16 +460,9 @@ pub async fn get_message(
     Ok(ok(StatusCode::OK, body))
 }
 
-/// Where media links point: `media_public_url`, else the configured public URL, else the
-/// host the client called.
-fn link_base(s: &Services, headers: &HeaderMap) -> String {
-    s.config.media_base_url(|| {
-        headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| format!("http://{h}"))
-            .unwrap_or_else(|| s.config.public_url())
-    })
+/// The host the client called, for media links when no public URL is configured.
+pub(crate) fn host(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::HOST).and_then(|h| h.to_str().ok())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -568,7 +541,7 @@ pub async fn list_messages(
         filter.until = Some(parse_time(t, "until")?);
     }
     let page = page_request(q.page, q.limit)?;
-    let result = s.list_messages(&account, &filter, page).await?;
+    let result = s.messaging.list_messages(&account, &filter, page).await?;
     Ok(ok(
         StatusCode::OK,
         MessagePage {

@@ -1,5 +1,5 @@
 //! Sandbox controls: inject an inbound message into a sandbox device, as if someone on
-//! WhatsApp had written to it. Parsing here; the use case is `Services::inject_sandbox_inbound`.
+//! WhatsApp had written to it. Parsing here; the use case is `SandboxService::inject_sandbox_inbound`.
 
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
@@ -79,6 +79,7 @@ pub async fn inbound(
         })
         .transpose()?;
     let provider_message_id = s
+        .sandbox
         .inject_sandbox_inbound(
             &account,
             &uid,

@@ -11,7 +11,7 @@ use crate::http::ok;
 use crate::http::query::ApiQuery;
 use crate::http::query::NoBody;
 use crate::service::Services;
-use crate::webhook::manage::parse_event_types;
+use crate::service::webhooks::parse_event_types;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -96,6 +96,7 @@ pub async fn put_webhooks(
     let uid = parse_device_uid(&req.device_uid, "deviceUid")?;
     let events = parse_event_types(req.events.as_deref(), "events")?;
     let c = s
+        .webhooks
         .set_msgera_webhooks(
             &account,
             &uid,
@@ -124,7 +125,7 @@ pub async fn get_webhooks(
     ApiQuery(q): ApiQuery<DeviceQuery>,
 ) -> ApiResult<Response> {
     let uid = parse_device_uid(&q.device_uid, "deviceUid")?;
-    let c = s.webhook_config(&account, &uid).await?;
+    let c = s.webhooks.webhook_config(&account, &uid).await?;
     Ok(ok(StatusCode::OK, WebhooksBody::new(&uid, c.as_ref())))
 }
 
@@ -145,7 +146,7 @@ pub async fn rotate_secret(
     ApiJson(req): ApiJson<RotateSecretRequest>,
 ) -> ApiResult<Response> {
     let uid = parse_device_uid(&req.device_uid, "deviceUid")?;
-    let c = s.rotate_webhook_secret(&account, &uid).await?;
+    let c = s.webhooks.rotate_webhook_secret(&account, &uid).await?;
     Ok(ok(StatusCode::OK, WebhooksBody::new(&uid, Some(&c))))
 }
 
@@ -171,6 +172,7 @@ pub async fn put_instance_webhook(
     let uid = path_device_uid(&device_uid)?;
     let events = parse_event_types(req.events.as_deref(), "events")?;
     let c = s
+        .webhooks
         .set_instance_webhook(&account, &uid, req.url, "url", events)
         .await?;
     Ok(ok(StatusCode::OK, WebhooksBody::new(&uid, Some(&c))))
@@ -263,6 +265,7 @@ pub async fn history(
     };
     let page = page_request(q.page, q.limit)?;
     let result = s
+        .webhooks
         .webhook_history(
             &account,
             &AttemptFilter {
@@ -303,6 +306,6 @@ pub async fn redeliver(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::not_found("webhook attempt"))?;
-    let delivery_id = s.redeliver_webhook(&account, id).await?;
+    let delivery_id = s.webhooks.redeliver_webhook(&account, id).await?;
     Ok(ok(StatusCode::ACCEPTED, RedeliverBody { delivery_id }))
 }

@@ -1,11 +1,14 @@
 //! The webhook use cases shared by both dialects: configure destinations (vetted against
 //! SSRF), rotate the signing secret, list attempts and redeliver.
 
-use super::client::{UrlError, vet_configured};
-use super::signature::new_secret;
-use crate::service::{ServiceError, ServiceResult, Services};
+use super::port::EventWake;
+use super::{ServiceError, ServiceResult};
+use crate::config::Config;
+use crate::webhook::client::{UrlError, vet_configured};
+use crate::webhook::signature::new_secret;
+use std::sync::Arc;
 use wagate_core::event::EventType;
-use wagate_core::store::{Page, PageRequest, StoreError};
+use wagate_core::store::{Page, PageRequest, Store, StoreError};
 use wagate_core::time;
 use wagate_core::webhook::{
     AttemptFilter, DEFAULT_EVENT_TYPES, InstanceWebhook, MsgeraWebhooks, WebhookAttempt,
@@ -40,7 +43,24 @@ pub fn parse_event_types(names: Option<&[String]>, field: &str) -> ServiceResult
     Ok(out)
 }
 
-impl Services {
+/// Webhook destinations, their signing secret, and their delivery history.
+#[derive(Clone)]
+pub struct WebhookService {
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    /// Wakes the dispatcher when a delivery is queued by hand.
+    events: Arc<dyn EventWake>,
+}
+
+impl WebhookService {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, events: Arc<dyn EventWake>) -> Self {
+        Self {
+            config,
+            store,
+            events,
+        }
+    }
+
     /// A URL as given, vetted; empty means "none".
     async fn vet_url(&self, url: Option<String>, field: &str) -> ServiceResult<Option<String>> {
         let Some(url) = url.map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()) else {
@@ -153,7 +173,7 @@ impl Services {
         // A device named in the filter must be the account's own: 404 like every other
         // device route, not an empty page that reads as "no attempts".
         if let Some(device) = &filter.device_uid {
-            self.get_device(account, device).await?;
+            super::device_of(self.store.as_ref(), account, device).await?;
         }
         Ok(self
             .store
@@ -168,7 +188,7 @@ impl Services {
             other => other?,
         };
         // The dispatcher also looks every second; this makes it look now.
-        self.runtime.notify_events();
+        self.events.notify_events();
         Ok(id)
     }
 }
