@@ -192,7 +192,8 @@ impl NewEvent {
 /// A committed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Store-assigned, strictly increasing in commit order.
+    /// Store-assigned, strictly increasing in commit order (the contract is in
+    /// [`crate::store`]).
     pub seq: i64,
     pub id: EventId,
     pub account_id: AccountId,

@@ -52,7 +52,7 @@ struct FeedState {
     oldest: Option<time::Timestamp>,
     gap_from: Option<i64>,
     queue: VecDeque<Event>,
-    wake: watch::Receiver<u64>,
+    wake: watch::Receiver<i64>,
 }
 
 impl Services {
@@ -81,7 +81,7 @@ impl Services {
             oldest,
             gap_from: None,
             queue: VecDeque::new(),
-            wake: self.runtime.subscribe_events(),
+            wake: self.store.subscribe_commits(),
         };
         Ok(stream::unfold(state, next))
     }

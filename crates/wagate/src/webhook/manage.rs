@@ -167,8 +167,7 @@ impl Services {
             Err(StoreError::NotFound) => return Err(ServiceError::NotFound("webhook attempt")),
             other => other?,
         };
-        // The dispatcher also looks every second; this makes it look now.
-        self.runtime.notify_events();
+        // The store announces the redelivery, which wakes the dispatcher.
         Ok(id)
     }
 }
