@@ -93,7 +93,7 @@ pub fn queued(message: &NewOutboundMessage, provider_message_id: &str) -> Messag
         client_message_id: message.client_message_id.clone(),
         status: MessageStatus::Queued,
         failure_reason: None,
-        provider_message_id: Some(provider_message_id.to_owned()),
+        provider_message_id: provider_message_id.to_owned(),
         dialect: message.dialect,
         send_at: message.send_at,
         created_at: message.created_at,
@@ -145,7 +145,7 @@ mod tests {
         };
         assert_eq!(created.id, m.id);
         assert_eq!(created.status, MessageStatus::Queued);
-        assert_eq!(created.provider_message_id.as_deref(), Some("3EB0X"));
+        assert_eq!(created.provider_message_id, "3EB0X");
         assert_eq!(created.updated_at, m.created_at);
         assert_eq!(created.failure_reason, None);
     }

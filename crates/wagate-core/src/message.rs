@@ -167,8 +167,9 @@ pub struct Message {
     pub client_message_id: Option<String>,
     pub status: MessageStatus,
     pub failure_reason: Option<String>,
-    /// WhatsApp's id for the message once handed to the engine.
-    pub provider_message_id: Option<String>,
+    /// WhatsApp's id for the message, set at accept ([`crate::engine::provider_message_id`]):
+    /// every attempt sends under it, so WhatsApp shows a resent message once.
+    pub provider_message_id: String,
     pub dialect: Dialect,
     /// When the send was scheduled for, if it was.
     pub send_at: Option<Timestamp>,

@@ -183,12 +183,13 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
         let m = message_from_row(row)?;
         let id = m.id.as_str().to_owned();
         loaded.ids.insert(Key::Id(id.clone()), id.clone());
-        if let Some(pid) = &m.provider_message_id {
-            loaded.ids.insert(
-                Key::Provider(m.device_uid.as_str().to_owned(), pid.clone()),
-                id.clone(),
-            );
-        }
+        loaded.ids.insert(
+            Key::Provider(
+                m.device_uid.as_str().to_owned(),
+                m.provider_message_id.clone(),
+            ),
+            id.clone(),
+        );
         loaded.states.insert(id, m);
     }
     Ok(loaded)

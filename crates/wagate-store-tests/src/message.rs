@@ -36,7 +36,7 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
     assert_eq!(m.client_message_id.as_deref(), Some("client-1"));
     assert_eq!(m.status, MessageStatus::Queued);
     assert_eq!(m.failure_reason, None);
-    assert_eq!(m.provider_message_id, Some(provider_message_id(&new.id)));
+    assert_eq!(m.provider_message_id, provider_message_id(&new.id));
     assert_eq!(m.dialect, new.dialect);
     assert_eq!(m.send_at, None);
     assert_eq!(m.created_at, at(SEC));
@@ -458,7 +458,7 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
     let other = send(&*s, &outbound(&d, Some("c2"), t0())).await;
     let by_provider = MessageRef::Provider {
         device: d.uid.clone(),
-        provider_message_id: m.provider_message_id.clone().unwrap(),
+        provider_message_id: m.provider_message_id.clone(),
     };
     let by_id = MessageRef::Id(m.id.clone());
     let unknown = MessageRef::Provider {
@@ -603,7 +603,7 @@ pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory
     let d1 = device(s, &a).await;
     let d2 = device(s, &a).await;
     let m = send(s, &outbound(&d1, None, t0())).await;
-    let pid = m.provider_message_id.clone().unwrap();
+    let pid = m.provider_message_id.clone();
     assert_eq!(
         s.advance_message_status(
             &MessageRef::Provider {

@@ -258,10 +258,7 @@ impl SendWorker {
         };
         Ok(OutgoingMessage {
             id: m.id.clone(),
-            provider_message_id: m
-                .provider_message_id
-                .clone()
-                .unwrap_or_else(|| wagate_core::engine::provider_message_id(&m.id)),
+            provider_message_id: m.provider_message_id.clone(),
             to: m.to.clone(),
             content,
         })
