@@ -260,9 +260,94 @@ pub struct DeviceStateChange {
     pub at: Timestamp,
 }
 
+impl DeviceStateChange {
+    /// The device as this change leaves it: the new status and reason, the number and
+    /// name when the change reveals them (otherwise the known ones stay), `connected_at`
+    /// when it connects. A store persists the result and reports it with
+    /// [`crate::event::NewEvent::device_status`].
+    pub fn apply_to(&self, device: &Device) -> Device {
+        let mut next = device.clone();
+        next.status = self.status;
+        next.status_reason = self.reason.clone();
+        if let Some(phone) = &self.phone {
+            next.phone = Some(phone.clone());
+        }
+        if let Some(name) = &self.push_name {
+            next.push_name = Some(name.clone());
+        }
+        if self.status == DeviceStatus::Connected {
+            next.connected_at = Some(self.at);
+        }
+        next.updated_at = self.at;
+        next
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_state_change_keeps_what_it_does_not_reveal_and_is_reported_as_recorded() {
+        use crate::event::{EventData, NewEvent};
+        let t = crate::time::from_millis;
+        let before = Device {
+            uid: DeviceUid::new(),
+            account_id: AccountId::new(),
+            name: "d".into(),
+            engine: EngineKind::Sandbox,
+            status: DeviceStatus::Reconnecting,
+            status_reason: Some("stream error".into()),
+            phone: Phone::parse("+201001234567").ok(),
+            push_name: Some("Shop".into()),
+            limits: SafetyLimits::default(),
+            pacing: Pacing {
+                min_delay_ms: 0,
+                max_delay_ms: 0,
+                typing_indicator: false,
+            },
+            created_at: t(1),
+            updated_at: t(2),
+            connected_at: Some(t(2)),
+        };
+        let change = DeviceStateChange {
+            status: DeviceStatus::Connected,
+            reason: None,
+            phone: None,
+            push_name: None,
+            at: t(5),
+        };
+        let after = change.apply_to(&before);
+        assert_eq!(after.status, DeviceStatus::Connected);
+        assert_eq!(after.status_reason, None);
+        assert_eq!(after.phone, before.phone);
+        assert_eq!(after.push_name, before.push_name);
+        assert_eq!(after.connected_at, Some(t(5)));
+        assert_eq!(after.updated_at, t(5));
+        let lost = DeviceStateChange {
+            status: DeviceStatus::LoggedOut,
+            reason: Some("logged out on the phone".into()),
+            phone: Phone::parse("+201001234568").ok(),
+            push_name: Some("Other".into()),
+            at: t(9),
+        }
+        .apply_to(&after);
+        assert_eq!(lost.connected_at, Some(t(5)), "only connecting stamps it");
+        assert_eq!(lost.phone, Phone::parse("+201001234568").ok());
+        assert_eq!(lost.push_name.as_deref(), Some("Other"));
+        let event = NewEvent::device_status(&lost, Some("qr-data"), t(9));
+        assert_eq!(event.account_id, before.account_id);
+        assert_eq!(event.device_uid, before.uid);
+        assert_eq!(event.created_at, t(9));
+        let EventData::DeviceStatus(data) = event.data else {
+            panic!("a device.status event");
+        };
+        assert_eq!(data.status, DeviceStatus::LoggedOut);
+        assert_eq!(data.reason.as_deref(), Some("logged out on the phone"));
+        assert_eq!(data.phone, lost.phone);
+        assert_eq!(data.qr.as_deref(), Some("qr-data"));
+        assert_eq!(data.timestamp, t(9));
+    }
 
     #[test]
     fn budgets_hold_a_message_when_their_window_is_full() {

@@ -4,9 +4,9 @@
 //! Every event has a stable id (receivers dedupe on it) and a store-assigned sequence
 //! number (the live stream resumes from it).
 
-use crate::device::DeviceStatus;
+use crate::device::{Device, DeviceStatus};
 use crate::id::{AccountId, DeviceUid, EventId, MessageId};
-use crate::message::{InboundMessage, MessageStatus};
+use crate::message::{InboundMessage, Message, MessageStatus};
 use crate::phone::Phone;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -152,10 +152,48 @@ impl NewEvent {
     }
 }
 
+impl NewEvent {
+    /// The `message.status` event reporting a step: `message` as it is after the step,
+    /// which happened at `at` (for `reason`, see [`crate::message::Message::step`]).
+    pub fn message_status(message: &Message, at: Timestamp, reason: Option<&str>) -> Self {
+        Self::new(
+            message.account_id.clone(),
+            message.device_uid.clone(),
+            EventData::MessageStatus(MessageStatusChanged {
+                message_id: message.id.clone(),
+                client_message_id: message.client_message_id.clone(),
+                recipient: message.to.clone(),
+                status: message.status,
+                reason: reason.map(str::to_owned),
+                timestamp: at,
+            }),
+            at,
+        )
+    }
+
+    /// The `device.status` event reporting `device` as a state change left it at `at`;
+    /// `qr` travels in the event only (QR codes are not stored).
+    pub fn device_status(device: &Device, qr: Option<&str>, at: Timestamp) -> Self {
+        Self::new(
+            device.account_id.clone(),
+            device.uid.clone(),
+            EventData::DeviceStatus(DeviceStatusChanged {
+                status: device.status,
+                reason: device.status_reason.clone(),
+                phone: device.phone.clone(),
+                qr: qr.map(str::to_owned),
+                timestamp: at,
+            }),
+            at,
+        )
+    }
+}
+
 /// A committed event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    /// Store-assigned, strictly increasing in commit order.
+    /// Store-assigned, strictly increasing in commit order (the contract is in
+    /// [`crate::store`]).
     pub seq: i64,
     pub id: EventId,
     pub account_id: AccountId,

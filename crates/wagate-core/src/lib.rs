@@ -4,6 +4,7 @@
 //! construction afterwards; the [`engine`] and [`store`] traits are the ports the
 //! application wires real implementations into.
 
+pub mod accept;
 pub mod account;
 pub mod content_type;
 pub mod device;

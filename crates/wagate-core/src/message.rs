@@ -167,13 +167,60 @@ pub struct Message {
     pub client_message_id: Option<String>,
     pub status: MessageStatus,
     pub failure_reason: Option<String>,
-    /// WhatsApp's id for the message once handed to the engine.
-    pub provider_message_id: Option<String>,
+    /// WhatsApp's id for the message, set at accept ([`crate::engine::provider_message_id`]):
+    /// every attempt sends under it, so WhatsApp shows a resent message once.
+    pub provider_message_id: String,
     pub dialect: Dialect,
     /// When the send was scheduled for, if it was.
     pub send_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+impl Message {
+    /// Moves the message to `status` at `at`, if that is forward
+    /// ([`MessageStatus::can_advance_to`]): the message as it then is, the history step and
+    /// the `message.status` event a store commits together. `None` when it does not move
+    /// (a duplicate or late receipt). `reason` is kept as the failure reason only by a
+    /// step to `failed`; `updated_at` never goes back, even when receipts arrive out of
+    /// order.
+    pub fn step(
+        &self,
+        status: MessageStatus,
+        at: Timestamp,
+        reason: Option<&str>,
+    ) -> Option<StatusStep> {
+        if !self.status.can_advance_to(status) {
+            return None;
+        }
+        let mut message = self.clone();
+        if status == MessageStatus::Failed {
+            message.failure_reason = reason.map(str::to_owned);
+        }
+        message.status = status;
+        message.updated_at = message.updated_at.max(at);
+        let event = crate::event::NewEvent::message_status(&message, at, reason);
+        Some(StatusStep {
+            change: StatusChange {
+                status,
+                at,
+                reason: reason.map(str::to_owned),
+            },
+            event,
+            message,
+        })
+    }
+}
+
+/// What one status step writes, decided by [`Message::step`].
+#[derive(Debug, Clone)]
+pub struct StatusStep {
+    /// The message after the step.
+    pub message: Message,
+    /// Its history row.
+    pub change: StatusChange,
+    /// Its `message.status` event.
+    pub event: crate::event::NewEvent,
 }
 
 /// What a `clientMessageId` stands for: the request as the caller wrote it (the spintax
@@ -378,6 +425,79 @@ mod tests {
             assert_eq!(s.to_string(), s.as_str());
         }
         assert_eq!(MessageStatus::parse("sending"), None);
+    }
+
+    fn queued_message() -> Message {
+        let m = NewOutboundMessage {
+            id: MessageId::new(),
+            account_id: AccountId::new(),
+            device_uid: DeviceUid::new(),
+            to: Phone::parse("+201001234567").unwrap(),
+            kind: MessageKind::Text,
+            text: Some("hi".into()),
+            media_id: None,
+            client_message_id: Some("k".into()),
+            request_hash: "h".into(),
+            dialect: Dialect::Msgera,
+            send_at: None,
+            created_at: crate::time::from_millis(10_000),
+        };
+        crate::accept::queued(&m, "3EB0")
+    }
+
+    #[test]
+    fn a_step_moves_forward_with_its_history_and_event() {
+        use crate::event::EventData;
+        let m = queued_message();
+        let at = crate::time::from_millis(12_000);
+        let sent = m
+            .step(MessageStatus::Sent, at, None)
+            .expect("queued → sent");
+        assert_eq!(sent.message.status, MessageStatus::Sent);
+        assert_eq!(sent.message.updated_at, at);
+        assert_eq!(sent.change.status, MessageStatus::Sent);
+        assert_eq!(sent.change.at, at);
+        assert_eq!(sent.event.account_id, m.account_id);
+        assert_eq!(sent.event.device_uid, m.device_uid);
+        assert_eq!(sent.event.created_at, at);
+        let EventData::MessageStatus(data) = &sent.event.data else {
+            panic!("a message.status event");
+        };
+        assert_eq!(data.message_id, m.id);
+        assert_eq!(data.client_message_id.as_deref(), Some("k"));
+        assert_eq!(data.recipient, m.to);
+        assert_eq!(data.status, MessageStatus::Sent);
+        assert_eq!(data.timestamp, at);
+        // Backwards, sideways or again: nothing.
+        assert!(sent.message.step(MessageStatus::Sent, at, None).is_none());
+        assert!(sent.message.step(MessageStatus::Queued, at, None).is_none());
+        assert!(
+            sent.message
+                .step(MessageStatus::Failed, at, Some("late"))
+                .is_none()
+        );
+        // A receipt stamped earlier than the last change does not move `updated_at` back.
+        let early = crate::time::from_millis(11_000);
+        let read = sent.message.step(MessageStatus::Read, early, None).unwrap();
+        assert_eq!(read.message.updated_at, at);
+        assert_eq!(read.change.at, early);
+    }
+
+    #[test]
+    fn only_a_failure_keeps_its_reason_on_the_message() {
+        use crate::event::EventData;
+        let m = queued_message();
+        let at = crate::time::from_millis(12_000);
+        let failed = m.step(MessageStatus::Failed, at, Some("refused")).unwrap();
+        assert_eq!(failed.message.failure_reason.as_deref(), Some("refused"));
+        assert_eq!(failed.change.reason.as_deref(), Some("refused"));
+        let EventData::MessageStatus(data) = &failed.event.data else {
+            panic!("a message.status event");
+        };
+        assert_eq!(data.reason.as_deref(), Some("refused"));
+        let sent = m.step(MessageStatus::Sent, at, Some("why")).unwrap();
+        assert_eq!(sent.message.failure_reason, None);
+        assert_eq!(sent.change.reason.as_deref(), Some("why"));
     }
 
     #[test]

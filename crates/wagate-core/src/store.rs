@@ -5,6 +5,33 @@
 //! (message status, device status, inbound messages) append the matching domain event in
 //! the same transaction, which is what makes webhooks lossless. Every implementation
 //! (SQLite now, PostgreSQL later) must pass the conformance suite in `wagate-store-tests`.
+//!
+//! Stores load and persist; the decisions in between are the core's pure functions,
+//! called inside the transaction with what the store loaded: [`crate::accept::decide`]
+//! (accepting a send), [`crate::message::Message::step`] (a status step and its event),
+//! [`crate::device::DeviceStateChange::apply_to`] and
+//! [`crate::event::NewEvent::device_status`] (a device's state and its event).
+//!
+//! # The `Event.seq` contract
+//!
+//! Webhook fan-out and the live stream read events with `seq > last seen` and never look
+//! back, so a store must assign `seq` such that:
+//!
+//! 1. seqs are unique and strictly increase in commit order: an event committed after
+//!    another has a larger seq;
+//! 2. no gap is ever filled: once a reader has seen seq `n`, no event with a seq below
+//!    `n` commits later (seqs may be skipped, by rolled-back transactions or pruning, but
+//!    never appear late);
+//! 3. [`EventStore::subscribe_commits`] announces a commit's last seq only once that
+//!    commit is visible to readers.
+//!
+//! SQLite meets this by construction: one writer connection commits one transaction at
+//! a time and `events.seq` is an AUTOINCREMENT key assigned inside it, so assignment
+//! order is commit order. A PostgreSQL store must not hand out seqs from a bare sequence
+//! under concurrent writers (a transaction holding seq 7 can commit after one holding
+//! seq 8, and a reader at 8 would skip 7): it must serialise event-writing commits (e.g.
+//! a transaction-scoped advisory lock taken before the first event insert) or assign
+//! seqs at commit from a single counter row, so that rules 1 and 2 hold.
 
 use crate::account::{Account, ApiKey, ApiKeyCredential, DashboardSession, NewApiKey};
 use crate::device::{Device, DevicePatch, DeviceStateChange, NewDevice};
@@ -15,6 +42,7 @@ use crate::message::{InboundMessage, Message, MessageStatus, NewOutboundMessage,
 use crate::phone::Phone;
 use crate::time::Timestamp;
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -218,12 +246,6 @@ pub trait MessageStore: Send + Sync {
         account: &AccountId,
         id: &MessageId,
     ) -> StoreResult<(Message, Vec<StatusChange>)>;
-    /// Every status the message went through, oldest first.
-    async fn message_history(
-        &self,
-        account: &AccountId,
-        id: &MessageId,
-    ) -> StoreResult<Vec<StatusChange>>;
     /// Moves the message to `status` if that is forward ([`MessageStatus::can_advance_to`]),
     /// recording the step and a `message.status` event. A message that leaves `queued`
     /// loses its send job: it is sent, or it failed. `Ok(None)` when it did not move
@@ -240,6 +262,11 @@ pub trait MessageStore: Send + Sync {
 
 /// A claimed send job: the lease keeps other workers off it until `lease_until`. Job ids
 /// are never reused, so bookkeeping for a job that already ended cannot touch another.
+///
+/// Leases carry their owner, the claiming process's id (unique per process start), so
+/// several processes can share a store: a job is claimed only when unleased or when its
+/// lease expired, and an owner releases only its own leases; a crashed process's leases
+/// simply run out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendJob {
     pub job_id: i64,
@@ -250,27 +277,28 @@ pub struct SendJob {
 
 #[async_trait]
 pub trait SendQueue: Send + Sync {
-    /// Claims up to `limit` due jobs of the device (run time reached, lease free or
-    /// expired), oldest first, leasing them until `lease_until`.
+    /// Claims up to `limit` due jobs of the device (run time reached, unleased or its
+    /// lease expired by `now`, whoever held it), oldest first, leasing them to `owner`
+    /// until `lease_until`.
     async fn claim_send_jobs(
         &self,
         device: &DeviceUid,
+        owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<SendJob>>;
     /// When the device's next job becomes claimable, if it has any.
     async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>>;
-    /// The engine took the message: the job is done and counts against the budgets.
-    async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()>;
-    /// The engine took the messages of these jobs (of `device`, handed over together) and
-    /// WhatsApp's server acknowledgements are awaited: each hand-off counts against the
-    /// device's budgets, and each job stays, released, until `recheck_at`. An ack moves its
+    /// Records a hand-off: the engine took the messages of these jobs (of `device`,
+    /// handed over together) and WhatsApp's server acknowledgements are awaited: each
+    /// hand-off counts against the device's budgets, and each job stays, released, until
+    /// `recheck_at`. An ack moves its
     /// message out of `queued`, which ends the job
     /// ([`MessageStore::advance_message_status`]); if none came by then, the job is
     /// claimable again and the message is handed over once more under the same provider
     /// id. A job already ended by an early ack is not an error.
-    async fn await_server_ack(
+    async fn record_handoff(
         &self,
         job_ids: &[i64],
         device: &DeviceUid,
@@ -281,8 +309,9 @@ pub trait SendQueue: Send + Sync {
     async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()>;
     /// A transient failure: the job is released to run again at `run_at`.
     async fn retry_send_job(&self, job_id: i64, run_at: Timestamp, error: &str) -> StoreResult<()>;
-    /// Releases every lease held on the device's jobs (graceful shutdown).
-    async fn release_send_jobs(&self, device: &DeviceUid) -> StoreResult<()>;
+    /// Releases the leases `owner` holds on the device's jobs (graceful shutdown); leases
+    /// of other owners stay until they expire.
+    async fn release_send_jobs(&self, device: &DeviceUid, owner: &str) -> StoreResult<()>;
 }
 
 /// What recording an inbound message did.
@@ -329,6 +358,12 @@ pub trait EventStore: Send + Sync {
     ) -> StoreResult<Vec<Event>>;
     /// The newest committed event's seq (0 when none).
     async fn last_event_seq(&self) -> StoreResult<i64>;
+    /// A receiver of the last committed event seq, updated after every commit of this
+    /// store (its clones included) that wrote events, and after changes that make
+    /// webhook deliveries due (a redelivery): webhook delivery and the live stream wake on
+    /// it instead of polling. Only commits through this store are announced; another
+    /// process writing the same database is seen by the readers' own polls.
+    fn subscribe_commits(&self) -> watch::Receiver<i64>;
     /// Takes the database's write lock and commits an empty transaction: an error (or no
     /// answer) means writes cannot be committed now, even when reads still work (an outside
     /// lock on a WAL database, a full or read-only disk, a file removed underneath).

@@ -108,6 +108,7 @@ async fn main() {
             let jobs = store
                 .claim_send_jobs(
                     d,
+                    "bench",
                     time::now(),
                     time::now() + chrono::Duration::minutes(5),
                     100,
@@ -118,12 +119,18 @@ async fn main() {
                 break;
             }
             claimed += jobs.len();
-            for j in jobs {
-                store
-                    .complete_send_job(j.job_id, time::now())
-                    .await
-                    .unwrap();
-            }
+            // Handed over as the worker records it; an ack an hour away keeps the jobs
+            // out of the next claim.
+            let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
+            store
+                .record_handoff(
+                    &ids,
+                    d,
+                    time::now(),
+                    time::now() + chrono::Duration::hours(1),
+                )
+                .await
+                .unwrap();
         }
     }
     let elapsed = started.elapsed();

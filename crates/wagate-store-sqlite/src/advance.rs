@@ -5,17 +5,17 @@
 //! Run one by one, each costs a savepoint move, a load and a script: three round trips to
 //! sqlx's connection thread, which cost far more than the statements. Steps queued
 //! together therefore run as a chunk ([`crate::writer`]): one query loads every message
-//! they name, the decisions are made here in order (a message stepped twice in a chunk
-//! sees its first step), and one script writes them all with set-based statements over
-//! JSON arrays, inside a savepoint so that a failure undoes the chunk alone. Failures the
-//! queue and device deletion record go through the same code, as chunks of their own.
+//! they name, the core decides each step in order ([`Message::step`]; a message stepped
+//! twice in a chunk sees its first step), and one script writes them all with set-based
+//! statements over JSON arrays, inside a savepoint so that a failure undoes the chunk
+//! alone. Failures the queue and device deletion record go through the same code, as
+//! chunks of their own.
 
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{message_columns, message_from_row};
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
 use std::collections::HashMap;
-use wagate_core::event::{EventData, MessageStatusChanged, NewEvent};
 use wagate_core::message::{Message, MessageStatus};
 use wagate_core::store::{MessageRef, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -66,34 +66,19 @@ pub(crate) async fn advance_chunk(
             results.push(Err(StoreError::NotFound));
             continue;
         };
-        if !message.status.can_advance_to(r.status) {
+        // The core decides the step and builds its event; this only writes them.
+        let Some(step) = message.step(r.status, r.at, r.reason.as_deref()) else {
             results.push(Ok(None));
             continue;
-        }
-        if r.status == MessageStatus::Failed {
-            message.failure_reason = r.reason.clone();
-        }
-        message.status = r.status;
-        message.updated_at = message.updated_at.max(r.at);
-        let event = NewEvent::new(
-            message.account_id.clone(),
-            message.device_uid.clone(),
-            EventData::MessageStatus(MessageStatusChanged {
-                message_id: message.id.clone(),
-                client_message_id: message.client_message_id.clone(),
-                recipient: message.to.clone(),
-                status: r.status,
-                reason: r.reason.clone(),
-                timestamp: r.at,
-            }),
-            r.at,
-        );
+        };
+        *message = step.message;
+        let event = step.event;
         let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
         steps.push(json!([
             message.id.as_str(),
-            r.status.as_str(),
-            millis(r.at),
-            r.reason,
+            step.change.status.as_str(),
+            millis(step.change.at),
+            step.change.reason,
             event.id.as_str(),
             event.account_id.as_str(),
             event.device_uid.as_str(),
@@ -198,12 +183,13 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
         let m = message_from_row(row)?;
         let id = m.id.as_str().to_owned();
         loaded.ids.insert(Key::Id(id.clone()), id.clone());
-        if let Some(pid) = &m.provider_message_id {
-            loaded.ids.insert(
-                Key::Provider(m.device_uid.as_str().to_owned(), pid.clone()),
-                id.clone(),
-            );
-        }
+        loaded.ids.insert(
+            Key::Provider(
+                m.device_uid.as_str().to_owned(),
+                m.provider_message_id.clone(),
+            ),
+            id.clone(),
+        );
         loaded.states.insert(id, m);
     }
     Ok(loaded)

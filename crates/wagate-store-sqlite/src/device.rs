@@ -4,12 +4,12 @@ use crate::SqliteStore;
 use crate::advance::{AdvanceRequest, advance_chunk};
 use crate::cache::Lookup;
 use crate::error::map_sqlx;
-use crate::event::append_new;
+use crate::event::append;
 use crate::row::{device_columns, device_from_row, get, hash32};
 use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use wagate_core::device::{Device, DevicePatch, DeviceStateChange, DeviceStatus, NewDevice};
-use wagate_core::event::{DeviceStatusChanged, EventData};
+use wagate_core::event::NewEvent;
 use wagate_core::message::MessageStatus;
 use wagate_core::store::{DeviceStore, MessageRef, Page, PageRequest, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -288,34 +288,29 @@ impl DeviceStore for SqliteStore {
             .writer
             .write(move |conn| {
                 Box::pin(async move {
-                    live_device(conn, &uid, None).await?;
-                    let at = millis(change.at);
+                    let before = live_device(conn, &uid, None).await?;
+                    // The core says what the change makes of the device and how it is
+                    // reported; this writes both.
+                    let device = change.apply_to(&before);
                     sqlx::query(
-                        "UPDATE devices SET status = ?, status_reason = ?, \
-                         phone = COALESCE(?, phone), push_name = COALESCE(?, push_name), \
-                         connected_at = CASE WHEN ? THEN ? ELSE connected_at END, \
-                         updated_at = ? WHERE uid = ?",
+                        "UPDATE devices SET status = ?, status_reason = ?, phone = ?, \
+                         push_name = ?, connected_at = ?, updated_at = ? WHERE uid = ?",
                     )
-                    .bind(change.status.as_str())
-                    .bind(&change.reason)
-                    .bind(change.phone.as_ref().map(|p| p.digits().to_owned()))
-                    .bind(&change.push_name)
-                    .bind(change.status == DeviceStatus::Connected)
-                    .bind(at)
-                    .bind(at)
+                    .bind(device.status.as_str())
+                    .bind(&device.status_reason)
+                    .bind(device.phone.as_ref().map(|p| p.digits().to_owned()))
+                    .bind(&device.push_name)
+                    .bind(device.connected_at.map(millis))
+                    .bind(millis(device.updated_at))
                     .bind(uid.as_str())
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
-                    let device = live_device(conn, &uid, None).await?;
-                    let data = EventData::DeviceStatus(DeviceStatusChanged {
-                        status: device.status,
-                        reason: device.status_reason.clone(),
-                        phone: device.phone.clone(),
-                        qr,
-                        timestamp: change.at,
-                    });
-                    append_new(conn, &device.account_id, &device.uid, data, change.at).await?;
+                    append(
+                        conn,
+                        &NewEvent::device_status(&device, qr.as_deref(), change.at),
+                    )
+                    .await?;
                     Ok(device)
                 })
             })

@@ -8,12 +8,13 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteArguments;
 use wagate_core::AccountId;
-use wagate_core::event::{Event, EventData, EventType, NewEvent};
+use wagate_core::event::{Event, EventType, NewEvent};
 use wagate_core::store::{EventStore, StoreResult};
 use wagate_core::time::millis;
 
 /// Appends `event` inside the caller's write transaction. Only the single writer appends,
-/// so `seq` order is commit order: a reader that saw seq `n` has seen every seq below it.
+/// so `seq` order is commit order: a reader that saw seq `n` has seen every seq below it
+/// (the contract in [`wagate_core::store`]).
 pub(crate) async fn append(conn: &mut SqliteConnection, event: &NewEvent) -> StoreResult<()> {
     let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
     sqlx::query(
@@ -30,21 +31,6 @@ pub(crate) async fn append(conn: &mut SqliteConnection, event: &NewEvent) -> Sto
     .await
     .map_err(map_sqlx)?;
     Ok(())
-}
-
-/// Shorthand for the common case: a fresh event about a device of an account.
-pub(crate) async fn append_new(
-    conn: &mut SqliteConnection,
-    account: &AccountId,
-    device: &wagate_core::DeviceUid,
-    data: EventData,
-    at: wagate_core::time::Timestamp,
-) -> StoreResult<()> {
-    append(
-        conn,
-        &NewEvent::new(account.clone(), device.clone(), data, at),
-    )
-    .await
 }
 
 #[async_trait]
@@ -96,6 +82,10 @@ impl EventStore for SqliteStore {
                 .map_err(map_sqlx)?
                 .flatten();
         Ok(seq.unwrap_or(0))
+    }
+
+    fn subscribe_commits(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.writer.subscribe_commits()
     }
 
     async fn check_writable(&self) -> StoreResult<()> {

@@ -141,13 +141,11 @@ impl SqliteStore {
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
         let mut conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
         setup.close().await;
-        for statement in accept::SETUP {
-            sqlx::query(*statement)
-                .execute(&mut conn)
-                .await
-                .map_err(map_sqlx)?;
-        }
-        let writer = Writer::spawn(conn, options.max_batch)?;
+        let last_seq: Option<i64> = sqlx::query_scalar(writer::last_seq_sql!())
+            .fetch_one(&mut conn)
+            .await
+            .map_err(map_sqlx)?;
+        let writer = Writer::spawn(conn, options.max_batch, last_seq.unwrap_or(0))?;
 
         // Opened after the writer so the file exists and is already in WAL mode (readers
         // must not try to change the journal mode). `query_only` makes a stray write from

@@ -173,14 +173,6 @@ impl MessageStore for SqliteStore {
         Ok((message, steps))
     }
 
-    async fn message_history(
-        &self,
-        account: &AccountId,
-        id: &MessageId,
-    ) -> StoreResult<Vec<StatusChange>> {
-        Ok(self.get_message_with_history(account, id).await?.1)
-    }
-
     async fn advance_message_status(
         &self,
         message: &MessageRef,

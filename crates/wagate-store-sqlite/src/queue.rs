@@ -1,5 +1,5 @@
-//! The send queue: jobs claimed with a lease, completed (counting against the handed
-//! budget), failed, retried or released.
+//! The send queue: jobs claimed with a lease held by an owner (a process), then handed
+//! over (counting against the handed budget), failed, retried or released by that owner.
 
 use crate::SqliteStore;
 use crate::advance::{AdvanceRequest, advance_chunk};
@@ -18,17 +18,21 @@ impl SendQueue for SqliteStore {
     async fn claim_send_jobs(
         &self,
         device: &DeviceUid,
+        owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<SendJob>> {
         let device = device.clone();
+        let owner = owner.to_owned();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
                     let now = millis(now);
-                    // Read and lease in one write transaction: no other claimer can slip
-                    // in between, since every write goes through this connection.
+                    // Read and lease in one write transaction: no other claimer of this
+                    // process can slip in between (every write goes through this
+                    // connection), nor of another (SQLite has one writer at a time). A
+                    // lease still running is skipped whoever holds it.
                     let rows = sqlx::query(concat!(
                         "SELECT j.id AS job_id, j.attempts, ",
                         message_columns!(),
@@ -62,10 +66,11 @@ impl SendQueue for SqliteStore {
                         .collect::<Vec<_>>()
                         .join(",");
                     sqlx::query(
-                        "UPDATE send_jobs SET lease_until = ?, attempts = attempts + 1 \
-                         WHERE id IN (SELECT value FROM json_each(?))",
+                        "UPDATE send_jobs SET lease_until = ?, lease_owner = ?, \
+                         attempts = attempts + 1 WHERE id IN (SELECT value FROM json_each(?))",
                     )
                     .bind(millis(lease_until))
+                    .bind(owner)
                     .bind(format!("[{ids}]"))
                     .execute(&mut *conn)
                     .await
@@ -98,34 +103,7 @@ impl SendQueue for SqliteStore {
         Ok(at.map(from_millis))
     }
 
-    async fn complete_send_job(&self, job_id: i64, at: Timestamp) -> StoreResult<()> {
-        self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    // Count it and end it in one round trip; nothing changes when the job
-                    // is gone.
-                    let done = sqlx::query(
-                        "INSERT INTO device_counters (device_uid, minute, handed) \
-                         SELECT device_uid, ?, 1 FROM send_jobs WHERE id = ? \
-                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + 1; \
-                         DELETE FROM send_jobs WHERE id = ?",
-                    )
-                    .bind(minute_of(at))
-                    .bind(job_id)
-                    .bind(job_id)
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
-                    Ok(())
-                })
-            })
-            .await
-    }
-
-    async fn await_server_ack(
+    async fn record_handoff(
         &self,
         job_ids: &[i64],
         device: &DeviceUid,
@@ -146,7 +124,7 @@ impl SendQueue for SqliteStore {
                     sqlx::query(
                         "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, ?) \
                          ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + excluded.handed; \
-                         UPDATE send_jobs SET run_at = ?, lease_until = NULL, \
+                         UPDATE send_jobs SET run_at = ?, lease_until = NULL, lease_owner = NULL, \
                          last_error = 'awaiting the server acknowledgement' \
                          WHERE id IN (SELECT value FROM json_each(?))",
                     )
@@ -202,8 +180,8 @@ impl SendQueue for SqliteStore {
             .write(move |conn| {
                 Box::pin(async move {
                     let done = sqlx::query(
-                        "UPDATE send_jobs SET run_at = ?, lease_until = NULL, last_error = ? \
-                         WHERE id = ?",
+                        "UPDATE send_jobs SET run_at = ?, lease_until = NULL, \
+                         lease_owner = NULL, last_error = ? WHERE id = ?",
                     )
                     .bind(millis(run_at))
                     .bind(error)
@@ -220,16 +198,18 @@ impl SendQueue for SqliteStore {
             .await
     }
 
-    async fn release_send_jobs(&self, device: &DeviceUid) -> StoreResult<()> {
+    async fn release_send_jobs(&self, device: &DeviceUid, owner: &str) -> StoreResult<()> {
         let device = device.clone();
+        let owner = owner.to_owned();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "UPDATE send_jobs SET lease_until = NULL \
-                         WHERE device_uid = ? AND lease_until IS NOT NULL",
+                        "UPDATE send_jobs SET lease_until = NULL, lease_owner = NULL \
+                         WHERE device_uid = ? AND lease_until IS NOT NULL AND lease_owner = ?",
                     )
                     .bind(device.as_str())
+                    .bind(owner)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;

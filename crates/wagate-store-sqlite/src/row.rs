@@ -142,8 +142,13 @@ pub(crate) fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
 }
 
 pub(crate) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
+    let id = parsed(row, "id", MessageId::parse)?;
+    // Set at accept; a row written before that was so is read with the id it would have
+    // been given, the one derived from ours (what the send worker used for it).
+    let provider_message_id = get::<Option<String>>(row, "provider_message_id")?
+        .unwrap_or_else(|| wagate_core::engine::provider_message_id(&id));
     Ok(Message {
-        id: parsed(row, "id", MessageId::parse)?,
+        id,
         account_id: parsed(row, "account_id", AccountId::parse)?,
         device_uid: parsed(row, "device_uid", DeviceUid::parse)?,
         to: parsed(row, "to_phone", Phone::parse)?,
@@ -153,7 +158,7 @@ pub(crate) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         client_message_id: get(row, "client_message_id")?,
         status: parsed(row, "status", |s| some(MessageStatus::parse(s)))?,
         failure_reason: get(row, "failure_reason")?,
-        provider_message_id: get(row, "provider_message_id")?,
+        provider_message_id,
         dialect: parsed(row, "dialect", |s| some(Dialect::parse(s)))?,
         send_at: opt_time(row, "send_at")?,
         created_at: time(row, "created_at")?,

@@ -559,7 +559,8 @@ impl WebhookStore for SqliteStore {
         at: Timestamp,
     ) -> StoreResult<i64> {
         let account = account.clone();
-        self.writer
+        let id = self
+            .writer
             .write(move |conn| {
                 Box::pin(async move {
                     let now = millis(at);
@@ -583,7 +584,10 @@ impl WebhookStore for SqliteStore {
                     Ok(id)
                 })
             })
-            .await
+            .await?;
+        // A delivery is due now without a new event: wake the dispatcher all the same.
+        self.writer.announce_commit();
+        Ok(id)
     }
 
     async fn get_media_by_id(&self, id: &MediaId) -> StoreResult<Media> {

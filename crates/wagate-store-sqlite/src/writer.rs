@@ -9,8 +9,13 @@
 //! connection. Batching matters with `synchronous=FULL`: each commit costs an fsync, and
 //! sharing one between every unit of work waiting at that moment is what lets a single
 //! disk sustain thousands of durable accepts per second. A failing unit rolls back alone
-//! (units run in savepoints, chunks of accepts are single statements), and every caller
+//! (units and chunks run in savepoints of their own), and every caller
 //! hears back only once the commit that holds its work is durable.
+//!
+//! After each commit the writer announces the last committed event seq on a watch channel
+//! ([`wagate_core::store::EventStore::subscribe_commits`]): it is read in the commit's own
+//! round trip, and sent only once the commit succeeded, so a woken reader finds the
+//! events. Every write path goes through here, so none can forget to wake the readers.
 //!
 //! The loop runs on a thread of its own so that its many short waits on sqlx's connection
 //! thread never queue behind HTTP work on the application's runtime.
@@ -22,9 +27,19 @@ use sqlx::{Connection, SqliteConnection};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch};
 use wagate_core::message::Message;
 use wagate_core::store::{AcceptOutcome, StoreError, StoreResult};
+
+/// The last event seq committed or about to be (AUTOINCREMENT's high-water mark, which
+/// stays put when old events are pruned).
+macro_rules! last_seq_sql {
+    () => {
+        "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events')"
+    };
+}
+pub(crate) use last_seq_sql;
 
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -165,6 +180,8 @@ enum Command {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::Sender<Command>,
+    /// The last committed event seq, announced after each commit.
+    commits: Arc<watch::Sender<i64>>,
 }
 
 impl Writer {
@@ -173,8 +190,16 @@ impl Writer {
     /// The task runs on a thread of its own, on a single-threaded runtime: every statement
     /// is a round trip to sqlx's connection thread, and on a shared runtime each of those
     /// would wait behind whatever HTTP work is queued, stretching every transaction.
-    pub(crate) fn spawn(conn: SqliteConnection, max_batch: usize) -> StoreResult<Self> {
+    ///
+    /// `last_seq` is the last event seq already committed when the writer starts.
+    pub(crate) fn spawn(
+        conn: SqliteConnection,
+        max_batch: usize,
+        last_seq: i64,
+    ) -> StoreResult<Self> {
         let (tx, rx) = mpsc::channel(4096);
+        let commits = Arc::new(watch::Sender::new(last_seq));
+        let announce = Arc::clone(&commits);
         // No I/O or timer driver: the task only waits on channels, and parking on a
         // condition variable is cheaper than on epoll.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -182,9 +207,20 @@ impl Writer {
             .map_err(|e| StoreError::Unavailable(format!("starting the writer runtime: {e}")))?;
         std::thread::Builder::new()
             .name("wagate-sqlite-writer".into())
-            .spawn(move || runtime.block_on(run(conn, rx, max_batch.max(1))))
+            .spawn(move || runtime.block_on(run(conn, rx, max_batch.max(1), announce)))
             .map_err(|e| StoreError::Unavailable(format!("starting the writer thread: {e}")))?;
-        Ok(Self { tx })
+        Ok(Self { tx, commits })
+    }
+
+    /// A receiver of the last committed event seq; it has seen the current value.
+    pub(crate) fn subscribe_commits(&self) -> watch::Receiver<i64> {
+        self.commits.subscribe()
+    }
+
+    /// Wakes every subscriber without a new event: for commits that make work due for
+    /// them without writing an event (a webhook redelivery).
+    pub(crate) fn announce_commit(&self) {
+        self.commits.send_modify(|_| {});
     }
 
     /// Runs `f` in a write transaction and returns its result once that transaction is
@@ -244,7 +280,12 @@ fn closed() -> StoreError {
     StoreError::Unavailable("the store is closed".into())
 }
 
-async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, max_batch: usize) {
+async fn run(
+    mut conn: SqliteConnection,
+    mut rx: mpsc::Receiver<Command>,
+    max_batch: usize,
+    commits: Arc<watch::Sender<i64>>,
+) {
     let mut batch: Vec<Item> = Vec::with_capacity(max_batch);
     let mut close: Option<oneshot::Sender<()>> = None;
     while close.is_none() {
@@ -262,7 +303,7 @@ async fn run(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Command>, max_ba
             }
         }
         if !batch.is_empty() {
-            run_batch(&mut conn, &mut batch).await;
+            run_batch(&mut conn, &mut batch, &commits).await;
         }
     }
     rx.close();
@@ -291,7 +332,7 @@ async fn exec(conn: &mut SqliteConnection, sql: &'static str) -> StoreResult<()>
         .map_err(map_sqlx)
 }
 
-/// Groups consecutive accepts into chunks of cached script sizes.
+/// Groups consecutive accepts, and consecutive steps, into chunks.
 fn steps(batch: &mut Vec<Item>) -> VecDeque<Step> {
     let mut steps = VecDeque::with_capacity(batch.len());
     let mut accepts: Vec<Accept> = Vec::new();
@@ -334,14 +375,17 @@ fn steps(batch: &mut Vec<Item>) -> VecDeque<Step> {
 
 /// Runs one batch in one transaction.
 ///
-/// Each unit runs in a savepoint so that its failure undoes it alone; a chunk of accepts
-/// is a single statement, which SQLite already undoes as a whole when it fails, so it
-/// needs none. Savepoint moves are sent together with the statements around them
+/// Each unit runs in a savepoint so that its failure undoes it alone; chunks of accepts
+/// and of steps take their own savepoint around their writes. Savepoint moves are sent together with the statements around them
 /// (`RELEASE unit; SAVEPOINT unit`), because each round trip to sqlx's connection thread
 /// costs more than the statements themselves. The outer `batch` savepoint is a probe:
 /// after a failure, releasing and retaking it fails when SQLite has already rolled back
 /// the whole transaction (I/O error, disk full), and then nothing of the batch survives.
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Item>,
+    commits: &watch::Sender<i64>,
+) {
     let mut steps = steps(batch);
     let begin = match steps.front() {
         Some(Step::Unit(_)) => "BEGIN IMMEDIATE; SAVEPOINT batch; SAVEPOINT unit",
@@ -423,11 +467,28 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Item>) {
             }
         }
     }
+    // The events' high-water mark is read after the last rollback and before the commit,
+    // in the commit's round trip: nothing else writes on this connection in between.
     let end = match unit_savepoint {
-        Some(true) => "ROLLBACK TO unit; COMMIT",
-        _ => "COMMIT",
+        Some(true) => concat!("ROLLBACK TO unit; ", last_seq_sql!(), "; COMMIT"),
+        _ => concat!(last_seq_sql!(), "; COMMIT"),
     };
-    let outcome = exec(conn, end).await;
+    let committed = sqlx::query_scalar::<_, Option<i64>>(end)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_sqlx);
+    let outcome = committed.map(|seqs| {
+        // Only events move it; a commit without events wakes nobody.
+        if let Some(seq) = seqs.into_iter().flatten().last() {
+            commits.send_if_modified(|last| {
+                let moved = seq > *last;
+                if moved {
+                    *last = seq;
+                }
+                moved
+            });
+        }
+    });
     finish(conn, delivered, outcome).await;
 }
 

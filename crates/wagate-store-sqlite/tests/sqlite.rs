@@ -114,7 +114,11 @@ async fn reopening_the_file_finds_everything() {
     let events = store.list_events(0, 100, None, &[]).await.unwrap();
     let last = store.last_event_seq().await.unwrap();
     let dev = store.get_device(&account, &device).await.unwrap();
-    let history = store.message_history(&account, &m.id).await.unwrap();
+    let history = store
+        .get_message_with_history(&account, &m.id)
+        .await
+        .map(|(_, h)| h)
+        .unwrap();
     let next_job = store.next_send_job_at(&device).await.unwrap();
     assert!(next_job.is_some());
     store.close().await;
@@ -127,7 +131,11 @@ async fn reopening_the_file_finds_everything() {
     assert_eq!(store.get_account(&account).await.unwrap().name, "acme");
     assert_eq!(store.get_device(&account, &device).await.unwrap(), dev);
     assert_eq!(
-        store.message_history(&account, &m.id).await.unwrap(),
+        store
+            .get_message_with_history(&account, &m.id)
+            .await
+            .map(|(_, h)| h)
+            .unwrap(),
         history
     );
     assert_eq!(store.list_events(0, 100, None, &[]).await.unwrap(), events);
@@ -135,7 +143,7 @@ async fn reopening_the_file_finds_everything() {
     // The queue survived: the same next run time, and the pending send is claimable.
     assert_eq!(store.next_send_job_at(&device).await.unwrap(), next_job);
     let jobs = store
-        .claim_send_jobs(&device, at(10), at(60_000), 10)
+        .claim_send_jobs(&device, "test", at(10), at(60_000), 10)
         .await
         .unwrap();
     assert!(
@@ -233,7 +241,7 @@ async fn a_failing_unit_does_not_take_its_batch_down() {
     }
     assert_eq!(created, 40);
     let jobs = store
-        .claim_send_jobs(&device, at(60_000), at(120_000), 100)
+        .claim_send_jobs(&device, "test", at(60_000), at(120_000), 100)
         .await
         .unwrap();
     assert_eq!(

@@ -1,8 +1,8 @@
 //! Devices: creation, isolation, patches, soft deletion and connection state.
 
 use crate::fixture::{
-    HOUR, MIN, SEC, StoreFactory, account, at, device, events, new_device, outbound, phone, send,
-    t0,
+    HOUR, MIN, OWNER, SEC, StoreFactory, account, at, device, events, new_device, outbound, phone,
+    send, t0,
 };
 use wagate_core::DeviceUid;
 use wagate_core::device::{
@@ -149,7 +149,7 @@ pub async fn device_isolation_between_accounts(f: impl StoreFactory) {
     );
     assert_eq!(s.get_message(&b, &m.id).await, Err(StoreError::NotFound));
     assert_eq!(
-        s.message_history(&b, &m.id).await,
+        s.get_message_with_history(&b, &m.id).await.map(|(_, h)| h),
         Err(StoreError::NotFound)
     );
     let page = s
@@ -258,11 +258,11 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
     let elsewhere = send(s, &outbound(&other, Some("elsewhere"), t0())).await;
     // `handed` was given to the engine and acknowledged: it is no longer pending.
     let jobs = s
-        .claim_send_jobs(&d.uid, at(3 * SEC), at(MIN), 3)
+        .claim_send_jobs(&d.uid, OWNER, at(3 * SEC), at(MIN), 3)
         .await
         .unwrap();
     let handed_job = jobs.iter().find(|j| j.message.id == handed.id).unwrap();
-    s.complete_send_job(handed_job.job_id, at(4 * SEC))
+    s.record_handoff(&[handed_job.job_id], &d.uid, at(4 * SEC), at(HOUR))
         .await
         .unwrap();
     s.advance_message_status(
@@ -337,7 +337,11 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
         let m = s.get_message(&a, id).await.unwrap();
         assert_eq!(m.status, MessageStatus::Failed);
         assert!(m.failure_reason.as_deref().is_some_and(|r| !r.is_empty()));
-        let history = s.message_history(&a, id).await.unwrap();
+        let history = s
+            .get_message_with_history(&a, id)
+            .await
+            .map(|(_, h)| h)
+            .unwrap();
         let last = history.last().unwrap();
         assert_eq!(last.status, MessageStatus::Failed);
         assert_eq!(last.at, at(10 * SEC));
@@ -366,7 +370,7 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
 
     // Nothing of the device is left to send, even once the lease ends.
     assert!(
-        s.claim_send_jobs(&d.uid, at(HOUR), at(HOUR + MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(HOUR), at(HOUR + MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -378,7 +382,7 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
         MessageStatus::Queued
     );
     assert_eq!(
-        s.claim_send_jobs(&other.uid, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&other.uid, OWNER, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .len(),

@@ -156,6 +156,7 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
 
 /// A consumer that resumes from the last seq it saw must never skip an event, even while
 /// other transactions are writing: seqs must become visible in order.
+/// (Rules 1 and 2 of the `Event.seq` contract in [`wagate_core::store`].)
 pub async fn events_seq_follows_commit_order_under_concurrency(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = fx.store.clone();
@@ -216,4 +217,62 @@ pub async fn events_seq_follows_commit_order_under_concurrency(f: impl StoreFact
         .collect();
     assert_eq!(all.len(), 100);
     assert_eq!(seen, all, "the tailer saw every event, in seq order");
+}
+
+/// Webhook delivery and the live stream sleep until the store announces a commit: every
+/// write path that commits events must wake them (device deletion's failures included),
+/// with a seq whose events are already readable.
+pub async fn a_commit_with_events_wakes_commit_subscribers(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let mut commits = s.subscribe_commits();
+    assert_eq!(*commits.borrow(), s.last_event_seq().await.unwrap());
+
+    async fn woken(commits: &mut tokio::sync::watch::Receiver<i64>, what: &str) -> i64 {
+        tokio::time::timeout(Duration::from_secs(5), commits.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no commit announced after {what}"))
+            .unwrap();
+        *commits.borrow_and_update()
+    }
+
+    s.record_device_state(&d.uid, &state(DeviceStatus::Connecting, SEC), None)
+        .await
+        .unwrap();
+    let seq = woken(&mut commits, "a device state").await;
+    assert_eq!(seq, s.last_event_seq().await.unwrap());
+    let seen = s.list_events(seq - 1, 10, None, &[]).await.unwrap();
+    assert_eq!(seen.len(), 1, "the announced event is readable");
+    assert_eq!(seen[0].seq, seq);
+
+    let m = send(s, &outbound(&d, None, at(2 * SEC))).await;
+    s.advance_message_status(
+        &MessageRef::Id(m.id.clone()),
+        MessageStatus::Failed,
+        at(3 * SEC),
+        Some("refused"),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let after_step = woken(&mut commits, "a status step").await;
+    assert!(after_step > seq);
+
+    // Deleting a device fails its pending sends, with events: they wake subscribers too.
+    let pending = send(s, &outbound(&d, None, at(4 * SEC))).await;
+    s.delete_device(&a, &d.uid, at(5 * SEC)).await.unwrap();
+    let after_delete = woken(&mut commits, "a device deletion").await;
+    assert!(after_delete > after_step);
+    let failed = s
+        .list_events(after_step, 10, None, &[EventType::MessageStatus])
+        .await
+        .unwrap();
+    assert!(
+        failed.iter().any(|e| matches!(&e.data,
+            wagate_core::event::EventData::MessageStatus(c)
+                if c.message_id == pending.id && c.status == MessageStatus::Failed)),
+        "{failed:?}"
+    );
 }

@@ -13,6 +13,10 @@ use wagate_core::store::{AcceptOutcome, Store};
 use wagate_core::time::Timestamp;
 use wagate_core::{AccountId, DeviceUid, MessageId, Phone};
 
+/// The lease owner the cases claim send jobs as (one process); cases about several
+/// processes name the others themselves.
+pub(crate) const OWNER: &str = "process-a";
+
 /// A fresh, empty store and whatever must outlive it (a temporary directory, a throwaway
 /// database). The store is dropped before the guard.
 pub struct Fixture<S> {

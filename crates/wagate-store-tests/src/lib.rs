@@ -15,6 +15,12 @@
 //! The cases pin what the trait docs say and a few rules the application relies on that
 //! the docs leave implicit (listings newest first, `since` inclusive and `until`
 //! exclusive, accepting on a deleted device is `NotFound`); each says so where it does.
+//! The `Event.seq` contract ([`wagate_core::store`]: strictly increasing in commit
+//! order, no seq appearing after a later one was seen, a commit announced only once
+//! readable) is pinned by `events_seq_follows_commit_order_under_concurrency` and
+//! `a_commit_with_events_wakes_commit_subscribers`; send-job leases shared by several
+//! processes by `claim_skips_another_owners_lease_until_it_expires` and
+//! `release_by_another_owner_leaves_the_lease`.
 //! Times are fixed, far-future instants a few seconds past a minute boundary, so stores
 //! that count budgets in per-minute buckets and stores that count exact rows agree.
 
@@ -81,7 +87,9 @@ macro_rules! store_conformance_tests {
             claim_honours_run_at_order_and_limit,
             claim_leases_exclude_other_claimers_until_expiry,
             claim_concurrent_claimers_never_share_a_job,
-            complete_fail_retry_and_release,
+            claim_skips_another_owners_lease_until_it_expires,
+            release_by_another_owner_leaves_the_lease,
+            handoff_fail_retry_and_release,
             a_handed_job_waits_for_the_ack_then_is_claimable_again,
             job_ids_are_never_reused,
             next_send_job_at_follows_run_at_and_leases,
@@ -90,6 +98,7 @@ macro_rules! store_conformance_tests {
             media_is_isolated_between_accounts,
             events_filter_by_account_type_and_position,
             events_seq_follows_commit_order_under_concurrency,
+            a_commit_with_events_wakes_commit_subscribers,
             webhook_fan_out_routes_once_per_event,
             webhook_one_in_flight_per_destination_in_order,
             webhook_window_bounds_in_flight_per_destination,

@@ -1,7 +1,8 @@
 //! Outbound messages: accepting, idempotency, the daily budget, status lifecycle, listings.
 
 use crate::fixture::{
-    HOUR, MIN, SEC, StoreFactory, accept, account, at, device, events, outbound, phone, send, t0,
+    HOUR, MIN, OWNER, SEC, StoreFactory, accept, account, at, device, events, outbound, phone,
+    send, t0,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -35,7 +36,7 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
     assert_eq!(m.client_message_id.as_deref(), Some("client-1"));
     assert_eq!(m.status, MessageStatus::Queued);
     assert_eq!(m.failure_reason, None);
-    assert_eq!(m.provider_message_id, Some(provider_message_id(&new.id)));
+    assert_eq!(m.provider_message_id, provider_message_id(&new.id));
     assert_eq!(m.dialect, new.dialect);
     assert_eq!(m.send_at, None);
     assert_eq!(m.created_at, at(SEC));
@@ -47,7 +48,10 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
         Err(StoreError::NotFound)
     );
     assert_eq!(
-        s.message_history(&a, &m.id).await.unwrap(),
+        s.get_message_with_history(&a, &m.id)
+            .await
+            .map(|(_, h)| h)
+            .unwrap(),
         vec![StatusChange {
             status: MessageStatus::Queued,
             at: at(SEC),
@@ -55,12 +59,11 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
         }]
     );
     assert_eq!(
-        s.message_history(&a, &MessageId::new()).await,
+        s.get_message_with_history(&a, &MessageId::new()).await,
         Err(StoreError::NotFound)
     );
-    let (read_back, steps) = s.get_message_with_history(&a, &m.id).await.unwrap();
+    let (read_back, _) = s.get_message_with_history(&a, &m.id).await.unwrap();
     assert_eq!(read_back, m);
-    assert_eq!(steps, s.message_history(&a, &m.id).await.unwrap());
     let other = account(s).await;
     assert_eq!(
         s.get_message_with_history(&other, &m.id).await,
@@ -69,7 +72,7 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
     );
     // The send job was committed with it.
     let jobs = s
-        .claim_send_jobs(&d.uid, at(2 * SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(2 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1);
@@ -168,7 +171,7 @@ pub async fn accept_dedupes_client_message_id_per_device(f: impl StoreFactory) {
         .unwrap();
     assert_eq!(all.total, 4);
     let jobs = s
-        .claim_send_jobs(&d1.uid, at(MIN), at(2 * MIN), 100)
+        .claim_send_jobs(&d1.uid, OWNER, at(MIN), at(2 * MIN), 100)
         .await
         .unwrap();
     assert_eq!(
@@ -201,7 +204,7 @@ pub async fn accept_refuses_when_daily_budget_is_used(f: impl StoreFactory) {
     let usage = s.budget_usage(&d.uid, at(HOUR)).await.unwrap();
     assert_eq!(usage.accepted_last_day, 3);
     let jobs = s
-        .claim_send_jobs(&d.uid, at(HOUR), at(2 * HOUR), 100)
+        .claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 100)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 3);
@@ -295,7 +298,7 @@ pub async fn accept_concurrent_duplicates_create_one_message(f: impl StoreFactor
     );
     // The one message created has exactly one send job: nothing accepted is stranded.
     let jobs = s
-        .claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 100)
+        .claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 100)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "the created message must have its send job");
@@ -404,7 +407,10 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         reason: reason.map(str::to_owned),
     };
     assert_eq!(
-        s.message_history(&a, &m.id).await.unwrap(),
+        s.get_message_with_history(&a, &m.id)
+            .await
+            .map(|(_, h)| h)
+            .unwrap(),
         vec![
             steps(MessageStatus::Queued, 0, None),
             steps(MessageStatus::Sent, 1, None),
@@ -452,7 +458,7 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
     let other = send(&*s, &outbound(&d, Some("c2"), t0())).await;
     let by_provider = MessageRef::Provider {
         device: d.uid.clone(),
-        provider_message_id: m.provider_message_id.clone().unwrap(),
+        provider_message_id: m.provider_message_id.clone(),
     };
     let by_id = MessageRef::Id(m.id.clone());
     let unknown = MessageRef::Provider {
@@ -494,8 +500,9 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
     assert_eq!(stored.status, MessageStatus::Read);
     assert_eq!(stored.updated_at, at(4 * SEC));
     let history: Vec<MessageStatus> = s
-        .message_history(&a, &m.id)
+        .get_message_with_history(&a, &m.id)
         .await
+        .map(|(_, h)| h)
         .unwrap()
         .iter()
         .map(|h| h.status)
@@ -532,7 +539,7 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
     );
     // Leaving `queued` ended both send jobs.
     assert!(
-        s.claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -571,7 +578,7 @@ pub async fn advance_to_failed_only_from_queued_and_cancels_the_send(f: impl Sto
         );
     }
     assert!(
-        s.claim_send_jobs(&d.uid, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -596,7 +603,7 @@ pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory
     let d1 = device(s, &a).await;
     let d2 = device(s, &a).await;
     let m = send(s, &outbound(&d1, None, t0())).await;
-    let pid = m.provider_message_id.clone().unwrap();
+    let pid = m.provider_message_id.clone();
     assert_eq!(
         s.advance_message_status(
             &MessageRef::Provider {

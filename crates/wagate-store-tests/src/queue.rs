@@ -1,7 +1,7 @@
 //! The send queue: claiming with leases, outcomes, scheduling and budget windows.
 
 use crate::fixture::{
-    HOUR, MIN, SEC, StoreFactory, account, at, device, events, outbound, send, t0,
+    HOUR, MIN, OWNER, SEC, StoreFactory, account, at, device, events, outbound, send, t0,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,13 +34,13 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
 
     // Nothing is due before it was created.
     assert!(
-        s.claim_send_jobs(&d.uid, at(-SEC), at(HOUR), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(-SEC), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let first = s
-        .claim_send_jobs(&d.uid, at(5 * SEC), at(HOUR), 2)
+        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 2)
         .await
         .unwrap();
     assert_eq!(
@@ -52,7 +52,7 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
     assert_ne!(first[0].job_id, first[1].job_id);
     assert_eq!(first[0].message, m1);
     let rest = s
-        .claim_send_jobs(&d.uid, at(5 * SEC), at(HOUR), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -61,19 +61,19 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
         "scheduled ones wait for send_at"
     );
     assert!(
-        s.claim_send_jobs(&d.uid, at(10 * MIN - SEC), at(HOUR), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(10 * MIN - SEC), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let scheduled = s
-        .claim_send_jobs(&d.uid, at(10 * MIN), at(HOUR), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(10 * MIN), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(ids(&scheduled), vec![m2.id.clone()]);
     assert_eq!(scheduled[0].message, m2);
     assert!(
-        s.claim_send_jobs(&d.uid, at(20 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(20 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
@@ -88,33 +88,33 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
     let m = send(s, &outbound(&d, None, t0())).await;
 
     let first = s
-        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&first), vec![m.id.clone()]);
     assert_eq!(first[0].attempt, 1);
     assert!(
-        s.claim_send_jobs(&d.uid, at(30 * SEC), at(2 * MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(30 * SEC), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
     );
     // The worker holding it died: once the lease ran out the job is claimed again.
     let second = s
-        .claim_send_jobs(&d.uid, at(2 * MIN), at(3 * MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(2 * MIN), at(3 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&second), vec![m.id.clone()]);
     assert_eq!(second[0].job_id, first[0].job_id);
     assert_eq!(second[0].attempt, 2);
     assert!(
-        s.claim_send_jobs(&d.uid, at(2 * MIN + SEC), at(4 * MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(2 * MIN + SEC), at(4 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let third = s
-        .claim_send_jobs(&d.uid, at(4 * MIN), at(5 * MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(4 * MIN), at(5 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(third[0].attempt, 3);
@@ -123,21 +123,21 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
     let other = device(s, &a).await;
     send(s, &outbound(&other, None, t0())).await;
     assert_eq!(
-        s.claim_send_jobs(&other.uid, at(4 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&other.uid, OWNER, at(4 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .len(),
         1
     );
-    s.release_send_jobs(&d.uid).await.unwrap();
+    s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     assert!(
-        s.claim_send_jobs(&other.uid, at(5 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&other.uid, OWNER, at(5 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        s.claim_send_jobs(&d.uid, at(4 * MIN + SEC), at(HOUR), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(4 * MIN + SEC), at(HOUR), 10)
             .await
             .unwrap()
             .len(),
@@ -159,7 +159,9 @@ pub async fn claim_concurrent_claimers_never_share_a_job(f: impl StoreFactory) {
         let s = Arc::clone(&s);
         let uid = d.uid.clone();
         tasks.push(tokio::spawn(async move {
-            s.claim_send_jobs(&uid, at(SEC), at(MIN), 3).await.unwrap()
+            s.claim_send_jobs(&uid, OWNER, at(SEC), at(MIN), 3)
+                .await
+                .unwrap()
         }));
     }
     let mut seen = HashSet::new();
@@ -172,7 +174,7 @@ pub async fn claim_concurrent_claimers_never_share_a_job(f: impl StoreFactory) {
     assert_eq!(seen.len(), 10);
 }
 
-pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
+pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
     let a = account(s).await;
@@ -182,7 +184,7 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
         ms.push(send(s, &outbound(&d, Some(&format!("c{i}")), at(i))).await);
     }
     let jobs = s
-        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -192,13 +194,11 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
     let job = |i: usize| jobs[i].job_id;
     let unknown = jobs.iter().map(|j| j.job_id).max().unwrap() + 1000;
 
-    // Completed: gone from the queue, counted as handed, status untouched (the server
-    // ack moves it to sent).
-    s.complete_send_job(job(0), at(2 * SEC)).await.unwrap();
-    assert_eq!(
-        s.complete_send_job(job(0), at(2 * SEC)).await,
-        Err(StoreError::NotFound)
-    );
+    // Handed over: counted as handed, status untouched (the server ack moves it to
+    // sent), the job set aside until the ack is due.
+    s.record_handoff(&[job(0)], &d.uid, at(2 * SEC), at(HOUR))
+        .await
+        .unwrap();
     assert_eq!(
         s.get_message(&a, &ms[0].id).await.unwrap().status,
         MessageStatus::Queued
@@ -223,8 +223,9 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
     assert_eq!(failed.status, MessageStatus::Failed);
     assert_eq!(failed.failure_reason.as_deref(), Some("not on WhatsApp"));
     let last = s
-        .message_history(&a, &ms[1].id)
+        .get_message_with_history(&a, &ms[1].id)
         .await
+        .map(|(_, h)| h)
         .unwrap()
         .pop()
         .unwrap();
@@ -254,15 +255,15 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
         .await
         .unwrap();
     // Released: claimable at once by anyone.
-    s.release_send_jobs(&d.uid).await.unwrap();
+    s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     let now = s
-        .claim_send_jobs(&d.uid, at(5 * SEC), at(HOUR), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(ids(&now), vec![ms[3].id.clone(), ms[4].id.clone()]);
     assert!(now.iter().all(|j| j.attempt == 2));
     let retried = s
-        .claim_send_jobs(&d.uid, at(10 * MIN), at(11 * MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(10 * MIN), at(11 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&retried), vec![ms[2].id.clone()]);
@@ -295,7 +296,7 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
     );
 
     assert_eq!(
-        s.complete_send_job(unknown, at(SEC)).await,
+        s.retry_send_job(unknown, at(SEC), "offline").await,
         Err(StoreError::NotFound)
     );
     assert_eq!(
@@ -307,7 +308,7 @@ pub async fn complete_fail_retry_and_release(f: impl StoreFactory) {
         Err(StoreError::NotFound)
     );
     // Releasing a device with nothing leased is fine.
-    s.release_send_jobs(&wagate_core::DeviceUid::new())
+    s.release_send_jobs(&wagate_core::DeviceUid::new(), OWNER)
         .await
         .unwrap();
 }
@@ -330,12 +331,12 @@ pub async fn next_send_job_at_follows_run_at_and_leases(f: impl StoreFactory) {
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(SEC)));
     // A leased job becomes claimable when its lease ends.
     let jobs = s
-        .claim_send_jobs(&d.uid, at(2 * SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(2 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(MIN)));
-    s.release_send_jobs(&d.uid).await.unwrap();
+    s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(SEC)));
     s.retry_send_job(jobs[0].job_id, at(20 * MIN), "offline")
         .await
@@ -346,11 +347,20 @@ pub async fn next_send_job_at_follows_run_at_and_leases(f: impl StoreFactory) {
     );
     assert_eq!(s.next_send_job_at(&other.uid).await.unwrap(), None);
     let all = s
-        .claim_send_jobs(&d.uid, at(HOUR), at(2 * HOUR), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 10)
         .await
         .unwrap();
     for j in &all {
-        s.complete_send_job(j.job_id, at(HOUR)).await.unwrap();
+        // The server's ack ends the job.
+        s.advance_message_status(
+            &MessageRef::Id(j.message.id.clone()),
+            MessageStatus::Sent,
+            at(HOUR),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
     }
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), None);
 }
@@ -366,16 +376,14 @@ pub async fn budget_usage_counts_rolling_windows(f: impl StoreFactory) {
     }
     send(s, &outbound(&other, None, t0())).await;
     let jobs = s
-        .claim_send_jobs(&d.uid, at(SEC), at(2 * HOUR), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(2 * HOUR), 10)
         .await
         .unwrap();
-    s.complete_send_job(jobs[0].job_id, at(SEC)).await.unwrap();
-    s.complete_send_job(jobs[1].job_id, at(30 * SEC))
-        .await
-        .unwrap();
-    s.complete_send_job(jobs[2].job_id, at(5 * MIN))
-        .await
-        .unwrap();
+    for (job, t) in jobs.iter().zip([SEC, 30 * SEC, 5 * MIN]) {
+        s.record_handoff(&[job.job_id], &d.uid, at(t), at(2 * HOUR))
+            .await
+            .unwrap();
+    }
 
     let uid = &d.uid;
     let usage = |t| async move { s.budget_usage(uid, at(t)).await.unwrap() };
@@ -412,13 +420,13 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     send(s, &acked).await;
     send(s, &lost).await;
     let jobs = s
-        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2);
     // Handed over together, recorded together.
     let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
-    s.await_server_ack(&ids, &d.uid, at(2 * SEC), at(30 * SEC))
+    s.record_handoff(&ids, &d.uid, at(2 * SEC), at(30 * SEC))
         .await
         .unwrap();
     // Both hand-offs count against the budgets at once.
@@ -431,7 +439,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     );
     // Nothing is claimable while the acks are awaited.
     assert!(
-        s.claim_send_jobs(&d.uid, at(3 * SEC), at(MIN), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(3 * SEC), at(MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -451,7 +459,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     .unwrap()
     .unwrap();
     let again = s
-        .claim_send_jobs(&d.uid, at(31 * SEC), at(2 * MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(31 * SEC), at(2 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -467,11 +475,11 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     .await
     .unwrap()
     .unwrap();
-    s.await_server_ack(&[again[0].job_id], &d.uid, at(32 * SEC), at(62 * SEC))
+    s.record_handoff(&[again[0].job_id], &d.uid, at(32 * SEC), at(62 * SEC))
         .await
         .unwrap();
     assert!(
-        s.claim_send_jobs(&d.uid, at(HOUR), at(2 * HOUR), 10)
+        s.claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 10)
             .await
             .unwrap()
             .is_empty()
@@ -494,7 +502,7 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     let first = outbound(&d, None, t0());
     send(s, &first).await;
     let old = s
-        .claim_send_jobs(&d.uid, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     // The ack ends the job before the worker records the hand-off.
@@ -510,7 +518,7 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     let next = outbound(&d, None, at(2 * SEC));
     send(s, &next).await;
     // The late bookkeeping for the old job must not touch the new message's job.
-    s.await_server_ack(&[old[0].job_id], &d.uid, at(3 * SEC), at(HOUR))
+    s.record_handoff(&[old[0].job_id], &d.uid, at(3 * SEC), at(HOUR))
         .await
         .unwrap();
     assert_eq!(
@@ -518,10 +526,96 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
         Err(StoreError::NotFound)
     );
     let claimed = s
-        .claim_send_jobs(&d.uid, at(4 * SEC), at(MIN), 10)
+        .claim_send_jobs(&d.uid, OWNER, at(4 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "the new job is still due");
     assert_eq!(claimed[0].message.id, next.id);
     assert_ne!(claimed[0].job_id, old[0].job_id);
+}
+
+/// Several processes may share a store: a lease another owner holds keeps the job from
+/// every other claimer until it expires, and only then is the job taken over.
+pub async fn claim_skips_another_owners_lease_until_it_expires(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let m = send(s, &outbound(&d, None, t0())).await;
+
+    let held = s
+        .claim_send_jobs(&d.uid, "process-b", at(SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&held), vec![m.id.clone()]);
+    for now in [SEC, 30 * SEC, MIN - 1] {
+        assert!(
+            s.claim_send_jobs(&d.uid, OWNER, at(now), at(now + MIN), 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "another owner's running lease is not claimed at +{now} ms"
+        );
+    }
+    let taken = s
+        .claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&taken),
+        vec![m.id.clone()],
+        "an expired lease is taken over"
+    );
+    assert_eq!(taken[0].job_id, held[0].job_id);
+    assert_eq!(taken[0].attempt, 2);
+    // Now the lease is ours: the previous owner cannot claim it back before it expires.
+    assert!(
+        s.claim_send_jobs(&d.uid, "process-b", at(MIN + SEC), at(3 * MIN), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Releasing (a graceful shutdown) frees only the releasing owner's leases: a process
+/// starting or stopping never frees a job another process is sending.
+pub async fn release_by_another_owner_leaves_the_lease(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let mine = send(s, &outbound(&d, None, t0())).await;
+    let theirs = send(
+        s,
+        &outbound(&d, None, t0() + chrono::Duration::milliseconds(1)),
+    )
+    .await;
+
+    let claimed = s
+        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(HOUR), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(&claimed), vec![mine.id.clone()]);
+    let other = s
+        .claim_send_jobs(&d.uid, "process-b", at(SEC), at(HOUR), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&other), vec![theirs.id.clone()]);
+
+    // A non-owner's release does nothing, to either job.
+    s.release_send_jobs(&d.uid, "process-c").await.unwrap();
+    assert!(
+        s.claim_send_jobs(&d.uid, "process-c", at(2 * SEC), at(HOUR), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a release by a non-owner freed a lease"
+    );
+    // The owner's release frees its job alone.
+    s.release_send_jobs(&d.uid, OWNER).await.unwrap();
+    let freed = s
+        .claim_send_jobs(&d.uid, "process-c", at(3 * SEC), at(HOUR), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&freed), vec![mine.id.clone()]);
 }

@@ -143,6 +143,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         blobs.clone(),
         engines,
         config.sending.clone(),
+        crate::runtime::owner_id(),
     );
     runtime.start_all().await.context("starting devices")?;
 

@@ -1,8 +1,12 @@
 //! The device runtime: one engine session and one send worker per live device.
 //!
-//! It starts every device at boot (releasing leases a crash left behind), starts and
-//! stops devices as the API creates and deletes them, wakes workers when messages are
-//! accepted, and on shutdown lets in-flight sends finish before releasing what is left.
+//! It starts every device at boot, starts and stops devices as the API creates and
+//! deletes them, wakes workers when messages are accepted, and on shutdown lets in-flight
+//! sends finish before releasing what is left.
+//!
+//! It does not assume it is the only process on the database: its send leases carry an
+//! owner id made at start ([`owner_id`]), it releases only those, and leases it finds at
+//! start (another process's, or a crashed one's) are claimed only once they expire.
 
 mod handoff;
 mod sink;
@@ -19,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wagate_core::device::{Device, DeviceStateChange, DeviceStatus, EngineKind};
@@ -106,8 +110,23 @@ pub struct DeviceRuntime {
     handoffs: HandoffWaiters,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    /// Bumped after every committed event, so the dispatcher and live streams wake up.
-    events_committed: watch::Sender<u64>,
+    /// This process's id on the send leases it takes.
+    owner: String,
+}
+
+/// A lease owner id unique to this process start: the host, the process id and a random
+/// part (a restarted process may reuse its predecessor's pid).
+pub fn owner_id() -> String {
+    use rand::Rng;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let random: u32 = rand::thread_rng().r#gen();
+    format!("{host}-{}-{random:08x}", std::process::id())
 }
 
 impl DeviceRuntime {
@@ -116,6 +135,7 @@ impl DeviceRuntime {
         blobs: BlobStore,
         engines: Engines,
         sending: SendingConfig,
+        owner: String,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -126,31 +146,23 @@ impl DeviceRuntime {
             handoffs: HandoffWaiters::default(),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
-            events_committed: watch::Sender::new(0),
+            owner,
         })
+    }
+
+    /// The owner id this runtime's send leases carry.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     pub fn engines(&self) -> &Engines {
         &self.engines
     }
 
-    /// A receiver that changes whenever an event is committed.
-    pub fn subscribe_events(&self) -> watch::Receiver<u64> {
-        self.events_committed.subscribe()
-    }
-
-    pub(crate) fn notify_events(&self) {
-        self.events_committed
-            .send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// Starts every device at boot. This process is the only one using the database, so
-    /// leases still held are left over from a crash and are released first.
+    /// Starts every device at boot. Leases still held belong to another process, or to a
+    /// crashed one: they are left to expire, never released from here.
     pub async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
         let devices = self.store.list_all_devices().await?;
-        for device in &devices {
-            self.store.release_send_jobs(&device.uid).await?;
-        }
         for device in devices {
             self.start_device(&device).await;
         }
@@ -210,6 +222,7 @@ impl DeviceRuntime {
             wake: Arc::clone(&running.wake),
             cancel: running.cancel.clone(),
             sending: self.sending.clone(),
+            owner: self.owner.clone(),
             runtime: Arc::downgrade(self),
         };
         lock(&self.devices).insert(device.uid.clone(), running);
@@ -224,11 +237,8 @@ impl DeviceRuntime {
             push_name: None,
             at: time::now(),
         };
-        match self.store.record_device_state(uid, &change, None).await {
-            Ok(_) => self.notify_events(),
-            Err(e) => {
-                tracing::warn!(device.uid = %uid, error = %e, "could not record device state")
-            }
+        if let Err(e) = self.store.record_device_state(uid, &change, None).await {
+            tracing::warn!(device.uid = %uid, error = %e, "could not record device state");
         }
     }
 
@@ -238,7 +248,7 @@ impl DeviceRuntime {
         if let Some(r) = running {
             r.cancel.cancel();
             r.session.stop().await;
-            if let Err(e) = self.store.release_send_jobs(uid).await {
+            if let Err(e) = self.store.release_send_jobs(uid, &self.owner).await {
                 tracing::warn!(device.uid = %uid, error = %e, "could not release send jobs");
             }
         }

@@ -306,12 +306,8 @@ impl EngineEvents for DeviceEventSink {
             }
         };
         match result {
-            Ok(()) => {
-                if let Some(rt) = self.runtime.upgrade() {
-                    rt.notify_events();
-                }
-                Ok(())
-            }
+            // The store announces the commit to webhook delivery and the live stream.
+            Ok(()) => Ok(()),
             Err(e) => {
                 tracing::warn!(device.uid = %self.uid, error = %e, "engine event not committed");
                 Err(EventNotCommitted(e.to_string()))

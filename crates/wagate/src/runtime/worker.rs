@@ -1,9 +1,9 @@
 //! The send worker of one device: claims due jobs in order, paces them within the
 //! device's budgets, hands them to the engine and records the outcome.
 //!
-//! A job is claimed with a lease before any I/O and finished after it; a crash in between
-//! leaves a lease that expires (or is released at the next start), so the message is
-//! sent again with the same provider id, which WhatsApp shows once.
+//! A job is claimed with a lease (owned by this process) before any I/O and finished
+//! after it; a crash in between leaves a lease that expires, so the message is sent again
+//! with the same provider id, which WhatsApp shows once.
 
 use super::{DeviceLive, DeviceRuntime, Handoff};
 use crate::blob::{BlobError, BlobStore};
@@ -33,6 +33,8 @@ pub(super) struct SendWorker {
     pub wake: Arc<Notify>,
     pub cancel: CancellationToken,
     pub sending: SendingConfig,
+    /// The lease owner id of this process.
+    pub owner: String,
     pub runtime: Weak<DeviceRuntime>,
 }
 
@@ -140,7 +142,7 @@ impl SendWorker {
         let lease_until = now + ChronoDuration::seconds(self.sending.lease_secs as i64);
         let jobs = self
             .store
-            .claim_send_jobs(&self.uid, now, lease_until, batch)
+            .claim_send_jobs(&self.uid, &self.owner, now, lease_until, batch)
             .await?;
         if jobs.is_empty() {
             // Every job the queue holds has a due time (its run time, or when its lease
@@ -156,8 +158,8 @@ impl SendWorker {
         let mut taken = Vec::with_capacity(jobs.len());
         let mut not_taken = Vec::new();
         for job in jobs {
-            // Jobs left claimed here keep their lease until it expires or the next start
-            // releases it; then they are sent again under the same WhatsApp id.
+            // Jobs left claimed here keep their lease until it expires or this process
+            // releases it at shutdown; then they are sent again under the same WhatsApp id.
             if self.cancel.is_cancelled() {
                 break;
             }
@@ -256,10 +258,7 @@ impl SendWorker {
         };
         Ok(OutgoingMessage {
             id: m.id.clone(),
-            provider_message_id: m
-                .provider_message_id
-                .clone()
-                .unwrap_or_else(|| wagate_core::engine::provider_message_id(&m.id)),
+            provider_message_id: m.provider_message_id.clone(),
             to: m.to.clone(),
             content,
         })
@@ -284,13 +283,10 @@ impl SendWorker {
         let recheck = now + ChronoDuration::milliseconds(self.sending.ack_timeout_ms as i64);
         let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
         self.store
-            .await_server_ack(&ids, &self.uid, now, recheck)
+            .record_handoff(&ids, &self.uid, now, recheck)
             .await?;
         // Waiters hear `Taken` when the server's ack is committed (the event sink), not
         // here: handed over is not yet "WhatsApp has it".
-        if let Some(rt) = self.runtime.upgrade() {
-            rt.notify_events();
-        }
         Ok(())
     }
 
@@ -330,7 +326,6 @@ impl SendWorker {
     fn finished(&self, message: &wagate_core::MessageId, outcome: Handoff) {
         if let Some(rt) = self.runtime.upgrade() {
             rt.report_handoff(message, outcome);
-            rt.notify_events();
         }
     }
 

@@ -5,7 +5,6 @@
 //! last [`RESUME_WINDOW_HOURS`] hours; older events are skipped and a gap says so.
 
 use super::ServiceResult;
-use super::port::EventWake;
 use futures::stream::{self, Stream};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,7 +52,7 @@ struct FeedState {
     oldest: Option<time::Timestamp>,
     gap_from: Option<i64>,
     queue: VecDeque<Event>,
-    wake: watch::Receiver<u64>,
+    wake: watch::Receiver<i64>,
 }
 
 /// The live event feed.
@@ -61,12 +60,11 @@ struct FeedState {
 pub struct EventService {
     store: Arc<dyn Store>,
     /// Wakes feeds when events are committed.
-    runtime: Arc<dyn EventWake>,
 }
 
 impl EventService {
-    pub fn new(store: Arc<dyn Store>, runtime: Arc<dyn EventWake>) -> Self {
-        Self { store, runtime }
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
     }
 
     /// The account's events as they are committed, in commit order; never ends.
@@ -94,7 +92,7 @@ impl EventService {
             oldest,
             gap_from: None,
             queue: VecDeque::new(),
-            wake: self.runtime.subscribe_events(),
+            wake: self.store.subscribe_commits(),
         };
         Ok(stream::unfold(state, next))
     }

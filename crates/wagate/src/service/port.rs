@@ -7,7 +7,7 @@ use crate::engine::sandbox::SandboxNetwork;
 use crate::runtime::{DeviceCounters, DeviceRuntime, DeviceSample, Handoff};
 use async_trait::async_trait;
 use std::sync::Arc;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use wagate_core::device::{Device, EngineKind};
 use wagate_core::engine::{EngineError, EngineSession, IncomingMessage};
 use wagate_core::{DeviceUid, MessageId};
@@ -40,14 +40,6 @@ pub trait Outbox: Send + Sync {
     /// Call before the message exists, so the hand-off cannot be missed.
     fn watch_handoff(&self, message: &MessageId) -> oneshot::Receiver<Handoff>;
     fn forget_handoff(&self, message: &MessageId);
-}
-
-/// Committed events: who follows them is woken, and can ask to be woken.
-pub trait EventWake: Send + Sync {
-    /// Wakes on every commit of events (the value means nothing; the change does).
-    fn subscribe_events(&self) -> watch::Receiver<u64>;
-    /// Events (or deliveries) were queued without an engine event: look now.
-    fn notify_events(&self);
 }
 
 /// The simulated WhatsApp network of sandbox devices.
@@ -102,15 +94,6 @@ impl Outbox for DeviceRuntime {
     }
     fn forget_handoff(&self, message: &MessageId) {
         DeviceRuntime::forget_handoff(self, message);
-    }
-}
-
-impl EventWake for DeviceRuntime {
-    fn subscribe_events(&self) -> watch::Receiver<u64> {
-        DeviceRuntime::subscribe_events(self)
-    }
-    fn notify_events(&self) {
-        DeviceRuntime::notify_events(self);
     }
 }
 

@@ -1,7 +1,6 @@
 //! The webhook use cases shared by both dialects: configure destinations (vetted against
 //! SSRF), rotate the signing secret, list attempts and redeliver.
 
-use super::port::EventWake;
 use super::{ServiceError, ServiceResult};
 use crate::config::Config;
 use crate::webhook::client::{UrlError, vet_configured};
@@ -48,16 +47,13 @@ pub fn parse_event_types(names: Option<&[String]>, field: &str) -> ServiceResult
 pub struct WebhookService {
     config: Arc<Config>,
     store: Arc<dyn Store>,
-    /// Wakes the dispatcher when a delivery is queued by hand.
-    events: Arc<dyn EventWake>,
 }
 
 impl WebhookService {
-    pub fn new(config: Arc<Config>, store: Arc<dyn Store>, events: Arc<dyn EventWake>) -> Self {
+    pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
         Self {
             config,
             store,
-            events,
         }
     }
 
@@ -121,8 +117,7 @@ impl WebhookService {
                 personal_url,
                 group_url,
                 active,
-                events,
-            }),
+                }),
         )
         .await
     }
@@ -187,8 +182,7 @@ impl WebhookService {
             Err(StoreError::NotFound) => return Err(ServiceError::NotFound("webhook attempt")),
             other => other?,
         };
-        // The dispatcher also looks every second; this makes it look now.
-        self.events.notify_events();
+        // The store announces the redelivery, which wakes the dispatcher.
         Ok(id)
     }
 }

@@ -29,7 +29,7 @@ use wagate_core::webhook::{AttemptRecord, ClaimedDelivery, DeliveryNext};
 
 /// Events fanned out per transaction.
 const FAN_OUT_BATCH: u32 = 500;
-/// Longest the dispatcher sleeps without looking (events committed without a wake-up,
+/// Longest the dispatcher sleeps without looking (events another process committed,
 /// clock changes).
 const MAX_IDLE: Duration = Duration::from_secs(1);
 
@@ -66,7 +66,8 @@ impl Dispatcher {
             config,
         });
         let cancel = CancellationToken::new();
-        let events = services.runtime.subscribe_events();
+        // Woken by the store after every commit that wrote events (or made a delivery due).
+        let events = services.store.subscribe_commits();
         let task = tokio::spawn(run(ctx, events, cancel.clone()));
         Ok(Self { cancel, task })
     }
@@ -89,14 +90,14 @@ fn lease(config: &WebhooksConfig) -> chrono::Duration {
 
 async fn run(
     ctx: Arc<Ctx>,
-    mut events: tokio::sync::watch::Receiver<u64>,
+    mut events: tokio::sync::watch::Receiver<i64>,
     cancel: CancellationToken,
 ) {
     let mut inflight: JoinSet<()> = JoinSet::new();
     let concurrency = ctx.config.concurrency.max(1);
     let window = ctx.config.per_destination.max(1);
     let mut events_open = true;
-    // Whether events may have been committed since the last fan-out: set by the runtime's
+    // Whether events may have been committed since the last fan-out: set by the store's
     // wake-up and by the idle timer, not by finished requests (which commit no events).
     let mut fan_out_due = true;
     while !cancel.is_cancelled() {
@@ -136,7 +137,7 @@ async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = events.changed(), if events_open => {
-                // The runtime is gone; the idle timer keeps the dispatcher going.
+                // The store is closed; the idle timer keeps the dispatcher going.
                 if changed.is_err() { events_open = false; }
                 fan_out_due = true;
             }

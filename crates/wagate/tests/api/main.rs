@@ -15,5 +15,6 @@ mod ops;
 mod reliability;
 mod simulated;
 mod support;
+mod wakers;
 mod webhooks;
 mod whatsapp_web;

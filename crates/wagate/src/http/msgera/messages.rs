@@ -159,7 +159,7 @@ impl MessageBody {
             text: m.text.clone(),
             media_id: m.media_id.as_ref().map(|i| i.to_string()),
             client_message_id: m.client_message_id.clone(),
-            provider_message_id: m.provider_message_id.clone(),
+            provider_message_id: Some(m.provider_message_id.clone()),
             source: m.dialect.as_str().to_owned(),
             send_at: m.send_at,
             created_at: m.created_at,
