@@ -5,6 +5,7 @@
 //! application wires real implementations into.
 
 pub mod account;
+pub mod backoff;
 pub mod content_type;
 pub mod device;
 pub mod engine;
