@@ -5,6 +5,9 @@
 //! persists what their events mean; an engine waits for [`EngineEvents::emit`] to return
 //! before acknowledging an inbound message to WhatsApp, which is what makes receiving
 //! crash-safe.
+//!
+//! The promises below are checked for every engine by the conformance suite in
+//! `crates/wagate-engine-tests`.
 
 use crate::device::EngineKind;
 use crate::id::{DeviceUid, MessageId};
@@ -221,7 +224,10 @@ pub struct EventNotCommitted(pub String);
 /// Where a session reports to; one per device.
 #[async_trait]
 pub trait EngineEvents: Send + Sync {
-    /// Returns once the event's meaning is durably committed.
+    /// Returns once the event's meaning is durably committed. An `Err` means it was not:
+    /// an inbound message is then not acknowledged to WhatsApp and is offered again under
+    /// the same `provider_message_id` (at the latest to the device's next session after a
+    /// restart), so the sink must be idempotent on that id.
     async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted>;
 }
 
@@ -232,6 +238,8 @@ pub trait Engine: Send + Sync {
 
     /// Starts a session for a device: resumes it when the engine has its keys, otherwise
     /// begins linking (QR events). Returns once the session exists, not once connected.
+    /// The session reports `Connecting` first, then (after any linking) `Connected` with
+    /// the number the device is linked to.
     async fn start(
         &self,
         device: DeviceContext,
@@ -267,10 +275,13 @@ pub trait EngineSession: Send + Sync {
     /// (QR codes ran out, logged out, failed).
     async fn connect(&self) -> Result<(), EngineError>;
 
-    /// Unlinks the device from its WhatsApp account.
+    /// Unlinks the device from its WhatsApp account; reports `LoggedOut` once, and the
+    /// session sends no more (`NotConnected`).
     async fn logout(&self) -> Result<(), EngineError>;
 
-    /// Stops the session, flushing whatever the engine must persist. Idempotent.
+    /// Stops the session, flushing whatever the engine must persist. Idempotent. Once it
+    /// returns the session emits nothing more and refuses sends with a retryable error;
+    /// receipts that come meanwhile wait for the device's next session.
     async fn stop(&self);
 }
 

@@ -6,6 +6,7 @@
 
 pub mod accept;
 pub mod account;
+pub mod backoff;
 pub mod content_type;
 pub mod device;
 pub mod engine;

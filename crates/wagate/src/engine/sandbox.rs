@@ -683,6 +683,8 @@ impl SandboxSession {
                 .state()
                 .by_phone
                 .insert(me.phone.digits().to_owned(), me.uid.clone());
+            // Online before it says so: a caller that saw `Connected` may send at once.
+            me.connected.store(true, Ordering::SeqCst);
             emit_logged(
                 &me.events,
                 EngineEvent::Connected {
@@ -692,7 +694,6 @@ impl SandboxSession {
                 },
             )
             .await;
-            me.connected.store(true, Ordering::SeqCst);
             for event in me.network.take_pending(&me.uid) {
                 me.network.hand_to(&me, event).await;
             }

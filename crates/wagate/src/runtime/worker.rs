@@ -147,12 +147,11 @@ impl SendWorker {
         if jobs.is_empty() {
             // Every job the queue holds has a due time (its run time, or when its lease
             // ends); anything new comes with a wake. Nothing queued: no timer.
-            let wait = self.store.next_send_job_at(&self.uid).await?.map(|at| {
-                (at - time::now())
-                    .to_std()
-                    .unwrap_or(Duration::ZERO)
-                    .max(Duration::from_millis(5))
-            });
+            let wait = self
+                .store
+                .next_send_job_at(&self.uid)
+                .await?
+                .map(|at| wagate_core::backoff::due_in(at, time::now()));
             return Ok(Step::Idle(wait));
         }
         let mut taken = Vec::with_capacity(jobs.len());
@@ -338,12 +337,11 @@ impl SendWorker {
         {
             return *d;
         }
-        let exp = self
-            .sending
-            .retry_base_ms
-            .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
-        let capped = exp.min(self.sending.retry_max_ms) as f64;
-        let factor = rand::thread_rng().gen_range(0.8..1.2);
-        Duration::from_millis((capped * factor) as u64)
+        wagate_core::backoff::delay(
+            attempt,
+            Duration::from_millis(self.sending.retry_base_ms),
+            Duration::from_millis(self.sending.retry_max_ms),
+            rand::random(),
+        )
     }
 }

@@ -58,8 +58,8 @@ struct FeedState {
 /// The live event feed.
 #[derive(Clone)]
 pub struct EventService {
+    /// Loads events and announces their commits (which wake the feeds).
     store: Arc<dyn Store>,
-    /// Wakes feeds when events are committed.
 }
 
 impl EventService {

@@ -51,10 +51,7 @@ pub struct WebhookService {
 
 impl WebhookService {
     pub fn new(config: Arc<Config>, store: Arc<dyn Store>) -> Self {
-        Self {
-            config,
-            store,
-        }
+        Self { config, store }
     }
 
     /// A URL as given, vetted; empty means "none".
@@ -117,7 +114,7 @@ impl WebhookService {
                 personal_url,
                 group_url,
                 active,
-                }),
+            }),
         )
         .await
     }

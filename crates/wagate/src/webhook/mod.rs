@@ -18,7 +18,6 @@ pub mod signature;
 use crate::app::Resources;
 use crate::config::WebhooksConfig;
 use payload::MediaLinker;
-use rand::Rng;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::{JoinHandle, JoinSet};
@@ -157,10 +156,7 @@ async fn run(
 /// How long until the next delivery becomes claimable (at most [`MAX_IDLE`]).
 async fn next_due_in(ctx: &Ctx, window: u32) -> Duration {
     match ctx.store.next_delivery_at(window).await {
-        Ok(Some(at)) => (at - time::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_millis(5), MAX_IDLE),
+        Ok(Some(at)) => wagate_core::backoff::due_in(at, time::now()).min(MAX_IDLE),
         _ => MAX_IDLE,
     }
 }
@@ -168,16 +164,14 @@ async fn next_due_in(ctx: &Ctx, window: u32) -> Duration {
 /// The delay before attempt `attempt + 1`: exponential from the base, ±20% jitter, never
 /// below what the receiver asked for with `Retry-After` (itself capped).
 pub fn backoff(config: &WebhooksConfig, attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exp = attempt.saturating_sub(1).min(30);
-    let base = config.backoff_base_ms.saturating_mul(1u64 << exp);
-    let jitter: f64 = rand::thread_rng().gen_range(0.8..=1.2);
-    // Float maths on a bounded value: the cast back cannot overflow after the `min`.
-    let ms = ((base as f64) * jitter).min(config.backoff_max_ms as f64) as u64;
-    let mut delay = Duration::from_millis(ms);
-    if let Some(asked) = retry_after {
-        delay = delay.max(asked.min(Duration::from_secs(config.retry_after_max_secs)));
-    }
-    delay
+    let delay = wagate_core::backoff::delay(
+        attempt,
+        Duration::from_millis(config.backoff_base_ms),
+        Duration::from_millis(config.backoff_max_ms),
+        rand::random(),
+    );
+    let most = Duration::from_secs(config.retry_after_max_secs);
+    wagate_core::backoff::at_least_asked(delay, retry_after, most)
 }
 
 fn after(at: Timestamp, d: Duration) -> Timestamp {

@@ -1,0 +1,354 @@
+//! The cases: each one a promise of `wagate_core::engine` (its trait docs) that the device
+//! runtime relies on, checked through a [`Recorder`] standing where the runtime stands.
+
+use crate::{Harness, Recorder};
+use std::sync::Arc;
+use wagate_core::engine::{
+    DeviceContext, EngineError, EngineEvent, EngineSession, IncomingMessage, OutgoingContent,
+    OutgoingMessage, ReceiptKind, provider_message_id,
+};
+use wagate_core::{MessageId, Phone};
+
+/// Starting a linked device resumes it: `Connecting` first, then `Connected` with the
+/// number it was linked to, and no linking (QR or pair code) on the way.
+pub async fn start_resumes_a_linked_device_with_its_phone<H: Harness + ?Sized>(h: &H) {
+    let device = h.linked_device().await;
+    let phone = device.phone.clone().expect("a linked device has a phone");
+    let events = Recorder::new();
+    let session = start(h, &device, &events).await;
+    let got = events.wait_for("Connected", h.patience(), connected).await;
+    assert_eq!(got.as_ref(), Some(&phone), "connected as the linked number");
+    let seen = events.snapshot();
+    assert!(
+        matches!(seen.first(), Some(EngineEvent::Connecting)),
+        "Connecting comes first: {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(is_linking),
+        "a linked device does not link again: {seen:#?}"
+    );
+    stop_and_forget(h, session, &device).await;
+}
+
+/// A device the engine never saw links (`Connecting` first, then whatever the user must do,
+/// then `Connected` with its phone); started again with that phone, it resumes without
+/// linking.
+pub async fn a_new_device_links_then_resumes_without_linking<H: Harness + ?Sized>(h: &H) {
+    let device = h.new_device().await;
+    assert!(device.phone.is_none(), "a new device has no phone yet");
+    let events = Recorder::new();
+    let session = start(h, &device, &events).await;
+    h.link(&device, &events).await;
+    let phone = events
+        .wait_for("Connected after linking", h.patience(), connected)
+        .await
+        .expect("a linked device reports its phone");
+    let seen = events.snapshot();
+    assert!(
+        matches!(seen.first(), Some(EngineEvent::Connecting)),
+        "Connecting comes first: {seen:#?}"
+    );
+    session.stop().await;
+
+    let resumed = DeviceContext {
+        phone: Some(phone.clone()),
+        ..device.clone()
+    };
+    let events = Recorder::new();
+    let session = start(h, &resumed, &events).await;
+    let again = events
+        .wait_for("Connected after the restart", h.patience(), connected)
+        .await;
+    assert_eq!(again, Some(phone), "resumed as the same number");
+    let seen = events.snapshot();
+    assert!(
+        !seen.iter().any(is_linking),
+        "resumed without linking again: {seen:#?}"
+    );
+    stop_and_forget(h, session, &device).await;
+}
+
+/// A send is taken, then reported by WhatsApp's server (`ServerAck` without error, under
+/// the provider id it was sent with), then delivered, then read: in that order.
+pub async fn send_is_acked_then_delivered_then_read<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let message = text_to(&h.peer(), "conformance: acked, delivered, read");
+    let pid = message.provider_message_id.clone();
+    session
+        .send(message)
+        .await
+        .expect("an online device takes a send");
+    let error = events
+        .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+        .await;
+    assert_eq!(error, None, "the server took the message");
+    events
+        .wait_for("the delivered receipt", h.patience(), |e| {
+            receipt_of(e, &pid, ReceiptKind::Delivered)
+        })
+        .await;
+    h.peer_reads(&phone, &pid).await;
+    events
+        .wait_for("the read receipt", h.patience(), |e| {
+            receipt_of(e, &pid, ReceiptKind::Read)
+        })
+        .await;
+    let seen = events.snapshot();
+    let at = |pick: &dyn Fn(&EngineEvent) -> bool| seen.iter().position(pick);
+    let ack = at(&|e| ack_of(e, &pid).is_some());
+    let delivered = at(&|e| receipt_of(e, &pid, ReceiptKind::Delivered).is_some());
+    let read = at(&|e| receipt_of(e, &pid, ReceiptKind::Read).is_some());
+    assert!(
+        ack < delivered && delivered < read,
+        "ack, then delivered, then read: {seen:#?}"
+    );
+    stop_and_forget(h, session, &device).await;
+}
+
+/// Checking numbers answers each number asked, in order: on WhatsApp with its phone JID, or
+/// not on WhatsApp without one.
+pub async fn check_numbers_tells_who_is_on_whatsapp<H: Harness + ?Sized>(h: &H) {
+    let (device, session, _events, _phone) = online(h).await;
+    let (on, off) = (h.peer(), h.not_on_whatsapp());
+    let checks = session
+        .check_numbers(&[on.clone(), off.clone()])
+        .await
+        .expect("an online device checks numbers");
+    assert_eq!(checks.len(), 2, "one answer per number: {checks:#?}");
+    assert_eq!(checks[0].phone, on);
+    assert!(checks[0].on_whatsapp, "{checks:#?}");
+    let jid = format!("{}@s.whatsapp.net", on.digits());
+    assert_eq!(checks[0].jid.as_deref(), Some(jid.as_str()));
+    assert_eq!(checks[1].phone, off);
+    assert!(!checks[1].on_whatsapp, "{checks:#?}");
+    assert_eq!(checks[1].jid, None);
+    stop_and_forget(h, session, &device).await;
+}
+
+/// A message someone writes to the device is emitted as `Inbound`: a text from the
+/// sender's number, not a group message.
+pub async fn inbound_is_emitted_with_its_sender<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let text = "conformance: hello from the peer";
+    h.peer_sends(&phone, text).await;
+    let m = events
+        .wait_for("the inbound message", h.patience(), |e| {
+            inbound_text(e, text)
+        })
+        .await;
+    assert_eq!(m.from.as_ref(), Some(&h.peer()), "from the peer's number");
+    assert_eq!(m.kind, wagate_core::message::MessageKind::Text);
+    assert!(!m.is_group);
+    assert!(!m.provider_message_id.is_empty());
+    stop_and_forget(h, session, &device).await;
+}
+
+/// Receiving is at least once: an inbound message whose `emit` returned an error was not
+/// acknowledged to WhatsApp, so it is offered again — under the same provider id — by the
+/// next session after a restart, instead of being lost.
+pub async fn an_inbound_message_not_committed_is_offered_again<H: Harness + ?Sized>(h: &H) {
+    let device = h.linked_device().await;
+    let phone = device.phone.clone().expect("a linked device has a phone");
+    let events = Recorder::refusing_inbound(1);
+    let session = start(h, &device, &events).await;
+    events.wait_for("Connected", h.patience(), connected).await;
+    let text = "conformance: must not be lost";
+    h.peer_sends(&phone, text).await;
+    let refused = events.wait_refused(1, h.patience()).await;
+    assert_eq!(refused[0].text.as_deref(), Some(text));
+    session.stop().await;
+    assert!(
+        !events
+            .snapshot()
+            .iter()
+            .any(|e| inbound_text(e, text).is_some()),
+        "the refusal was the only offer to this session"
+    );
+
+    h.restart().await;
+    let events = Recorder::new();
+    let session = start(h, &device, &events).await;
+    let again = events
+        .wait_for("the refused message, offered again", h.patience(), |e| {
+            inbound_text(e, text)
+        })
+        .await;
+    assert_eq!(
+        again.provider_message_id, refused[0].provider_message_id,
+        "offered again under the same id (the caller dedupes on it)"
+    );
+    stop_and_forget(h, session, &device).await;
+}
+
+/// After `stop` returns the session emits nothing more, even for messages it sent; what
+/// happens meanwhile (a receipt) waits for the device's next session. A stopped session
+/// takes no send (a retryable error: the message waits too), and stopping twice is fine.
+pub async fn stop_ends_the_events_and_what_follows_waits<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let message = text_to(&h.peer(), "conformance: sent before the stop");
+    let pid = message.provider_message_id.clone();
+    session
+        .send(message)
+        .await
+        .expect("an online device takes a send");
+    events
+        .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+        .await;
+    session.stop().await;
+    let at_stop = events.len();
+    session.stop().await;
+    match session
+        .send(text_to(&h.peer(), "conformance: after the stop"))
+        .await
+    {
+        Err(e) if e.is_retryable() => {}
+        other => panic!("a stopped session refuses sends, retryably: {other:?}"),
+    }
+    h.peer_reads(&phone, &pid).await;
+
+    let later = Recorder::new();
+    let next = start(h, &device, &later).await;
+    let read_before_stop = events.snapshot()[..at_stop]
+        .iter()
+        .any(|e| receipt_of(e, &pid, ReceiptKind::Read).is_some());
+    if !read_before_stop {
+        later
+            .wait_for(
+                "the read receipt, held for the next session",
+                h.patience(),
+                |e| receipt_of(e, &pid, ReceiptKind::Read),
+            )
+            .await;
+    } else {
+        later.wait_for("Connected", h.patience(), connected).await;
+    }
+    let after = events.snapshot();
+    assert_eq!(
+        after.len(),
+        at_stop,
+        "nothing is emitted after stop returned: {:#?}",
+        &after[at_stop..]
+    );
+    stop_and_forget(h, next, &device).await;
+}
+
+/// `logout` unlinks: `LoggedOut` is reported once, and the session no longer sends.
+pub async fn logout_reports_logged_out_once<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, _phone) = online(h).await;
+    let before = events.len();
+    session.logout().await.expect("logout");
+    let reason = events
+        .wait_for_from(before, "LoggedOut", h.patience(), |e| match e {
+            EngineEvent::LoggedOut { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(!reason.is_empty(), "LoggedOut says why");
+    match session
+        .send(text_to(&h.peer(), "conformance: after logout"))
+        .await
+    {
+        Err(EngineError::NotConnected(_)) => {}
+        other => panic!("a logged-out session does not send: {other:?}"),
+    }
+    // Stopping flushes whatever the engine still had to report.
+    session.stop().await;
+    let seen = events.snapshot();
+    let logged_out = seen[before..]
+        .iter()
+        .filter(|e| matches!(e, EngineEvent::LoggedOut { .. }))
+        .count();
+    assert_eq!(logged_out, 1, "reported once: {seen:#?}");
+    h.engine()
+        .forget(&device.uid)
+        .await
+        .expect("forget a device");
+}
+
+/// A linked device, started and connected.
+async fn online<H: Harness + ?Sized>(
+    h: &H,
+) -> (DeviceContext, Arc<dyn EngineSession>, Arc<Recorder>, Phone) {
+    let device = h.linked_device().await;
+    let phone = device.phone.clone().expect("a linked device has a phone");
+    let events = Recorder::new();
+    let session = start(h, &device, &events).await;
+    events.wait_for("Connected", h.patience(), connected).await;
+    (device, session, events, phone)
+}
+
+async fn start<H: Harness + ?Sized>(
+    h: &H,
+    device: &DeviceContext,
+    events: &Arc<Recorder>,
+) -> Arc<dyn EngineSession> {
+    h.engine()
+        .start(device.clone(), events.clone())
+        .await
+        .expect("start a session")
+}
+
+async fn stop_and_forget<H: Harness + ?Sized>(
+    h: &H,
+    session: Arc<dyn EngineSession>,
+    device: &DeviceContext,
+) {
+    session.stop().await;
+    h.engine()
+        .forget(&device.uid)
+        .await
+        .expect("forget a device");
+}
+
+fn text_to(to: &Phone, text: &str) -> OutgoingMessage {
+    let id = MessageId::new();
+    OutgoingMessage {
+        provider_message_id: provider_message_id(&id),
+        id,
+        to: to.clone(),
+        content: OutgoingContent::Text { text: text.into() },
+    }
+}
+
+fn connected(e: &EngineEvent) -> Option<Option<Phone>> {
+    match e {
+        EngineEvent::Connected { phone, .. } => Some(phone.clone()),
+        _ => None,
+    }
+}
+
+fn is_linking(e: &EngineEvent) -> bool {
+    matches!(
+        e,
+        EngineEvent::Qr { .. } | EngineEvent::PairCode { .. } | EngineEvent::QrExpired
+    )
+}
+
+/// The server ack of `pid`: `Some(error)`.
+fn ack_of(e: &EngineEvent, pid: &str) -> Option<Option<String>> {
+    match e {
+        EngineEvent::ServerAck {
+            provider_message_id,
+            error,
+        } if provider_message_id == pid => Some(error.clone()),
+        _ => None,
+    }
+}
+
+fn receipt_of(e: &EngineEvent, pid: &str, kind: ReceiptKind) -> Option<()> {
+    match e {
+        EngineEvent::Receipt {
+            provider_message_ids,
+            kind: k,
+            ..
+        } if *k == kind && provider_message_ids.iter().any(|p| p == pid) => Some(()),
+        _ => None,
+    }
+}
+
+fn inbound_text(e: &EngineEvent, text: &str) -> Option<IncomingMessage> {
+    match e {
+        EngineEvent::Inbound(m) if m.text.as_deref() == Some(text) => Some(m.clone()),
+        _ => None,
+    }
+}

@@ -1,0 +1,52 @@
+//! What each engine's test file provides: the engine, and the world around it — the other
+//! side of WhatsApp (a peer that receives, reads and writes), numbers on and off WhatsApp,
+//! devices fresh or already linked, and what a restart of the gateway means there.
+
+use crate::recorder::Recorder;
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use wagate_core::Phone;
+use wagate_core::engine::{DeviceContext, Engine};
+
+/// One engine under test and the WhatsApp it talks to. Methods panic when the world cannot
+/// do what is asked (they are test support).
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// The engine under test; after [`Self::restart`], the one of the restarted gateway.
+    fn engine(&self) -> Arc<dyn Engine>;
+
+    /// A device the engine has never seen: no phone, no keys. Started, it links.
+    async fn new_device(&self) -> DeviceContext;
+
+    /// What the user does to link `device` once it was started and emits to `events`
+    /// (scanning its QR code, say; nothing for an engine whose devices link themselves).
+    /// Returns once done, without waiting for the device to connect.
+    async fn link(&self, device: &DeviceContext, events: &Recorder);
+
+    /// A device already linked (its keys where the engine keeps them); `phone` is set.
+    async fn linked_device(&self) -> DeviceContext;
+
+    /// A number on WhatsApp: a peer whose phone gets messages and sends delivery receipts
+    /// by itself.
+    fn peer(&self) -> Phone;
+
+    /// A number that is not on WhatsApp.
+    fn not_on_whatsapp(&self) -> Phone;
+
+    /// The peer reads the message `provider_message_id` it got from the device linked to
+    /// `device_phone` (nothing to do where peers read by themselves).
+    async fn peer_reads(&self, device_phone: &Phone, provider_message_id: &str);
+
+    /// The peer writes `text` to the device linked to `device_phone`.
+    async fn peer_sends(&self, device_phone: &Phone, text: &str);
+
+    /// The gateway's process restarts, every session stopped before; WhatsApp's side keeps
+    /// what it holds (its offline queues, what it still owes).
+    async fn restart(&self);
+
+    /// The longest any one expected event may take (linking a device may take seconds).
+    fn patience(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}

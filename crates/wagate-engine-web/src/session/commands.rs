@@ -1,0 +1,119 @@
+//! The [`EngineSession`] commands: sending and pairing delegate to their modules; the
+//! session's life is here — `connect` starts a new round, `logout` unlinks and deletes the
+//! keys, `stop` ends the round and drains the pump so nothing is emitted after it returns.
+
+use super::{Phase, SHUTDOWN_GRACE, WebSession};
+use async_trait::async_trait;
+use std::time::Duration;
+use tracing::warn;
+use wagate_core::Phone;
+use wagate_core::engine::{
+    EngineError, EngineEvent, EngineSession, NumberCheck, OutgoingMessage, PairCode,
+};
+
+#[async_trait]
+impl EngineSession for WebSession {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), EngineError> {
+        self.send_message(message).await
+    }
+
+    async fn check_numbers(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
+        self.check(numbers).await
+    }
+
+    async fn typing(&self, to: &Phone, duration: Duration) -> Result<(), EngineError> {
+        self.show_typing(to, duration).await
+    }
+
+    async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError> {
+        self.pair_code(phone).await
+    }
+
+    async fn connect(&self) -> Result<(), EngineError> {
+        let _cmd = self.inner.commands.lock().await;
+        let (phase, logged_out) = {
+            let st = self.inner.state();
+            if st.stopped {
+                return Err(EngineError::NotConnected("the session was stopped".into()));
+            }
+            (st.phase, st.logged_out)
+        };
+        match phase {
+            // Already connected, or already showing codes: nothing to restart.
+            Phase::Online | Phase::Linking | Phase::Starting => return Ok(()),
+            // Reconnecting: start over now instead of waiting out the backoff.
+            Phase::Reconnecting | Phase::Ended => {}
+        }
+        self.end_round().await;
+        if logged_out {
+            // WhatsApp no longer accepts these keys; a new round must link afresh.
+            crate::engine::remove_store_files(&self.inner.store_path)
+                .await
+                .map_err(|e| {
+                    EngineError::Internal(format!("cannot reset the device store: {e}"))
+                })?;
+            self.inner.state().logged_out = false;
+        }
+        self.begin_round(false);
+        Ok(())
+    }
+
+    async fn logout(&self) -> Result<(), EngineError> {
+        let _cmd = self.inner.commands.lock().await;
+        let client = {
+            let mut st = self.inner.state();
+            st.logging_out = true;
+            st.client.clone()
+        };
+        let online = client
+            .as_ref()
+            .is_some_and(|c| c.is_connected() && c.is_logged_in());
+        if let Some(c) = client {
+            // Deregisters (when online), disables reconnecting, disconnects.
+            c.logout().await;
+        }
+        self.end_round().await;
+        {
+            let mut st = self.inner.state();
+            st.logging_out = false;
+            st.logged_out = false;
+        }
+        self.inner.queue(EngineEvent::LoggedOut {
+            reason: if online {
+                "logged out on request; the device was unlinked".into()
+            } else {
+                "logged out on request while offline; the phone may list the device until it \
+                 is removed there"
+                    .into()
+            },
+        });
+        crate::engine::remove_store_files(&self.inner.store_path)
+            .await
+            .map_err(|e| EngineError::Internal(format!("cannot delete the device store: {e}")))?;
+        Ok(())
+    }
+
+    async fn stop(&self) {
+        let _cmd = self.inner.commands.lock().await;
+        {
+            let mut st = self.inner.state();
+            if st.stopped {
+                return;
+            }
+            st.stopped = true;
+        }
+        self.end_round().await;
+        self.inner.pump_stop.cancel();
+        let pump = self
+            .inner
+            .pump
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(p) = pump
+            && tokio::time::timeout(SHUTDOWN_GRACE, p).await.is_err()
+        {
+            warn!(device.uid = %self.inner.uid, "event pump did not finish in time");
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! Sending: a message handed to WhatsApp (media prepared off the async threads and
+//! uploaded first), numbers checked (cached and paced), the typing indicator.
+
+use super::WebSession;
+use super::errors::{iq_error, send_error};
+use crate::numbers::{self, Answer};
+use crate::outgoing::{self, Plan};
+use std::time::Duration;
+use tracing::debug;
+use wagate_core::Phone;
+use wagate_core::engine::{EngineError, NumberCheck, OutgoingMessage};
+use whatsapp_rust::ContactError;
+use whatsapp_rust::prelude::*;
+use whatsapp_rust::upload::UploadOptions;
+
+/// Longest typing indicator honoured.
+const MAX_TYPING: Duration = Duration::from_secs(60);
+
+impl WebSession {
+    pub(super) async fn send_message(&self, message: OutgoingMessage) -> Result<(), EngineError> {
+        let client = self.inner.online_client()?;
+        let id = message.provider_message_id.clone();
+        let result = async {
+            let content = message.content;
+            let plan = tokio::task::spawn_blocking(move || outgoing::plan(content))
+                .await
+                .map_err(|e| EngineError::Internal(format!("media preparation panicked: {e}")))??;
+            let msg = match plan {
+                Plan::Ready(m) => *m,
+                Plan::Upload {
+                    media_type,
+                    data,
+                    shape,
+                } => {
+                    let upload = client
+                        .upload(data, media_type, UploadOptions::default())
+                        .await
+                        .map_err(|e| {
+                            EngineError::Transient(format!("media upload failed: {e:#}"))
+                        })?;
+                    outgoing::build(shape, upload.into())
+                }
+            };
+            client
+                .send_message_with_options(
+                    Jid::pn(message.to.digits()),
+                    msg,
+                    SendOptions::default().with_message_id(id.clone()),
+                )
+                .await
+                .map_err(send_error)
+        }
+        .await;
+        match result {
+            Ok(_) => {
+                self.inner.counters.sent();
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.counters.send_failed();
+                debug!(device.uid = %self.inner.uid, message.provider_id = %id, error = %e, "send failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) async fn check(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {
+        if numbers.len() > numbers::MAX_PER_CALL {
+            return Err(EngineError::Rejected {
+                code: Some("too_many_numbers".into()),
+                reason: format!("at most {} numbers per check", numbers::MAX_PER_CALL),
+            });
+        }
+        let mut out: Vec<Option<NumberCheck>> =
+            numbers.iter().map(|n| self.inner.numbers.get(n)).collect();
+        let mut missing: Vec<Phone> = Vec::new();
+        for (n, known) in numbers.iter().zip(&out) {
+            if known.is_none() && !missing.contains(n) {
+                missing.push(n.clone());
+            }
+        }
+        if !missing.is_empty() {
+            let client = self.inner.online_client()?;
+            self.inner.pacer.wait().await;
+            let jids: Vec<Jid> = missing.iter().map(|p| Jid::pn(p.digits())).collect();
+            let results = client
+                .contacts()
+                .is_on_whatsapp(&jids)
+                .await
+                .map_err(|e| match e {
+                    ContactError::Iq(iq) => iq_error(&iq, "the number check"),
+                    other => EngineError::Rejected {
+                        code: None,
+                        reason: other.to_string(),
+                    },
+                })?;
+            let answers: Vec<Answer> = results.iter().map(Answer::from).collect();
+            let checks = numbers::match_answers(&missing, &answers);
+            self.inner.numbers.put(&checks);
+            for (n, slot) in numbers.iter().zip(out.iter_mut()) {
+                if slot.is_none() {
+                    *slot = checks.iter().find(|c| &c.phone == n).cloned();
+                }
+            }
+        }
+        // Every slot is filled: cached, or answered by match_answers (one per number asked).
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    pub(super) async fn show_typing(
+        &self,
+        to: &Phone,
+        duration: Duration,
+    ) -> Result<(), EngineError> {
+        let client = self.inner.online_client()?;
+        let jid = Jid::pn(to.digits());
+        // Typing only shows while we are "available"; without a push name yet this fails,
+        // and the indicator is best effort anyway.
+        if let Err(e) = client.presence().set_available().await {
+            debug!(device.uid = %self.inner.uid, error = %e, "could not set presence available");
+        }
+        client
+            .chatstate()
+            .send_composing(&jid)
+            .await
+            .map_err(|e| EngineError::Transient(format!("typing indicator failed: {e}")))?;
+        tokio::time::sleep(duration.min(MAX_TYPING)).await;
+        if let Err(e) = client.chatstate().send_paused(&jid).await {
+            debug!(device.uid = %self.inner.uid, error = %e, "could not clear the typing indicator");
+        }
+        Ok(())
+    }
+}

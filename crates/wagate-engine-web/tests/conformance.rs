@@ -1,0 +1,196 @@
+//! Runs the engine conformance suite (`wagate-engine-tests`) against the whatsapp-web
+//! engine on the in-process WhatsApp simulator (`wagate-wa-sim`, a dev-dependency only).
+//!
+//! The world: one simulated account per device under test (linked by QR for a new device,
+//! or with keys seeded into its store file for a linked one), and Bob, a running
+//! whatsapp-rust client, as the peer: he receives (his client sends the delivery receipt),
+//! his phone sends read receipts when asked, and he writes. A restart is a new `WebEngine`
+//! on the same data directory; the simulator keeps its offline queues. Run with
+//! `RUST_LIB_BACKTRACE=0`.
+
+// Test support panics on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wagate_core::engine::{DeviceContext, Engine, EngineEvent};
+use wagate_core::{DeviceUid, Phone};
+use wagate_engine_tests::{Harness, Recorder};
+use wagate_engine_web::whatsapp_rust::prelude::*;
+use wagate_engine_web::whatsapp_rust::store::SqliteStore;
+use wagate_engine_web::{WebEngine, WebEngineConfig};
+use wagate_wa_sim::{Account, ReceiptKind, SimClient, Simulator};
+
+const SIM_VERSION: (u32, u32, u32) = (2, 3000, 1_042_742_319);
+/// Never created in the simulator.
+const NOT_ON_WHATSAPP: &str = "15559999999";
+
+struct Web {
+    sim: Simulator,
+    dir: tempfile::TempDir,
+    engine: Mutex<Arc<WebEngine>>,
+    bob: Account,
+    /// Bob's running client: it must stay up to receive and send delivery receipts.
+    b: SimClient,
+    /// The account behind each device under test, by device uid (for the QR scan).
+    by_uid: Mutex<HashMap<DeviceUid, Account>>,
+    /// Each linked device's own JID, by phone digits (for Bob's read receipts).
+    device_jid: Mutex<HashMap<String, Jid>>,
+    devices: AtomicU32,
+}
+
+fn init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,whatsapp_rust=error,wacore=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn engine(sim: &Simulator, dir: &std::path::Path) -> Arc<WebEngine> {
+    let mut cfg = WebEngineConfig::new(dir);
+    cfg.transport = Some(Arc::new(sim.transport()));
+    cfg.http_client = Some(Arc::new(sim.http_client()));
+    cfg.wa_version = Some(SIM_VERSION);
+    cfg.start_jitter = Duration::ZERO;
+    cfg.check_min_interval = Duration::from_millis(100);
+    Arc::new(WebEngine::new(cfg))
+}
+
+impl Web {
+    async fn new() -> Self {
+        init();
+        let sim = Simulator::new();
+        let bob = sim.create_account("15550000002", "Bob").unwrap();
+        let b = sim.connect(&bob).await.unwrap();
+        b.wait_connected(Duration::from_secs(20)).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(&sim, dir.path());
+        Self {
+            sim,
+            dir,
+            engine: Mutex::new(engine),
+            bob,
+            b,
+            by_uid: Mutex::new(HashMap::new()),
+            device_jid: Mutex::new(HashMap::new()),
+            devices: AtomicU32::new(0),
+        }
+    }
+
+    /// A fresh uid and a fresh simulated account for it.
+    fn next(&self) -> (DeviceUid, Account) {
+        let n = self.devices.fetch_add(1, Ordering::SeqCst) + 1;
+        let uid = DeviceUid::parse(&format!("dev_conformance{n}")).unwrap();
+        let account = self
+            .sim
+            .create_account(&format!("1555030{n:04}"), "Conformance")
+            .unwrap();
+        self.by_uid
+            .lock()
+            .unwrap()
+            .insert(uid.clone(), account.clone());
+        (uid, account)
+    }
+
+    fn web(&self) -> Arc<WebEngine> {
+        self.engine.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Harness for Web {
+    fn engine(&self) -> Arc<dyn Engine> {
+        self.web()
+    }
+
+    async fn new_device(&self) -> DeviceContext {
+        let (uid, _) = self.next();
+        DeviceContext {
+            uid,
+            name: "Conformance".into(),
+            phone: None,
+        }
+    }
+
+    /// The account's phone scans the QR code the device shows.
+    async fn link(&self, device: &DeviceContext, events: &Recorder) {
+        let account = self.by_uid.lock().unwrap()[&device.uid].clone();
+        let code = events
+            .wait_for("a QR code", self.patience(), |e| match e {
+                EngineEvent::Qr { code, .. } => Some(code.clone()),
+                _ => None,
+            })
+            .await;
+        let jid = self.sim.scan_qr(&account, &code).unwrap();
+        self.device_jid
+            .lock()
+            .unwrap()
+            .insert(account.phone.clone(), jid);
+    }
+
+    /// Keys seeded into the device's store file, as after an earlier link.
+    async fn linked_device(&self) -> DeviceContext {
+        let (uid, account) = self.next();
+        let path = self.web().store_path(&uid);
+        std::fs::create_dir_all(self.dir.path()).unwrap();
+        let store = SqliteStore::new(path.to_str().unwrap()).await.unwrap();
+        let jid = self
+            .sim
+            .seed_backend(&account, "Conformance", &store)
+            .await
+            .unwrap();
+        self.device_jid
+            .lock()
+            .unwrap()
+            .insert(account.phone.clone(), jid);
+        DeviceContext {
+            uid,
+            name: "Conformance".into(),
+            phone: Some(Phone::parse(&account.phone).unwrap()),
+        }
+    }
+
+    fn peer(&self) -> Phone {
+        Phone::parse(&self.bob.phone).unwrap()
+    }
+
+    fn not_on_whatsapp(&self) -> Phone {
+        Phone::parse(NOT_ON_WHATSAPP).unwrap()
+    }
+
+    /// Bob's phone sends the read receipt (queued by the server while the device is away).
+    async fn peer_reads(&self, device_phone: &Phone, provider_message_id: &str) {
+        let to = self.device_jid.lock().unwrap()[device_phone.digits()].clone();
+        self.sim
+            .phone_send_receipt(&self.bob, &to, &[provider_message_id], ReceiptKind::Read)
+            .unwrap();
+    }
+
+    async fn peer_sends(&self, device_phone: &Phone, text: &str) {
+        self.b
+            .client()
+            .send_text(Jid::pn(device_phone.digits()), text)
+            .await
+            .unwrap();
+    }
+
+    /// A new engine on the same data directory; the simulator lives on.
+    async fn restart(&self) {
+        let restarted = engine(&self.sim, self.dir.path());
+        *self.engine.lock().unwrap() = restarted;
+    }
+
+    /// A QR-linked client waits 10 s for an app-state key share the simulated phone never
+    /// sends before it reports `Connected`.
+    fn patience(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+}
+
+wagate_engine_tests::engine_conformance_tests!(Web::new);

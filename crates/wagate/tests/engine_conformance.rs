@@ -1,0 +1,158 @@
+//! Runs the engine conformance suite (`wagate-engine-tests`) against the sandbox engine.
+//!
+//! The world: a sandbox network journaled in a temporary directory (so a "restart" is what
+//! it is for the application: the connections drop and the network reopens from its
+//! journal, handing out what it still owes), and a second sandbox device as the peer, which
+//! receives, reads (by itself, after the configured delays) and writes.
+
+// Test support panics on purpose, like the tests themselves.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wagate::config::SandboxConfig;
+use wagate::engine::sandbox::{SandboxEngine, SandboxNetwork};
+use wagate_core::engine::{
+    DeviceContext, Engine, EngineEvent, EngineSession, OutgoingContent, OutgoingMessage,
+    provider_message_id,
+};
+use wagate_core::{DeviceUid, MessageId, Phone};
+use wagate_engine_tests::{Harness, Recorder};
+
+/// The peer's number (another sandbox device).
+const PEER: &str = "15551110001";
+/// Sandbox numbers ending in 0000 are not on WhatsApp.
+const NOT_ON_WHATSAPP: &str = "15551230000";
+
+fn config() -> SandboxConfig {
+    SandboxConfig {
+        link_delay_ms: 20,
+        // Long enough that a session stopped right after a server ack is stopped before
+        // the receipts come (they then wait for the next session).
+        delivered_delay_ms: 200,
+        read_delay_ms: 200,
+    }
+}
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    journal: PathBuf,
+    network: Mutex<Arc<SandboxNetwork>>,
+    peer: Mutex<Option<Arc<dyn EngineSession>>>,
+    devices: AtomicU32,
+}
+
+impl Sandbox {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = dir.path().join("network.journal");
+        let network = SandboxNetwork::open(config(), &journal).unwrap();
+        let sandbox = Self {
+            _dir: dir,
+            journal,
+            network: Mutex::new(network),
+            peer: Mutex::new(None),
+            devices: AtomicU32::new(0),
+        };
+        sandbox.start_peer().await;
+        sandbox
+    }
+
+    fn network(&self) -> Arc<SandboxNetwork> {
+        self.network.lock().unwrap().clone()
+    }
+
+    async fn start_peer(&self) {
+        let events = Recorder::new();
+        let peer = DeviceContext {
+            uid: DeviceUid::parse("dev_peer").unwrap(),
+            name: "Peer".into(),
+            phone: Some(Phone::parse(PEER).unwrap()),
+        };
+        let session = self.engine().start(peer, events.clone()).await.unwrap();
+        events
+            .wait_for("the peer connected", self.patience(), |e| {
+                matches!(e, EngineEvent::Connected { .. }).then_some(())
+            })
+            .await;
+        *self.peer.lock().unwrap() = Some(session);
+    }
+
+    fn next_uid(&self) -> (DeviceUid, u32) {
+        let n = self.devices.fetch_add(1, Ordering::SeqCst) + 1;
+        (DeviceUid::parse(&format!("dev_conformance{n}")).unwrap(), n)
+    }
+}
+
+#[async_trait]
+impl Harness for Sandbox {
+    fn engine(&self) -> Arc<dyn Engine> {
+        Arc::new(SandboxEngine::new(self.network()))
+    }
+
+    async fn new_device(&self) -> DeviceContext {
+        let (uid, _) = self.next_uid();
+        DeviceContext {
+            uid,
+            name: "Conformance".into(),
+            phone: None,
+        }
+    }
+
+    /// Sandbox devices link themselves.
+    async fn link(&self, _device: &DeviceContext, _events: &Recorder) {}
+
+    async fn linked_device(&self) -> DeviceContext {
+        let (uid, n) = self.next_uid();
+        DeviceContext {
+            uid,
+            name: "Conformance".into(),
+            // Ends in neither 0000, 0500 nor 0700 (n stays small).
+            phone: Some(Phone::parse(&format!("1555200{n:04}")).unwrap()),
+        }
+    }
+
+    fn peer(&self) -> Phone {
+        Phone::parse(PEER).unwrap()
+    }
+
+    fn not_on_whatsapp(&self) -> Phone {
+        Phone::parse(NOT_ON_WHATSAPP).unwrap()
+    }
+
+    /// The peer device reads by itself once it committed the message.
+    async fn peer_reads(&self, _device_phone: &Phone, _provider_message_id: &str) {}
+
+    async fn peer_sends(&self, device_phone: &Phone, text: &str) {
+        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
+        let id = MessageId::new();
+        peer.send(OutgoingMessage {
+            provider_message_id: provider_message_id(&id),
+            id,
+            to: device_phone.clone(),
+            content: OutgoingContent::Text { text: text.into() },
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn restart(&self) {
+        let peer = self.peer.lock().unwrap().take();
+        if let Some(peer) = peer {
+            peer.stop().await;
+        }
+        self.network().drop_connections().await;
+        let reopened = SandboxNetwork::open(config(), &self.journal).unwrap();
+        *self.network.lock().unwrap() = reopened;
+        self.start_peer().await;
+    }
+
+    fn patience(&self) -> Duration {
+        Duration::from_secs(20)
+    }
+}
+
+wagate_engine_tests::engine_conformance_tests!(Sandbox::new);
