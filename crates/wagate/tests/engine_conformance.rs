@@ -34,6 +34,7 @@ fn config() -> SandboxConfig {
         // the receipts come (they then wait for the next session).
         delivered_delay_ms: 200,
         read_delay_ms: 200,
+        ..SandboxConfig::default()
     }
 }
 

@@ -114,6 +114,7 @@ impl WebhookService {
                 personal_url,
                 group_url,
                 active,
+                events,
             }),
         )
         .await
