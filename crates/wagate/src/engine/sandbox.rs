@@ -71,6 +71,8 @@ struct NetworkState {
     /// Every hand-off the engine made, per provider id: resends and hand-offs that were
     /// lost or refused included.
     handoffs: HashMap<String, u32>,
+    /// When each of those hand-offs happened (to see a retry wait its backoff).
+    handoff_at: HashMap<String, Vec<std::time::Instant>>,
     /// Provider ids whose server ack the gateway committed.
     acked: HashSet<String>,
     /// Hand-offs of an id whose server ack was already committed: a gateway that resends
@@ -253,6 +255,15 @@ impl SandboxNetwork {
             .get(provider_message_id)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// When the engine handed a message to the network, each time, in order.
+    pub fn handoff_times(&self, provider_message_id: &str) -> Vec<std::time::Instant> {
+        self.state()
+            .handoff_at
+            .get(provider_message_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether the gateway committed the server ack of a message.
@@ -726,6 +737,10 @@ impl EngineSession for SandboxSession {
         {
             let mut st = self.network.state();
             *st.handoffs.entry(pid.clone()).or_insert(0) += 1;
+            st.handoff_at
+                .entry(pid.clone())
+                .or_default()
+                .push(std::time::Instant::now());
             if st.acked.contains(&pid) {
                 *st.after_ack.entry(pid.clone()).or_insert(0) += 1;
             }

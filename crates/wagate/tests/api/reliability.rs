@@ -80,7 +80,8 @@ async fn a_repeated_client_message_id_returns_the_original_and_sends_once() {
 
 #[tokio::test]
 async fn transient_errors_are_retried_and_permanent_ones_fail_with_a_reason() {
-    let app = TestApp::spawn().await;
+    // A base long enough to see: the retry must wait at least its lower jitter bound.
+    let app = TestApp::spawn_with(|c| c.sending.retry_base_ms = 400).await;
     let device = app.connected_device("r").await;
     let uid = device["deviceUid"].as_str().unwrap();
     // The sandbox fails numbers ending in 0500 once per message.
@@ -88,10 +89,16 @@ async fn transient_errors_are_retried_and_permanent_ones_fail_with_a_reason() {
     let read = app
         .wait_message_status(flaky["messageId"].as_str().unwrap(), "read")
         .await;
-    assert_eq!(
-        app.sandbox
-            .handed_count(read["providerMessageId"].as_str().unwrap()),
-        1
+    let pid = read["providerMessageId"].as_str().unwrap();
+    assert_eq!(app.sandbox.handed_count(pid), 1);
+    // Retried after the backoff (400 ms − 20% jitter at least), not at once: a lower
+    // bound, which a slow machine only makes easier to meet.
+    let times = app.sandbox.handoff_times(pid);
+    assert_eq!(times.len(), 2, "one failed hand-off, one retry");
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= std::time::Duration::from_millis(320),
+        "retried after {gap:?}, before the backoff"
     );
 
     let nobody = app.send_text(uid, "+201001230000", "hello?").await;
