@@ -283,9 +283,11 @@ pub async fn app_state_versions(b: Arc<dyn Backend>) {
         fresh.version, 0,
         "an unknown collection starts at version 0"
     );
-    let mut state = HashState::default();
-    state.version = 42;
-    state.hash = [7; 128];
+    let mut state = HashState {
+        version: 42,
+        hash: [7; 128],
+        ..Default::default()
+    };
     state.index_value_map.insert("idx".to_owned(), vec![9, 9]);
     ok(b.set_version("regular", state).await, "set_version");
     let back = ok(b.get_version("regular").await, "get_version");
