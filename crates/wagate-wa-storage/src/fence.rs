@@ -1,0 +1,39 @@
+//! Fencing of protocol-state writes by a takeover epoch (issue 15, point 3).
+//!
+//! whatsapp-rust caches Signal state and writes it back later, which is only safe while a
+//! single node drives the device. When a node is paused past its lease (GC, SIGSTOP,
+//! network cut) and another takes the device over, the paused node must not write once it
+//! wakes up: it would roll ratchets back and make later messages undecryptable.
+//!
+//! `wa_device_owner(device_key, epoch)` holds the epoch of the current owner. A
+//! [`PgBackend`](crate::PgBackend) built [`with_fence`](crate::PgBackend::with_fence) runs
+//! every write in a transaction that first reads that row `FOR SHARE` and refuses the write
+//! unless the epoch is still its own. The shared lock also makes a takeover (which updates
+//! the row) wait for writes already under way, so no write of the old owner lands after
+//! the new epoch is visible. The lease itself (owner, expiry, renewal) is the job of the
+//! main PostgreSQL store; it only has to bump the epoch through [`Fence::take_over`] or an
+//! equivalent statement on `wa_device_owner` in the same transaction as the takeover.
+
+use sqlx::PgPool;
+
+/// The epoch a node got when it took a device over. Writes carrying an older epoch fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// Take `device_key` over: raise its epoch by one (1 on first ownership) and return the
+    /// fence that now, and only now, may write its protocol state.
+    pub async fn take_over(pool: &PgPool, device_key: &str) -> Result<Fence, sqlx::Error> {
+        let epoch: i64 = sqlx::query_scalar(
+            "INSERT INTO wa_device_owner (device_key, epoch) VALUES ($1, 1)
+             ON CONFLICT (device_key) DO UPDATE SET epoch = wa_device_owner.epoch + 1
+             RETURNING epoch",
+        )
+        .bind(device_key)
+        .fetch_one(pool)
+        .await?;
+        Ok(Fence { epoch })
+    }
+}

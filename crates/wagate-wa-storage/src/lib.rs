@@ -1,0 +1,21 @@
+//! whatsapp-rust's protocol storage (its `Backend` trait: Signal sessions, prekeys, sender
+//! keys, app-state keys, LID mappings, …) on PostgreSQL, so a device can move between
+//! wagate nodes with nothing to copy (issue 15, point 4).
+//!
+//! - [`PgBackend`]: the `Backend` on PostgreSQL, every row scoped by a device key so all
+//!   devices of all nodes share one set of tables; migrations via [`PgBackend::migrate`].
+//! - [`Fence`]: the takeover epoch a backend may be built with, so a node that lost a
+//!   device can no longer write its protocol state.
+//! - [`conformance`]: what the trait promises, as async checks any `Backend` must pass
+//!   (run in this crate's tests against wacore's in-memory backend, whatsapp-rust's SQLite
+//!   store and `PgBackend`).
+//! - [`testing`]: a throwaway PostgreSQL database for tests (skips, or fails when `CI=true`,
+//!   without one).
+
+pub mod conformance;
+mod fence;
+mod pg;
+pub mod testing;
+
+pub use fence::Fence;
+pub use pg::PgBackend;
