@@ -364,14 +364,21 @@ impl Default for Config {
 
 impl Config {
     /// Defaults, then the TOML file (when given), then `WAGATE_*` variables (nested
-    /// options with `__`, e.g. `WAGATE_SANDBOX__READ_DELAY_MS`).
+    /// options with `__`, e.g. `WAGATE_SANDBOX__READ_DELAY_MS`). `WAGATE_TEST_*` variables
+    /// belong to the test suite (`WAGATE_TEST_DATABASE_URL`), not to the configuration: a
+    /// server started under them must not refuse them as unknown options.
     pub fn load(file: Option<&Path>) -> Result<Self, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("WAGATE_").split("__").ignore(&["CONFIG"]))
+            .merge(
+                Env::prefixed("WAGATE_")
+                    .split("__")
+                    .ignore(&["CONFIG"])
+                    .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_")),
+            )
             .extract()
             .map_err(Box::new)
     }
@@ -428,6 +435,8 @@ mod tests {
         .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("WAGATE_DATA_DIR", "/tmp/elsewhere");
+            // The test suite's own variable is not an option.
+            jail.set_env("WAGATE_TEST_DATABASE_URL", "postgres://127.0.0.1/test");
             let c = Config::load(Some(&file)).map_err(|e| *e)?;
             assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
             assert_eq!(c.sandbox.read_delay_ms, 5);
