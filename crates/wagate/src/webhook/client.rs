@@ -261,5 +261,12 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // A date ahead: the time until it (a second may tick between the two clocks).
+        let ahead = (chrono::Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let d = parse_retry_after(&ahead).expect("a date ahead parses");
+        assert!(
+            (88..=90).contains(&d.as_secs()),
+            "{ahead} is {d:?} away, not about 90 s"
+        );
     }
 }
