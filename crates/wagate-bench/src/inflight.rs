@@ -169,7 +169,8 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<AtKill> {
         ("WAGATE_SANDBOX__WIRE_LOG", "true"),
         ("WAGATE_SENDING__ACK_TIMEOUT_MS", ack_timeout.as_str()),
         ("WAGATE_SENDING__RETRY_BASE_MS", "100"),
-        ("WAGATE_SENDING__LEASE_SECS", "5"),
+        // The default lease (120 s), longer than the settle time: a job claimed at the
+        // kill is sent soon after the restart because the node takes back its own leases.
     ];
     let mut server = Server::start(bin, dir.path(), server::free_port()?, &env).await?;
     let api = Api::new(&server.base, &key);
@@ -223,8 +224,9 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<AtKill> {
     }
     server.kill9()?;
     let at = at_kill(&pids, &read_wire_log(dir.path())?);
+    let leased = leased_jobs(dir.path()).await?;
     out!(
-        "kill -9 with {} in flight ({} on the wire, {} taken by the server), {} queued, {} acked",
+        "kill -9 with {} in flight ({} on the wire, {} taken by the server), {} queued ({leased} claimed under a lease), {} acked",
         at.in_flight.len(),
         at.on_wire.len(),
         at.at_server.len(),
@@ -292,6 +294,20 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<AtKill> {
         bail!("exactly once broken:\n  {}", problems.join("\n  "));
     }
     Ok(at)
+}
+
+/// Send jobs under a lease in the (dead) server's database: claimed, not yet handed over.
+async fn leased_jobs(data_dir: &Path) -> anyhow::Result<i64> {
+    use sqlx::Connection;
+    let opts = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(data_dir.join("wagate.db"))
+        .read_only(true);
+    let mut db = sqlx::SqliteConnection::connect_with(&opts).await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM send_jobs WHERE lease_until IS NOT NULL")
+        .fetch_one(&mut db)
+        .await?;
+    db.close().await?;
+    Ok(n)
 }
 
 async fn set_minute_limit(api: &Api, device: &str, per_minute: u32) -> anyhow::Result<()> {

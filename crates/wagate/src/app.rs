@@ -143,7 +143,8 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         blobs.clone(),
         engines,
         config.sending.clone(),
-        crate::runtime::owner_id(),
+        crate::runtime::node_owner_id(&config.data_dir)
+            .with_context(|| format!("reading the node id in {}", config.data_dir.display()))?,
     );
     runtime.start_all().await.context("starting devices")?;
 

@@ -4,9 +4,12 @@
 //! deletes them, wakes workers when messages are accepted, and on shutdown lets in-flight
 //! sends finish before releasing what is left.
 //!
-//! It does not assume it is the only process on the database: its send leases carry an
-//! owner id made at start ([`owner_id`]), it releases only those, and leases it finds at
-//! start (another process's, or a crashed one's) are claimed only once they expire.
+//! It does not assume it is the only process on the database: its send leases carry the
+//! owner id of its node ([`node_owner_id`], kept in the data directory), it releases only
+//! those, and leases of other owners are claimed only once they expire. A node that comes
+//! back after a crash takes back its own leases at start (the process that held them is
+//! gone: a data directory serves one process), so what it had in flight is sent again at
+//! once instead of after the lease time.
 
 mod handoff;
 mod sink;
@@ -114,8 +117,27 @@ pub struct DeviceRuntime {
     owner: String,
 }
 
-/// A lease owner id unique to this process start: the host, the process id and a random
-/// part (a restarted process may reuse its predecessor's pid).
+/// This node's lease owner id, kept in `<data_dir>/node-id`: made once (host and a random
+/// part), the same after every restart of the node, so a restarted node recognises the
+/// leases its crashed predecessor held.
+pub fn node_owner_id(data_dir: &std::path::Path) -> std::io::Result<String> {
+    let path = data_dir.join("node-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = owner_id();
+    // Written aside and renamed: a crash mid-write never leaves a torn id.
+    let tmp = data_dir.join("node-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}
+
+/// A fresh lease owner id: the host, the process id and a random part (a restarted
+/// process may reuse its predecessor's pid).
 pub fn owner_id() -> String {
     use rand::Rng;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -159,10 +181,16 @@ impl DeviceRuntime {
         &self.engines
     }
 
-    /// Starts every device at boot. Leases still held belong to another process, or to a
-    /// crashed one: they are left to expire, never released from here.
+    /// Starts every device at boot. Leases this node still holds were taken by its
+    /// previous process, which is gone: they are released first. Other owners' leases are
+    /// left to expire, never released from here.
     pub async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
         let devices = self.store.list_all_devices().await?;
+        for device in &devices {
+            self.store
+                .release_send_jobs(&device.uid, &self.owner)
+                .await?;
+        }
         for device in devices {
             self.start_device(&device).await;
         }
