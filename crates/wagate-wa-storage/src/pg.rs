@@ -133,6 +133,22 @@ impl PgBackend {
         Ok(done.rows_affected())
     }
 
+    /// Upserts (address, record) rows with `sql` (`$1` key, `$2` address, `$3` record) in one
+    /// fenced transaction: the batch methods of sessions and sender keys.
+    async fn upsert_by_address(&self, sql: &'static str, rows: &[(Arc<str>, Bytes)]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        for (address, record) in rows {
+            sqlx::query(sql)
+                .bind(self.key())
+                .bind(&**address)
+                .bind(&record[..])
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
     fn key(&self) -> &str {
         &self.device_key
     }
@@ -247,17 +263,7 @@ impl SignalStore for PgBackend {
     }
 
     async fn put_sessions_batch(&self, sessions: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        for (address, session) in sessions {
-            sqlx::query(UPSERT_SESSION)
-                .bind(self.key())
-                .bind(&**address)
-                .bind(&session[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        self.upsert_by_address(UPSERT_SESSION, sessions).await
     }
 
     async fn delete_session(&self, address: &str) -> Result<()> {
@@ -440,17 +446,7 @@ impl SignalStore for PgBackend {
     }
 
     async fn put_sender_keys_batch(&self, sender_keys: &[(Arc<str>, Bytes)]) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        for (address, record) in sender_keys {
-            sqlx::query(UPSERT_SENDER_KEY)
-                .bind(self.key())
-                .bind(&**address)
-                .bind(&record[..])
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-        }
-        tx.commit().await.map_err(db)
+        self.upsert_by_address(UPSERT_SENDER_KEY, sender_keys).await
     }
 
     async fn get_sender_key(&self, address: &str) -> Result<Option<Vec<u8>>> {
