@@ -40,6 +40,11 @@ pub struct DeviceContext {
     pub name: String,
     /// The number the device was linked to, when it was.
     pub phone: Option<Phone>,
+    /// The epoch of the device lease this node drives it under
+    /// ([`crate::lease::Fence`]): an engine that keeps protocol state in a database other
+    /// nodes share fences its writes with it, so a node that lost the device cannot write
+    /// over the new holder's keys.
+    pub epoch: i64,
 }
 
 /// A message to hand to WhatsApp.

@@ -12,6 +12,7 @@ pub mod device;
 pub mod engine;
 pub mod event;
 pub mod id;
+pub mod lease;
 pub mod media;
 pub mod message;
 pub mod phone;

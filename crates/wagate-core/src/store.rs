@@ -37,12 +37,13 @@ use crate::account::{Account, ApiKey, ApiKeyCredential, DashboardSession, NewApi
 use crate::device::{Device, DevicePatch, DeviceStateChange, NewDevice};
 use crate::event::{Event, EventType};
 use crate::id::{AccountId, ApiKeyId, DeviceUid, MediaId, MessageId};
+use crate::lease::{DeviceLease, Fence, NodeInfo};
 use crate::media::Media;
 use crate::message::{InboundMessage, Message, MessageStatus, NewOutboundMessage, StatusChange};
 use crate::phone::Phone;
 use crate::time::Timestamp;
 use async_trait::async_trait;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +53,10 @@ pub enum StoreError {
     /// A uniqueness or state rule refused the change; the text says which.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The write was for a device this node no longer drives: another node took its lease
+    /// over (a newer epoch). The node must stop the device; retrying cannot succeed.
+    #[error("fenced: another node took the device over")]
+    Fenced,
     /// The database cannot be reached or is overloaded; retrying later may work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
@@ -156,11 +161,11 @@ pub trait DeviceStore: Send + Sync {
         uid: &DeviceUid,
         at: Timestamp,
     ) -> StoreResult<()>;
-    /// Records a state reported by the engine and appends a `device.status` event; `qr`
-    /// is carried in the event only (QR codes are not stored).
+    /// Records a state reported by the engine of the fenced device and appends a
+    /// `device.status` event; `qr` is carried in the event only (QR codes are not stored).
     async fn record_device_state(
         &self,
-        uid: &DeviceUid,
+        fence: &Fence,
         change: &DeviceStateChange,
         qr: Option<&str>,
     ) -> StoreResult<Device>;
@@ -249,9 +254,10 @@ pub trait MessageStore: Send + Sync {
     /// Moves the message to `status` if that is forward ([`MessageStatus::can_advance_to`]),
     /// recording the step and a `message.status` event. A message that leaves `queued`
     /// loses its send job: it is sent, or it failed. `Ok(None)` when it did not move
-    /// (duplicate or late receipt); `NotFound` when no such message.
+    /// (duplicate or late receipt); `NotFound` when no such message on the fenced device.
     async fn advance_message_status(
         &self,
+        fence: &Fence,
         message: &MessageRef,
         status: MessageStatus,
         at: Timestamp,
@@ -277,21 +283,20 @@ pub struct SendJob {
 
 #[async_trait]
 pub trait SendQueue: Send + Sync {
-    /// Claims up to `limit` due jobs of the device (run time reached, unleased or its
-    /// lease expired by `now`, whoever held it), oldest first, leasing them to `owner`
-    /// until `lease_until`.
+    /// Claims up to `limit` due jobs of the fenced device (run time reached, unleased or
+    /// its lease expired by `now`, whoever held it), oldest first, leasing them to the
+    /// fence's owner until `lease_until`.
     async fn claim_send_jobs(
         &self,
-        device: &DeviceUid,
-        owner: &str,
+        fence: &Fence,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<SendJob>>;
     /// When the device's next job becomes claimable, if it has any.
     async fn next_send_job_at(&self, device: &DeviceUid) -> StoreResult<Option<Timestamp>>;
-    /// Records a hand-off: the engine took the messages of these jobs (of `device`,
-    /// handed over together) and WhatsApp's server acknowledgements are awaited: each
+    /// Records a hand-off: the engine took the messages of these jobs (of the fenced
+    /// device, handed over together) and WhatsApp's server acknowledgements are awaited: each
     /// hand-off counts against the device's budgets, and each job stays, released, until
     /// `recheck_at`. An ack moves its
     /// message out of `queued`, which ends the job
@@ -300,18 +305,40 @@ pub trait SendQueue: Send + Sync {
     /// id. A job already ended by an early ack is not an error.
     async fn record_handoff(
         &self,
+        fence: &Fence,
         job_ids: &[i64],
-        device: &DeviceUid,
         at: Timestamp,
         recheck_at: Timestamp,
     ) -> StoreResult<()>;
     /// The send failed for good: the job is done and the message `failed` with `reason`.
-    async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()>;
+    async fn fail_send_job(
+        &self,
+        fence: &Fence,
+        job_id: i64,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<()>;
     /// A transient failure: the job is released to run again at `run_at`.
-    async fn retry_send_job(&self, job_id: i64, run_at: Timestamp, error: &str) -> StoreResult<()>;
+    async fn retry_send_job(
+        &self,
+        fence: &Fence,
+        job_id: i64,
+        run_at: Timestamp,
+        error: &str,
+    ) -> StoreResult<()>;
     /// Releases the leases `owner` holds on the device's jobs (graceful shutdown); leases
     /// of other owners stay until they expire.
     async fn release_send_jobs(&self, device: &DeviceUid, owner: &str) -> StoreResult<()>;
+    /// Devices that got a new send job (an accepted message), each announced once its
+    /// commit is readable, so whichever node drives the device wakes its worker: commits
+    /// through this store, and, where the database can say so, through other nodes. A
+    /// receiver that lags has missed some and should wake every worker it runs.
+    fn subscribe_queued(&self) -> broadcast::Receiver<DeviceUid>;
+    /// The devices whose lease `owner` holds that have a job claimable at `now`: the
+    /// slow safety net behind [`SendQueue::subscribe_queued`], for an announcement that
+    /// could not reach this node (another process on the same SQLite file, a lost
+    /// connection to PostgreSQL).
+    async fn due_devices(&self, owner: &str, now: Timestamp) -> StoreResult<Vec<DeviceUid>>;
 }
 
 /// What recording an inbound message did.
@@ -328,6 +355,7 @@ pub trait InboundStore: Send + Sync {
     /// device; `mime_type` describes its media for the event.
     async fn record_inbound(
         &self,
+        fence: &Fence,
         message: &InboundMessage,
         mime_type: Option<&str>,
     ) -> StoreResult<InboundOutcome>;
@@ -370,6 +398,48 @@ pub trait EventStore: Send + Sync {
     async fn check_writable(&self) -> StoreResult<()>;
 }
 
+/// Device leases and the nodes that hold them ([`crate::lease`]). Times are the callers'
+/// clocks, which must agree within a fraction of a lease (NTP): a lease is 15 s.
+#[async_trait]
+pub trait DeviceLeaseStore: Send + Sync {
+    /// Takes the device's lease for `owner` until `until`, bumping its epoch, if nobody
+    /// holds it at `now` (never leased, released, expired) or `owner` itself does (a
+    /// restarted node). `None` while another node holds it. Taking it also frees the
+    /// device's send-job leases: their holder is fenced from now on and can record
+    /// nothing, so the new holder sends them again (under the same WhatsApp ids) at once.
+    async fn acquire_device_lease(
+        &self,
+        device: &DeviceUid,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Option<DeviceLease>>;
+    /// Extends to `until`, in one statement, every lease `owner` holds unexpired at `now`,
+    /// and returns them: a device missing from the answer is no longer this node's.
+    async fn renew_device_leases(
+        &self,
+        owner: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<Vec<DeviceLease>>;
+    /// Gives the lease up if `fence` still holds it (hand-over): the owner is cleared and
+    /// the epoch kept, so the next holder's is higher. `false` if it was not held so.
+    async fn release_device_lease(&self, fence: &Fence) -> StoreResult<bool>;
+    /// Every lease row (devices never leased have none).
+    async fn list_device_leases(&self) -> StoreResult<Vec<DeviceLease>>;
+    async fn get_device_lease(&self, device: &DeviceUid) -> StoreResult<Option<DeviceLease>>;
+    /// Records that `node` is alive at `at` (and whether it is shutting down).
+    async fn heartbeat_node(&self, node: &str, at: Timestamp, draining: bool) -> StoreResult<()>;
+    /// Nodes whose last heartbeat is at or after `since`.
+    async fn list_nodes(&self, since: Timestamp) -> StoreResult<Vec<NodeInfo>>;
+    /// Forgets a node (it shut down cleanly and holds nothing).
+    async fn remove_node(&self, node: &str) -> StoreResult<()>;
+    /// A receiver that changes when a lease is released (through this store, or, where the
+    /// database can say so, through another node), so waiting nodes take it over at once
+    /// instead of at their next round.
+    fn subscribe_lease_releases(&self) -> watch::Receiver<u64>;
+}
+
 /// Everything wagate persists.
 pub trait Store:
     AccountStore
@@ -380,6 +450,7 @@ pub trait Store:
     + InboundStore
     + MediaStore
     + EventStore
+    + DeviceLeaseStore
     + crate::webhook::WebhookStore
 {
 }
@@ -393,6 +464,7 @@ impl<T> Store for T where
         + InboundStore
         + MediaStore
         + EventStore
+        + DeviceLeaseStore
         + crate::webhook::WebhookStore
 {
 }

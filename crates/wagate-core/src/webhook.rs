@@ -165,6 +165,9 @@ pub struct ClaimedDelivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptRecord {
     pub delivery_id: i64,
+    /// The node that claimed the delivery and made the attempt: only a delivery still
+    /// leased by it moves on.
+    pub owner: String,
     pub attempt: u32,
     pub url: String,
     pub success: bool,
@@ -236,13 +239,15 @@ pub trait WebhookStore: Send + Sync {
     /// target ([`WebhookConfig::targets`]), committed with the cursor's move. Returns how
     /// many events it consumed (0 when caught up).
     async fn fan_out_events(&self, limit: u32, at: Timestamp) -> StoreResult<u32>;
-    /// Claims up to `limit` due deliveries until `lease_until`. Only each destination's
+    /// Claims up to `limit` due deliveries for `owner` (a node id) until `lease_until`;
+    /// a delivery leased by any owner is skipped until its lease expires. Only each destination's
     /// `window` oldest unfinished deliveries are candidates, so a destination has at most
     /// `window` requests in flight, started in event order (`window` 1: one at a time, in
     /// order, the next waiting for the previous one's success or final failure). The
     /// longest-waiting candidates go first, so one backlog cannot starve the rest.
     async fn claim_deliveries(
         &self,
+        owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
@@ -250,10 +255,14 @@ pub trait WebhookStore: Send + Sync {
     ) -> StoreResult<Vec<ClaimedDelivery>>;
     /// When the next unfinished delivery becomes claimable with the same `window`, if any.
     async fn next_delivery_at(&self, window: u32) -> StoreResult<Option<Timestamp>>;
-    /// Records an attempt (unless `Cancelled`) and moves the delivery on, releasing its lease.
+    /// Records an attempt (unless `Cancelled`) and moves the delivery on, releasing its
+    /// lease, if the record's owner still holds the lease. A delivery whose lease expired
+    /// and was claimed by another node is left to that node (the attempt still enters the
+    /// history: the request was made). `NotFound` if the delivery does not exist.
     async fn finish_attempt(&self, record: &AttemptRecord, next: DeliveryNext) -> StoreResult<()>;
-    /// Releases every delivery lease (shutdown, and startup after a crash).
-    async fn release_deliveries(&self) -> StoreResult<()>;
+    /// Releases the delivery leases `owner` holds (its shutdown, or its start after a
+    /// crash); other nodes' leases are left to expire.
+    async fn release_deliveries(&self, owner: &str) -> StoreResult<()>;
     /// The account's attempts, newest first.
     async fn list_webhook_attempts(
         &self,

@@ -10,8 +10,13 @@ use whatsapp_rust::transport::TransportFactory;
 /// How the whatsapp-web engine runs its devices.
 #[derive(Clone)]
 pub struct WebEngineConfig {
-    /// One SQLite store per device lives here (`<device uid>.db` plus its `-wal`/`-shm`).
+    /// One SQLite store per device lives here (`<device uid>.db` plus its `-wal`/`-shm`),
+    /// unless `postgres` is set.
     pub data_dir: PathBuf,
+    /// Keep every device's protocol state in this PostgreSQL database instead (the
+    /// tables of `wagate-wa-storage`, migrated with `PgBackend::migrate`), fenced by the
+    /// epoch each device is started with: devices can then move between nodes.
+    pub postgres: Option<sqlx::PgPool>,
     /// Where to dial instead of `wss://web.whatsapp.com/ws/chat` (e.g. `ws://127.0.0.1:PORT`
     /// for a simulator). `None` dials WhatsApp.
     pub ws_url: Option<String>,
@@ -53,6 +58,7 @@ impl WebEngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            postgres: None,
             ws_url: None,
             wa_version: None,
             device_os: "wagate".to_owned(),
@@ -79,6 +85,7 @@ impl fmt::Debug for WebEngineConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WebEngineConfig")
             .field("data_dir", &self.data_dir)
+            .field("postgres", &self.postgres.is_some())
             .field("ws_url", &self.ws_url)
             .field("wa_version", &self.wa_version)
             .field("device_os", &self.device_os)

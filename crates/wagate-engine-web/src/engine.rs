@@ -74,12 +74,9 @@ impl WebEngine {
         &self.shared.config
     }
 
-    /// The device's store file (`<data_dir>/<uid>.db`).
+    /// The device's store file (`<data_dir>/<uid>.db`), when state is kept in files.
     pub fn store_path(&self, device: &DeviceUid) -> PathBuf {
-        self.shared
-            .config
-            .data_dir
-            .join(format!("{}.db", device.as_str()))
+        crate::store::file_of(&self.shared.config.data_dir, device)
     }
 
     /// Whether the engine holds keys for a device (it was linked and not forgotten).
@@ -124,8 +121,8 @@ impl WebEngine {
             )));
         }
         sessions.retain(|_, w| w.strong_count() > 0);
-        let path = self.store_path(&device.uid);
-        let session = WebSession::start(device.uid.clone(), path, self.shared.clone(), events);
+        let store = crate::store::DeviceStore::of(&self.shared.config, &device.uid, device.epoch);
+        let session = WebSession::start(device.uid.clone(), store, self.shared.clone(), events);
         sessions.insert(device.uid, session.weak());
         Ok(session)
     }
@@ -219,7 +216,8 @@ impl Engine for WebEngine {
             s.stop().await;
         }
         self.lock().remove(device);
-        remove_store_files(&self.store_path(device))
+        crate::store::DeviceStore::of(&self.shared.config, device, 0)
+            .remove()
             .await
             .map_err(|e| EngineError::Internal(format!("cannot delete the device store: {e}")))
     }

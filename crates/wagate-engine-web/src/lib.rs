@@ -17,6 +17,7 @@ mod numbers;
 mod outgoing;
 mod session;
 mod stats;
+mod store;
 mod transport;
 
 pub use audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};
@@ -25,6 +26,7 @@ pub use config::WebEngineConfig;
 pub use engine::WebEngine;
 pub use session::WebSession;
 pub use stats::SessionStats;
+pub use wagate_wa_storage;
 
 /// The protocol crate, re-exported so tests and the simulator wiring can name its types
 /// (transport factories, HTTP clients) at exactly the version this engine was built with.

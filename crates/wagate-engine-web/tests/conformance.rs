@@ -112,6 +112,7 @@ impl Harness for Web {
     async fn new_device(&self) -> DeviceContext {
         let (uid, _) = self.next();
         DeviceContext {
+            epoch: 1,
             uid,
             name: "Conformance".into(),
             phone: None,
@@ -150,6 +151,7 @@ impl Harness for Web {
             .unwrap()
             .insert(account.phone.clone(), jid);
         DeviceContext {
+            epoch: 1,
             uid,
             name: "Conformance".into(),
             phone: Some(Phone::parse(&account.phone).unwrap()),

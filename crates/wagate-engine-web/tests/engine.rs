@@ -84,6 +84,7 @@ async fn unreachable_server_backs_off_then_stop_and_forget_clean_up() {
     let session = engine
         .start_session(
             DeviceContext {
+                epoch: 1,
                 uid: uid.clone(),
                 name: "test".into(),
                 phone: None,
@@ -194,6 +195,7 @@ async fn one_running_session_per_device_and_start_slots_are_shared() {
     let engine = WebEngine::new(cfg);
     let uid = DeviceUid::parse("dev_twice").unwrap();
     let ctx = |uid: &DeviceUid| DeviceContext {
+        epoch: 1,
         uid: uid.clone(),
         name: "t".into(),
         phone: None,

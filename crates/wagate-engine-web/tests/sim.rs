@@ -164,6 +164,7 @@ async fn world() -> World {
 
 fn device(uid: &DeviceUid) -> DeviceContext {
     DeviceContext {
+        epoch: 1,
         uid: uid.clone(),
         name: "shop".into(),
         phone: None,

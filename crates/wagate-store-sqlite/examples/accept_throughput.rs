@@ -10,7 +10,7 @@ use wagate_core::account::Account;
 use wagate_core::device::{EngineKind, NewDevice, Pacing, SafetyLimits};
 use wagate_core::engine::provider_message_id;
 use wagate_core::message::{Dialect, MessageKind, NewOutboundMessage};
-use wagate_core::store::{AccountStore, DeviceStore, MessageStore, SendQueue};
+use wagate_core::store::{AccountStore, DeviceLeaseStore, DeviceStore, MessageStore, SendQueue};
 use wagate_core::{AccountId, DeviceUid, MessageId, Phone, time};
 use wagate_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
@@ -104,11 +104,21 @@ async fn main() {
     let started = Instant::now();
     let mut claimed = 0;
     for d in &devices {
+        let fence = store
+            .acquire_device_lease(
+                d,
+                "bench",
+                time::now(),
+                time::now() + chrono::Duration::hours(1),
+            )
+            .await
+            .unwrap()
+            .and_then(|l| l.fence())
+            .unwrap();
         loop {
             let jobs = store
                 .claim_send_jobs(
-                    d,
-                    "bench",
+                    &fence,
                     time::now(),
                     time::now() + chrono::Duration::minutes(5),
                     100,
@@ -124,8 +134,8 @@ async fn main() {
             let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
             store
                 .record_handoff(
+                    &fence,
                     &ids,
-                    d,
                     time::now(),
                     time::now() + chrono::Duration::hours(1),
                 )

@@ -12,10 +12,12 @@
 //! chunks of their own.
 
 use crate::error::{corrupt, map_sqlx};
-use crate::row::{message_columns, message_from_row};
+use crate::row::{get, message_columns, message_from_row};
 use serde_json::{Value, json};
 use sqlx::SqliteConnection;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use wagate_core::DeviceUid;
+use wagate_core::lease::Fence;
 use wagate_core::message::{Message, MessageStatus};
 use wagate_core::store::{MessageRef, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -23,6 +25,9 @@ use wagate_core::time::{Timestamp, millis};
 /// One `advance_message_status` call.
 #[derive(Debug, Clone)]
 pub(crate) struct AdvanceRequest {
+    /// The lease a device's own write holds (a receipt from its engine); `None` for the
+    /// gateway's own decisions (device deletion, a failure already fenced in its unit).
+    pub fence: Option<Fence>,
     pub target: MessageRef,
     pub status: MessageStatus,
     pub at: Timestamp,
@@ -53,6 +58,7 @@ pub(crate) async fn advance_chunk(
     requests: &[&AdvanceRequest],
 ) -> StoreResult<Vec<StoreResult<Option<Message>>>> {
     let Loaded { ids, mut states } = load(conn, requests).await?;
+    let held = held_fences(conn, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
     // Final state per moved message, in first-moved order, and where each message's is.
     let mut finals: Vec<Value> = Vec::new();
@@ -66,6 +72,16 @@ pub(crate) async fn advance_chunk(
             results.push(Err(StoreError::NotFound));
             continue;
         };
+        if let Some(fence) = &r.fence {
+            if !held.contains(fence) {
+                results.push(Err(StoreError::Fenced));
+                continue;
+            }
+            if message.device_uid != fence.device_uid {
+                results.push(Err(StoreError::NotFound));
+                continue;
+            }
+        }
         // The core decides the step and builds its event; this only writes them.
         let Some(step) = message.step(r.status, r.at, r.reason.as_deref()) else {
             results.push(Ok(None));
@@ -120,6 +136,39 @@ pub(crate) async fn advance_chunk(
         return Err(map_sqlx(e));
     }
     Ok(results)
+}
+
+/// The requests' fences that the leases still hold, read in one query.
+async fn held_fences(
+    conn: &mut SqliteConnection,
+    requests: &[&AdvanceRequest],
+) -> StoreResult<HashSet<Fence>> {
+    let devices: Vec<Value> = requests
+        .iter()
+        .filter_map(|r| r.fence.as_ref())
+        .map(|f| json!(f.device_uid.as_str()))
+        .collect();
+    if devices.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = sqlx::query(
+        "SELECT l.device_uid, l.owner, l.epoch FROM device_leases l \
+         WHERE l.owner IS NOT NULL AND l.device_uid IN (SELECT value FROM json_each(?))",
+    )
+    .bind(Value::Array(devices).to_string())
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    let mut held = HashSet::with_capacity(rows.len());
+    for row in &rows {
+        let device: String = get(row, "device_uid")?;
+        held.insert(Fence {
+            device_uid: DeviceUid::parse(&device).map_err(|_| corrupt("device uid", &device))?,
+            owner: get(row, "owner")?,
+            epoch: get(row, "epoch")?,
+        });
+    }
+    Ok(held)
 }
 
 /// What identifies a request's message among the loaded ones.

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use wagate_core::device::{Device, DevicePatch, DeviceStateChange, DeviceStatus, NewDevice};
 use wagate_core::event::NewEvent;
+use wagate_core::lease::Fence;
 use wagate_core::message::MessageStatus;
 use wagate_core::store::{DeviceStore, MessageRef, Page, PageRequest, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -252,6 +253,7 @@ impl DeviceStore for SqliteStore {
                         .iter()
                         .filter_map(|id| MessageId::parse(id).ok())
                         .map(|id| AdvanceRequest {
+                            fence: None,
                             target: MessageRef::Id(id),
                             status: MessageStatus::Failed,
                             at,
@@ -278,16 +280,18 @@ impl DeviceStore for SqliteStore {
 
     async fn record_device_state(
         &self,
-        uid: &DeviceUid,
+        fence: &Fence,
         change: &DeviceStateChange,
         qr: Option<&str>,
     ) -> StoreResult<Device> {
-        let (uid, change, qr) = (uid.clone(), change.clone(), qr.map(str::to_owned));
+        let (fence, change, qr) = (fence.clone(), change.clone(), qr.map(str::to_owned));
+        let uid = fence.device_uid.clone();
         let written = uid.clone();
         let result = self
             .writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
                     let before = live_device(conn, &uid, None).await?;
                     // The core says what the change makes of the device and how it is
                     // reported; this writes both.

@@ -6,8 +6,11 @@ use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
 use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
+use wagate_core::lease::Fence;
 use wagate_core::message::InboundMessage;
-use wagate_core::store::{InboundOutcome, InboundStore, Page, PageRequest, StoreResult};
+use wagate_core::store::{
+    InboundOutcome, InboundStore, Page, PageRequest, StoreError, StoreResult,
+};
 use wagate_core::time::millis;
 use wagate_core::{AccountId, DeviceUid};
 
@@ -15,13 +18,19 @@ use wagate_core::{AccountId, DeviceUid};
 impl InboundStore for SqliteStore {
     async fn record_inbound(
         &self,
+        fence: &Fence,
         message: &InboundMessage,
         mime_type: Option<&str>,
     ) -> StoreResult<InboundOutcome> {
+        if fence.device_uid != message.device_uid {
+            return Err(StoreError::Fenced);
+        }
         let (m, mime_type) = (message.clone(), mime_type.map(str::to_owned));
+        let fence = fence.clone();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
                     let event = NewEvent::new(
                         m.account_id.clone(),
                         m.device_uid.clone(),

@@ -12,7 +12,9 @@ mod cache;
 mod device;
 mod error;
 mod event;
+mod fence;
 mod inbound;
+mod lease;
 mod media;
 mod message;
 mod queue;
@@ -39,6 +41,9 @@ use writer::Writer;
 /// How long a running server may still accept an API key revoked by another process
 /// (the CLI); revocations through this store take effect at once.
 pub const API_KEY_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Accepts announced to a receiver that has not read them yet, before it lags.
+const QUEUED_CAPACITY: usize = 4_096;
 
 /// The schema, compiled into the binary so a fresh file needs nothing else.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -87,6 +92,10 @@ pub struct SqliteStore {
     devices: Arc<RowCache<DeviceUid, Device>>,
     /// Unrevoked API keys by public prefix (see [`cache`]).
     api_keys: Arc<RowCache<String, Vec<ApiKeyCredential>>>,
+    /// Bumped after each lease release through this store (see [`lease`]).
+    lease_releases: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Devices with newly accepted messages (see `SendQueue::subscribe_queued`).
+    queued: tokio::sync::broadcast::Sender<DeviceUid>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -162,6 +171,8 @@ impl SqliteStore {
             read,
             devices: Arc::new(RowCache::new(None)),
             api_keys: Arc::new(RowCache::new(Some(API_KEY_CACHE_TTL))),
+            lease_releases: Arc::new(tokio::sync::watch::Sender::new(0)),
+            queued: tokio::sync::broadcast::Sender::new(QUEUED_CAPACITY),
         })
     }
 

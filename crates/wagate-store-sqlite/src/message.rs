@@ -9,6 +9,7 @@ use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteArguments;
+use wagate_core::lease::Fence;
 use wagate_core::message::{Message, MessageStatus, NewOutboundMessage, StatusChange};
 use wagate_core::store::{
     AcceptOutcome, BudgetUsage, MessageFilter, MessageRef, MessageStore, Page, PageRequest,
@@ -41,13 +42,19 @@ impl MessageStore for SqliteStore {
         provider_message_id: &str,
         daily_limit: u32,
     ) -> StoreResult<AcceptOutcome> {
-        self.writer
+        let outcome = self
+            .writer
             .accept(AcceptRequest {
                 message: message.clone(),
                 provider_message_id: provider_message_id.to_owned(),
                 daily_limit,
             })
-            .await
+            .await?;
+        if let AcceptOutcome::Created(m) = &outcome {
+            // Nobody listening is fine: the worker's own polls and wakes cover it.
+            let _ = self.queued.send(m.device_uid.clone());
+        }
+        Ok(outcome)
     }
 
     async fn get_message(&self, account: &AccountId, id: &MessageId) -> StoreResult<Message> {
@@ -175,6 +182,7 @@ impl MessageStore for SqliteStore {
 
     async fn advance_message_status(
         &self,
+        fence: &Fence,
         message: &MessageRef,
         status: MessageStatus,
         at: Timestamp,
@@ -182,6 +190,7 @@ impl MessageStore for SqliteStore {
     ) -> StoreResult<Option<Message>> {
         self.writer
             .advance(AdvanceRequest {
+                fence: Some(fence.clone()),
                 target: message.clone(),
                 status,
                 at,

@@ -9,6 +9,7 @@ use crate::row::{get, message_columns, message_from_row};
 use async_trait::async_trait;
 use wagate_core::DeviceUid;
 use wagate_core::MessageId;
+use wagate_core::lease::Fence;
 use wagate_core::message::MessageStatus;
 use wagate_core::store::{MessageRef, SendJob, SendQueue, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, from_millis, millis};
@@ -17,17 +18,17 @@ use wagate_core::time::{Timestamp, from_millis, millis};
 impl SendQueue for SqliteStore {
     async fn claim_send_jobs(
         &self,
-        device: &DeviceUid,
-        owner: &str,
+        fence: &Fence,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
     ) -> StoreResult<Vec<SendJob>> {
-        let device = device.clone();
-        let owner = owner.to_owned();
+        let fence = fence.clone();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
+                    let (device, owner) = (&fence.device_uid, &fence.owner);
                     let now = millis(now);
                     // Read and lease in one write transaction: no other claimer of this
                     // process can slip in between (every write goes through this
@@ -105,34 +106,38 @@ impl SendQueue for SqliteStore {
 
     async fn record_handoff(
         &self,
+        fence: &Fence,
         job_ids: &[i64],
-        device: &DeviceUid,
         at: Timestamp,
         recheck_at: Timestamp,
     ) -> StoreResult<()> {
         if job_ids.is_empty() {
             return Ok(());
         }
-        let device = device.clone();
+        let fence = fence.clone();
         let handed = i64::try_from(job_ids.len()).unwrap_or(i64::MAX);
         let ids = serde_json::to_string(job_ids).map_err(|e| corrupt("job ids", e))?;
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
+                    let device = &fence.device_uid;
                     // Counted by device, not through the jobs: an ack may already have
-                    // ended a job, and the hand-off still happened.
+                    // ended a job, and the hand-off still happened. Jobs of another
+                    // device are left alone.
                     sqlx::query(
                         "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, ?) \
                          ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + excluded.handed; \
                          UPDATE send_jobs SET run_at = ?, lease_until = NULL, lease_owner = NULL, \
                          last_error = 'awaiting the server acknowledgement' \
-                         WHERE id IN (SELECT value FROM json_each(?))",
+                         WHERE id IN (SELECT value FROM json_each(?)) AND device_uid = ?",
                     )
                     .bind(device.as_str())
                     .bind(minute_of(at))
                     .bind(handed)
                     .bind(millis(recheck_at))
                     .bind(ids)
+                    .bind(device.as_str())
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
@@ -142,15 +147,24 @@ impl SendQueue for SqliteStore {
             .await
     }
 
-    async fn fail_send_job(&self, job_id: i64, reason: &str, at: Timestamp) -> StoreResult<()> {
-        let reason = reason.to_owned();
+    async fn fail_send_job(
+        &self,
+        fence: &Fence,
+        job_id: i64,
+        reason: &str,
+        at: Timestamp,
+    ) -> StoreResult<()> {
+        let (fence, reason) = (fence.clone(), reason.to_owned());
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
                     let id: String = sqlx::query_scalar(
-                        "DELETE FROM send_jobs WHERE id = ? RETURNING message_id",
+                        "DELETE FROM send_jobs WHERE id = ? AND device_uid = ? \
+                         RETURNING message_id",
                     )
                     .bind(job_id)
+                    .bind(fence.device_uid.as_str())
                     .fetch_optional(&mut *conn)
                     .await
                     .map_err(map_sqlx)?
@@ -160,6 +174,7 @@ impl SendQueue for SqliteStore {
                     // A message WhatsApp already took cannot fail any more; the job is
                     // done either way.
                     let step = AdvanceRequest {
+                        fence: None,
                         target: MessageRef::Id(id),
                         status: MessageStatus::Failed,
                         at,
@@ -174,18 +189,26 @@ impl SendQueue for SqliteStore {
             .await
     }
 
-    async fn retry_send_job(&self, job_id: i64, run_at: Timestamp, error: &str) -> StoreResult<()> {
-        let error = error.to_owned();
+    async fn retry_send_job(
+        &self,
+        fence: &Fence,
+        job_id: i64,
+        run_at: Timestamp,
+        error: &str,
+    ) -> StoreResult<()> {
+        let (fence, error) = (fence.clone(), error.to_owned());
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
                     let done = sqlx::query(
                         "UPDATE send_jobs SET run_at = ?, lease_until = NULL, \
-                         lease_owner = NULL, last_error = ? WHERE id = ?",
+                         lease_owner = NULL, last_error = ? WHERE id = ? AND device_uid = ?",
                     )
                     .bind(millis(run_at))
                     .bind(error)
                     .bind(job_id)
+                    .bind(fence.device_uid.as_str())
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
@@ -196,6 +219,28 @@ impl SendQueue for SqliteStore {
                 })
             })
             .await
+    }
+
+    fn subscribe_queued(&self) -> tokio::sync::broadcast::Receiver<DeviceUid> {
+        self.queued.subscribe()
+    }
+
+    async fn due_devices(&self, owner: &str, now: Timestamp) -> StoreResult<Vec<DeviceUid>> {
+        // From the owner's leases to their first claimable job: an index probe per device.
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT l.device_uid FROM device_leases l WHERE l.owner = ? AND EXISTS ( \
+               SELECT 1 FROM send_jobs j WHERE j.device_uid = l.device_uid AND j.run_at <= ? \
+               AND (j.lease_until IS NULL OR j.lease_until <= ?))",
+        )
+        .bind(owner)
+        .bind(millis(now))
+        .bind(millis(now))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter()
+            .map(|u| DeviceUid::parse(u).map_err(|_| corrupt("device uid", u)))
+            .collect()
     }
 
     async fn release_send_jobs(&self, device: &DeviceUid, owner: &str) -> StoreResult<()> {

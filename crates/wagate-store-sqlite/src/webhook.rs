@@ -304,12 +304,14 @@ impl WebhookStore for SqliteStore {
 
     async fn claim_deliveries(
         &self,
+        owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
         window: u32,
     ) -> StoreResult<Vec<ClaimedDelivery>> {
         let (now, lease_until) = (millis(now), millis(lease_until));
+        let owner = owner.to_owned();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
@@ -338,10 +340,11 @@ impl WebhookStore for SqliteStore {
                         seqs.push(get::<i64>(c, "event_seq")?);
                     }
                     sqlx::query(
-                        "UPDATE webhook_deliveries SET lease_until = ? \
+                        "UPDATE webhook_deliveries SET lease_until = ?, lease_owner = ? \
                          WHERE id IN (SELECT value FROM json_each(?))",
                     )
                     .bind(lease_until)
+                    .bind(owner)
                     .bind(json_array(&ids))
                     .execute(&mut *conn)
                     .await
@@ -414,10 +417,24 @@ impl WebhookStore for SqliteStore {
                     // The move and its attempt row in one round trip: the row copies the
                     // delivery's account and device, and is not written for a cancelled
                     // delivery (nothing was attempted) or a delivery that does not exist.
-                    let done = sqlx::query(
+                    // A delivery leased by another node since (this node's lease
+                    // expired) is that node's to move on; the attempt is still history.
+                    let exists: Option<bool> = sqlx::query_scalar(
+                        "SELECT lease_owner IS ? FROM webhook_deliveries WHERE id = ?",
+                    )
+                    .bind(&r.owner)
+                    .bind(r.delivery_id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    let Some(holds_lease) = exists else {
+                        return Err(StoreError::NotFound);
+                    };
+                    sqlx::query(
                         "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
-                         attempts = attempts + ?, lease_until = NULL, updated_at = ? \
-                         WHERE id = ?; \
+                         attempts = attempts + ?, lease_until = NULL, lease_owner = NULL, \
+                         updated_at = ? \
+                         WHERE id = ? AND ?; \
                          INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, \
                          attempt, url, success, status_code, latency_ms, error, \
                          response_snippet, created_at) \
@@ -429,6 +446,7 @@ impl WebhookStore for SqliteStore {
                     .bind(attempts_inc)
                     .bind(at)
                     .bind(r.delivery_id)
+                    .bind(holds_lease)
                     .bind(i64::from(r.attempt))
                     .bind(r.url)
                     .bind(r.success)
@@ -442,23 +460,22 @@ impl WebhookStore for SqliteStore {
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
-                    if done.rows_affected() == 0 {
-                        return Err(StoreError::NotFound);
-                    }
                     Ok(())
                 })
             })
             .await
     }
 
-    async fn release_deliveries(&self) -> StoreResult<()> {
+    async fn release_deliveries(&self, owner: &str) -> StoreResult<()> {
+        let owner = owner.to_owned();
         self.writer
-            .write(|conn| {
+            .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "UPDATE webhook_deliveries SET lease_until = NULL \
-                         WHERE lease_until IS NOT NULL",
+                        "UPDATE webhook_deliveries SET lease_until = NULL, lease_owner = NULL \
+                         WHERE lease_owner = ?",
                     )
+                    .bind(owner)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;

@@ -13,8 +13,8 @@ use wagate_core::device::{
 use wagate_core::engine::provider_message_id;
 use wagate_core::message::{Dialect, MessageKind, MessageStatus, NewOutboundMessage};
 use wagate_core::store::{
-    AcceptOutcome, AccountStore, DeviceStore, EventStore, MessageRef, MessageStore, SendQueue,
-    StoreError,
+    AcceptOutcome, AccountStore, DeviceLeaseStore, DeviceStore, EventStore, MessageRef,
+    MessageStore, SendQueue, StoreError,
 };
 use wagate_core::time::{Timestamp, from_millis};
 use wagate_core::{AccountId, DeviceUid, MessageId, Phone};
@@ -23,6 +23,16 @@ use wagate_store_sqlite::{SqliteOptions, SqliteStore};
 fn at(ms: i64) -> Timestamp {
     // 2030-01-01T00:00:10Z
     from_millis(1_893_456_010_000 + ms)
+}
+
+/// This test's lease on the device: its fence, for the device writes.
+async fn lease(store: &SqliteStore, device: &DeviceUid) -> wagate_core::lease::Fence {
+    store
+        .acquire_device_lease(device, "test", at(0), at(3_600_000))
+        .await
+        .unwrap()
+        .and_then(|l| l.fence())
+        .unwrap()
 }
 
 async fn seed(store: &SqliteStore) -> (AccountId, DeviceUid) {
@@ -82,12 +92,14 @@ async fn reopening_the_file_finds_everything() {
     let path = dir.path().join("data").join("nested").join("wagate.db");
     let store = SqliteStore::open(&path).await.unwrap();
     let (account, device) = seed(&store).await;
+    let fence = lease(&store, &device).await;
     let m = match accept(&store, &message(&account, &device, MessageId::new(), 1)).await {
         Ok(AcceptOutcome::Created(m)) => m,
         other => panic!("{other:?}"),
     };
     store
         .advance_message_status(
+            &fence,
             &MessageRef::Id(m.id.clone()),
             MessageStatus::Sent,
             at(2),
@@ -99,7 +111,7 @@ async fn reopening_the_file_finds_everything() {
     accept(&store, &pending).await.unwrap();
     store
         .record_device_state(
-            &device,
+            &fence,
             &DeviceStateChange {
                 status: DeviceStatus::Connected,
                 reason: None,
@@ -143,7 +155,7 @@ async fn reopening_the_file_finds_everything() {
     // The queue survived: the same next run time, and the pending send is claimable.
     assert_eq!(store.next_send_job_at(&device).await.unwrap(), next_job);
     let jobs = store
-        .claim_send_jobs(&device, "test", at(10), at(60_000), 10)
+        .claim_send_jobs(&fence, at(10), at(60_000), 10)
         .await
         .unwrap();
     assert!(
@@ -153,6 +165,7 @@ async fn reopening_the_file_finds_everything() {
     // New events continue the sequence.
     store
         .advance_message_status(
+            &fence,
             &MessageRef::Id(m.id.clone()),
             MessageStatus::Read,
             at(5),
@@ -241,7 +254,7 @@ async fn a_failing_unit_does_not_take_its_batch_down() {
     }
     assert_eq!(created, 40);
     let jobs = store
-        .claim_send_jobs(&device, "test", at(60_000), at(120_000), 100)
+        .claim_send_jobs(&lease(&store, &device).await, at(60_000), at(120_000), 100)
         .await
         .unwrap();
     assert_eq!(

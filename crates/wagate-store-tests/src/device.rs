@@ -1,7 +1,7 @@
 //! Devices: creation, isolation, patches, soft deletion and connection state.
 
 use crate::fixture::{
-    HOUR, MIN, OWNER, SEC, StoreFactory, account, at, device, events, new_device, outbound, phone,
+    HOUR, MIN, SEC, StoreFactory, account, at, device, events, fence, new_device, outbound, phone,
     send, t0,
 };
 use wagate_core::DeviceUid;
@@ -258,14 +258,20 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
     let elsewhere = send(s, &outbound(&other, Some("elsewhere"), t0())).await;
     // `handed` was given to the engine and acknowledged: it is no longer pending.
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(3 * SEC), at(MIN), 3)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(3 * SEC), at(MIN), 3)
         .await
         .unwrap();
     let handed_job = jobs.iter().find(|j| j.message.id == handed.id).unwrap();
-    s.record_handoff(&[handed_job.job_id], &d.uid, at(4 * SEC), at(HOUR))
-        .await
-        .unwrap();
+    s.record_handoff(
+        &fence(s, &d.uid).await,
+        &[handed_job.job_id],
+        at(4 * SEC),
+        at(HOUR),
+    )
+    .await
+    .unwrap();
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(handed.id.clone()),
         MessageStatus::Sent,
         at(4 * SEC),
@@ -276,9 +282,14 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
     .unwrap();
     // `waiting` goes back to the queue; `leased` stays leased.
     let waiting_job = jobs.iter().find(|j| j.message.id == waiting.id).unwrap();
-    s.retry_send_job(waiting_job.job_id, at(5 * SEC), "offline")
-        .await
-        .unwrap();
+    s.retry_send_job(
+        &fence(s, &d.uid).await,
+        waiting_job.job_id,
+        at(5 * SEC),
+        "offline",
+    )
+    .await
+    .unwrap();
     let before = s.last_event_seq().await.unwrap();
 
     s.delete_device(&a, &d.uid, at(10 * SEC)).await.unwrap();
@@ -320,7 +331,8 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
         at: at(12 * SEC),
     };
     assert_eq!(
-        s.record_device_state(&d.uid, &change, None).await,
+        s.record_device_state(&fence(s, &d.uid).await, &change, None)
+            .await,
         Err(StoreError::NotFound)
     );
     // Not in the trait's words, but the application relies on it: a deleted device
@@ -370,7 +382,7 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
 
     // Nothing of the device is left to send, even once the lease ends.
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(HOUR), at(HOUR + MIN), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(HOUR), at(HOUR + MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -382,7 +394,7 @@ pub async fn device_soft_delete_hides_it_and_fails_pending_sends(f: impl StoreFa
         MessageStatus::Queued
     );
     assert_eq!(
-        s.claim_send_jobs(&other.uid, OWNER, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&fence(s, &other.uid).await, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .len(),
@@ -411,7 +423,7 @@ pub async fn device_state_changes_append_events(f: impl StoreFactory) {
 
     let qr = s
         .record_device_state(
-            &d.uid,
+            &fence(s, &d.uid).await,
             &DeviceStateChange {
                 status: DeviceStatus::Qr,
                 reason: None,
@@ -429,7 +441,7 @@ pub async fn device_state_changes_append_events(f: impl StoreFactory) {
 
     let connected = s
         .record_device_state(
-            &d.uid,
+            &fence(s, &d.uid).await,
             &DeviceStateChange {
                 status: DeviceStatus::Connected,
                 reason: None,
@@ -449,7 +461,7 @@ pub async fn device_state_changes_append_events(f: impl StoreFactory) {
     // `None` keeps the known number and name.
     let dropped = s
         .record_device_state(
-            &d.uid,
+            &fence(s, &d.uid).await,
             &DeviceStateChange {
                 status: DeviceStatus::Reconnecting,
                 reason: Some("stream error".into()),
@@ -509,7 +521,7 @@ pub async fn device_state_changes_append_events(f: impl StoreFactory) {
         at: at(4 * SEC),
     };
     assert_eq!(
-        s.record_device_state(&DeviceUid::new(), &change, None)
+        s.record_device_state(&fence(s, &DeviceUid::new()).await, &change, None)
             .await,
         Err(StoreError::NotFound)
     );
@@ -551,7 +563,7 @@ pub async fn device_reads_see_every_write(f: impl StoreFactory) {
         DeviceStatus::Created
     );
     s.record_device_state(
-        &d.uid,
+        &fence(s, &d.uid).await,
         &DeviceStateChange {
             status: DeviceStatus::LoggedOut,
             reason: Some("unlinked from the phone".into()),

@@ -1,6 +1,6 @@
 //! The event log: order, filters and the commit-order guarantee consumers resume on.
 
-use crate::fixture::{SEC, StoreFactory, account, at, device, outbound, send};
+use crate::fixture::{SEC, StoreFactory, account, at, device, fence, outbound, send};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,14 +34,23 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
     let b = account(s).await;
     let da = device(s, &a).await;
     let db = device(s, &b).await;
-    s.record_device_state(&da.uid, &state(DeviceStatus::Connecting, SEC), None)
-        .await
-        .unwrap();
-    s.record_device_state(&db.uid, &state(DeviceStatus::Connecting, 2 * SEC), None)
-        .await
-        .unwrap();
+    s.record_device_state(
+        &fence(s, &da.uid).await,
+        &state(DeviceStatus::Connecting, SEC),
+        None,
+    )
+    .await
+    .unwrap();
+    s.record_device_state(
+        &fence(s, &db.uid).await,
+        &state(DeviceStatus::Connecting, 2 * SEC),
+        None,
+    )
+    .await
+    .unwrap();
     let m = send(s, &outbound(&da, None, at(3 * SEC))).await;
     s.advance_message_status(
+        &fence(s, &da.uid).await,
         &MessageRef::Id(m.id.clone()),
         MessageStatus::Sent,
         at(4 * SEC),
@@ -51,6 +60,7 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
     .unwrap()
     .unwrap();
     s.record_inbound(
+        &fence(s, &da.uid).await,
         &InboundMessage {
             id: MessageId::new(),
             account_id: a.clone(),
@@ -72,9 +82,13 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
     )
     .await
     .unwrap();
-    s.record_device_state(&db.uid, &state(DeviceStatus::Connected, 6 * SEC), None)
-        .await
-        .unwrap();
+    s.record_device_state(
+        &fence(s, &db.uid).await,
+        &state(DeviceStatus::Connected, 6 * SEC),
+        None,
+    )
+    .await
+    .unwrap();
 
     let all = s.list_events(0, 100, None, &[]).await.unwrap();
     let types: Vec<_> = all.iter().map(|e| e.data.event_type()).collect();
@@ -165,6 +179,7 @@ pub async fn events_seq_follows_commit_order_under_concurrency(f: impl StoreFact
     for w in 0..4 {
         let d = device(&*s, &a).await;
         let s = Arc::clone(&s);
+        let fence = fence(&*s, &d.uid).await;
         writers.push(tokio::spawn(async move {
             for i in 0..25 {
                 let status = if i % 2 == 0 {
@@ -172,7 +187,7 @@ pub async fn events_seq_follows_commit_order_under_concurrency(f: impl StoreFact
                 } else {
                     DeviceStatus::Connected
                 };
-                s.record_device_state(&d.uid, &state(status, w * 100 + i), None)
+                s.record_device_state(&fence, &state(status, w * 100 + i), None)
                     .await
                     .unwrap();
             }
@@ -238,9 +253,13 @@ pub async fn a_commit_with_events_wakes_commit_subscribers(f: impl StoreFactory)
         *commits.borrow_and_update()
     }
 
-    s.record_device_state(&d.uid, &state(DeviceStatus::Connecting, SEC), None)
-        .await
-        .unwrap();
+    s.record_device_state(
+        &fence(s, &d.uid).await,
+        &state(DeviceStatus::Connecting, SEC),
+        None,
+    )
+    .await
+    .unwrap();
     let seq = woken(&mut commits, "a device state").await;
     assert_eq!(seq, s.last_event_seq().await.unwrap());
     let seen = s.list_events(seq - 1, 10, None, &[]).await.unwrap();
@@ -249,6 +268,7 @@ pub async fn a_commit_with_events_wakes_commit_subscribers(f: impl StoreFactory)
 
     let m = send(s, &outbound(&d, None, at(2 * SEC))).await;
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(m.id.clone()),
         MessageStatus::Failed,
         at(3 * SEC),

@@ -8,6 +8,7 @@ use wagate_core::account::Account;
 use wagate_core::device::{Device, EngineKind, NewDevice, Pacing, SafetyLimits};
 use wagate_core::engine::provider_message_id;
 use wagate_core::event::{Event, EventType};
+use wagate_core::lease::Fence;
 use wagate_core::message::{Dialect, Message, MessageKind, NewOutboundMessage};
 use wagate_core::store::{AcceptOutcome, Store};
 use wagate_core::time::Timestamp;
@@ -65,6 +66,31 @@ pub(crate) fn t0() -> Timestamp {
 /// `t0` plus `ms` milliseconds.
 pub(crate) fn at(ms: i64) -> Timestamp {
     t0() + chrono::Duration::milliseconds(ms)
+}
+
+/// The fencing token of `owner`'s writes for the device: the lease it holds, or else the
+/// lease taken over from whoever holds it. The lease is taken at a fixed instant past
+/// every case's times and expires at once, so another owner can take it over at any
+/// time; the token stays valid until then: fencing follows the epoch, not the expiry.
+pub(crate) async fn fence_as(store: &impl Store, device: &DeviceUid, owner: &str) -> Fence {
+    if let Some(held) = store.get_device_lease(device).await.unwrap()
+        && held.owner.as_deref() == Some(owner)
+    {
+        return held.fence().unwrap();
+    }
+    let now = at(1_000 * HOUR);
+    store
+        .acquire_device_lease(device, owner, now, now)
+        .await
+        .unwrap()
+        .expect("an expired lease can be taken")
+        .fence()
+        .unwrap()
+}
+
+/// [`fence_as`] for [`OWNER`].
+pub(crate) async fn fence(store: &impl Store, device: &DeviceUid) -> Fence {
+    fence_as(store, device, OWNER).await
 }
 
 pub(crate) const SEC: i64 = 1_000;

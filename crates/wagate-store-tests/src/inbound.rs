@@ -1,6 +1,6 @@
 //! Inbound messages.
 
-use crate::fixture::{SEC, StoreFactory, account, at, device, events, phone};
+use crate::fixture::{SEC, StoreFactory, account, at, device, events, fence, phone};
 use wagate_core::event::{EventData, EventType, ReceivedMessage};
 use wagate_core::message::{InboundMessage, MessageKind};
 #[allow(unused_imports)]
@@ -51,23 +51,35 @@ pub async fn inbound_dedupes_per_device_and_appends_events(f: impl StoreFactory)
     photo.group_name = Some("Team".into());
     photo.from = None;
     assert_eq!(
-        s.record_inbound(&photo, Some("image/jpeg")).await.unwrap(),
+        s.record_inbound(
+            &fence(s, &photo.device_uid).await,
+            &photo,
+            Some("image/jpeg")
+        )
+        .await
+        .unwrap(),
         InboundOutcome::Created(photo.clone())
     );
     // WhatsApp redelivers: the same provider id on the device is the stored message.
     let again = inbound(&a, &d1.uid, "ABCDEF", 2);
     assert_eq!(
-        s.record_inbound(&again, None).await.unwrap(),
+        s.record_inbound(&fence(s, &again.device_uid).await, &again, None)
+            .await
+            .unwrap(),
         InboundOutcome::Duplicate(photo.clone())
     );
     // The same id on another device is another message.
     let elsewhere = inbound(&a, &d2.uid, "ABCDEF", 3);
     assert_eq!(
-        s.record_inbound(&elsewhere, None).await.unwrap(),
+        s.record_inbound(&fence(s, &elsewhere.device_uid).await, &elsewhere, None)
+            .await
+            .unwrap(),
         InboundOutcome::Created(elsewhere.clone())
     );
     let text = inbound(&a, &d1.uid, "XYZ", 4);
-    s.record_inbound(&text, None).await.unwrap();
+    s.record_inbound(&fence(s, &text.device_uid).await, &text, None)
+        .await
+        .unwrap();
 
     let evs = events(s, &[EventType::MessageReceived]).await;
     assert_eq!(

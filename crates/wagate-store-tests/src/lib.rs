@@ -19,8 +19,9 @@
 //! order, no seq appearing after a later one was seen, a commit announced only once
 //! readable) is pinned by `events_seq_follows_commit_order_under_concurrency` and
 //! `a_commit_with_events_wakes_commit_subscribers`; send-job leases shared by several
-//! processes by `claim_skips_another_owners_lease_until_it_expires` and
-//! `release_by_another_owner_leaves_the_lease`.
+//! nodes by `a_takeover_frees_the_previous_holders_job_leases` and
+//! `release_by_another_owner_leaves_the_lease`; device leases and fencing by the cases of
+//! `lease.rs`.
 //! Times are fixed, far-future instants a few seconds past a minute boundary, so stores
 //! that count budgets in per-minute buckets and stores that count exact rows agree.
 
@@ -32,6 +33,7 @@ mod device;
 mod event;
 mod fixture;
 mod inbound;
+mod lease;
 mod media;
 mod message;
 mod queue;
@@ -43,6 +45,7 @@ pub use device::*;
 pub use event::*;
 pub use fixture::{Fixture, StoreFactory};
 pub use inbound::*;
+pub use lease::*;
 pub use media::*;
 pub use message::*;
 pub use queue::*;
@@ -87,7 +90,7 @@ macro_rules! store_conformance_tests {
             claim_honours_run_at_order_and_limit,
             claim_leases_exclude_other_claimers_until_expiry,
             claim_concurrent_claimers_never_share_a_job,
-            claim_skips_another_owners_lease_until_it_expires,
+            a_takeover_frees_the_previous_holders_job_leases,
             release_by_another_owner_leaves_the_lease,
             handoff_fail_retry_and_release,
             a_handed_job_waits_for_the_ack_then_is_claimable_again,
@@ -103,6 +106,11 @@ macro_rules! store_conformance_tests {
             webhook_one_in_flight_per_destination_in_order,
             webhook_window_bounds_in_flight_per_destination,
             webhook_history_filters_and_redeliver,
+            webhook_delivery_leases_belong_to_their_owner,
+            device_lease_acquire_renew_release,
+            nodes_heartbeat_and_leave,
+            fenced_writes_are_refused_after_a_takeover,
+            due_devices_are_the_owners_with_claimable_jobs,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

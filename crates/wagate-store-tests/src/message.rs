@@ -1,7 +1,7 @@
 //! Outbound messages: accepting, idempotency, the daily budget, status lifecycle, listings.
 
 use crate::fixture::{
-    HOUR, MIN, OWNER, SEC, StoreFactory, accept, account, at, device, events, outbound, phone,
+    HOUR, MIN, SEC, StoreFactory, accept, account, at, device, events, fence, outbound, phone,
     send, t0,
 };
 use std::collections::HashSet;
@@ -72,7 +72,7 @@ pub async fn accept_commits_queued_message_job_and_history(f: impl StoreFactory)
     );
     // The send job was committed with it.
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(2 * SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(2 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1);
@@ -145,6 +145,7 @@ pub async fn accept_dedupes_client_message_id_per_device(f: impl StoreFactory) {
     // A duplicate reports the message as it is now.
     let sent = s
         .advance_message_status(
+            &fence(s, &d1.uid).await,
             &MessageRef::Id(first.id.clone()),
             MessageStatus::Sent,
             at(5 * SEC),
@@ -171,7 +172,7 @@ pub async fn accept_dedupes_client_message_id_per_device(f: impl StoreFactory) {
         .unwrap();
     assert_eq!(all.total, 4);
     let jobs = s
-        .claim_send_jobs(&d1.uid, OWNER, at(MIN), at(2 * MIN), 100)
+        .claim_send_jobs(&fence(s, &d1.uid).await, at(MIN), at(2 * MIN), 100)
         .await
         .unwrap();
     assert_eq!(
@@ -204,7 +205,7 @@ pub async fn accept_refuses_when_daily_budget_is_used(f: impl StoreFactory) {
     let usage = s.budget_usage(&d.uid, at(HOUR)).await.unwrap();
     assert_eq!(usage.accepted_last_day, 3);
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 100)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(HOUR), at(2 * HOUR), 100)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 3);
@@ -298,7 +299,7 @@ pub async fn accept_concurrent_duplicates_create_one_message(f: impl StoreFactor
     );
     // The one message created has exactly one send job: nothing accepted is stranded.
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 100)
+        .claim_send_jobs(&fence(&*s, &d.uid).await, at(MIN), at(2 * MIN), 100)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1, "the created message must have its send job");
@@ -352,7 +353,13 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
     let r = MessageRef::Id(m.id.clone());
 
     let sent = s
-        .advance_message_status(&r, MessageStatus::Sent, at(SEC), None)
+        .advance_message_status(
+            &fence(s, &d.uid).await,
+            &r,
+            MessageStatus::Sent,
+            at(SEC),
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -366,25 +373,49 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         (MessageStatus::Failed, 4),
     ] {
         assert_eq!(
-            s.advance_message_status(&r, status, at(t * SEC), Some("late"))
-                .await,
+            s.advance_message_status(
+                &fence(s, &d.uid).await,
+                &r,
+                status,
+                at(t * SEC),
+                Some("late")
+            )
+            .await,
             Ok(None)
         );
     }
     // Skipping a step is forward too (a read receipt can arrive without a delivery one).
     let read = s
-        .advance_message_status(&r, MessageStatus::Read, at(5 * SEC), Some("receipt"))
+        .advance_message_status(
+            &fence(s, &d.uid).await,
+            &r,
+            MessageStatus::Read,
+            at(5 * SEC),
+            Some("receipt"),
+        )
         .await
         .unwrap()
         .unwrap();
     assert_eq!(read.status, MessageStatus::Read);
     assert_eq!(
-        s.advance_message_status(&r, MessageStatus::Delivered, at(6 * SEC), None)
-            .await,
+        s.advance_message_status(
+            &fence(s, &d.uid).await,
+            &r,
+            MessageStatus::Delivered,
+            at(6 * SEC),
+            None
+        )
+        .await,
         Ok(None)
     );
     let played = s
-        .advance_message_status(&r, MessageStatus::Played, at(7 * SEC), None)
+        .advance_message_status(
+            &fence(s, &d.uid).await,
+            &r,
+            MessageStatus::Played,
+            at(7 * SEC),
+            None,
+        )
         .await
         .unwrap()
         .unwrap();
@@ -392,6 +423,7 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
     assert_eq!(s.get_message(&a, &m.id).await.unwrap(), played);
     assert_eq!(
         s.advance_message_status(
+            &fence(s, &d.uid).await,
             &MessageRef::Id(MessageId::new()),
             MessageStatus::Sent,
             at(8 * SEC),
@@ -475,10 +507,12 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
         (by_provider, MessageStatus::Delivered, 5),
     ];
     // Polled together from the start, so the requests reach the store together.
+    let fence = fence(&*s, &d.uid).await;
     let results = futures::future::join_all(steps.into_iter().map(|(r, status, t)| {
         let s = Arc::clone(&s);
+        let fence = fence.clone();
         async move {
-            s.advance_message_status(&r, status, at(t * SEC), Some("why"))
+            s.advance_message_status(&fence, &r, status, at(t * SEC), Some("why"))
                 .await
                 .map(|m| m.map(|m| m.status))
         }
@@ -539,7 +573,7 @@ pub async fn advance_concurrent_steps_apply_in_order(f: impl StoreFactory) {
     );
     // Leaving `queued` ended both send jobs.
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&fence, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -555,6 +589,7 @@ pub async fn advance_to_failed_only_from_queued_and_cancels_the_send(f: impl Sto
     let r = MessageRef::Id(m.id.clone());
     let failed = s
         .advance_message_status(
+            &fence(s, &d.uid).await,
             &r,
             MessageStatus::Failed,
             at(SEC),
@@ -571,14 +606,14 @@ pub async fn advance_to_failed_only_from_queued_and_cancels_the_send(f: impl Sto
     assert_eq!(s.get_message(&a, &m.id).await.unwrap(), failed);
     for status in MessageStatus::ALL {
         assert_eq!(
-            s.advance_message_status(&r, status, at(2 * SEC), None)
+            s.advance_message_status(&fence(s, &d.uid).await, &r, status, at(2 * SEC), None)
                 .await,
             Ok(None),
             "failed is final, {status} too"
         );
     }
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(MIN), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty(),
@@ -606,6 +641,7 @@ pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory
     let pid = m.provider_message_id.clone();
     assert_eq!(
         s.advance_message_status(
+            &fence(s, &d2.uid).await,
             &MessageRef::Provider {
                 device: d2.uid.clone(),
                 provider_message_id: pid.clone(),
@@ -619,6 +655,7 @@ pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory
     );
     assert_eq!(
         s.advance_message_status(
+            &fence(s, &d1.uid).await,
             &MessageRef::Provider {
                 device: d1.uid.clone(),
                 provider_message_id: "3EB0000000000000000000".into(),
@@ -632,6 +669,7 @@ pub async fn advance_by_provider_id_is_scoped_to_the_device(f: impl StoreFactory
     );
     let delivered = s
         .advance_message_status(
+            &fence(s, &d1.uid).await,
             &MessageRef::Provider {
                 device: d1.uid.clone(),
                 provider_message_id: pid,
@@ -667,6 +705,7 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
     // 1 and 4 are sent.
     for i in [1, 4] {
         s.advance_message_status(
+            &fence(s, if i % 2 == 0 { &d1.uid } else { &d2.uid }).await,
             &MessageRef::Id(ids[i].clone()),
             MessageStatus::Sent,
             at(10 * MIN),

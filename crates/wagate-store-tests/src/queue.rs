@@ -1,7 +1,8 @@
 //! The send queue: claiming with leases, outcomes, scheduling and budget windows.
 
 use crate::fixture::{
-    HOUR, MIN, OWNER, SEC, StoreFactory, account, at, device, events, outbound, send, t0,
+    HOUR, MIN, OWNER, SEC, StoreFactory, account, at, device, events, fence, fence_as, outbound,
+    send, t0,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -34,13 +35,13 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
 
     // Nothing is due before it was created.
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(-SEC), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(-SEC), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let first = s
-        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 2)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(5 * SEC), at(HOUR), 2)
         .await
         .unwrap();
     assert_eq!(
@@ -52,7 +53,7 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
     assert_ne!(first[0].job_id, first[1].job_id);
     assert_eq!(first[0].message, m1);
     let rest = s
-        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(5 * SEC), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -61,19 +62,19 @@ pub async fn claim_honours_run_at_order_and_limit(f: impl StoreFactory) {
         "scheduled ones wait for send_at"
     );
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(10 * MIN - SEC), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(10 * MIN - SEC), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let scheduled = s
-        .claim_send_jobs(&d.uid, OWNER, at(10 * MIN), at(HOUR), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(10 * MIN), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(ids(&scheduled), vec![m2.id.clone()]);
     assert_eq!(scheduled[0].message, m2);
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(20 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(20 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
@@ -88,33 +89,33 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
     let m = send(s, &outbound(&d, None, t0())).await;
 
     let first = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&first), vec![m.id.clone()]);
     assert_eq!(first[0].attempt, 1);
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(30 * SEC), at(2 * MIN), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(30 * SEC), at(2 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
     );
     // The worker holding it died: once the lease ran out the job is claimed again.
     let second = s
-        .claim_send_jobs(&d.uid, OWNER, at(2 * MIN), at(3 * MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(2 * MIN), at(3 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&second), vec![m.id.clone()]);
     assert_eq!(second[0].job_id, first[0].job_id);
     assert_eq!(second[0].attempt, 2);
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(2 * MIN + SEC), at(4 * MIN), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(2 * MIN + SEC), at(4 * MIN), 10)
             .await
             .unwrap()
             .is_empty()
     );
     let third = s
-        .claim_send_jobs(&d.uid, OWNER, at(4 * MIN), at(5 * MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(4 * MIN), at(5 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(third[0].attempt, 3);
@@ -123,7 +124,7 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
     let other = device(s, &a).await;
     send(s, &outbound(&other, None, t0())).await;
     assert_eq!(
-        s.claim_send_jobs(&other.uid, OWNER, at(4 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &other.uid).await, at(4 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .len(),
@@ -131,13 +132,13 @@ pub async fn claim_leases_exclude_other_claimers_until_expiry(f: impl StoreFacto
     );
     s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     assert!(
-        s.claim_send_jobs(&other.uid, OWNER, at(5 * MIN), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &other.uid).await, at(5 * MIN), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        s.claim_send_jobs(&d.uid, OWNER, at(4 * MIN + SEC), at(HOUR), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(4 * MIN + SEC), at(HOUR), 10)
             .await
             .unwrap()
             .len(),
@@ -154,12 +155,13 @@ pub async fn claim_concurrent_claimers_never_share_a_job(f: impl StoreFactory) {
     for i in 0..10 {
         send(&*s, &outbound(&d, None, at(i))).await;
     }
+    let fence = fence(&*s, &d.uid).await;
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let s = Arc::clone(&s);
-        let uid = d.uid.clone();
+        let fence = fence.clone();
         tasks.push(tokio::spawn(async move {
-            s.claim_send_jobs(&uid, OWNER, at(SEC), at(MIN), 3)
+            s.claim_send_jobs(&fence, at(SEC), at(MIN), 3)
                 .await
                 .unwrap()
         }));
@@ -184,7 +186,7 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
         ms.push(send(s, &outbound(&d, Some(&format!("c{i}")), at(i))).await);
     }
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -196,7 +198,7 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
 
     // Handed over: counted as handed, status untouched (the server ack moves it to
     // sent), the job set aside until the ack is due.
-    s.record_handoff(&[job(0)], &d.uid, at(2 * SEC), at(HOUR))
+    s.record_handoff(&fence(s, &d.uid).await, &[job(0)], at(2 * SEC), at(HOUR))
         .await
         .unwrap();
     assert_eq!(
@@ -212,11 +214,17 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     );
 
     // Failed for good: the message fails with the reason, in history and as an event.
-    s.fail_send_job(job(1), "not on WhatsApp", at(3 * SEC))
-        .await
-        .unwrap();
+    s.fail_send_job(
+        &fence(s, &d.uid).await,
+        job(1),
+        "not on WhatsApp",
+        at(3 * SEC),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        s.fail_send_job(job(1), "again", at(3 * SEC)).await,
+        s.fail_send_job(&fence(s, &d.uid).await, job(1), "again", at(3 * SEC))
+            .await,
         Err(StoreError::NotFound)
     );
     let failed = s.get_message(&a, &ms[1].id).await.unwrap();
@@ -251,19 +259,24 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     );
 
     // Retried: released until its new run time, then claimed with its attempt counted.
-    s.retry_send_job(job(2), at(10 * MIN), "not connected")
-        .await
-        .unwrap();
+    s.retry_send_job(
+        &fence(s, &d.uid).await,
+        job(2),
+        at(10 * MIN),
+        "not connected",
+    )
+    .await
+    .unwrap();
     // Released: claimable at once by anyone.
     s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     let now = s
-        .claim_send_jobs(&d.uid, OWNER, at(5 * SEC), at(HOUR), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(5 * SEC), at(HOUR), 10)
         .await
         .unwrap();
     assert_eq!(ids(&now), vec![ms[3].id.clone(), ms[4].id.clone()]);
     assert!(now.iter().all(|j| j.attempt == 2));
     let retried = s
-        .claim_send_jobs(&d.uid, OWNER, at(10 * MIN), at(11 * MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(10 * MIN), at(11 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(ids(&retried), vec![ms[2].id.clone()]);
@@ -276,6 +289,7 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     // A send WhatsApp already took cannot fail: its ack ended the job, the message stays
     // sent.
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(ms[3].id.clone()),
         MessageStatus::Sent,
         at(6 * SEC),
@@ -285,8 +299,13 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     .unwrap()
     .unwrap();
     assert_eq!(
-        s.fail_send_job(now[0].job_id, "late error", at(7 * SEC))
-            .await,
+        s.fail_send_job(
+            &fence(s, &d.uid).await,
+            now[0].job_id,
+            "late error",
+            at(7 * SEC)
+        )
+        .await,
         Err(StoreError::NotFound)
     );
     let sent = s.get_message(&a, &ms[3].id).await.unwrap();
@@ -296,15 +315,18 @@ pub async fn handoff_fail_retry_and_release(f: impl StoreFactory) {
     );
 
     assert_eq!(
-        s.retry_send_job(unknown, at(SEC), "offline").await,
+        s.retry_send_job(&fence(s, &d.uid).await, unknown, at(SEC), "offline")
+            .await,
         Err(StoreError::NotFound)
     );
     assert_eq!(
-        s.fail_send_job(unknown, "x", at(SEC)).await,
+        s.fail_send_job(&fence(s, &d.uid).await, unknown, "x", at(SEC))
+            .await,
         Err(StoreError::NotFound)
     );
     assert_eq!(
-        s.retry_send_job(unknown, at(SEC), "x").await,
+        s.retry_send_job(&fence(s, &d.uid).await, unknown, at(SEC), "x")
+            .await,
         Err(StoreError::NotFound)
     );
     // Releasing a device with nothing leased is fine.
@@ -331,28 +353,34 @@ pub async fn next_send_job_at_follows_run_at_and_leases(f: impl StoreFactory) {
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(SEC)));
     // A leased job becomes claimable when its lease ends.
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(2 * SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(2 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(MIN)));
     s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     assert_eq!(s.next_send_job_at(&d.uid).await.unwrap(), Some(at(SEC)));
-    s.retry_send_job(jobs[0].job_id, at(20 * MIN), "offline")
-        .await
-        .unwrap();
+    s.retry_send_job(
+        &fence(s, &d.uid).await,
+        jobs[0].job_id,
+        at(20 * MIN),
+        "offline",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         s.next_send_job_at(&d.uid).await.unwrap(),
         Some(at(10 * MIN))
     );
     assert_eq!(s.next_send_job_at(&other.uid).await.unwrap(), None);
     let all = s
-        .claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(HOUR), at(2 * HOUR), 10)
         .await
         .unwrap();
     for j in &all {
         // The server's ack ends the job.
         s.advance_message_status(
+            &fence(s, &d.uid).await,
             &MessageRef::Id(j.message.id.clone()),
             MessageStatus::Sent,
             at(HOUR),
@@ -376,11 +404,11 @@ pub async fn budget_usage_counts_rolling_windows(f: impl StoreFactory) {
     }
     send(s, &outbound(&other, None, t0())).await;
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(2 * HOUR), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(SEC), at(2 * HOUR), 10)
         .await
         .unwrap();
     for (job, t) in jobs.iter().zip([SEC, 30 * SEC, 5 * MIN]) {
-        s.record_handoff(&[job.job_id], &d.uid, at(t), at(2 * HOUR))
+        s.record_handoff(&fence(s, &d.uid).await, &[job.job_id], at(t), at(2 * HOUR))
             .await
             .unwrap();
     }
@@ -420,13 +448,13 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     send(s, &acked).await;
     send(s, &lost).await;
     let jobs = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2);
     // Handed over together, recorded together.
     let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
-    s.record_handoff(&ids, &d.uid, at(2 * SEC), at(30 * SEC))
+    s.record_handoff(&fence(s, &d.uid).await, &ids, at(2 * SEC), at(30 * SEC))
         .await
         .unwrap();
     // Both hand-offs count against the budgets at once.
@@ -439,7 +467,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     );
     // Nothing is claimable while the acks are awaited.
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(3 * SEC), at(MIN), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(3 * SEC), at(MIN), 10)
             .await
             .unwrap()
             .is_empty()
@@ -450,6 +478,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     );
     // The ack of one ends its job; the other is handed over again after the deadline.
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(acked.id.clone()),
         MessageStatus::Sent,
         at(4 * SEC),
@@ -459,7 +488,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     .unwrap()
     .unwrap();
     let again = s
-        .claim_send_jobs(&d.uid, OWNER, at(31 * SEC), at(2 * MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(31 * SEC), at(2 * MIN), 10)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -467,6 +496,7 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     assert_eq!(again[0].attempt, 2);
     // An ack that ended the job before the hand-off was recorded still counts the hand-off.
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(lost.id.clone()),
         MessageStatus::Sent,
         at(32 * SEC),
@@ -475,11 +505,16 @@ pub async fn a_handed_job_waits_for_the_ack_then_is_claimable_again(f: impl Stor
     .await
     .unwrap()
     .unwrap();
-    s.record_handoff(&[again[0].job_id], &d.uid, at(32 * SEC), at(62 * SEC))
-        .await
-        .unwrap();
+    s.record_handoff(
+        &fence(s, &d.uid).await,
+        &[again[0].job_id],
+        at(32 * SEC),
+        at(62 * SEC),
+    )
+    .await
+    .unwrap();
     assert!(
-        s.claim_send_jobs(&d.uid, OWNER, at(HOUR), at(2 * HOUR), 10)
+        s.claim_send_jobs(&fence(s, &d.uid).await, at(HOUR), at(2 * HOUR), 10)
             .await
             .unwrap()
             .is_empty()
@@ -502,11 +537,12 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     let first = outbound(&d, None, t0());
     send(s, &first).await;
     let old = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(SEC), at(MIN), 10)
         .await
         .unwrap();
     // The ack ends the job before the worker records the hand-off.
     s.advance_message_status(
+        &fence(s, &d.uid).await,
         &MessageRef::Id(first.id.clone()),
         MessageStatus::Sent,
         at(2 * SEC),
@@ -518,15 +554,21 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     let next = outbound(&d, None, at(2 * SEC));
     send(s, &next).await;
     // The late bookkeeping for the old job must not touch the new message's job.
-    s.record_handoff(&[old[0].job_id], &d.uid, at(3 * SEC), at(HOUR))
-        .await
-        .unwrap();
+    s.record_handoff(
+        &fence(s, &d.uid).await,
+        &[old[0].job_id],
+        at(3 * SEC),
+        at(HOUR),
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        s.retry_send_job(old[0].job_id, at(HOUR), "late").await,
+        s.retry_send_job(&fence(s, &d.uid).await, old[0].job_id, at(HOUR), "late")
+            .await,
         Err(StoreError::NotFound)
     );
     let claimed = s
-        .claim_send_jobs(&d.uid, OWNER, at(4 * SEC), at(MIN), 10)
+        .claim_send_jobs(&fence(s, &d.uid).await, at(4 * SEC), at(MIN), 10)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "the new job is still due");
@@ -534,88 +576,71 @@ pub async fn job_ids_are_never_reused(f: impl StoreFactory) {
     assert_ne!(claimed[0].job_id, old[0].job_id);
 }
 
-/// Several processes may share a store: a lease another owner holds keeps the job from
-/// every other claimer until it expires, and only then is the job taken over.
-pub async fn claim_skips_another_owners_lease_until_it_expires(f: impl StoreFactory) {
+/// When a device moves to another node, the new holder takes the device's jobs at once:
+/// the previous holder is fenced (it can record nothing more), so its job leases mean
+/// nothing, and waiting them out would only delay the messages. A message it may already
+/// have handed over goes again under the same WhatsApp id, which recipients show once.
+pub async fn a_takeover_frees_the_previous_holders_job_leases(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
     let a = account(s).await;
     let d = device(s, &a).await;
     let m = send(s, &outbound(&d, None, t0())).await;
 
-    let held = s
-        .claim_send_jobs(&d.uid, "process-b", at(SEC), at(MIN), 10)
-        .await
-        .unwrap();
+    let b = fence_as(s, &d.uid, "process-b").await;
+    let held = s.claim_send_jobs(&b, at(SEC), at(MIN), 10).await.unwrap();
     assert_eq!(ids(&held), vec![m.id.clone()]);
-    for now in [SEC, 30 * SEC, MIN - 1] {
-        assert!(
-            s.claim_send_jobs(&d.uid, OWNER, at(now), at(now + MIN), 10)
-                .await
-                .unwrap()
-                .is_empty(),
-            "another owner's running lease is not claimed at +{now} ms"
-        );
-    }
+    // The device moves to this node (`OWNER`) while node B's job lease still runs.
+    let mine = fence(s, &d.uid).await;
     let taken = s
-        .claim_send_jobs(&d.uid, OWNER, at(MIN), at(2 * MIN), 10)
+        .claim_send_jobs(&mine, at(2 * SEC), at(MIN), 10)
         .await
         .unwrap();
-    assert_eq!(
-        ids(&taken),
-        vec![m.id.clone()],
-        "an expired lease is taken over"
-    );
+    assert_eq!(ids(&taken), vec![m.id.clone()], "taken over at once");
     assert_eq!(taken[0].job_id, held[0].job_id);
     assert_eq!(taken[0].attempt, 2);
-    // Now the lease is ours: the previous owner cannot claim it back before it expires.
-    assert!(
-        s.claim_send_jobs(&d.uid, "process-b", at(MIN + SEC), at(3 * MIN), 10)
+    assert_eq!(
+        taken[0].message.provider_message_id, held[0].message.provider_message_id,
+        "sent again under the same WhatsApp id"
+    );
+    // Node B lost the device: it cannot claim, even once the job lease expires.
+    assert_eq!(
+        s.claim_send_jobs(&b, at(3 * MIN), at(4 * MIN), 10)
             .await
-            .unwrap()
-            .is_empty()
+            .unwrap_err(),
+        StoreError::Fenced
     );
 }
 
-/// Releasing (a graceful shutdown) frees only the releasing owner's leases: a process
-/// starting or stopping never frees a job another process is sending.
+/// Releasing (a graceful shutdown) frees only the releasing owner's leases: a node
+/// starting or stopping never frees a job another node is sending.
 pub async fn release_by_another_owner_leaves_the_lease(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
     let a = account(s).await;
     let d = device(s, &a).await;
-    let mine = send(s, &outbound(&d, None, t0())).await;
-    let theirs = send(
-        s,
-        &outbound(&d, None, t0() + chrono::Duration::milliseconds(1)),
-    )
-    .await;
-
+    let m = send(s, &outbound(&d, None, t0())).await;
+    let mine = fence(s, &d.uid).await;
     let claimed = s
-        .claim_send_jobs(&d.uid, OWNER, at(SEC), at(HOUR), 1)
+        .claim_send_jobs(&mine, at(SEC), at(HOUR), 10)
         .await
         .unwrap();
-    assert_eq!(ids(&claimed), vec![mine.id.clone()]);
-    let other = s
-        .claim_send_jobs(&d.uid, "process-b", at(SEC), at(HOUR), 10)
-        .await
-        .unwrap();
-    assert_eq!(ids(&other), vec![theirs.id.clone()]);
+    assert_eq!(ids(&claimed), vec![m.id.clone()]);
 
-    // A non-owner's release does nothing, to either job.
+    // A node that does not hold the lease releases: nothing changes.
     s.release_send_jobs(&d.uid, "process-c").await.unwrap();
     assert!(
-        s.claim_send_jobs(&d.uid, "process-c", at(2 * SEC), at(HOUR), 10)
+        s.claim_send_jobs(&mine, at(2 * SEC), at(HOUR), 10)
             .await
             .unwrap()
             .is_empty(),
         "a release by a non-owner freed a lease"
     );
-    // The owner's release frees its job alone.
+    // The owner's release frees its job at once.
     s.release_send_jobs(&d.uid, OWNER).await.unwrap();
     let freed = s
-        .claim_send_jobs(&d.uid, "process-c", at(3 * SEC), at(HOUR), 10)
+        .claim_send_jobs(&mine, at(3 * SEC), at(HOUR), 10)
         .await
         .unwrap();
-    assert_eq!(ids(&freed), vec![mine.id.clone()]);
+    assert_eq!(ids(&freed), vec![m.id.clone()]);
 }

@@ -1,14 +1,18 @@
 //! Webhook delivery: exactly-once fan-out by destination, one delivery in flight per
 //! destination in order, the retry schedule, the attempt history and redelivery.
 
-use crate::fixture::{SEC, StoreFactory, account, at, device};
+use crate::fixture::{SEC, StoreFactory, account, at, device, fence};
 use wagate_core::message::{InboundMessage, MessageKind};
-use wagate_core::store::{InboundStore, PageRequest, Store, StoreError};
+use wagate_core::store::{PageRequest, Store, StoreError};
 use wagate_core::webhook::{
     AttemptFilter, AttemptRecord, ClaimedDelivery, DEFAULT_EVENT_TYPES, DeliveryNext, EndpointKind,
     MsgeraWebhooks, WebhookChange, WebhookStore,
 };
 use wagate_core::{AccountId, DeviceUid, MessageId};
+
+/// The node that claims in the cases below; [`webhook_delivery_leases_belong_to_their_owner`]
+/// brings a second.
+const NODE: &str = "node-a";
 
 fn msgera(personal: Option<&str>, group: Option<&str>) -> WebhookChange {
     WebhookChange::Msgera(MsgeraWebhooks {
@@ -20,7 +24,7 @@ fn msgera(personal: Option<&str>, group: Option<&str>) -> WebhookChange {
 }
 
 async fn inbound(
-    s: &impl InboundStore,
+    s: &impl Store,
     account: &AccountId,
     device: &DeviceUid,
     provider: &str,
@@ -28,6 +32,7 @@ async fn inbound(
     ms: i64,
 ) {
     s.record_inbound(
+        &fence(s, device).await,
         &InboundMessage {
             id: MessageId::new(),
             account_id: account.clone(),
@@ -54,6 +59,7 @@ async fn inbound(
 fn record(delivery_id: i64, attempt: u32, success: bool, ms: i64) -> AttemptRecord {
     AttemptRecord {
         delivery_id,
+        owner: NODE.into(),
         attempt,
         url: "https://r.example/".into(),
         success,
@@ -75,7 +81,7 @@ pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
     assert!(s.get_webhook_config(&a, &d.uid).await.unwrap().is_none());
     s.fan_out_events(100, at(SEC)).await.unwrap();
     assert!(
-        s.claim_deliveries(at(SEC), at(60 * SEC), 10, 1)
+        s.claim_deliveries(NODE, at(SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
@@ -106,7 +112,7 @@ pub async fn webhook_fan_out_routes_once_per_event(f: impl StoreFactory) {
         "once only"
     );
     let mut claimed = s
-        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(5 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     claimed.sort_by_key(|c| c.delivery_id);
@@ -140,12 +146,12 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     let s = &*fx.store;
     one_destination_with_inbound(s, 3).await;
     let first = s
-        .claim_deliveries(at(4 * SEC), at(60 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(4 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(first.len(), 1, "one in flight per destination");
     assert!(
-        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
+        s.claim_deliveries(NODE, at(5 * SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
@@ -159,23 +165,23 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
     .unwrap();
     // The head waits for its retry, and the rest wait behind it.
     assert!(
-        s.claim_deliveries(at(7 * SEC), at(60 * SEC), 10, 1)
+        s.claim_deliveries(NODE, at(7 * SEC), at(60 * SEC), 10, 1)
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(s.next_delivery_at(1).await.unwrap(), Some(at(20 * SEC)));
     let retry = s
-        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(20 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(retry.len(), 1);
     assert_eq!((retry[0].delivery_id, retry[0].attempt), (head, 2));
     assert_eq!(retry[0].event.id, first[0].event.id);
     // A lease released (shutdown) makes it claimable again at once.
-    s.release_deliveries().await.unwrap();
+    s.release_deliveries(NODE).await.unwrap();
     let again = s
-        .claim_deliveries(at(21 * SEC), at(80 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(21 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(again[0].delivery_id, head);
@@ -183,7 +189,7 @@ pub async fn webhook_one_in_flight_per_destination_in_order(f: impl StoreFactory
         .await
         .unwrap();
     let next = s
-        .claim_deliveries(at(23 * SEC), at(80 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(23 * SEC), at(80 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(next.len(), 1);
@@ -197,13 +203,13 @@ pub async fn webhook_window_bounds_in_flight_per_destination(f: impl StoreFactor
     one_destination_with_inbound(s, 4).await;
     let seq = |c: &ClaimedDelivery| c.event.seq;
     let first = s
-        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 2)
+        .claim_deliveries(NODE, at(5 * SEC), at(60 * SEC), 10, 2)
         .await
         .unwrap();
     assert_eq!(first.len(), 2, "a window of two");
     assert!(seq(&first[0]) < seq(&first[1]), "oldest first");
     assert!(
-        s.claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 2)
+        s.claim_deliveries(NODE, at(5 * SEC), at(60 * SEC), 10, 2)
             .await
             .unwrap()
             .is_empty(),
@@ -216,7 +222,7 @@ pub async fn webhook_window_bounds_in_flight_per_destination(f: impl StoreFactor
     .await
     .unwrap();
     let third = s
-        .claim_deliveries(at(6 * SEC), at(60 * SEC), 10, 2)
+        .claim_deliveries(NODE, at(6 * SEC), at(60 * SEC), 10, 2)
         .await
         .unwrap();
     assert_eq!(third.len(), 1);
@@ -235,14 +241,14 @@ pub async fn webhook_window_bounds_in_flight_per_destination(f: impl StoreFactor
     .await
     .unwrap();
     let fourth = s
-        .claim_deliveries(at(8 * SEC), at(60 * SEC), 10, 2)
+        .claim_deliveries(NODE, at(8 * SEC), at(60 * SEC), 10, 2)
         .await
         .unwrap();
     assert_eq!(fourth.len(), 1);
     assert!(seq(&fourth[0]) > seq(&third[0]));
     assert_eq!(s.next_delivery_at(2).await.unwrap(), Some(at(20 * SEC)));
     let retry = s
-        .claim_deliveries(at(20 * SEC), at(80 * SEC), 10, 2)
+        .claim_deliveries(NODE, at(20 * SEC), at(80 * SEC), 10, 2)
         .await
         .unwrap();
     assert_eq!(
@@ -268,7 +274,7 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     inbound(s, &a, &d.uid, "M1", false, SEC).await;
     s.fan_out_events(100, at(SEC)).await.unwrap();
     let c = s
-        .claim_deliveries(at(SEC), at(60 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap()
         .remove(0);
@@ -279,7 +285,7 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     .await
     .unwrap();
     let c = s
-        .claim_deliveries(at(3 * SEC), at(60 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(3 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap()
         .remove(0);
@@ -322,11 +328,90 @@ pub async fn webhook_history_filters_and_redeliver(f: impl StoreFactory) {
     );
     let new = s.redeliver(&a, all.items[0].id, at(5 * SEC)).await.unwrap();
     let again = s
-        .claim_deliveries(at(5 * SEC), at(60 * SEC), 10, 1)
+        .claim_deliveries(NODE, at(5 * SEC), at(60 * SEC), 10, 1)
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery_id, new);
     assert_eq!(again[0].attempt, 1);
     assert_eq!(again[0].event.id, c.event.id, "the same event id");
+}
+
+/// Several nodes share the deliveries: a lease is skipped by every other node until it
+/// expires, a node releases only its own, and a node whose lease was taken over after
+/// expiring cannot move the delivery on (its attempt is still history).
+pub async fn webhook_delivery_leases_belong_to_their_owner(f: impl StoreFactory) {
+    const OTHER: &str = "node-b";
+    let fx = f.make().await;
+    let s = &*fx.store;
+    one_destination_with_inbound(s, 2).await;
+    let a = s
+        .claim_deliveries(NODE, at(3 * SEC), at(10 * SEC), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(a.len(), 1);
+    let head = a[0].delivery_id;
+    assert!(
+        s.claim_deliveries(OTHER, at(4 * SEC), at(30 * SEC), 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased by another node"
+    );
+    s.release_deliveries(OTHER).await.unwrap();
+    assert!(
+        s.claim_deliveries(OTHER, at(5 * SEC), at(30 * SEC), 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a release by another node leaves the lease"
+    );
+    // The lease expires (node A stalled); node B takes the delivery over.
+    let b = s
+        .claim_deliveries(OTHER, at(11 * SEC), at(40 * SEC), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].delivery_id, b[0].attempt), (head, 1));
+    // Node A wakes up and reports its attempt: history, but the delivery stays B's.
+    s.finish_attempt(&record(head, 1, true, 12 * SEC), DeliveryNext::Succeeded)
+        .await
+        .unwrap();
+    s.release_deliveries(NODE).await.unwrap();
+    assert!(
+        s.claim_deliveries(NODE, at(13 * SEC), at(40 * SEC), 10, 1)
+            .await
+            .unwrap()
+            .is_empty(),
+        "still leased by node B, and the next waits behind it"
+    );
+    let mut by_b = record(head, 1, true, 14 * SEC);
+    by_b.owner = OTHER.into();
+    s.finish_attempt(&by_b, DeliveryNext::Succeeded)
+        .await
+        .unwrap();
+    let next = s
+        .claim_deliveries(NODE, at(15 * SEC), at(40 * SEC), 10, 1)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert!(next[0].delivery_id > head, "B's success moved the line on");
+    let a_account = s
+        .list_webhook_attempts(
+            &next[0].event.account_id,
+            &AttemptFilter::default(),
+            PageRequest { page: 1, limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(a_account.total, 2, "both attempts are history");
+    assert_eq!(
+        s.finish_attempt(
+            &record(i64::MAX, 1, true, 16 * SEC),
+            DeliveryNext::Succeeded
+        )
+        .await
+        .unwrap_err(),
+        StoreError::NotFound
+    );
 }

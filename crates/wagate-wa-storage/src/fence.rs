@@ -36,4 +36,27 @@ impl Fence {
         .await?;
         Ok(Fence { epoch })
     }
+
+    /// Records `epoch`, an epoch handed out elsewhere (wagate's device lease, which owns
+    /// the numbering), as the device's current one, unless a newer one is recorded: the
+    /// node that took the device's lease calls this before it loads any protocol state,
+    /// so every write of an older epoch fails from then on. `None` when a newer epoch is
+    /// already recorded: this node was overtaken and must not drive the device.
+    pub async fn claim(
+        pool: &PgPool,
+        device_key: &str,
+        epoch: i64,
+    ) -> Result<Option<Fence>, sqlx::Error> {
+        let current: i64 = sqlx::query_scalar(
+            "INSERT INTO wa_device_owner (device_key, epoch) VALUES ($1, $2)
+             ON CONFLICT (device_key) DO UPDATE
+             SET epoch = GREATEST(wa_device_owner.epoch, EXCLUDED.epoch)
+             RETURNING epoch",
+        )
+        .bind(device_key)
+        .bind(epoch)
+        .fetch_one(pool)
+        .await?;
+        Ok((current == epoch).then_some(Fence { epoch }))
+    }
 }

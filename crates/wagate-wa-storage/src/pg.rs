@@ -66,6 +66,28 @@ fn count(rows: u64) -> u32 {
     u32::try_from(rows).unwrap_or(u32::MAX)
 }
 
+/// Every table holding a device's protocol state (all but `wa_device_owner`).
+const DEVICE_TABLES: &[&str] = &[
+    "wa_devices",
+    "wa_identities",
+    "wa_sessions",
+    "wa_prekeys",
+    "wa_signed_prekeys",
+    "wa_sender_keys",
+    "wa_app_state_sync_keys",
+    "wa_app_state_versions",
+    "wa_app_state_mutation_macs",
+    "wa_sender_key_devices",
+    "wa_lid_pn_mappings",
+    "wa_base_keys",
+    "wa_device_lists",
+    "wa_group_metadata",
+    "wa_tc_tokens",
+    "wa_sent_messages",
+    "wa_pending_inbound",
+    "wa_msg_secrets",
+];
+
 impl PgBackend {
     /// The backend of device `device_key` (any stable, unique name: wagate uses the
     /// device's uid). Nothing is written until the protocol crate writes.
@@ -86,6 +108,26 @@ impl PgBackend {
 
     pub fn device_key(&self) -> &str {
         &self.device_key
+    }
+
+    /// Deletes everything stored for `device_key` (the device was deleted: its keys must
+    /// not outlive it), in one transaction. Its fencing row stays, so a node still
+    /// holding an old epoch cannot write the keys back.
+    pub async fn delete_device(
+        pool: &PgPool,
+        device_key: &str,
+    ) -> std::result::Result<(), sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        for table in DEVICE_TABLES {
+            // The table names are the constants above, never input.
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE device_key = $1"
+            )))
+            .bind(device_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
     /// Apply the crate's migrations (`migrations/`, embedded). Safe when several nodes

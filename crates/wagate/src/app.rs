@@ -44,6 +44,8 @@ pub struct Resources {
     pub runtime: Arc<DeviceRuntime>,
     pub sandbox: Arc<SandboxNetwork>,
     pub keys: ServerKeys,
+    /// This node's id: the owner on every lease it takes (send jobs, webhook deliveries).
+    pub node_id: String,
 }
 
 impl Resources {
@@ -76,6 +78,14 @@ pub struct RunningApp {
 }
 
 pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    if let crate::config::DatabaseKind::Postgres(url) =
+        config.database().map_err(anyhow::Error::msg)?
+    {
+        anyhow::bail!(
+            "database_url {} names PostgreSQL, which this build cannot open yet; unset it for SQLite",
+            url.redacted()
+        );
+    }
     let options = SqliteOptions {
         durability: match config.synchronous {
             Synchronous::Full => Durability::Full,
@@ -98,6 +108,17 @@ fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
     c.start_jitter = Duration::from_millis(web.start_jitter_ms);
     c.check_cache_ttl = Duration::from_secs(web.check_cache_secs);
     Ok(c)
+}
+
+/// This node's id: configured, else the one kept in the data directory.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    let id = match &config.node_id {
+        Some(id) => id.clone(),
+        None => crate::runtime::node_owner_id(&config.data_dir)
+            .with_context(|| format!("reading the node id in {}", config.data_dir.display()))?,
+    };
+    crate::config::check_node_id(&id).map_err(anyhow::Error::msg)?;
+    Ok(id)
 }
 
 /// Starts wagate: every device, the workers and the HTTP server.
@@ -138,13 +159,14 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     for e in parts.engines {
         engines = engines.with(e);
     }
+    let node_id = node_id(&config)?;
     let runtime = DeviceRuntime::new(
         Arc::clone(&store),
         blobs.clone(),
         engines,
         config.sending.clone(),
-        crate::runtime::node_owner_id(&config.data_dir)
-            .with_context(|| format!("reading the node id in {}", config.data_dir.display()))?,
+        node_id.clone(),
+        config.cluster.clone(),
     );
     runtime.start_all().await.context("starting devices")?;
 
@@ -159,6 +181,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         runtime,
         sandbox,
         keys,
+        node_id,
     };
     let api = services.services();
     let shutdown = CancellationToken::new();

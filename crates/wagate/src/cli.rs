@@ -30,6 +30,14 @@ pub struct Cli {
     /// Where the database, media and device keys live (default ./wagate-data).
     #[arg(long, global = true, env = "WAGATE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database: a postgres:// URL (default: SQLite in the data directory).
+    #[arg(
+        long,
+        global = true,
+        env = "WAGATE_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,6 +56,9 @@ pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8080).
     #[arg(long, env = "WAGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// This node's name in a cluster (default: made once, kept in the data directory).
+    #[arg(long, env = "WAGATE_NODE_ID")]
+    pub node_id: Option<String>,
     /// Talk to an in-process FAKE WhatsApp server instead of WhatsApp (demos, benchmarks);
     /// a simulated phone scans every QR code. Only in builds with the `simulator` feature.
     #[cfg(feature = "simulator")]
@@ -100,11 +111,16 @@ impl Cli {
         if let Some(d) = &self.data_dir {
             config.data_dir = d.clone();
         }
-        if let Command::Serve(ServeArgs {
-            listen: Some(l), ..
-        }) = &self.command
-        {
-            config.listen = *l;
+        if let Some(u) = &self.database_url {
+            config.database_url = Some(crate::config::DatabaseUrl(u.clone()));
+        }
+        if let Command::Serve(args) = &self.command {
+            if let Some(l) = args.listen {
+                config.listen = l;
+            }
+            if let Some(n) = &args.node_id {
+                config.node_id = Some(n.clone());
+            }
         }
         Ok(config)
     }
@@ -133,9 +149,16 @@ async fn existing_account(accounts: &AccountService, s: &str) -> anyhow::Result<
     }
 }
 
-/// Refuses to administer a data directory that does not exist (or has no database):
-/// opening it would create an empty one the server never reads.
+/// Refuses to administer a SQLite data directory that does not exist (or has no
+/// database): opening it would create an empty one the server never reads.
 fn require_data_dir(config: &Config) -> anyhow::Result<()> {
+    // On PostgreSQL the database is the server's, wherever this runs.
+    if matches!(
+        config.database(),
+        Ok(crate::config::DatabaseKind::Postgres(_))
+    ) {
+        return Ok(());
+    }
     let db = config.database_path();
     if db.is_file() {
         return Ok(());

@@ -17,6 +17,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the database, media and device keys live (`WAGATE_DATA_DIR`).
     pub data_dir: PathBuf,
+    /// The database (`WAGATE_DATABASE_URL`, `--database-url`): `postgres://user@host/db`
+    /// for PostgreSQL, shared by every node of a cluster. Unset: SQLite in the data
+    /// directory (`wagate.db`), nothing else to run. May hold a password: never logged.
+    pub database_url: Option<DatabaseUrl>,
+    /// This node's name in a cluster (`WAGATE_NODE_ID`, `--node-id`): on the leases it
+    /// holds and in `GET /v1/developer/devices/{uid}`. Unset: an id made once from the host
+    /// and kept in the data directory (`node-id`), so a restarted node is the same node.
+    /// Letters, digits, `.`, `_`, `-` and `:`, at most 64.
+    pub node_id: Option<String>,
     /// Base URL under which clients reach this server, for links such as webhook
     /// `mediaUrl`s (`WAGATE_PUBLIC_URL`); defaults to `http://<listen>`.
     pub public_url: Option<String>,
@@ -36,6 +45,7 @@ pub struct Config {
     pub synchronous: Synchronous,
     pub sandbox: SandboxConfig,
     pub sending: SendingConfig,
+    pub cluster: ClusterConfig,
     pub media_fetch: MediaFetchConfig,
     pub whatsapp_web: WhatsappWebConfig,
     pub webhooks: WebhooksConfig,
@@ -216,6 +226,35 @@ impl Default for SendingConfig {
     }
 }
 
+/// Device leases (`WAGATE_CLUSTER__*`): each device is driven by the one node holding its
+/// lease, renewed every third of the lease. On one node they only matter at restarts; in
+/// a cluster they are how devices spread over nodes and move off a dead one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// How long a device lease lasts without renewal (`WAGATE_CLUSTER__LEASE_MS`): a node
+    /// killed outright has its devices taken over after at most this, plus a renewal
+    /// round. At least 300.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self { lease_ms: 15_000 }
+    }
+}
+
+impl ClusterConfig {
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_ms.max(300))
+    }
+
+    /// How often a node renews its leases and looks for devices to take.
+    pub fn round(&self) -> std::time::Duration {
+        self.lease() / 3
+    }
+}
+
 /// Fetching media that a send names by URL (the MegaMsg dialect's `media`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -341,11 +380,66 @@ impl MetricsConfig {
     }
 }
 
+/// A database URL; its password never appears in `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, for messages.
+    pub fn redacted(&self) -> String {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                u.to_string()
+            }
+            Ok(u) => u.to_string(),
+            Err(_) => "(not a URL)".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Which database a configuration points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// SQLite in this file.
+    Sqlite(PathBuf),
+    /// PostgreSQL at this URL.
+    Postgres(DatabaseUrl),
+}
+
+/// Longest node id accepted.
+pub const MAX_NODE_ID_LEN: usize = 64;
+
+/// Refuses a node id that could not be shown and compared safely.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':');
+    if id.is_empty() || id.len() > MAX_NODE_ID_LEN || !id.chars().all(ok_char) {
+        return Err(format!(
+            "node_id (WAGATE_NODE_ID) `{}` must be 1 to {MAX_NODE_ID_LEN} letters, digits, `.`, `_`, `-` or `:`",
+            id.escape_default()
+        ));
+    }
+    Ok(())
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("wagate-data"),
+            database_url: None,
+            node_id: None,
             public_url: None,
             media_public_url: None,
             log_format: LogFormat::Pretty,
@@ -353,6 +447,7 @@ impl Default for Config {
             synchronous: Synchronous::Full,
             sandbox: SandboxConfig::default(),
             sending: SendingConfig::default(),
+            cluster: ClusterConfig::default(),
             media_fetch: MediaFetchConfig::default(),
             whatsapp_web: WhatsappWebConfig::default(),
             webhooks: WebhooksConfig::default(),
@@ -402,6 +497,30 @@ impl Config {
 
     pub fn database_path(&self) -> PathBuf {
         self.data_dir.join("wagate.db")
+    }
+
+    /// The database to open: PostgreSQL when `database_url` says so, else SQLite in the
+    /// data directory. A URL of another kind is refused, naming the option.
+    pub fn database(&self) -> Result<DatabaseKind, String> {
+        match &self.database_url {
+            None => Ok(DatabaseKind::Sqlite(self.database_path())),
+            Some(u) if u.as_str().trim().is_empty() => {
+                Ok(DatabaseKind::Sqlite(self.database_path()))
+            }
+            Some(u) => match url::Url::parse(u.as_str()) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
+                    Ok(DatabaseKind::Postgres(u.clone()))
+                }
+                Ok(parsed) => Err(format!(
+                    "database_url (WAGATE_DATABASE_URL) must be a postgres:// URL, not {}://; \
+                     leave it unset for SQLite in the data directory",
+                    parsed.scheme()
+                )),
+                Err(e) => Err(format!(
+                    "database_url (WAGATE_DATABASE_URL) is not a URL: {e}"
+                )),
+            },
+        }
     }
 
     pub fn media_dir(&self) -> PathBuf {
@@ -493,5 +612,55 @@ mod tests {
         std::fs::write(&file, "lisen = \"0.0.0.0:9000\"\n").unwrap();
         let err = Config::load(Some(&file)).unwrap_err().to_string();
         assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn the_database_url_picks_postgres_and_never_shows_its_password() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "WAGATE_DATABASE_URL",
+                "postgres://wagate:s3cret@db:5432/wagate",
+            );
+            let c = Config::load(None).map_err(|e| *e)?;
+            let url = match c.database() {
+                Ok(DatabaseKind::Postgres(url)) => url,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(url.as_str(), "postgres://wagate:s3cret@db:5432/wagate");
+            let shown = format!("{c:?} {}", url.redacted());
+            assert!(!shown.contains("s3cret"), "{shown}");
+            Ok(())
+        });
+        let sqlite = Config::default();
+        assert_eq!(
+            sqlite.database(),
+            Ok(DatabaseKind::Sqlite(sqlite.database_path()))
+        );
+        let mysql = Config {
+            database_url: Some(DatabaseUrl("mysql://root@localhost/wagate".into())),
+            ..Config::default()
+        };
+        let err = mysql.database().unwrap_err();
+        assert!(
+            err.contains("database_url") && err.contains("mysql"),
+            "{err}"
+        );
+        let garbage = Config {
+            database_url: Some(DatabaseUrl("not a url".into())),
+            ..Config::default()
+        };
+        assert!(garbage.database().unwrap_err().contains("database_url"));
+    }
+
+    #[test]
+    fn node_ids_are_short_and_plain() {
+        for ok in ["node-a", "wagate-1.eu_west:2", "a"] {
+            assert_eq!(check_node_id(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "node a", "node\n", "ü", &"x".repeat(65)] {
+            let err = check_node_id(bad).unwrap_err();
+            assert!(err.contains("node_id"), "{err}");
+        }
     }
 }

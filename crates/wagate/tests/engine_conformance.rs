@@ -69,6 +69,7 @@ impl Sandbox {
     async fn start_peer(&self) {
         let events = Recorder::new();
         let peer = DeviceContext {
+            epoch: 1,
             uid: DeviceUid::parse("dev_peer").unwrap(),
             name: "Peer".into(),
             phone: Some(Phone::parse(PEER).unwrap()),
@@ -97,6 +98,7 @@ impl Harness for Sandbox {
     async fn new_device(&self) -> DeviceContext {
         let (uid, _) = self.next_uid();
         DeviceContext {
+            epoch: 1,
             uid,
             name: "Conformance".into(),
             phone: None,
@@ -109,6 +111,7 @@ impl Harness for Sandbox {
     async fn linked_device(&self) -> DeviceContext {
         let (uid, n) = self.next_uid();
         DeviceContext {
+            epoch: 1,
             uid,
             name: "Conformance".into(),
             // Ends in neither 0000, 0500 nor 0700 (n stays small).

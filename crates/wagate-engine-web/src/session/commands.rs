@@ -47,11 +47,9 @@ impl EngineSession for WebSession {
         self.end_round().await;
         if logged_out {
             // WhatsApp no longer accepts these keys; a new round must link afresh.
-            crate::engine::remove_store_files(&self.inner.store_path)
-                .await
-                .map_err(|e| {
-                    EngineError::Internal(format!("cannot reset the device store: {e}"))
-                })?;
+            self.inner.store.remove().await.map_err(|e| {
+                EngineError::Internal(format!("cannot reset the device store: {e}"))
+            })?;
             self.inner.state().logged_out = false;
         }
         self.begin_round(false);
@@ -87,7 +85,9 @@ impl EngineSession for WebSession {
                     .into()
             },
         });
-        crate::engine::remove_store_files(&self.inner.store_path)
+        self.inner
+            .store
+            .remove()
             .await
             .map_err(|e| EngineError::Internal(format!("cannot delete the device store: {e}")))?;
         Ok(())

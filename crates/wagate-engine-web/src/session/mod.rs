@@ -32,7 +32,6 @@ use crate::config::WebEngineConfig;
 use crate::numbers::{NumberCache, Pacer};
 use crate::stats::{Counters, SessionStats};
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc};
@@ -111,7 +110,8 @@ enum Work {
 
 pub(crate) struct Inner {
     uid: DeviceUid,
-    store_path: PathBuf,
+    /// Where the device's protocol state lives (a file, or PostgreSQL fenced by epoch).
+    store: crate::store::DeviceStore,
     shared: Arc<Shared>,
     events: Arc<dyn EngineEvents>,
     counters: Counters,
@@ -176,7 +176,7 @@ impl WebSession {
     /// Creates the session and starts its first round (after the start jitter).
     pub(crate) fn start(
         uid: DeviceUid,
-        store_path: PathBuf,
+        store: crate::store::DeviceStore,
         shared: Arc<Shared>,
         events: Arc<dyn EngineEvents>,
     ) -> Self {
@@ -184,7 +184,7 @@ impl WebSession {
         let config = &shared.config;
         let inner = Arc::new(Inner {
             uid,
-            store_path,
+            store,
             numbers: NumberCache::new(config.check_cache_ttl),
             pacer: Pacer::new(config.check_min_interval),
             shared: shared.clone(),

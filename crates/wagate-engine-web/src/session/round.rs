@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 use wagate_core::engine::EngineEvent;
 use whatsapp_rust::prelude::*;
-use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 use whatsapp_rust::transport::DisconnectReason;
 use whatsapp_rust::types::events::EventInterest;
 use whatsapp_rust::wacore::store::DevicePropsOverride;
@@ -130,20 +129,7 @@ async fn run_round(inner: Arc<Inner>, round: u64, jitter: bool, cancel: Cancella
 
 async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
     let cfg = &inner.shared.config;
-    let path = inner
-        .store_path
-        .to_str()
-        .ok_or_else(|| "the data directory path is not valid UTF-8".to_owned())?
-        .to_owned();
-    // The defaults already suit many stores per process (one writer connection, no read
-    // pool, a small page cache); only the cache size is the operator's to tune.
-    let store_config = SqliteStoreConfig {
-        cache_size_kib: cfg.sqlite_cache_kib,
-        ..SqliteStoreConfig::default()
-    };
-    let store = SqliteStore::with_config(&path, store_config)
-        .await
-        .map_err(|e| format!("cannot open the device store {path}: {e}"))?;
+    let store = inner.store.open(cfg.sqlite_cache_kib).await?;
 
     let link = Arc::new(RoundLink {
         round,
@@ -158,7 +144,7 @@ async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
         observer: observer.clone(),
     };
     let mut builder = Bot::builder()
-        .with_backend(store)
+        .with_backend_arc(store)
         .with_transport_factory(transport)
         .with_http_client(SharedHttp(inner.shared.http.clone()))
         .with_runtime(TokioRuntime)

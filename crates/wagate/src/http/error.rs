@@ -161,6 +161,13 @@ impl From<StoreError> for ApiError {
                     "The database is busy; retry shortly.",
                 )
             }
+            // Device writes are the runtime's, never an API call's; should one surface
+            // here, the device is being moved between nodes: retry shortly.
+            StoreError::Fenced => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The device is moving to another node; retry shortly.",
+            ),
             StoreError::Other(m) => Self::internal(m),
         }
     }

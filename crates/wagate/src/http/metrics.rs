@@ -117,7 +117,8 @@ fn unauthorized() -> Response {
 
 fn exposition(s: &Services) -> Response {
     let samples = s.ops.metric_samples();
-    let mut out = render_totals(&samples);
+    let mut out = render_node(&s.ops.node_id());
+    out.push_str(&render_totals(&samples));
     if s.ops.metrics_config().per_device {
         out.push_str(&render_per_device(&samples));
     }
@@ -137,6 +138,15 @@ fn state(connected: bool) -> &'static str {
     } else {
         "disconnected"
     }
+}
+
+/// Which node these metrics are from: in a cluster each node serves the numbers of the
+/// devices it drives, and this series lets a dashboard label or join them by node. Node
+/// ids are checked at start (letters, digits, `.` `_` `-` `:`), so nothing needs escaping.
+pub fn render_node(node_id: &str) -> String {
+    format!(
+        "# HELP wagate_node_info The node serving these metrics (its node_id).\n# TYPE wagate_node_info gauge\nwagate_node_info{{node=\"{node_id}\"}} 1\n"
+    )
 }
 
 /// Totals by engine (and connection state for the device count). Every engine and state

@@ -1,24 +1,25 @@
-//! The device runtime: one engine session and one send worker per live device.
+//! The device runtime: one engine session and one send worker per device this node
+//! drives.
 //!
-//! It starts every device at boot, starts and stops devices as the API creates and
-//! deletes them, wakes workers when messages are accepted, and on shutdown lets in-flight
-//! sends finish before releasing what is left.
-//!
-//! It does not assume it is the only process on the database: its send leases carry the
-//! owner id of its node ([`node_owner_id`], kept in the data directory), it releases only
-//! those, and leases of other owners are claimed only once they expire. A node that comes
-//! back after a crash takes back its own leases at start (the process that held them is
-//! gone: a data directory serves one process), so what it had in flight is sent again at
-//! once instead of after the lease time.
+//! It does not assume it is the only node on the database. A device runs here only while
+//! this node holds its lease ([`lease`]: taken at boot and by the lease loop, spread over
+//! the live nodes, renewed every round, handed back on shutdown), and every write for the
+//! device carries the lease's fence, so a node that lost a device stops it instead of
+//! writing over the new holder. Its leases carry the node's id ([`node_owner_id`], kept in
+//! the data directory, or configured): a node that comes back after a crash takes its own
+//! leases back at once instead of after they expire. It starts and stops devices as the
+//! API creates and deletes them, wakes workers when messages are accepted, and on
+//! shutdown lets in-flight sends finish before handing everything over.
 
 mod handoff;
+mod lease;
 mod sink;
 mod worker;
 
 pub use handoff::Handoff;
 
 use crate::blob::BlobStore;
-use crate::config::SendingConfig;
+use crate::config::{ClusterConfig, SendingConfig};
 use crate::engine::Engines;
 use handoff::HandoffWaiters;
 use sink::DeviceEventSink;
@@ -31,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wagate_core::device::{Device, DeviceStateChange, DeviceStatus, EngineKind};
 use wagate_core::engine::{DeviceContext, EngineSession};
+use wagate_core::lease::Fence;
 use wagate_core::store::Store;
 use wagate_core::{DeviceUid, MessageId, time};
 
@@ -90,6 +92,8 @@ pub struct DeviceSample {
 }
 
 struct RunningDevice {
+    /// The lease this node holds on the device, carried by every write.
+    fence: Fence,
     /// For metrics grouped by engine without a database read per scrape.
     engine: EngineKind,
     session: Arc<dyn EngineSession>,
@@ -113,8 +117,18 @@ pub struct DeviceRuntime {
     handoffs: HandoffWaiters,
     tracker: TaskTracker,
     shutdown: CancellationToken,
-    /// This process's id on the send leases it takes.
+    /// This node's id on the leases it takes.
     owner: String,
+    cluster: ClusterConfig,
+    /// Until when this node may drive its devices without another renewal (its own clock).
+    deadline: Mutex<Option<tokio::time::Instant>>,
+    /// Devices whose lease this node holds but whose engine could not start: left alone by
+    /// the lease rounds (their failure is recorded) until the API starts them again.
+    parked: Mutex<HashMap<DeviceUid, Fence>>,
+    /// Rounds, and starts through the API, one at a time.
+    round_lock: tokio::sync::Mutex<()>,
+    /// Orders the free devices this node tries first (see `plan_leases`).
+    seed: u64,
 }
 
 /// This node's lease owner id, kept in `<data_dir>/node-id`: made once (host and a random
@@ -158,6 +172,7 @@ impl DeviceRuntime {
         engines: Engines,
         sending: SendingConfig,
         owner: String,
+        cluster: ClusterConfig,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -169,10 +184,15 @@ impl DeviceRuntime {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             owner,
+            cluster,
+            deadline: Mutex::new(None),
+            parked: Mutex::new(HashMap::new()),
+            round_lock: tokio::sync::Mutex::new(()),
+            seed: rand::random(),
         })
     }
 
-    /// The owner id this runtime's send leases carry.
+    /// The node id this runtime's leases carry.
     pub fn owner(&self) -> &str {
         &self.owner
     }
@@ -181,24 +201,70 @@ impl DeviceRuntime {
         &self.engines
     }
 
-    /// Starts every device at boot. Leases this node still holds were taken by its
-    /// previous process, which is gone: they are released first. Other owners' leases are
-    /// left to expire, never released from here.
+    /// Takes this node's share of the devices at boot (leases its previous process held
+    /// included), then keeps the leases in the background until shutdown.
     pub async fn start_all(self: &Arc<Self>) -> anyhow::Result<()> {
-        let devices = self.store.list_all_devices().await?;
-        for device in &devices {
-            self.store
-                .release_send_jobs(&device.uid, &self.owner)
-                .await?;
-        }
-        for device in devices {
-            self.start_device(&device).await;
-        }
+        self.tracker.spawn(Arc::clone(self).wake_loop());
+        self.lease_round().await?;
+        self.tracker.spawn(Arc::clone(self).lease_loop());
         Ok(())
     }
 
-    /// Starts the device's engine session and send worker (no-op if running).
+    /// Wakes the worker of every device of this node that got a message accepted,
+    /// through whichever node took the API call.
+    async fn wake_loop(self: Arc<Self>) {
+        use tokio::sync::broadcast::error::RecvError;
+        let mut queued = self.store.subscribe_queued();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                next = queued.recv() => match next {
+                    Ok(uid) => self.wake(&uid),
+                    Err(RecvError::Lagged(_)) => {
+                        for r in lock(&self.devices).values() {
+                            r.wake.notify_one();
+                        }
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    /// Starts the device here (a device just created or linked again through the API),
+    /// if no other node drives it; a running one is left as it is.
     pub async fn start_device(self: &Arc<Self>, device: &Device) {
+        let _one_at_a_time = self.round_lock.lock().await;
+        if lock(&self.devices).contains_key(&device.uid) || self.shutdown.is_cancelled() {
+            return;
+        }
+        lock(&self.parked).remove(&device.uid);
+        let now = time::now();
+        let until = now
+            + chrono::Duration::milliseconds(
+                i64::try_from(self.cluster.lease().as_millis()).unwrap_or(i64::MAX / 2),
+            );
+        match self
+            .store
+            .acquire_device_lease(&device.uid, &self.owner, now, until)
+            .await
+        {
+            Ok(Some(lease)) => {
+                if let Some(fence) = lease.fence() {
+                    self.run_device(device, fence).await;
+                }
+            }
+            Ok(None) => {
+                tracing::debug!(device.uid = %device.uid, "another node drives the device");
+            }
+            Err(e) => {
+                tracing::warn!(device.uid = %device.uid, error = %e, "could not take the device's lease; the lease loop tries again");
+            }
+        }
+    }
+
+    /// Starts the engine session and send worker of a device whose lease `fence` holds.
+    async fn run_device(self: &Arc<Self>, device: &Device, fence: Fence) {
         if lock(&self.devices).contains_key(&device.uid) || self.shutdown.is_cancelled() {
             return;
         }
@@ -207,13 +273,14 @@ impl DeviceRuntime {
                 "the {} engine is not available in this build",
                 device.engine.as_str()
             );
-            self.record_state(&device.uid, DeviceStatus::Failed, Some(reason))
+            self.record_state(&fence, DeviceStatus::Failed, Some(reason))
                 .await;
+            lock(&self.parked).insert(device.uid.clone(), fence);
             return;
         };
         let live = Arc::new(DeviceLive::default());
         let sink = Arc::new(DeviceEventSink::new(
-            device.uid.clone(),
+            fence.clone(),
             device.account_id.clone(),
             Arc::clone(&self.store),
             self.blobs.clone(),
@@ -224,17 +291,20 @@ impl DeviceRuntime {
             uid: device.uid.clone(),
             name: device.name.clone(),
             phone: device.phone.clone(),
+            epoch: fence.epoch,
         };
         let session = match engine.start(ctx, sink).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(device.uid = %device.uid, error = %e, "engine failed to start");
-                self.record_state(&device.uid, DeviceStatus::Failed, Some(e.to_string()))
+                self.record_state(&fence, DeviceStatus::Failed, Some(e.to_string()))
                     .await;
+                lock(&self.parked).insert(device.uid.clone(), fence);
                 return;
             }
         };
         let running = RunningDevice {
+            fence: fence.clone(),
             engine: device.engine,
             session: Arc::clone(&session),
             live: Arc::clone(&live),
@@ -250,14 +320,14 @@ impl DeviceRuntime {
             wake: Arc::clone(&running.wake),
             cancel: running.cancel.clone(),
             sending: self.sending.clone(),
-            owner: self.owner.clone(),
+            fence,
             runtime: Arc::downgrade(self),
         };
         lock(&self.devices).insert(device.uid.clone(), running);
         self.tracker.spawn(worker.run());
     }
 
-    async fn record_state(&self, uid: &DeviceUid, status: DeviceStatus, reason: Option<String>) {
+    async fn record_state(&self, fence: &Fence, status: DeviceStatus, reason: Option<String>) {
         let change = DeviceStateChange {
             status,
             reason,
@@ -265,26 +335,88 @@ impl DeviceRuntime {
             push_name: None,
             at: time::now(),
         };
-        if let Err(e) = self.store.record_device_state(uid, &change, None).await {
-            tracing::warn!(device.uid = %uid, error = %e, "could not record device state");
+        if let Err(e) = self.store.record_device_state(fence, &change, None).await {
+            tracing::warn!(device.uid = %fence.device_uid, error = %e, "could not record device state");
         }
     }
 
-    /// Stops the device's worker and session; its pending sends stay queued.
+    /// Stops the device here and hands it over: its worker and session stop (the engine
+    /// flushes what it keeps), its pending sends stay queued with their leases released,
+    /// and its lease is given up, so another node (or this one, later) takes it at once.
+    /// Waits for a lease round under way, which could otherwise start it again.
     pub async fn stop_device(&self, uid: &DeviceUid) {
+        let _one_at_a_time = self.round_lock.lock().await;
+        self.stop_here(uid).await;
+    }
+
+    /// [`Self::stop_device`] for callers that hold the round lock already.
+    async fn stop_here(&self, uid: &DeviceUid) {
         let running = lock(&self.devices).remove(uid);
+        let fence = match running {
+            Some(r) => {
+                r.cancel.cancel();
+                r.session.stop().await;
+                if let Err(e) = self.store.release_send_jobs(uid, &self.owner).await {
+                    tracing::warn!(device.uid = %uid, error = %e, "could not release send jobs");
+                }
+                Some(r.fence)
+            }
+            None => lock(&self.parked).remove(uid),
+        };
+        if let Some(fence) = fence
+            && let Err(e) = self.store.release_device_lease(&fence).await
+        {
+            tracing::warn!(device.uid = %uid, error = %e, "could not release the device lease; it expires");
+        }
+    }
+
+    /// Stops the device here without writing anything for it: this node lost its lease
+    /// (at `epoch`) to another node, or can no longer renew it. A device started again
+    /// since (another epoch) is left running.
+    async fn drop_device(&self, uid: &DeviceUid, epoch: i64) {
+        let running = {
+            let mut devices = lock(&self.devices);
+            match devices.get(uid) {
+                Some(r) if r.fence.epoch == epoch => devices.remove(uid),
+                _ => None,
+            }
+        };
         if let Some(r) = running {
             r.cancel.cancel();
             r.session.stop().await;
-            if let Err(e) = self.store.release_send_jobs(uid, &self.owner).await {
-                tracing::warn!(device.uid = %uid, error = %e, "could not release send jobs");
-            }
+            // Frees nothing the new holder needs (its acquisition freed the device's job
+            // leases); lets this node's own go if no one took the device yet.
+            let _ = self.store.release_send_jobs(uid, &self.owner).await;
         }
+        lock(&self.parked).retain(|u, f| u != uid || f.epoch != epoch);
+    }
+
+    /// A write for the device was refused by its fence (called from its worker or event
+    /// sink, which must not wait for their own session to stop): stops it in the
+    /// background.
+    pub(crate) fn lost_device(self: &Arc<Self>, fence: &Fence) {
+        let (rt, uid, epoch) = (Arc::clone(self), fence.device_uid.clone(), fence.epoch);
+        tokio::spawn(async move { rt.drop_device(&uid, epoch).await });
     }
 
     /// Stops the device and deletes what its engine keeps (keys on disk).
     pub async fn remove_device(&self, uid: &DeviceUid, engine: wagate_core::device::EngineKind) {
-        self.stop_device(uid).await;
+        let _one_at_a_time = self.round_lock.lock().await;
+        self.stop_here(uid).await;
+        self.forget(uid, engine).await;
+    }
+
+    /// [`Self::remove_device`] of a device running here, for callers holding the round
+    /// lock (a lease round finding it deleted).
+    async fn remove_here(&self, uid: &DeviceUid) {
+        let engine = lock(&self.devices).get(uid).map(|r| r.engine);
+        self.stop_here(uid).await;
+        if let Some(engine) = engine {
+            self.forget(uid, engine).await;
+        }
+    }
+
+    async fn forget(&self, uid: &DeviceUid, engine: wagate_core::device::EngineKind) {
         if let Some(engine) = self.engines.get(engine)
             && let Err(e) = engine.forget(uid).await
         {
@@ -370,9 +502,18 @@ impl DeviceRuntime {
         self.handoffs.resolve(message, outcome);
     }
 
-    /// Lets running sends finish (up to `grace`), then stops every session and releases
-    /// the leases of jobs not sent, so they are sent after the next start.
+    /// Lets running sends finish (up to `grace`), then stops every session and hands every
+    /// device over (job and device leases released), so another node, or this one after
+    /// its restart, takes them at once.
     pub async fn shutdown(&self, grace: Duration) {
+        // Other nodes stop counting this one at once: its devices are theirs to take.
+        if let Err(e) = self
+            .store
+            .heartbeat_node(&self.owner, time::now(), true)
+            .await
+        {
+            tracing::debug!(error = %e, "could not mark this node as leaving");
+        }
         self.shutdown.cancel();
         self.tracker.close();
         if tokio::time::timeout(grace, self.tracker.wait())
@@ -381,9 +522,15 @@ impl DeviceRuntime {
         {
             tracing::warn!("send workers did not stop within the grace period");
         }
-        let uids: Vec<DeviceUid> = lock(&self.devices).keys().cloned().collect();
+        // After any round under way: none starts anything once shutdown began.
+        let _one_at_a_time = self.round_lock.lock().await;
+        let mut uids: Vec<DeviceUid> = lock(&self.devices).keys().cloned().collect();
+        uids.extend(lock(&self.parked).keys().cloned());
         for uid in uids {
-            self.stop_device(&uid).await;
+            self.stop_here(&uid).await;
+        }
+        if let Err(e) = self.store.remove_node(&self.owner).await {
+            tracing::debug!(error = %e, "could not remove this node from the node list");
         }
     }
 }

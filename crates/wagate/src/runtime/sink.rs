@@ -12,6 +12,7 @@ use wagate_core::device::{DeviceStateChange, DeviceStatus};
 use wagate_core::engine::{
     EngineEvent, EngineEvents, EventNotCommitted, IncomingMessage, ReceiptKind,
 };
+use wagate_core::lease::Fence;
 use wagate_core::media::Media;
 use wagate_core::message::{InboundMessage, MessageStatus};
 use wagate_core::store::{InboundOutcome, MessageRef, Store, StoreError};
@@ -19,6 +20,8 @@ use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, time};
 
 pub(super) struct DeviceEventSink {
     uid: DeviceUid,
+    /// The device lease this node holds; every write carries it.
+    fence: Fence,
     account: AccountId,
     store: Arc<dyn Store>,
     blobs: BlobStore,
@@ -28,7 +31,7 @@ pub(super) struct DeviceEventSink {
 
 impl DeviceEventSink {
     pub(super) fn new(
-        uid: DeviceUid,
+        fence: Fence,
         account: AccountId,
         store: Arc<dyn Store>,
         blobs: BlobStore,
@@ -36,7 +39,8 @@ impl DeviceEventSink {
         runtime: Weak<DeviceRuntime>,
     ) -> Self {
         Self {
-            uid,
+            uid: fence.device_uid.clone(),
+            fence,
             account,
             store,
             blobs,
@@ -66,7 +70,7 @@ impl DeviceEventSink {
             at: time::now(),
         };
         self.store
-            .record_device_state(&self.uid, &change, qr)
+            .record_device_state(&self.fence, &change, qr)
             .await
             .map(|_| ())
     }
@@ -83,7 +87,7 @@ impl DeviceEventSink {
         };
         match self
             .store
-            .advance_message_status(&r, status, time::now(), reason)
+            .advance_message_status(&self.fence, &r, status, time::now(), reason)
             .await
         {
             Ok(Some(message)) => {
@@ -163,8 +167,10 @@ impl DeviceEventSink {
             timestamp: m.timestamp,
             received_at: time::now(),
         };
-        if let InboundOutcome::Created(_) =
-            self.store.record_inbound(&message, mime.as_deref()).await?
+        if let InboundOutcome::Created(_) = self
+            .store
+            .record_inbound(&self.fence, &message, mime.as_deref())
+            .await?
         {
             self.live.received.fetch_add(1, Ordering::Relaxed);
         }
@@ -308,6 +314,15 @@ impl EngineEvents for DeviceEventSink {
         match result {
             // The store announces the commit to webhook delivery and the live stream.
             Ok(()) => Ok(()),
+            Err(StoreError::Fenced) => {
+                // Not committed, so not acknowledged upstream: WhatsApp delivers it again
+                // to the node that drives the device now.
+                tracing::warn!(device.uid = %self.uid, "another node took the device over; stopping it here");
+                if let Some(rt) = self.runtime.upgrade() {
+                    rt.lost_device(&self.fence);
+                }
+                Err(EventNotCommitted(StoreError::Fenced.to_string()))
+            }
             Err(e) => {
                 tracing::warn!(device.uid = %self.uid, error = %e, "engine event not committed");
                 Err(EventNotCommitted(e.to_string()))

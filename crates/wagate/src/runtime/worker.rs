@@ -1,9 +1,10 @@
 //! The send worker of one device: claims due jobs in order, paces them within the
 //! device's budgets, hands them to the engine and records the outcome.
 //!
-//! A job is claimed with a lease (owned by this process) before any I/O and finished
+//! A job is claimed with a lease (owned by this node) before any I/O and finished
 //! after it; a crash in between leaves a lease that expires, so the message is sent again
-//! with the same provider id, which WhatsApp shows once.
+//! with the same provider id, which WhatsApp shows once. Every write carries the device's
+//! fence, so a node that lost the device to another cannot claim or record anything.
 
 use super::{DeviceLive, DeviceRuntime, Handoff};
 use crate::blob::{BlobError, BlobStore};
@@ -17,6 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wagate_core::device::Device;
 use wagate_core::engine::{EngineError, EngineSession, OutgoingContent, OutgoingMessage};
+use wagate_core::lease::Fence;
 use wagate_core::message::MessageKind;
 use wagate_core::store::{SendJob, Store, StoreError};
 use wagate_core::{DeviceUid, time};
@@ -33,8 +35,9 @@ pub(super) struct SendWorker {
     pub wake: Arc<Notify>,
     pub cancel: CancellationToken,
     pub sending: SendingConfig,
-    /// The lease owner id of this process.
-    pub owner: String,
+    /// The device lease this node holds: every write carries it, and a write refused
+    /// because another node took the device over stops the device here.
+    pub fence: Fence,
     pub runtime: Weak<DeviceRuntime>,
 }
 
@@ -79,6 +82,13 @@ impl SendWorker {
             self.live.worker_rounds.fetch_add(1, Ordering::SeqCst);
             let step = match self.step().await {
                 Ok(step) => step,
+                Err(StoreError::Fenced) => {
+                    tracing::warn!(device.uid = %self.uid, "another node took the device over; stopping it here");
+                    if let Some(rt) = self.runtime.upgrade() {
+                        rt.lost_device(&self.fence);
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(device.uid = %self.uid, error = %e, "send worker store error; retrying");
                     Step::Idle(Some(STORE_RETRY))
@@ -142,7 +152,7 @@ impl SendWorker {
         let lease_until = now + ChronoDuration::seconds(self.sending.lease_secs as i64);
         let jobs = self
             .store
-            .claim_send_jobs(&self.uid, &self.owner, now, lease_until, batch)
+            .claim_send_jobs(&self.fence, now, lease_until, batch)
             .await?;
         if jobs.is_empty() {
             // Every job the queue holds has a due time (its run time, or when its lease
@@ -282,7 +292,7 @@ impl SendWorker {
         let recheck = now + ChronoDuration::milliseconds(self.sending.ack_timeout_ms as i64);
         let ids: Vec<i64> = jobs.iter().map(|j| j.job_id).collect();
         self.store
-            .record_handoff(&ids, &self.uid, now, recheck)
+            .record_handoff(&self.fence, &ids, now, recheck)
             .await?;
         // Waiters hear `Taken` when the server's ack is committed (the event sink), not
         // here: handed over is not yet "WhatsApp has it".
@@ -295,7 +305,9 @@ impl SendWorker {
         let now = time::now();
         match error {
             HandOverError::Unsendable(reason) => {
-                self.store.fail_send_job(job.job_id, &reason, now).await?;
+                self.store
+                    .fail_send_job(&self.fence, job.job_id, &reason, now)
+                    .await?;
                 self.finished(&message_id, Handoff::Failed(reason));
             }
             HandOverError::Engine(e)
@@ -305,7 +317,7 @@ impl SendWorker {
                 tracing::info!(device.uid = %self.uid, message.id = %message_id, attempt = job.attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "send deferred");
                 let run_at = now + ChronoDuration::milliseconds(delay.as_millis() as i64);
                 self.store
-                    .retry_send_job(job.job_id, run_at, &e.to_string())
+                    .retry_send_job(&self.fence, job.job_id, run_at, &e.to_string())
                     .await?;
                 self.finished(&message_id, Handoff::Deferred(e));
             }
@@ -315,7 +327,9 @@ impl SendWorker {
                     other => format!("gave up after {} attempts: {other}", job.attempt),
                 };
                 tracing::info!(device.uid = %self.uid, message.id = %message_id, %reason, "send failed");
-                self.store.fail_send_job(job.job_id, &reason, now).await?;
+                self.store
+                    .fail_send_job(&self.fence, job.job_id, &reason, now)
+                    .await?;
                 self.finished(&message_id, Handoff::Failed(reason));
             }
         }

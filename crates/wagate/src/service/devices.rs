@@ -18,6 +18,8 @@ pub struct DeviceView {
     pub device: Device,
     pub usage: BudgetUsage,
     pub counters: DeviceCounters,
+    /// The node holding the device's lease now, if any.
+    pub node: Option<String>,
 }
 
 impl DeviceView {
@@ -170,12 +172,20 @@ impl DeviceService {
     }
 
     async fn view_of(&self, device: Device) -> ServiceResult<DeviceView> {
-        let usage = self.store.budget_usage(&device.uid, time::now()).await?;
+        let now = time::now();
+        let usage = self.store.budget_usage(&device.uid, now).await?;
         let counters = self.control.counters(&device.uid);
+        let node = self
+            .store
+            .get_device_lease(&device.uid)
+            .await?
+            .filter(|l| l.is_held(now))
+            .and_then(|l| l.owner);
         Ok(DeviceView {
             device,
             usage,
             counters,
+            node,
         })
     }
 
@@ -238,11 +248,15 @@ impl DeviceService {
     /// Stops the device, deletes its keys and hides it; queued messages fail.
     pub async fn delete_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
         let device = self.get_device(account, uid).await?;
-        self.control.remove(uid, device.engine).await;
+        // Deleted first, so no node (this one's next lease round included) starts it again;
+        // then stopped here and its keys removed. A node of the cluster that drives it
+        // stops it and removes its keys at its next round.
         match self.store.delete_device(account, uid, time::now()).await {
-            Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
-            other => Ok(other?),
+            Err(StoreError::NotFound) => return Err(ServiceError::NotFound("device")),
+            other => other?,
         }
+        self.control.remove(uid, device.engine).await;
+        Ok(())
     }
 
     /// Replaces the device's instance token; the old one stops working at once.

@@ -101,9 +101,13 @@ impl LinkingService {
                 "device {uid} is already linked"
             )));
         }
-        let session = self.control.session(uid).ok_or_else(|| {
-            ServiceError::Engine(format!("device {uid} is not running; POST …/connect first"))
-        })?;
+        let session = super::session_here(
+            self.store.as_ref(),
+            self.control.as_ref(),
+            uid,
+            "is not running; POST …/connect first",
+        )
+        .await?;
         session
             .request_pair_code(phone)
             .await
@@ -131,10 +135,13 @@ impl LinkingService {
     /// Unlinks the device from its WhatsApp account (it stays, ready to link again).
     pub async fn logout_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
         self.get_device(account, uid).await?;
-        let session = self
-            .control
-            .session(uid)
-            .ok_or_else(|| ServiceError::Engine(format!("device {uid} is not running")))?;
+        let session = super::session_here(
+            self.store.as_ref(),
+            self.control.as_ref(),
+            uid,
+            "is not running",
+        )
+        .await?;
         session
             .logout()
             .await

@@ -299,7 +299,7 @@ impl MessagingService {
             });
         }
         // Before fetching media: a disconnected device should not cost a download.
-        self.require_connected(device)?;
+        self.require_connected(device).await?;
         if let Some((source, file_name)) = media {
             let kind = match req.kind {
                 SendKind::Exactly(k) => k,
@@ -310,7 +310,7 @@ impl MessagingService {
                 .ingest_media(account, source, kind, file_name)
                 .await?;
             req.media_id = Some(stored.id);
-            self.require_connected(device)?;
+            self.require_connected(device).await?;
         }
         let id = MessageId::new();
         // Registered before the message exists, so the moment cannot be missed; forgotten
@@ -320,20 +320,40 @@ impl MessagingService {
             outbox: Arc::clone(&self.outbox),
             id: id.clone(),
         };
+        // A device driven by another node of the cluster reports no hand-off here: its
+        // ack arrives as a committed status change, announced by the store.
+        let mut elsewhere = self.control.connection(&device.uid).is_none();
+        let mut commits = self.store.subscribe_commits();
+        commits.borrow_and_update();
         self.send_message_with_id(account, id.clone(), req).await?;
         let deadline = tokio::time::Instant::now() + wait;
         let mut last_error = None;
         loop {
-            match tokio::time::timeout_at(deadline, &mut taken).await {
-                Ok(Ok(Handoff::Taken)) => return Ok(SyncSend::Taken(id)),
-                Ok(Ok(Handoff::Failed(reason))) => return Ok(SyncSend::Failed { id, reason }),
-                Ok(Ok(Handoff::Deferred(e))) => {
-                    // The worker retries it; keep waiting for that attempt.
-                    last_error = Some(e.to_string());
-                    taken = self.outbox.watch_handoff(&id);
+            tokio::select! {
+                outcome = tokio::time::timeout_at(deadline, &mut taken) => match outcome {
+                    Ok(Ok(Handoff::Taken)) => return Ok(SyncSend::Taken(id)),
+                    Ok(Ok(Handoff::Failed(reason))) => {
+                        return Ok(SyncSend::Failed { id, reason });
+                    }
+                    Ok(Ok(Handoff::Deferred(e))) => {
+                        // The worker retries it; keep waiting for that attempt.
+                        last_error = Some(e.to_string());
+                        taken = self.outbox.watch_handoff(&id);
+                    }
+                    // Timed out, or the waiter was dropped (the runtime is shutting down).
+                    Ok(Err(_)) | Err(_) => break,
+                },
+                changed = commits.changed(), if elsewhere => {
+                    if changed.is_err() {
+                        // The store is closing: wait out the deadline on the waiter alone.
+                        elsewhere = false;
+                        continue;
+                    }
+                    let (message, _) = self.get_message(account, &id).await?;
+                    if message.status != MessageStatus::Queued {
+                        break;
+                    }
                 }
-                // Timed out, or the waiter was dropped (the runtime is shutting down).
-                Ok(Err(_)) | Err(_) => break,
             }
         }
         // The moment may have come between two waits: the stored status decides.
@@ -354,8 +374,26 @@ impl MessagingService {
         })
     }
 
-    fn require_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<()> {
-        if self.control.is_connected(&device.uid) {
+    /// Whether the device is connected: its live session when it runs on this node; else
+    /// its stored status, if another node of the cluster holds its lease (a device no
+    /// node drives is not connected, whatever its last status said).
+    async fn is_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<bool> {
+        if let Some(connected) = self.control.connection(&device.uid) {
+            return Ok(connected);
+        }
+        if device.status != DeviceStatus::Connected {
+            return Ok(false);
+        }
+        let now = time::now();
+        Ok(self
+            .store
+            .get_device_lease(&device.uid)
+            .await?
+            .is_some_and(|l| l.is_held(now)))
+    }
+
+    async fn require_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<()> {
+        if self.is_connected(device).await? {
             return Ok(());
         }
         Err(ServiceError::Engine(format!(
@@ -470,11 +508,14 @@ impl MessagingService {
         numbers: &[Phone],
     ) -> ServiceResult<Vec<NumberCheck>> {
         super::device_of(self.store.as_ref(), account, device).await?;
-        let session = self
-            .control
-            .session(device)
-            .ok_or_else(|| ServiceError::Engine(format!("device {device} is not running")))?;
-        if !self.control.is_connected(device) {
+        let session = super::session_here(
+            self.store.as_ref(),
+            self.control.as_ref(),
+            device,
+            "is not running",
+        )
+        .await?;
+        if self.control.connection(device) != Some(true) {
             return Err(ServiceError::Engine(format!(
                 "device {device} is not connected to WhatsApp"
             )));

@@ -117,6 +117,28 @@ pub(crate) async fn device_of(
     }
 }
 
+/// The device's session on this node, or why there is none: in a cluster the device may
+/// run on another node (named in the error: the request must reach that node), else
+/// `not_running` says what to do.
+pub(crate) async fn session_here(
+    store: &dyn Store,
+    control: &dyn port::DeviceControl,
+    uid: &DeviceUid,
+    not_running: &str,
+) -> ServiceResult<std::sync::Arc<dyn wagate_core::engine::EngineSession>> {
+    if let Some(session) = control.session(uid) {
+        return Ok(session);
+    }
+    let now = wagate_core::time::now();
+    match store.get_device_lease(uid).await? {
+        Some(lease) if lease.is_held(now) => Err(ServiceError::Engine(format!(
+            "device {uid} runs on node {}; send this request to that node",
+            lease.owner.unwrap_or_default()
+        ))),
+        _ => Err(ServiceError::Engine(format!("device {uid} {not_running}"))),
+    }
+}
+
 /// A failure of a use case, mapped to HTTP by the dialects.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {

@@ -58,6 +58,11 @@ impl OpsService {
         self.control.metric_samples()
     }
 
+    /// This node's id: every node serves the metrics of the devices it drives.
+    pub fn node_id(&self) -> String {
+        self.control.node_id()
+    }
+
     /// Who may scrape, and how detailed the series are.
     pub fn metrics_config(&self) -> &MetricsConfig {
         &self.config.metrics

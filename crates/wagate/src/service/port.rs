@@ -26,10 +26,14 @@ pub trait DeviceControl: Send + Sync {
     fn session(&self, uid: &DeviceUid) -> Option<Arc<dyn EngineSession>>;
     /// The QR code the device shows now, with when it expires (ms since epoch).
     fn current_qr(&self, uid: &DeviceUid) -> Option<(String, i64)>;
-    fn is_connected(&self, uid: &DeviceUid) -> bool;
+    /// Whether the device's session is connected, if the device runs on this node (in a
+    /// cluster it may run on another; then its stored status tells).
+    fn connection(&self, uid: &DeviceUid) -> Option<bool>;
     fn counters(&self, uid: &DeviceUid) -> DeviceCounters;
     /// Every running device's numbers, for metrics.
     fn metric_samples(&self) -> Vec<DeviceSample>;
+    /// This node's id (its leases' owner).
+    fn node_id(&self) -> String;
 }
 
 /// The outbox's side of sending: waking a device's worker and hearing when it hands a
@@ -74,14 +78,18 @@ impl DeviceControl for Arc<DeviceRuntime> {
     fn current_qr(&self, uid: &DeviceUid) -> Option<(String, i64)> {
         self.live(uid).and_then(|l| l.current_qr())
     }
-    fn is_connected(&self, uid: &DeviceUid) -> bool {
-        DeviceRuntime::is_connected(self, uid)
+    fn connection(&self, uid: &DeviceUid) -> Option<bool> {
+        self.live(uid)
+            .map(|l| l.connected.load(std::sync::atomic::Ordering::SeqCst))
     }
     fn counters(&self, uid: &DeviceUid) -> DeviceCounters {
         DeviceRuntime::counters(self, uid)
     }
     fn metric_samples(&self) -> Vec<DeviceSample> {
         DeviceRuntime::metric_samples(self)
+    }
+    fn node_id(&self) -> String {
+        self.owner().to_owned()
     }
 }
 

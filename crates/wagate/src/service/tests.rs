@@ -50,14 +50,17 @@ impl DeviceControl for FakeRuntime {
     fn current_qr(&self, _uid: &DeviceUid) -> Option<(String, i64)> {
         None
     }
-    fn is_connected(&self, _uid: &DeviceUid) -> bool {
-        self.connected.load(Ordering::SeqCst)
+    fn connection(&self, _uid: &DeviceUid) -> Option<bool> {
+        Some(self.connected.load(Ordering::SeqCst))
     }
     fn counters(&self, _uid: &DeviceUid) -> DeviceCounters {
         DeviceCounters::default()
     }
     fn metric_samples(&self) -> Vec<DeviceSample> {
         Vec::new()
+    }
+    fn node_id(&self) -> String {
+        "node-test".into()
     }
 }
 

@@ -39,6 +39,8 @@ pub struct Dispatcher {
 }
 
 struct Ctx {
+    /// The owner on the delivery leases this dispatcher takes.
+    node_id: String,
     store: Arc<dyn Store>,
     clients: client::Clients,
     config: WebhooksConfig,
@@ -50,10 +52,12 @@ impl Dispatcher {
     /// Starts delivering. `base_url` is where receivers reach this server (media links).
     pub async fn start(services: &Resources, base_url: String) -> anyhow::Result<Self> {
         let key = services.keys.media_link.clone();
-        // This process is the only user of the database: leases still held are a crash's.
-        services.store.release_deliveries().await?;
+        // Leases this node still holds are its crashed predecessor's; other nodes' are
+        // left to expire.
+        services.store.release_deliveries(&services.node_id).await?;
         let config = services.config.webhooks.clone();
         let ctx = Arc::new(Ctx {
+            node_id: services.node_id.clone(),
             store: Arc::clone(&services.store),
             clients: client::Clients::default(),
             allow_private: services.config.allow_private_urls,
@@ -72,7 +76,7 @@ impl Dispatcher {
     }
 
     /// Stops: attempts in flight are abandoned (they run again after the next start, with
-    /// the same event id) and every lease is released.
+    /// the same event id) and this node's leases are released.
     pub async fn stop(self) {
         self.cancel.cancel();
         if let Err(e) = self.task.await {
@@ -117,7 +121,7 @@ async fn run(
             let limit = u32::try_from(free).unwrap_or(u32::MAX);
             match ctx
                 .store
-                .claim_deliveries(now, now + lease(&ctx.config), limit, window)
+                .claim_deliveries(&ctx.node_id, now, now + lease(&ctx.config), limit, window)
                 .await
             {
                 Ok(claimed) => {
@@ -148,7 +152,7 @@ async fn run(
         }
     }
     inflight.shutdown().await;
-    if let Err(e) = ctx.store.release_deliveries().await {
+    if let Err(e) = ctx.store.release_deliveries(&ctx.node_id).await {
         tracing::warn!(error = %e, "could not release webhook leases");
     }
 }
@@ -191,6 +195,7 @@ async fn attempt(ctx: Arc<Ctx>, c: ClaimedDelivery) {
         // The destination was removed or no longer wants this event since fan-out.
         let record = AttemptRecord {
             delivery_id: c.delivery_id,
+            owner: ctx.node_id.clone(),
             attempt: c.attempt,
             url: String::new(),
             success: false,
@@ -248,6 +253,7 @@ async fn attempt(ctx: Arc<Ctx>, c: ClaimedDelivery) {
         status = ?outcome.status, error = ?error, "webhook attempt");
     let record = AttemptRecord {
         delivery_id: c.delivery_id,
+        owner: ctx.node_id.clone(),
         attempt: c.attempt,
         url,
         success: outcome.success(),

@@ -71,6 +71,11 @@ async fn the_token_is_required_and_series_are_totals_by_default() {
         "{body}"
     );
     assert!(body.contains("wagate_devices_running 1"), "{body}");
+    let node = std::fs::read_to_string(app.config.data_dir.join("node-id")).unwrap();
+    assert!(
+        body.contains(&format!("wagate_node_info{{node=\"{}\"}} 1", node.trim())),
+        "which node serves them: {body}"
+    );
     assert!(
         body.contains("wagate_messages_sent_total{engine=\"sandbox\"} 0"),
         "{body}"

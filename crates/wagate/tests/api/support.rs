@@ -127,6 +127,34 @@ impl TestApp {
         self.running = Some(running);
     }
 
+    /// Another node of the same cluster: a second server in this process on the same
+    /// data directory (so the same SQLite file) and the same simulated network, named
+    /// `node_id`. Nodes on one SQLite file hear each other's commits only through the
+    /// stores' slow polls and the lease rounds, as separate processes would.
+    pub async fn join_as(&self, node_id: &str) -> TestApp {
+        let mut config = self.config.clone();
+        config.node_id = Some(node_id.to_owned());
+        let running = app::start(
+            config.clone(),
+            AppParts {
+                sandbox: Some(Arc::clone(&self.sandbox)),
+                ..AppParts::default()
+            },
+        )
+        .await
+        .unwrap();
+        TestApp {
+            base: format!("http://{}", running.addr),
+            client: reqwest::Client::new(),
+            key: self.key.clone(),
+            config,
+            sandbox: Arc::clone(&self.sandbox),
+            journaled: false,
+            running: Some(running),
+            dir: Arc::clone(&self.dir),
+        }
+    }
+
     pub async fn stop(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await;

@@ -70,6 +70,9 @@ pub struct DeviceBody {
     pub safety: SafetyBody,
     pub pacing: PacingBody,
     pub counters: DeviceCountersBody,
+    /// The node that drives the device now (its id, `node_id`), or null while no node
+    /// holds it (being handed over, or every node is down). Counters are that node's.
+    pub node: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub connected_at: Option<DateTime<Utc>>,
@@ -108,6 +111,7 @@ impl DeviceBody {
                 reconnects: v.counters.reconnects,
                 last_event_at: v.counters.last_event_at.map(wagate_core::time::from_millis),
             },
+            node: v.node.clone(),
             created_at: d.created_at,
             updated_at: d.updated_at,
             connected_at: d.connected_at,
