@@ -6,22 +6,11 @@
 //! handler doing any sending itself.
 
 use super::lock;
+use crate::service::port::Handoff;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::oneshot;
 use wagate_core::MessageId;
-use wagate_core::engine::EngineError;
-
-/// What became of a message the worker tried to hand over.
-#[derive(Debug, Clone)]
-pub enum Handoff {
-    /// WhatsApp's server acknowledged it; the `sent` status is committed.
-    Taken,
-    /// The engine refused it for good; the message failed.
-    Failed(String),
-    /// A transient error; the message stays queued for a retry.
-    Deferred(EngineError),
-}
 
 #[derive(Default)]
 pub(super) struct HandoffWaiters {

@@ -16,11 +16,10 @@ mod lease;
 mod sink;
 mod worker;
 
-pub use handoff::Handoff;
-
 use crate::blob::BlobStore;
 use crate::config::{ClusterConfig, SendingConfig};
 use crate::engine::Engines;
+use crate::service::port::{DeviceCounters, DeviceSample, Handoff};
 use handoff::HandoffWaiters;
 use sink::DeviceEventSink;
 use std::collections::HashMap;
@@ -70,25 +69,6 @@ impl DeviceLive {
     pub fn current_qr(&self) -> Option<(String, i64)> {
         lock(&self.qr).clone()
     }
-}
-
-/// Counters of a running device, as shown on the device and in metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeviceCounters {
-    pub sent: u64,
-    pub received: u64,
-    pub reconnects: u64,
-    pub undecryptable: u64,
-    pub last_event_at: Option<i64>,
-}
-
-/// One running device as metrics see it.
-#[derive(Debug, Clone)]
-pub struct DeviceSample {
-    pub uid: DeviceUid,
-    pub engine: EngineKind,
-    pub connected: bool,
-    pub counters: DeviceCounters,
 }
 
 struct RunningDevice {

@@ -6,9 +6,10 @@
 //! with the same provider id, which WhatsApp shows once. Every write carries the device's
 //! fence, so a node that lost the device to another cannot claim or record anything.
 
-use super::{DeviceLive, DeviceRuntime, Handoff};
+use super::{DeviceLive, DeviceRuntime};
 use crate::blob::{BlobError, BlobStore};
 use crate::config::SendingConfig;
+use crate::service::port::Handoff;
 use chrono::Duration as ChronoDuration;
 use rand::Rng;
 use std::sync::atomic::Ordering;

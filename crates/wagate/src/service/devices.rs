@@ -1,9 +1,9 @@
 //! Devices: create (and start), read with live budgets, change, delete; instance tokens
 //! for the MegaMsg dialect.
 
+use super::port::DeviceCounters;
 use super::port::{DeviceControl, Outbox};
 use super::{ServiceError, ServiceResult};
-use crate::runtime::DeviceCounters;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;

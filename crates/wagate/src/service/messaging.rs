@@ -3,9 +3,9 @@
 //! spelled and replies shaped.
 
 use super::media::NotOfKind;
+use super::port::Handoff;
 use super::port::{DeviceControl, Outbox};
 use super::{MediaService, ServiceError, ServiceResult};
-use crate::runtime::Handoff;
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::device::DeviceStatus;

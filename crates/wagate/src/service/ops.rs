@@ -8,7 +8,7 @@ use std::time::Duration;
 use wagate_core::store::Store;
 
 /// What a sample says about a device (the runtime keeps the counts).
-pub use crate::runtime::{DeviceCounters, DeviceSample};
+pub use super::port::{DeviceCounters, DeviceSample};
 
 /// How long readiness waits for the database: well under a probe's usual timeout, so a
 /// blocked writer reads as "not ready" instead of a hung probe.

@@ -1,16 +1,47 @@
 //! The ports: what the services need from the parts that run devices, as small traits the
-//! service layer owns. The device runtime and the sandbox network implement them here; a
+//! service layer owns, with the types they speak in (a device's counters, a hand-off's
+//! outcome), so the services depend on no runtime type. The device runtime and the sandbox network implement them here; a
 //! unit test of a service implements them with a fake, so a use case is tested without
 //! HTTP, engines or the runtime.
 
 use crate::engine::sandbox::SandboxNetwork;
-use crate::runtime::{DeviceCounters, DeviceRuntime, DeviceSample, Handoff};
+use crate::runtime::DeviceRuntime;
 use async_trait::async_trait;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use wagate_core::device::{Device, EngineKind};
 use wagate_core::engine::{EngineError, EngineSession, IncomingMessage};
 use wagate_core::{DeviceUid, MessageId};
+
+/// Counters of a running device, as shown on the device and in metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceCounters {
+    pub sent: u64,
+    pub received: u64,
+    pub reconnects: u64,
+    pub undecryptable: u64,
+    pub last_event_at: Option<i64>,
+}
+
+/// One running device as metrics see it.
+#[derive(Debug, Clone)]
+pub struct DeviceSample {
+    pub uid: DeviceUid,
+    pub engine: EngineKind,
+    pub connected: bool,
+    pub counters: DeviceCounters,
+}
+
+/// What became of a message the worker tried to hand over.
+#[derive(Debug, Clone)]
+pub enum Handoff {
+    /// WhatsApp's server acknowledged it; the `sent` status is committed.
+    Taken,
+    /// The engine refused it for good; the message failed.
+    Failed(String),
+    /// A transient error; the message stays queued for a retry.
+    Deferred(EngineError),
+}
 
 /// Starting, stopping and reaching the running session of a device.
 #[async_trait]

@@ -5,11 +5,11 @@
 use super::devices::NewDeviceRequest;
 use super::messaging::{SendKind, SendRequest, SyncSend};
 use super::port::{DeviceControl, Outbox};
+use super::port::{DeviceCounters, DeviceSample, Handoff};
 use super::{AccountService, DeviceService, MediaService, MessagingService, ServiceError};
 use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::keys::MediaLinkKey;
-use crate::runtime::{DeviceCounters, DeviceSample, Handoff};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
