@@ -44,10 +44,11 @@ impl AccountStore for PgStore {
     }
 
     async fn list_accounts(&self) -> StoreResult<Vec<Account>> {
-        let rows = sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY created_at, ord")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(map_sqlx)?;
+        let rows =
+            sqlx::query("SELECT id, name, created_at FROM accounts ORDER BY created_at, ord")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_sqlx)?;
         rows.iter().map(account_from_row).collect()
     }
 

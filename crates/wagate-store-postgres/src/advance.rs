@@ -98,7 +98,12 @@ pub(crate) async fn advance(
     sqlx::query(WRITE)
         .bind(finals.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
         .bind(finals.iter().map(|m| m.status.as_str()).collect::<Vec<_>>())
-        .bind(finals.iter().map(|m| millis(m.updated_at)).collect::<Vec<_>>())
+        .bind(
+            finals
+                .iter()
+                .map(|m| millis(m.updated_at))
+                .collect::<Vec<_>>(),
+        )
         .bind(
             finals
                 .iter()

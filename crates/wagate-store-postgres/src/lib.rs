@@ -40,7 +40,7 @@ use cache::TtlCache;
 use commits::Commits;
 use error::map_sqlx;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::account::ApiKeyCredential;
@@ -105,13 +105,10 @@ impl PgStore {
     /// The store on an existing pool: migrates, then starts listening for commits (on a
     /// connection of its own, made with the pool's options).
     pub async fn from_pool(pool: PgPool) -> StoreResult<Self> {
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => map_sqlx(e),
-                other => StoreError::Other(format!("migrating the database: {other}")),
-            })?;
+        MIGRATOR.run(&pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => map_sqlx(e),
+            other => StoreError::Other(format!("migrating the database: {other}")),
+        })?;
         let commits = Commits::start(&pool).await?;
         Ok(Self {
             pool,
@@ -146,6 +143,3 @@ impl PgStore {
         Ok(())
     }
 }
-
-/// The connection of a transaction, for helpers shared by several units of work.
-pub(crate) type Conn = PgConnection;

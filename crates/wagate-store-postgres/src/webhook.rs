@@ -77,7 +77,10 @@ fn config_from_row(row: &PgRow) -> StoreResult<Option<WebhookConfig>> {
     }))
 }
 
-async fn config_of(conn: &mut PgConnection, device: &DeviceUid) -> StoreResult<Option<WebhookConfig>> {
+async fn config_of(
+    conn: &mut PgConnection,
+    device: &DeviceUid,
+) -> StoreResult<Option<WebhookConfig>> {
     match sqlx::query(concat!(
         "SELECT ",
         config_columns!(),

@@ -118,7 +118,10 @@ async fn a_commit_on_one_node_wakes_the_other() {
     let seq = a.last_event_seq().await.unwrap();
     assert!(seq > 0);
     announced(&mut woken, seq, "a device state on the other node").await;
-    assert_eq!(b.list_events(seq - 1, 10, None, &[]).await.unwrap().len(), 1);
+    assert_eq!(
+        b.list_events(seq - 1, 10, None, &[]).await.unwrap().len(),
+        1
+    );
 
     // The listening connection dies (a restarted server, a proxy cutting idle
     // connections): the node listens again and hears the next commit.
@@ -268,7 +271,10 @@ async fn two_nodes_never_claim_one_webhook_delivery() {
         }
     }
     // Both nodes fan out at once: each event still becomes one delivery.
-    let (fa, fb) = tokio::join!(a.fan_out_events(7, at(1_000)), b.fan_out_events(7, at(1_000)));
+    let (fa, fb) = tokio::join!(
+        a.fan_out_events(7, at(1_000)),
+        b.fan_out_events(7, at(1_000))
+    );
     fa.unwrap();
     fb.unwrap();
     while a.fan_out_events(100, at(1_000)).await.unwrap() > 0 {}
@@ -296,7 +302,11 @@ async fn two_nodes_never_claim_one_webhook_delivery() {
             assert!(seen.insert(id), "delivery {id} claimed twice");
         }
     }
-    assert_eq!(seen.len(), DEVICES * PER_DEVICE, "one delivery per event, each claimed once");
+    assert_eq!(
+        seen.len(),
+        DEVICES * PER_DEVICE,
+        "one delivery per event, each claimed once"
+    );
 }
 
 #[tokio::test]
