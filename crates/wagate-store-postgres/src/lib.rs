@@ -9,7 +9,8 @@
 //! here with row locks:
 //!
 //! - accepts of one device serialise on the device's row (budget and idempotency key);
-//! - status steps of one message on the message's row;
+//! - status steps of one message on the message's row, and this process's steps run in
+//!   the order they were made ([`stepper`]);
 //! - event-writing transactions on the one-row `event_counter`, which hands out `seq`s,
 //!   so seq order is commit order ([`event`]; the contract in [`wagate_core::store`]);
 //! - claims skip rows another node holds (`FOR UPDATE SKIP LOCKED`), so no job or
@@ -34,6 +35,7 @@ mod message;
 mod queue;
 mod row;
 mod session;
+mod stepper;
 mod webhook;
 
 use cache::TtlCache;
@@ -43,6 +45,7 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 use std::sync::Arc;
 use std::time::Duration;
+use stepper::Stepper;
 use wagate_core::account::ApiKeyCredential;
 use wagate_core::store::{StoreError, StoreResult};
 
@@ -79,6 +82,8 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: PgPool,
     commits: Arc<Commits>,
+    /// This process's status steps, in call order (see [`stepper`]).
+    steps: Arc<Stepper>,
     /// Unrevoked API keys by public prefix (see [`cache`]).
     api_keys: Arc<TtlCache<Vec<ApiKeyCredential>>>,
 }
@@ -109,10 +114,12 @@ impl PgStore {
             sqlx::migrate::MigrateError::Execute(e) => map_sqlx(e),
             other => StoreError::Other(format!("migrating the database: {other}")),
         })?;
-        let commits = Commits::start(&pool).await?;
+        let commits = Arc::new(Commits::start(&pool).await?);
+        let steps = Arc::new(Stepper::start(pool.clone(), Arc::clone(&commits)));
         Ok(Self {
             pool,
-            commits: Arc::new(commits),
+            commits,
+            steps,
             api_keys: Arc::new(TtlCache::new(API_KEY_CACHE_TTL)),
         })
     }

@@ -2,7 +2,7 @@
 //! ([`crate::advance`]), listings and budget windows.
 
 use crate::PgStore;
-use crate::advance::{AdvanceRequest, advance};
+use crate::advance::AdvanceRequest;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{count, get, message_columns, message_from_row};
 use async_trait::async_trait;
@@ -186,23 +186,14 @@ impl MessageStore for PgStore {
         at: Timestamp,
         reason: Option<&str>,
     ) -> StoreResult<Option<Message>> {
-        let request = AdvanceRequest {
-            target: message.clone(),
-            status,
-            at,
-            reason: reason.map(str::to_owned),
-        };
-        let mut tx = self.begin().await?;
-        let advanced = advance(&mut tx, std::slice::from_ref(&request)).await?;
-        let result = advanced
-            .results
-            .into_iter()
-            .next()
-            .unwrap_or(Err(StoreError::NotFound))?;
-        if result.is_some() {
-            self.commit(tx, advanced.last_seq).await?;
-        }
-        Ok(result)
+        self.steps
+            .step(AdvanceRequest {
+                target: message.clone(),
+                status,
+                at,
+                reason: reason.map(str::to_owned),
+            })
+            .await
     }
 
     async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage> {
