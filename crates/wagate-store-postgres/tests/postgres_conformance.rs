@@ -1,6 +1,9 @@
 //! Runs the store conformance suite against PostgreSQL, one throwaway database per case
 //! (see `wagate_wa_storage::testing`): `WAGATE_TEST_DATABASE_URL`, else a local server.
 
+// Helpers report failures by panicking, like the tests calling them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use wagate_store_postgres::{PgOptions, PgStore};
 use wagate_store_tests::Fixture;
 use wagate_wa_storage::testing::pg_database;

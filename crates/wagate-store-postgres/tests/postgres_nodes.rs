@@ -3,6 +3,9 @@
 //! subscribers, keep waking them after the listening connection drops, and never claim
 //! one send job or webhook delivery twice.
 
+// Helpers report failures by panicking, like the tests calling them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use chrono::{TimeZone, Utc};
 use std::collections::HashSet;
 use std::time::Duration;
