@@ -129,7 +129,7 @@ fn every_request_body_gets_no_500_and_the_error_shape() {
         ..Config::default()
     };
     let (running, key) = rt.block_on(async {
-        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let accounts = AccountService::new(app::open_store(&config).await.unwrap());
         let (_account, key) = accounts.create_account("props").await.unwrap();
         drop(accounts);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());

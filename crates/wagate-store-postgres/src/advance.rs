@@ -15,6 +15,7 @@ use crate::row::{message_columns, message_from_row};
 use sqlx::PgConnection;
 use std::collections::HashMap;
 use wagate_core::event::NewEvent;
+use wagate_core::lease::Fence;
 use wagate_core::message::{Message, MessageStatus};
 use wagate_core::store::{MessageRef, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -22,6 +23,9 @@ use wagate_core::time::{Timestamp, millis};
 /// One `advance_message_status` call.
 #[derive(Debug, Clone)]
 pub(crate) struct AdvanceRequest {
+    /// The lease a device's own write holds (a receipt from its engine); `None` for the
+    /// gateway's own decisions (device deletion, a failure already fenced in its unit).
+    pub fence: Option<Fence>,
     pub target: MessageRef,
     pub status: MessageStatus,
     pub at: Timestamp,
@@ -57,6 +61,8 @@ pub(crate) async fn advance(
     conn: &mut PgConnection,
     requests: &[AdvanceRequest],
 ) -> StoreResult<Advanced> {
+    // Lease rows first, then messages: the order every fenced write takes its locks in.
+    let held = crate::fence::held(conn, requests.iter().filter_map(|r| r.fence.as_ref())).await?;
     let Loaded { ids, mut states } = load(conn, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
     // Final state per moved message, in first-moved order.
@@ -72,6 +78,16 @@ pub(crate) async fn advance(
             results.push(Err(StoreError::NotFound));
             continue;
         };
+        if let Some(fence) = &r.fence {
+            if !held.contains(fence) {
+                results.push(Err(StoreError::Fenced));
+                continue;
+            }
+            if message.device_uid != fence.device_uid {
+                results.push(Err(StoreError::NotFound));
+                continue;
+            }
+        }
         // The core decides the step and builds its event; this only writes them.
         let Some(step) = message.step(r.status, r.at, r.reason.as_deref()) else {
             results.push(Ok(None));

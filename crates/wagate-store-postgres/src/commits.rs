@@ -1,6 +1,9 @@
 //! Announcing commits: the watch channel behind
 //! [`wagate_core::store::EventStore::subscribe_commits`], fed by this process's own
-//! commits and, through PostgreSQL's `LISTEN`/`NOTIFY`, by every other node's.
+//! commits and, through PostgreSQL's `LISTEN`/`NOTIFY`, by every other node's; likewise
+//! the devices that got a new send job ([`QUEUED`], behind `SendQueue::subscribe_queued`)
+//! and the device leases released ([`LEASES`], behind
+//! `DeviceLeaseStore::subscribe_lease_releases`).
 //!
 //! A transaction that writes events (or makes a webhook delivery due) calls `pg_notify`
 //! on [`CHANNEL`] inside itself; PostgreSQL delivers the notification only once the
@@ -15,12 +18,48 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::AbortHandle;
+use wagate_core::DeviceUid;
 use wagate_core::store::StoreResult;
 
 /// The notification channel every node listens on.
 pub(crate) const CHANNEL: &str = "wagate_commits";
+
+/// Devices with a newly accepted message (payload: the device uid).
+pub(crate) const QUEUED: &str = "wagate_queued";
+
+/// Device leases released (payload: the device uid), for nodes waiting to take them.
+pub(crate) const LEASES: &str = "wagate_leases";
+
+/// Accepts announced to a receiver that has not read them yet, before it lags.
+const QUEUED_CAPACITY: usize = 4_096;
+
+/// Sends, inside the caller's transaction, the notice that `device` got a new job.
+pub(crate) async fn notify_queued(
+    conn: &mut sqlx::PgConnection,
+    device: &DeviceUid,
+) -> StoreResult<()> {
+    notify(conn, QUEUED, device.as_str()).await
+}
+
+/// Sends, inside the caller's transaction, the notice that `device`'s lease was released.
+pub(crate) async fn notify_lease_released(
+    conn: &mut sqlx::PgConnection,
+    device: &DeviceUid,
+) -> StoreResult<()> {
+    notify(conn, LEASES, device.as_str()).await
+}
+
+async fn notify(conn: &mut sqlx::PgConnection, channel: &str, payload: &str) -> StoreResult<()> {
+    sqlx::query("SELECT pg_notify($1, $2)::text")
+        .bind(channel)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_sqlx)?;
+    Ok(())
+}
 
 /// The payload of a wake that carries no new seq (a redelivery made a delivery due).
 pub(crate) const WAKE: &str = "wake";
@@ -41,6 +80,8 @@ pub(crate) async fn last_seq(pool: &PgPool) -> StoreResult<i64> {
 /// dropped (or closed).
 pub(crate) struct Commits {
     tx: Arc<watch::Sender<i64>>,
+    queued: broadcast::Sender<DeviceUid>,
+    leases: Arc<watch::Sender<u64>>,
     listener: AbortHandle,
 }
 
@@ -70,13 +111,46 @@ impl Commits {
             .map_err(map_sqlx)?;
         // Nothing closes that pool but the task's end.
         listener.ignore_pool_close_event(true);
-        listener.listen(CHANNEL).await.map_err(map_sqlx)?;
+        listener
+            .listen_all([CHANNEL, QUEUED, LEASES])
+            .await
+            .map_err(map_sqlx)?;
         let tx = Arc::new(watch::Sender::new(last_seq(pool).await?));
-        let task = tokio::spawn(listen(listener, pool.clone(), Arc::clone(&tx)));
+        let queued = broadcast::Sender::new(QUEUED_CAPACITY);
+        let leases = Arc::new(watch::Sender::new(0));
+        let task = tokio::spawn(listen(
+            listener,
+            pool.clone(),
+            Outlets {
+                commits: Arc::clone(&tx),
+                queued: queued.clone(),
+                leases: Arc::clone(&leases),
+            },
+        ));
         Ok(Self {
             tx,
+            queued,
+            leases,
             listener: task.abort_handle(),
         })
+    }
+
+    pub(crate) fn subscribe_queued(&self) -> broadcast::Receiver<DeviceUid> {
+        self.queued.subscribe()
+    }
+
+    /// Announces a new job of `device` to this process at once.
+    pub(crate) fn queued(&self, device: &DeviceUid) {
+        let _ = self.queued.send(device.clone());
+    }
+
+    pub(crate) fn subscribe_leases(&self) -> watch::Receiver<u64> {
+        self.leases.subscribe()
+    }
+
+    /// Announces a lease release to this process at once.
+    pub(crate) fn lease_released(&self) {
+        self.leases.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub(crate) fn subscribe(&self) -> watch::Receiver<i64> {
@@ -119,27 +193,43 @@ fn notice(payload: &str) -> Notice {
     payload.parse().map_or(Notice::Wake, Notice::Seq)
 }
 
-async fn listen(mut listener: PgListener, pool: PgPool, tx: Arc<watch::Sender<i64>>) {
+/// Where the listener publishes what it hears.
+struct Outlets {
+    commits: Arc<watch::Sender<i64>>,
+    queued: broadcast::Sender<DeviceUid>,
+    leases: Arc<watch::Sender<u64>>,
+}
+
+async fn listen(mut listener: PgListener, pool: PgPool, out: Outlets) {
     let mut retry = RETRY_FIRST;
     loop {
         match listener.try_recv().await {
             Ok(Some(n)) => {
                 retry = RETRY_FIRST;
-                match notice(n.payload()) {
-                    Notice::Seq(seq) => publish(&tx, seq),
-                    Notice::Wake => tx.send_modify(|_| {}),
+                match n.channel() {
+                    QUEUED => {
+                        // A malformed payload is ignored: the lease rounds' poll covers it.
+                        if let Ok(uid) = DeviceUid::parse(n.payload()) {
+                            let _ = out.queued.send(uid);
+                        }
+                    }
+                    LEASES => out.leases.send_modify(|c| *c = c.wrapping_add(1)),
+                    _ => match notice(n.payload()) {
+                        Notice::Seq(seq) => publish(&out.commits, seq),
+                        Notice::Wake => out.commits.send_modify(|_| {}),
+                    },
                 }
             }
             // The connection was lost, and sqlx has already reconnected and listens again.
-            Ok(None) => resync(&pool, &tx).await,
+            Ok(None) => resync(&pool, &out).await,
             Err(e) => {
                 tracing::warn!(error = %e, "listening for commits failed; retrying");
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
                 // `try_recv` reconnects silently on its next call, so reconnect here instead
                 // and catch up with what was missed while the connection was down.
-                if listener.listen(CHANNEL).await.is_ok() {
-                    resync(&pool, &tx).await;
+                if listener.listen_all([CHANNEL, QUEUED, LEASES]).await.is_ok() {
+                    resync(&pool, &out).await;
                 }
             }
         }
@@ -147,10 +237,12 @@ async fn listen(mut listener: PgListener, pool: PgPool, tx: Arc<watch::Sender<i6
 }
 
 /// Publishes the newest committed seq and wakes every subscriber even if it did not move:
-/// a wake (a redelivery) may have been missed as well.
-async fn resync(pool: &PgPool, tx: &watch::Sender<i64>) {
+/// a wake (a redelivery) may have been missed as well; so may a lease release (waiting
+/// nodes look again). Missed new jobs are found by the runtime's slow poll.
+async fn resync(pool: &PgPool, out: &Outlets) {
+    out.leases.send_modify(|c| *c = c.wrapping_add(1));
     match last_seq(pool).await {
-        Ok(seq) => tx.send_modify(|last| *last = (*last).max(seq)),
+        Ok(seq) => out.commits.send_modify(|last| *last = (*last).max(seq)),
         Err(e) => tracing::warn!(error = %e, "reading the last event seq after a reconnect"),
     }
 }

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use sqlx::PgConnection;
 use wagate_core::device::{Device, DevicePatch, DeviceStateChange, DeviceStatus, NewDevice};
 use wagate_core::event::NewEvent;
+use wagate_core::lease::Fence;
 use wagate_core::message::MessageStatus;
 use wagate_core::store::{DeviceStore, MessageRef, Page, PageRequest, StoreError, StoreResult};
 use wagate_core::time::{Timestamp, millis};
@@ -229,6 +230,7 @@ impl DeviceStore for PgStore {
             .iter()
             .filter_map(|id| MessageId::parse(id).ok())
             .map(|id| AdvanceRequest {
+                fence: None,
                 target: MessageRef::Id(id),
                 status: MessageStatus::Failed,
                 at,
@@ -250,11 +252,13 @@ impl DeviceStore for PgStore {
 
     async fn record_device_state(
         &self,
-        uid: &DeviceUid,
+        fence: &Fence,
         change: &DeviceStateChange,
         qr: Option<&str>,
     ) -> StoreResult<Device> {
+        let uid = &fence.device_uid;
         let mut tx = self.begin().await?;
+        crate::fence::check(&mut tx, fence).await?;
         let before = lock_live_device(&mut tx, uid, None).await?;
         // The core says what the change makes of the device and how it is reported; this
         // writes both.

@@ -7,8 +7,11 @@ use crate::event::append;
 use crate::row::{count, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
 use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
+use wagate_core::lease::Fence;
 use wagate_core::message::InboundMessage;
-use wagate_core::store::{InboundOutcome, InboundStore, Page, PageRequest, StoreResult};
+use wagate_core::store::{
+    InboundOutcome, InboundStore, Page, PageRequest, StoreError, StoreResult,
+};
 use wagate_core::time::millis;
 use wagate_core::{AccountId, DeviceUid};
 
@@ -16,10 +19,15 @@ use wagate_core::{AccountId, DeviceUid};
 impl InboundStore for PgStore {
     async fn record_inbound(
         &self,
+        fence: &Fence,
         m: &InboundMessage,
         mime_type: Option<&str>,
     ) -> StoreResult<InboundOutcome> {
+        if fence.device_uid != m.device_uid {
+            return Err(StoreError::Fenced);
+        }
         let mut tx = self.begin().await?;
+        crate::fence::check(&mut tx, fence).await?;
         // A redelivery inserts nothing (and waits for a racing first delivery to commit
         // or roll back, so the two cannot both store it).
         let inserted = sqlx::query(

@@ -6,6 +6,7 @@ use crate::advance::AdvanceRequest;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{count, get, message_columns, message_from_row};
 use async_trait::async_trait;
+use wagate_core::lease::Fence;
 use wagate_core::message::{Message, MessageStatus, NewOutboundMessage, StatusChange};
 use wagate_core::store::{
     AcceptOutcome, BudgetUsage, MessageFilter, MessageRef, MessageStore, Page, PageRequest,
@@ -42,8 +43,11 @@ impl MessageStore for PgStore {
         let outcome =
             crate::accept::accept(&mut tx, message, provider_message_id, daily_limit).await?;
         // Only a created message wrote anything; the others end with the transaction.
-        if matches!(outcome, AcceptOutcome::Created(_)) {
+        if let AcceptOutcome::Created(m) = &outcome {
+            // The node driving the device hears of its new job at the commit.
+            crate::commits::notify_queued(&mut tx, &m.device_uid).await?;
             self.commit(tx, None).await?;
+            self.commits.queued(&m.device_uid);
         }
         Ok(outcome)
     }
@@ -181,6 +185,7 @@ impl MessageStore for PgStore {
 
     async fn advance_message_status(
         &self,
+        fence: &Fence,
         message: &MessageRef,
         status: MessageStatus,
         at: Timestamp,
@@ -188,6 +193,7 @@ impl MessageStore for PgStore {
     ) -> StoreResult<Option<Message>> {
         self.steps
             .step(AdvanceRequest {
+                fence: Some(fence.clone()),
                 target: message.clone(),
                 status,
                 at,

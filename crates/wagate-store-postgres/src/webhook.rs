@@ -146,7 +146,8 @@ const CLAIM: &str = concat!(
         ORDER BY d.next_attempt_at, d.id LIMIT $3 \
         FOR UPDATE SKIP LOCKED \
     ), leased AS ( \
-        UPDATE webhook_deliveries d SET lease_until = $4 FROM picked WHERE d.id = picked.id \
+        UPDATE webhook_deliveries d SET lease_until = $4, lease_owner = $5 \
+        FROM picked WHERE d.id = picked.id \
         RETURNING d.id, d.device_uid, d.endpoint, d.event_seq, d.attempts, d.next_attempt_at \
     ) \
     SELECT l.id AS delivery_id, l.endpoint, l.attempts, ",
@@ -340,6 +341,7 @@ impl WebhookStore for PgStore {
 
     async fn claim_deliveries(
         &self,
+        owner: &str,
         now: Timestamp,
         lease_until: Timestamp,
         limit: u32,
@@ -350,6 +352,7 @@ impl WebhookStore for PgStore {
             .bind(millis(now))
             .bind(i64::from(limit))
             .bind(millis(lease_until))
+            .bind(owner)
             .fetch_all(&self.pool)
             .await
             .map_err(map_sqlx)?;
@@ -395,18 +398,24 @@ impl WebhookStore for PgStore {
         };
         // The move and its attempt row in one statement: the row copies the delivery's
         // account and device, and is not written for a cancelled delivery (nothing was
-        // attempted) or a delivery that does not exist.
-        let moved: i64 = sqlx::query_scalar(
-            "WITH moved AS ( \
-                UPDATE webhook_deliveries SET status = $1, next_attempt_at = $2, \
-                attempts = attempts + $3, lease_until = NULL, updated_at = $4 \
-                WHERE id = $5 RETURNING id, account_id, device_uid \
+        // attempted) or a delivery that does not exist. A delivery another node leased
+        // since (this node's lease expired) is that node's to move on; the attempt is
+        // still history.
+        let found: i64 = sqlx::query_scalar(
+            "WITH target AS ( \
+                SELECT id, account_id, device_uid, \
+                lease_owner IS NOT DISTINCT FROM $14 AS holds \
+                FROM webhook_deliveries WHERE id = $5 FOR UPDATE \
+             ), moved AS ( \
+                UPDATE webhook_deliveries d SET status = $1, next_attempt_at = $2, \
+                attempts = d.attempts + $3, lease_until = NULL, lease_owner = NULL, \
+                updated_at = $4 FROM target WHERE d.id = target.id AND target.holds \
              ), recorded AS ( \
                 INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, attempt, \
                 url, success, status_code, latency_ms, error, response_snippet, created_at) \
                 SELECT id, account_id, device_uid, $6, $7, $8, $9, $10, $11, $12, $4 \
-                FROM moved WHERE $13::boolean \
-             ) SELECT COUNT(*) FROM moved",
+                FROM target WHERE $13::boolean \
+             ) SELECT COUNT(*) FROM target",
         )
         .bind(status)
         .bind(next_at)
@@ -421,20 +430,22 @@ impl WebhookStore for PgStore {
         .bind(r.error.as_deref())
         .bind(r.response_snippet.as_deref())
         .bind(next != DeliveryNext::Cancelled)
+        .bind(&r.owner)
         .fetch_one(&self.pool)
         .await
         .map_err(map_sqlx)?;
-        if moved == 0 {
+        if found == 0 {
             return Err(StoreError::NotFound);
         }
         Ok(())
     }
 
-    async fn release_deliveries(&self) -> StoreResult<()> {
+    async fn release_deliveries(&self, owner: &str) -> StoreResult<()> {
         sqlx::query(
-            "UPDATE webhook_deliveries SET lease_until = NULL \
-             WHERE status = 'pending' AND lease_until IS NOT NULL",
+            "UPDATE webhook_deliveries SET lease_until = NULL, lease_owner = NULL \
+             WHERE lease_owner = $1",
         )
+        .bind(owner)
         .execute(&self.pool)
         .await
         .map_err(map_sqlx)?;

@@ -14,10 +14,11 @@ use wagate_core::device::{
     Device, DeviceStateChange, DeviceStatus, EngineKind, NewDevice, Pacing, SafetyLimits,
 };
 use wagate_core::engine::provider_message_id;
+use wagate_core::lease::Fence;
 use wagate_core::message::{Dialect, InboundMessage, MessageKind, NewOutboundMessage};
 use wagate_core::store::{
-    AcceptOutcome, AccountStore, DeviceStore, EventStore, InboundStore, MessageStore, SendQueue,
-    StoreError,
+    AcceptOutcome, AccountStore, DeviceLeaseStore, DeviceStore, EventStore, InboundStore,
+    MessageStore, SendQueue, StoreError,
 };
 use wagate_core::time::Timestamp;
 use wagate_core::webhook::{MsgeraWebhooks, WebhookChange, WebhookStore};
@@ -61,6 +62,15 @@ async fn device(s: &PgStore) -> Device {
     })
     .await
     .unwrap()
+}
+
+/// The fence of a lease on the device taken by "node-a" for an hour.
+async fn lease(s: &PgStore, device: &DeviceUid) -> Fence {
+    s.acquire_device_lease(device, "node-a", at(0), at(3_600_000))
+        .await
+        .unwrap()
+        .and_then(|l| l.fence())
+        .unwrap()
 }
 
 fn state(status: DeviceStatus, ms: i64) -> DeviceStateChange {
@@ -112,10 +122,11 @@ async fn a_commit_on_one_node_wakes_the_other() {
     let Some(db) = database().await else { return };
     let (a, b) = (node(&db).await, node(&db).await);
     let d = device(&a).await;
+    let fence = lease(&a, &d.uid).await;
     let mut woken = b.subscribe_commits();
     assert_eq!(*woken.borrow_and_update(), 0);
 
-    a.record_device_state(&d.uid, &state(DeviceStatus::Connecting, 1_000), None)
+    a.record_device_state(&fence, &state(DeviceStatus::Connecting, 1_000), None)
         .await
         .unwrap();
     let seq = a.last_event_seq().await.unwrap();
@@ -147,7 +158,7 @@ async fn a_commit_on_one_node_wakes_the_other() {
             DeviceStatus::Connected
         };
         match a
-            .record_device_state(&d.uid, &state(status, 2_000 + i), None)
+            .record_device_state(&fence, &state(status, 2_000 + i), None)
             .await
         {
             Ok(_) => break,
@@ -190,19 +201,17 @@ async fn two_nodes_never_claim_one_send_job() {
             .unwrap();
         assert!(matches!(outcome, AcceptOutcome::Created(_)));
     }
+    // One node holds the device; its claimers race through two pools.
+    let fence = lease(&a, &d.uid).await;
     let claimers: Vec<_> = (0..8)
         .map(|w| {
-            let (store, owner) = if w % 2 == 0 {
-                (a.clone(), "node-a")
-            } else {
-                (b.clone(), "node-b")
-            };
-            let uid = d.uid.clone();
+            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            let fence = fence.clone();
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
                     let jobs = store
-                        .claim_send_jobs(&uid, owner, at(60_000), at(3_600_000), 3)
+                        .claim_send_jobs(&fence, at(60_000), at(3_600_000), 3)
                         .await
                         .unwrap();
                     if jobs.is_empty() {
@@ -247,9 +256,11 @@ async fn two_nodes_never_claim_one_webhook_delivery() {
         )
         .await
         .unwrap();
+        let fence = lease(&a, &d.uid).await;
         for i in 0..PER_DEVICE {
             let ms = i64::try_from(i).unwrap();
             a.record_inbound(
+                &fence,
                 &InboundMessage {
                     id: MessageId::new(),
                     account_id: d.account_id.clone(),
@@ -283,12 +294,16 @@ async fn two_nodes_never_claim_one_webhook_delivery() {
     while a.fan_out_events(100, at(1_000)).await.unwrap() > 0 {}
     let claimers: Vec<_> = (0..6)
         .map(|w| {
-            let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+            let (store, owner) = if w % 2 == 0 {
+                (a.clone(), "node-a")
+            } else {
+                (b.clone(), "node-b")
+            };
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
                     let claimed = store
-                        .claim_deliveries(at(2_000), at(3_600_000), 4, 100)
+                        .claim_deliveries(owner, at(2_000), at(3_600_000), 4, 100)
                         .await
                         .unwrap();
                     if claimed.is_empty() {

@@ -3,7 +3,7 @@
 //! accepting, let in-flight sends finish, release the rest).
 
 use crate::blob::BlobStore;
-use crate::config::{Config, Synchronous};
+use crate::config::Config;
 use crate::engine::Engines;
 use crate::engine::sandbox::{SandboxEngine, SandboxNetwork};
 use crate::http;
@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use wagate_core::engine::Engine;
 use wagate_core::store::Store;
 use wagate_engine_web::{WebEngine, WebEngineConfig};
-use wagate_store_sqlite::{Durability, SqliteOptions, SqliteStore};
 
 /// How long shutdown waits for sends already handed to an engine.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -77,31 +76,19 @@ pub struct RunningApp {
     webhooks: crate::webhook::Dispatcher,
 }
 
-pub async fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    if let crate::config::DatabaseKind::Postgres(url) =
-        config.database().map_err(anyhow::Error::msg)?
-    {
-        anyhow::bail!(
-            "database_url {} names PostgreSQL, which this build cannot open yet; unset it for SQLite",
-            url.redacted()
-        );
-    }
-    let options = SqliteOptions {
-        durability: match config.synchronous {
-            Synchronous::Full => Durability::Full,
-            Synchronous::Normal => Durability::Normal,
-        },
-        ..SqliteOptions::default()
-    };
-    let path = config.database_path();
-    SqliteStore::open_with(&path, options)
-        .await
-        .with_context(|| format!("opening the database {}", path.display()))
+/// The configured store alone (the CLI, tests): see [`crate::database::open`].
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(crate::database::open(config).await?.store)
 }
 
-fn web_engine_config(config: &Config) -> anyhow::Result<WebEngineConfig> {
+fn web_engine_config(
+    config: &Config,
+    postgres: Option<sqlx::PgPool>,
+) -> anyhow::Result<WebEngineConfig> {
     let web = &config.whatsapp_web;
     let mut c = WebEngineConfig::new(config.devices_dir());
+    // On PostgreSQL the devices' protocol state is shared by the nodes, fenced by epoch.
+    c.postgres = postgres;
     c.ws_url = web.ws_url.clone();
     c.wa_version = web.parsed_version().map_err(anyhow::Error::msg)?;
     c.start_concurrency = web.start_concurrency.max(1);
@@ -143,7 +130,8 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
             config.data_dir.display()
         )
     })?;
-    let store: Arc<dyn Store> = Arc::new(open_store(&config).await?);
+    let database = crate::database::open(&config).await?;
+    let store = database.store;
     let blobs = BlobStore::local(&config.media_dir())?;
     let sandbox = match parts.sandbox {
         Some(s) => s,
@@ -155,7 +143,10 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     };
     let mut engines = Engines::default()
         .with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))))
-        .with(Arc::new(WebEngine::new(web_engine_config(&config)?)));
+        .with(Arc::new(WebEngine::new(web_engine_config(
+            &config,
+            database.postgres,
+        )?)));
     for e in parts.engines {
         engines = engines.with(e);
     }

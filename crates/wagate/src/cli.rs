@@ -210,7 +210,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if !matches!(cmd, AccountCommand::Create { init: true, .. }) {
                 require_data_dir(&config)?;
             }
-            let store: Arc<dyn Store> = Arc::new(app::open_store(&config).await?);
+            let store: Arc<dyn Store> = app::open_store(&config).await?;
             let accounts = AccountService::new(store);
             match cmd {
                 AccountCommand::List => {

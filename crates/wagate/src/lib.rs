@@ -8,6 +8,7 @@ pub mod app;
 pub mod blob;
 pub mod cli;
 pub mod config;
+pub mod database;
 pub mod engine;
 pub mod http;
 pub mod keys;

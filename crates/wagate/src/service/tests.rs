@@ -98,7 +98,7 @@ async fn fixture(fake: FakeRuntime) -> Fixture {
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
     });
-    let store: Arc<dyn Store> = Arc::new(crate::app::open_store(&config).await.unwrap());
+    let store: Arc<dyn Store> = crate::app::open_store(&config).await.unwrap();
     let fake = Arc::new(fake);
     let media = MediaService::new(
         Arc::clone(&config),

@@ -56,7 +56,9 @@ impl Gate {
         let mut config = test_config(&dir);
         config.whatsapp_web.start_jitter_ms = 0;
         let store = app::open_store(&config).await.unwrap();
-        let (_account, key) = accounts::create_account(&store, "sim").await.unwrap();
+        let (_account, key) = accounts::create_account(store.as_ref(), "sim")
+            .await
+            .unwrap();
         drop(store);
         let mut gate = Self {
             sim: sim.clone(),

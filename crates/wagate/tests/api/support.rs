@@ -68,7 +68,7 @@ impl TestApp {
         let mut config = test_config(&dir);
         tweak(&mut config);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());
-        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let accounts = AccountService::new(app::open_store(&config).await.unwrap());
         let (_account, key) = accounts.create_account("test account").await.unwrap();
         drop(accounts);
         let running = app::start(

@@ -46,7 +46,7 @@ impl TestApp {
         };
         tweak(&mut config);
         let sandbox = SandboxNetwork::new(config.sandbox.clone());
-        let accounts = AccountService::new(Arc::new(app::open_store(&config).await.unwrap()));
+        let accounts = AccountService::new(app::open_store(&config).await.unwrap());
         let (account, key) = accounts.create_account("dashboard test").await.unwrap();
         drop(accounts);
         let running = app::start(
