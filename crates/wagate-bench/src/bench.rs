@@ -41,9 +41,21 @@ pub struct Args {
     /// Where to write the JSON results and the SVG chart.
     #[arg(long, default_value = "target/wagate-bench")]
     out_dir: PathBuf,
-    /// Skip phases: any of idle,e2e,load,baseline.
+    /// Skip phases: any of idle,e2e,load,baseline,failover.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Run wagate on PostgreSQL: a server on which the run makes (and drops) a fresh
+    /// database, e.g. postgres://postgres@127.0.0.1:5432/postgres. Unset: SQLite.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// wagate nodes on that database (a cluster; needs --database-url); the load is
+    /// spread over them.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
+    /// With two nodes or more: kill -9 the node driving a device this many times and
+    /// time until a message sent to it from another node is taken by WhatsApp.
+    #[arg(long, default_value_t = 10)]
+    failover_kills: usize,
 }
 
 fn server_env(sync: &str) -> Vec<(&'static str, String)> {
@@ -104,8 +116,16 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         results["idle_rss"] = idle_rss(bin, &args).await?;
     }
 
-    let dir = tempfile::tempdir()?;
-    let (server, api) = start_server(bin, dir.path(), &args.synchronous).await?;
+    let mut cluster = crate::cluster::start(
+        bin,
+        &server_env(&args.synchronous),
+        args.database_url.as_deref(),
+        args.nodes,
+    )
+    .await?;
+    results["database"] = json!(cluster.kind());
+    out!("\nwagate under test: {}", cluster.kind());
+    let api = cluster.api.clone();
     let mut senders = Vec::new();
     for i in 0..args.devices.max(1) {
         senders.push(api.create_device(&format!("load {i}")).await?);
@@ -129,7 +149,11 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         );
         out!("|---:|---:|---|---:|---:|---:|---|");
         let target = Target {
-            url: format!("{}/v1/developer/messages/send", api.base),
+            urls: cluster
+                .bases
+                .iter()
+                .map(|b| format!("{b}/v1/developer/messages/send"))
+                .collect(),
             key: Some(api.key.clone()),
             devices: senders.clone(),
         };
@@ -175,20 +199,35 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         results["load_committed_rows"] = json!(committed);
         results["load_backlog_queued"] = json!(backlog);
     }
-    let peak = server.peak_rss_kib();
+    let peak = cluster.servers[0].peak_rss_kib();
     out!(
-        "\nwagate peak RSS (VmHWM): {} MiB",
+        "\nwagate peak RSS (VmHWM, node 1): {} MiB",
         peak.map_or("?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
     );
     results["peak_rss_kib"] = json!(peak);
-    drop(server);
+    if cluster.servers.len() > 1 && !skip("failover") && args.failover_kills > 0 {
+        out!("\n## failover (kill -9 of the node driving a device, default 15 s lease)\n");
+        let times =
+            crate::cluster::failover(&mut cluster, &senders[0], args.failover_kills).await?;
+        let mut secs: Vec<f64> = times.iter().map(Duration::as_secs_f64).collect();
+        secs.sort_by(f64::total_cmp);
+        let median = secs[secs.len() / 2];
+        let max = secs.last().copied().unwrap_or(0.0);
+        out!(
+            "\nfailover over {} kills: median {median:.1} s, min {:.1} s, max {max:.1} s",
+            secs.len(),
+            secs[0]
+        );
+        results["failover_secs"] = json!({"each": secs, "median": median, "max": max});
+    }
+    drop(cluster);
 
     let mut base_levels = Vec::new();
     if !skip("baseline") {
         let bdir = tempfile::tempdir()?;
         let b = baseline::start(bdir.path(), args.synchronous == "full")?;
         let target = Target {
-            url: format!("http://{}/send", b.addr),
+            urls: vec![format!("http://{}/send", b.addr)],
             key: None,
             devices: senders.clone(),
         };

@@ -14,6 +14,7 @@ macro_rules! out {
 
 pub mod baseline;
 pub mod bench;
+pub mod cluster;
 pub mod crash;
 pub mod inflight;
 pub mod load;

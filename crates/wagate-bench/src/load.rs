@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 /// Where the load goes.
 #[derive(Clone)]
 pub struct Target {
-    pub url: String,
+    /// Where to send; client `i` uses `urls[i % len]` (the nodes of a cluster).
+    pub urls: Vec<String>,
     pub key: Option<String>,
     /// Sender devices; requests go round-robin across them.
     pub devices: Vec<String>,
@@ -80,9 +81,10 @@ async fn run_once(
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for i in 0..concurrency {
         let client = client.clone();
         let target = target.clone();
+        let url = target.urls[i % target.urls.len().max(1)].clone();
         let seq = Arc::clone(seq);
         tasks.push(tokio::spawn(async move {
             let mut hist = new_hist();
@@ -90,7 +92,7 @@ async fn run_once(
             let mut failures: BTreeMap<u16, u64> = BTreeMap::new();
             while Instant::now() < deadline {
                 let body = target.body(seq.fetch_add(1, Ordering::Relaxed));
-                let mut req = client.post(&target.url).json(&body);
+                let mut req = client.post(&url).json(&body);
                 if let Some(k) = &target.key {
                     req = req.header("X-API-Key", k);
                 }

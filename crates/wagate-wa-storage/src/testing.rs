@@ -43,6 +43,12 @@ pub async fn pg_database() -> Option<TestDatabase> {
     database_on(server_url(), in_ci()).await
 }
 
+/// A fresh database on the server at `admin_url` (benchmarks name their server): like
+/// [`pg_database`] under `CI=true`, an unreachable server panics.
+pub async fn database_at(admin_url: &str) -> Option<TestDatabase> {
+    database_on(admin_url.to_owned(), true).await
+}
+
 #[allow(clippy::print_stdout)] // the skip notice is for whoever runs the tests
 async fn database_on(admin_url: String, ci: bool) -> Option<TestDatabase> {
     let admin = match PgPoolOptions::new()
