@@ -20,13 +20,13 @@ pub struct Cluster {
     /// The API on node 1 (any node answers any call).
     pub api: Api,
     /// Dropped after the servers: the fresh database is dropped with it.
-    _db: Option<TestDatabase>,
+    db: Option<TestDatabase>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
     pub fn kind(&self) -> String {
-        match (&self._db, self.servers.len()) {
+        match (&self.db, self.servers.len()) {
             (None, _) => "SQLite, one node".into(),
             (Some(_), 1) => "PostgreSQL, one node".into(),
             (Some(_), n) => format!("PostgreSQL, {n} nodes"),
@@ -106,7 +106,7 @@ pub async fn start(
         servers,
         bases,
         api,
-        _db: db,
+        db,
         _dirs: dirs,
     })
 }

@@ -152,12 +152,11 @@ async fn existing_account(accounts: &AccountService, s: &str) -> anyhow::Result<
 /// Refuses to administer a SQLite data directory that does not exist (or has no
 /// database): opening it would create an empty one the server never reads.
 fn require_data_dir(config: &Config) -> anyhow::Result<()> {
-    // On PostgreSQL the database is the server's, wherever this runs.
-    if matches!(
-        config.database(),
-        Ok(crate::config::DatabaseKind::Postgres(_))
-    ) {
-        return Ok(());
+    // On PostgreSQL the database is the server's, wherever this runs; a database_url of
+    // another kind is refused here, naming the option, before any path is looked at.
+    match config.database().map_err(anyhow::Error::msg)? {
+        crate::config::DatabaseKind::Postgres(_) => return Ok(()),
+        crate::config::DatabaseKind::Sqlite(_) => {}
     }
     let db = config.database_path();
     if db.is_file() {

@@ -13,6 +13,7 @@ fn run_cli(data_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) 
         .arg(data_dir)
         .env_remove("WAGATE_CONFIG")
         .env_remove("WAGATE_DATA_DIR")
+        .env_remove("WAGATE_DATABASE_URL")
         .output()
         .unwrap();
     (
@@ -55,6 +56,20 @@ async fn the_cli_refuses_a_data_directory_that_does_not_exist() {
         );
         assert!(!missing.exists(), "{args:?} created {shown}");
     }
+    // A database URL of another kind is refused by name, not taken for a missing directory.
+    let err = cli_fails(
+        &missing,
+        &[
+            "--database-url",
+            "mysql://root@localhost/wagate",
+            "account",
+            "list",
+        ],
+    );
+    assert!(
+        err.contains("database_url") && err.contains("mysql") && !err.contains(&shown),
+        "{err}"
+    );
     // An existing directory without a database is just as wrong.
     std::fs::create_dir(&missing).unwrap();
     cli_fails(&missing, &["account", "list"]);
