@@ -67,6 +67,9 @@ pub struct NodeInfo {
     pub heartbeat_at: Timestamp,
     /// Shutting down: it takes no devices and hands its own over.
     pub draining: bool,
+    /// Where the other nodes reach its HTTP server (`cluster.advertise_url`), to forward
+    /// the calls that need a device's live session; `None` when it did not say.
+    pub address: Option<String>,
 }
 
 /// What a node should do with device leases this round.

@@ -212,6 +212,46 @@ impl Message {
     }
 }
 
+impl Message {
+    /// The steps that move the message to `status` at `at`: [`Self::step`], preceded by
+    /// one for each status of the delivery chain (sent, delivered, read) it skips, at the
+    /// same time and in order. A later status implies the earlier ones, and receipts do
+    /// arrive out of order (whatsapp-rust hands them to the application concurrently; a
+    /// device that moved to another node gets what WhatsApp kept for it after newer
+    /// receipts; a delivery receipt can beat the worker's commit of the server's ack), so
+    /// this way every message's history and webhooks have every step it went through,
+    /// once. Empty when it does not move.
+    pub fn steps(
+        &self,
+        status: MessageStatus,
+        at: Timestamp,
+        reason: Option<&str>,
+    ) -> Vec<StatusStep> {
+        if !self.status.can_advance_to(status) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut current = self.clone();
+        if status != MessageStatus::Failed {
+            for implied in [
+                MessageStatus::Sent,
+                MessageStatus::Delivered,
+                MessageStatus::Read,
+            ] {
+                if implied.rank() > current.status.rank()
+                    && implied.rank() < status.rank()
+                    && let Some(step) = current.step(implied, at, None)
+                {
+                    current = step.message.clone();
+                    out.push(step);
+                }
+            }
+        }
+        out.extend(current.step(status, at, reason));
+        out
+    }
+}
+
 /// What one status step writes, decided by [`Message::step`].
 #[derive(Debug, Clone)]
 pub struct StatusStep {
@@ -342,6 +382,62 @@ impl From<crate::media::MediaClass> for MessageKind {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_skipped_status_is_implied_by_a_later_one() {
+        let at = crate::time::now();
+        let queued = queued_message();
+        let statuses = |steps: &[StatusStep]| -> Vec<MessageStatus> {
+            steps.iter().map(|s| s.change.status).collect()
+        };
+        // A read receipt before the delivery receipt (or before the ack's commit).
+        let steps = queued.steps(MessageStatus::Read, at, None);
+        assert_eq!(
+            statuses(&steps),
+            [
+                MessageStatus::Sent,
+                MessageStatus::Delivered,
+                MessageStatus::Read
+            ]
+        );
+        assert!(
+            steps
+                .iter()
+                .all(|s| s.change.at == at && s.change.reason.is_none())
+        );
+        let read = &steps.last().unwrap().message;
+        assert_eq!(read.status, MessageStatus::Read);
+        // Each step's event shows the message as it was after that step.
+        let event_statuses: Vec<MessageStatus> = steps
+            .iter()
+            .map(|s| match &s.event.data {
+                crate::event::EventData::MessageStatus(m) => m.status,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            event_statuses,
+            [
+                MessageStatus::Sent,
+                MessageStatus::Delivered,
+                MessageStatus::Read
+            ]
+        );
+        // The late delivery receipt then moves nothing.
+        assert!(read.steps(MessageStatus::Delivered, at, None).is_empty());
+        assert_eq!(
+            statuses(&read.steps(MessageStatus::Played, at, None)),
+            [MessageStatus::Played]
+        );
+        // The next step alone is only itself, and failing implies nothing.
+        assert_eq!(
+            statuses(&queued.steps(MessageStatus::Sent, at, Some("x"))),
+            [MessageStatus::Sent]
+        );
+        let failed = queued.steps(MessageStatus::Failed, at, Some("refused"));
+        assert_eq!(statuses(&failed), [MessageStatus::Failed]);
+        assert_eq!(failed[0].change.reason.as_deref(), Some("refused"));
+    }
     use super::*;
 
     #[test]

@@ -428,8 +428,9 @@ pub trait DeviceLeaseStore: Send + Sync {
     /// Every lease row (devices never leased have none).
     async fn list_device_leases(&self) -> StoreResult<Vec<DeviceLease>>;
     async fn get_device_lease(&self, device: &DeviceUid) -> StoreResult<Option<DeviceLease>>;
-    /// Records that `node` is alive at `at` (and whether it is shutting down).
-    async fn heartbeat_node(&self, node: &str, at: Timestamp, draining: bool) -> StoreResult<()>;
+    /// Records that `node.node_id` is alive at `node.heartbeat_at`, whether it is shutting
+    /// down, and where it can be reached.
+    async fn heartbeat_node(&self, node: &NodeInfo) -> StoreResult<()>;
     /// Nodes whose last heartbeat is at or after `since`.
     async fn list_nodes(&self, since: Timestamp) -> StoreResult<Vec<NodeInfo>>;
     /// Forgets a node (it shut down cleanly and holds nothing).
@@ -438,6 +439,15 @@ pub trait DeviceLeaseStore: Send + Sync {
     /// database can say so, through another node), so waiting nodes take it over at once
     /// instead of at their next round.
     fn subscribe_lease_releases(&self) -> watch::Receiver<u64>;
+}
+
+/// The server's signing keys, kept in the database so that every node of a cluster signs
+/// and verifies with the same ones (a media link from one node opens on another).
+#[async_trait]
+pub trait ServerKeyStore: Send + Sync {
+    /// The key stored under `name`; if there is none yet, `candidate` is stored and
+    /// returned. Nodes racing to store different candidates all get the one that won.
+    async fn server_key(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]>;
 }
 
 /// Everything wagate persists.
@@ -451,6 +461,7 @@ pub trait Store:
     + MediaStore
     + EventStore
     + DeviceLeaseStore
+    + ServerKeyStore
     + crate::webhook::WebhookStore
 {
 }
@@ -465,6 +476,7 @@ impl<T> Store for T where
         + MediaStore
         + EventStore
         + DeviceLeaseStore
+        + ServerKeyStore
         + crate::webhook::WebhookStore
 {
 }

@@ -88,14 +88,18 @@ pub(crate) async fn advance(
                 continue;
             }
         }
-        // The core decides the step and builds its event; this only writes them.
-        let Some(step) = message.step(r.status, r.at, r.reason.as_deref()) else {
+        // The core decides the steps (with any it implies) and builds their events; this
+        // only writes them.
+        let steps = message.steps(r.status, r.at, r.reason.as_deref());
+        if steps.is_empty() {
             results.push(Ok(None));
             continue;
-        };
-        *message = step.message;
-        history.push(message.id.as_str(), &step.change);
-        events.push(step.event);
+        }
+        for step in steps {
+            *message = step.message;
+            history.push(message.id.as_str(), &step.change);
+            events.push(step.event);
+        }
         match final_of.get(message.id.as_str()) {
             Some(&i) => finals[i] = message.clone(),
             None => {

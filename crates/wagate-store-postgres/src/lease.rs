@@ -15,7 +15,7 @@ use sqlx::postgres::PgRow;
 use tokio::sync::watch;
 use wagate_core::DeviceUid;
 use wagate_core::lease::{DeviceLease, Fence, NodeInfo};
-use wagate_core::store::{DeviceLeaseStore, StoreResult};
+use wagate_core::store::{DeviceLeaseStore, ServerKeyStore, StoreResult};
 use wagate_core::time::{Timestamp, from_millis, millis};
 
 /// The columns [`lease_from_row`] reads, spliced into statements at compile time.
@@ -146,15 +146,16 @@ impl DeviceLeaseStore for PgStore {
         row.as_ref().map(lease_from_row).transpose()
     }
 
-    async fn heartbeat_node(&self, node: &str, at: Timestamp, draining: bool) -> StoreResult<()> {
+    async fn heartbeat_node(&self, node: &NodeInfo) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO nodes (node_id, heartbeat_at, draining) VALUES ($1, $2, $3) \
-             ON CONFLICT (node_id) DO UPDATE SET \
-             heartbeat_at = excluded.heartbeat_at, draining = excluded.draining",
+            "INSERT INTO nodes (node_id, heartbeat_at, draining, address) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, \
+             draining = excluded.draining, address = excluded.address",
         )
-        .bind(node)
-        .bind(millis(at))
-        .bind(draining)
+        .bind(&node.node_id)
+        .bind(millis(node.heartbeat_at))
+        .bind(node.draining)
+        .bind(&node.address)
         .execute(&self.pool)
         .await
         .map_err(map_sqlx)?;
@@ -163,8 +164,8 @@ impl DeviceLeaseStore for PgStore {
 
     async fn list_nodes(&self, since: Timestamp) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query(
-            "SELECT node_id, heartbeat_at, draining FROM nodes WHERE heartbeat_at >= $1 \
-             ORDER BY node_id",
+            "SELECT node_id, heartbeat_at, draining, address FROM nodes \
+             WHERE heartbeat_at >= $1 ORDER BY node_id",
         )
         .bind(millis(since))
         .fetch_all(&self.pool)
@@ -176,6 +177,7 @@ impl DeviceLeaseStore for PgStore {
                     node_id: get(row, "node_id")?,
                     heartbeat_at: from_millis(get(row, "heartbeat_at")?),
                     draining: get(row, "draining")?,
+                    address: get(row, "address")?,
                 })
             })
             .collect()
@@ -192,5 +194,34 @@ impl DeviceLeaseStore for PgStore {
 
     fn subscribe_lease_releases(&self) -> watch::Receiver<u64> {
         self.commits.subscribe_leases()
+    }
+}
+
+#[async_trait]
+impl ServerKeyStore for PgStore {
+    async fn server_key(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+        // The insert's row when it won, else the row already there. A racing node's
+        // insert, still uncommitted when this statement's snapshot was taken, makes the
+        // insert wait and do nothing while the snapshot cannot see the row: then a second
+        // statement, with a fresh snapshot, reads it.
+        let won: Option<Vec<u8>> = sqlx::query_scalar(
+            "WITH ins AS (INSERT INTO server_keys (name, key) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING RETURNING key) \
+             SELECT key FROM ins UNION ALL SELECT key FROM server_keys WHERE name = $1 LIMIT 1",
+        )
+        .bind(name)
+        .bind(candidate.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        let stored = match won {
+            Some(key) => key,
+            None => sqlx::query_scalar("SELECT key FROM server_keys WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_sqlx)?,
+        };
+        <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| corrupt("server key", stored.len()))
     }
 }

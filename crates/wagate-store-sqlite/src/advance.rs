@@ -82,24 +82,28 @@ pub(crate) async fn advance_chunk(
                 continue;
             }
         }
-        // The core decides the step and builds its event; this only writes them.
-        let Some(step) = message.step(r.status, r.at, r.reason.as_deref()) else {
+        // The core decides the steps (with any it implies) and builds their events; this
+        // only writes them.
+        let decided = message.steps(r.status, r.at, r.reason.as_deref());
+        if decided.is_empty() {
             results.push(Ok(None));
             continue;
-        };
-        *message = step.message;
-        let event = step.event;
-        let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
-        steps.push(json!([
-            message.id.as_str(),
-            step.change.status.as_str(),
-            millis(step.change.at),
-            step.change.reason,
-            event.id.as_str(),
-            event.account_id.as_str(),
-            event.device_uid.as_str(),
-            data,
-        ]));
+        }
+        for step in decided {
+            *message = step.message;
+            let event = step.event;
+            let data = serde_json::to_string(&event.data).map_err(|e| corrupt("event", e))?;
+            steps.push(json!([
+                message.id.as_str(),
+                step.change.status.as_str(),
+                millis(step.change.at),
+                step.change.reason,
+                event.id.as_str(),
+                event.account_id.as_str(),
+                event.device_uid.as_str(),
+                data,
+            ]));
+        }
         let state = json!([
             message.id.as_str(),
             message.status.as_str(),

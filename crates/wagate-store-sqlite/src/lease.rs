@@ -1,4 +1,5 @@
-//! Device leases and node heartbeats on SQLite ([`wagate_core::lease`]).
+//! Device leases and node heartbeats on SQLite ([`wagate_core::lease`]), and the server
+//! keys every node shares.
 //!
 //! Each change is one statement through the writer, so acquisitions by several
 //! processes on one file are serialised by SQLite's single writer; a release also bumps
@@ -12,7 +13,7 @@ use sqlx::sqlite::SqliteRow;
 use tokio::sync::watch;
 use wagate_core::DeviceUid;
 use wagate_core::lease::{DeviceLease, Fence, NodeInfo};
-use wagate_core::store::{DeviceLeaseStore, StoreResult};
+use wagate_core::store::{DeviceLeaseStore, ServerKeyStore, StoreResult};
 use wagate_core::time::{Timestamp, from_millis, millis};
 
 /// The columns [`lease_from_row`] reads, spliced into statements at compile time.
@@ -154,19 +155,22 @@ impl DeviceLeaseStore for SqliteStore {
         row.as_ref().map(lease_from_row).transpose()
     }
 
-    async fn heartbeat_node(&self, node: &str, at: Timestamp, draining: bool) -> StoreResult<()> {
-        let node = node.to_owned();
+    async fn heartbeat_node(&self, node: &NodeInfo) -> StoreResult<()> {
+        let node = node.clone();
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
                     sqlx::query(
-                        "INSERT INTO nodes (node_id, heartbeat_at, draining) VALUES (?, ?, ?) \
+                        "INSERT INTO nodes (node_id, heartbeat_at, draining, address) \
+                         VALUES (?, ?, ?, ?) \
                          ON CONFLICT (node_id) DO UPDATE SET \
-                         heartbeat_at = excluded.heartbeat_at, draining = excluded.draining",
+                         heartbeat_at = excluded.heartbeat_at, draining = excluded.draining, \
+                         address = excluded.address",
                     )
-                    .bind(&node)
-                    .bind(millis(at))
-                    .bind(draining)
+                    .bind(&node.node_id)
+                    .bind(millis(node.heartbeat_at))
+                    .bind(node.draining)
+                    .bind(&node.address)
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
@@ -178,8 +182,8 @@ impl DeviceLeaseStore for SqliteStore {
 
     async fn list_nodes(&self, since: Timestamp) -> StoreResult<Vec<NodeInfo>> {
         let rows = sqlx::query(
-            "SELECT node_id, heartbeat_at, draining FROM nodes WHERE heartbeat_at >= ? \
-             ORDER BY node_id",
+            "SELECT node_id, heartbeat_at, draining, address FROM nodes \
+             WHERE heartbeat_at >= ? ORDER BY node_id",
         )
         .bind(millis(since))
         .fetch_all(&self.read)
@@ -191,6 +195,7 @@ impl DeviceLeaseStore for SqliteStore {
                     node_id: get(row, "node_id")?,
                     heartbeat_at: from_millis(get(row, "heartbeat_at")?),
                     draining: get(row, "draining")?,
+                    address: get(row, "address")?,
                 })
             })
             .collect()
@@ -214,5 +219,33 @@ impl DeviceLeaseStore for SqliteStore {
 
     fn subscribe_lease_releases(&self) -> watch::Receiver<u64> {
         self.lease_releases.subscribe()
+    }
+}
+
+#[async_trait]
+impl ServerKeyStore for SqliteStore {
+    async fn server_key(&self, name: &str, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+        let (name, candidate) = (name.to_owned(), *candidate);
+        let stored: Vec<u8> = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO server_keys (name, key) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&name)
+                    .bind(candidate.as_slice())
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    sqlx::query_scalar("SELECT key FROM server_keys WHERE name = ?")
+                        .bind(&name)
+                        .fetch_one(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)
+                })
+            })
+            .await?;
+        <[u8; 32]>::try_from(stored.as_slice()).map_err(|_| corrupt("server key", stored.len()))
     }
 }

@@ -7,10 +7,11 @@ use crate::fixture::{
 };
 use wagate_core::MessageId;
 use wagate_core::device::{DeviceStateChange, DeviceStatus};
+use wagate_core::lease::NodeInfo;
 use wagate_core::message::{InboundMessage, MessageKind, MessageStatus};
 use wagate_core::store::{
     DeviceLeaseStore, DeviceStore, InboundStore, MessageRef, MessageStore, PageRequest, SendQueue,
-    StoreError,
+    ServerKeyStore, StoreError,
 };
 
 pub async fn device_lease_acquire_renew_release(f: impl StoreFactory) {
@@ -97,28 +98,60 @@ pub async fn device_lease_acquire_renew_release(f: impl StoreFactory) {
     assert_eq!(all, vec![again]);
 }
 
+fn node(id: &str, heartbeat_at: wagate_core::time::Timestamp, draining: bool) -> NodeInfo {
+    NodeInfo {
+        node_id: id.to_owned(),
+        heartbeat_at,
+        draining,
+        address: Some(format!("http://{id}.internal:8080")),
+    }
+}
+
 pub async fn nodes_heartbeat_and_leave(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
-    s.heartbeat_node("node-a", at(0), false).await.unwrap();
-    s.heartbeat_node("node-b", at(10 * SEC), false)
+    s.heartbeat_node(&node("node-a", at(0), false))
         .await
         .unwrap();
-    s.heartbeat_node("node-b", at(20 * SEC), true)
+    s.heartbeat_node(&node("node-b", at(10 * SEC), false))
         .await
         .unwrap();
+    // A restarted node may come back with another address, or none.
+    let b = NodeInfo {
+        address: None,
+        ..node("node-b", at(20 * SEC), true)
+    };
+    s.heartbeat_node(&b).await.unwrap();
     let live = s.list_nodes(at(5 * SEC)).await.unwrap();
-    assert_eq!(live.len(), 1, "node A's heartbeat is too old");
-    assert_eq!(live[0].node_id, "node-b");
+    assert_eq!(live, vec![b], "node A's heartbeat is too old");
+    let all = s.list_nodes(at(0)).await.unwrap();
+    assert_eq!(all.len(), 2);
     assert_eq!(
-        (live[0].heartbeat_at, live[0].draining),
-        (at(20 * SEC), true)
+        all[0].address.as_deref(),
+        Some("http://node-a.internal:8080"),
+        "the address is kept"
     );
-    assert_eq!(s.list_nodes(at(0)).await.unwrap().len(), 2);
     s.remove_node("node-b").await.unwrap();
     let left = s.list_nodes(at(0)).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].node_id, "node-a");
+}
+
+/// Every node gets the same key under a name: the first stored wins, later candidates
+/// (another node's, a restart's) are ignored, and names are independent.
+pub async fn server_keys_first_stored_wins(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let (one, two) = ([1u8; 32], [2u8; 32]);
+    assert_eq!(s.server_key("media-link", &one).await.unwrap(), one);
+    assert_eq!(s.server_key("media-link", &two).await.unwrap(), one);
+    assert_eq!(s.server_key("cluster", &two).await.unwrap(), two);
+    // Racing first calls agree on one key.
+    let racing = futures::future::join_all(
+        (0u8..8).map(|i| async move { s.server_key("raced", &[i + 10; 32]).await.unwrap() }),
+    )
+    .await;
+    assert!(racing.iter().all(|k| *k == racing[0]), "{racing:?}");
 }
 
 /// The point of fencing: a node that lost a device (paused past its lease, then taken

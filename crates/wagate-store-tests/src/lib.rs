@@ -109,6 +109,7 @@ macro_rules! store_conformance_tests {
             webhook_delivery_leases_belong_to_their_owner,
             device_lease_acquire_renew_release,
             nodes_heartbeat_and_leave,
+            server_keys_first_stored_wins,
             fenced_writes_are_refused_after_a_takeover,
             due_devices_are_the_owners_with_claimable_jobs,
         );

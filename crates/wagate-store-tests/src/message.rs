@@ -384,7 +384,9 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
             Ok(None)
         );
     }
-    // Skipping a step is forward too (a read receipt can arrive without a delivery one).
+    // Skipping a step is forward too (a read receipt can arrive before, or without, the
+    // delivery one): the skipped step is implied, recorded at the same time with its own
+    // event, so every step a message went through is in its history and its webhooks.
     let read = s
         .advance_message_status(
             &fence(s, &d.uid).await,
@@ -446,6 +448,7 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         vec![
             steps(MessageStatus::Queued, 0, None),
             steps(MessageStatus::Sent, 1, None),
+            steps(MessageStatus::Delivered, 5, None),
             steps(MessageStatus::Read, 5, Some("receipt")),
             steps(MessageStatus::Played, 7, None),
         ]
@@ -471,6 +474,7 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         changes,
         vec![
             change(MessageStatus::Sent, 1, None),
+            change(MessageStatus::Delivered, 5, None),
             change(MessageStatus::Read, 5, Some("receipt")),
             change(MessageStatus::Played, 7, None),
         ]

@@ -259,11 +259,12 @@ impl Conn {
         }
     }
 
-    /// The client confirms a message: the server may forget it.
+    /// The client confirms a message or a receipt: the server may forget it.
     fn client_ack(&mut self, ack: &Node) {
-        if stanza::attr(ack, "class").as_deref() != Some("message") {
+        let Some(class) = stanza::attr(ack, "class").filter(|c| c == "message" || c == "receipt")
+        else {
             return;
-        }
+        };
         let (Some((pn, device)), Some(id)) = (&self.me, stanza::attr(ack, "id")) else {
             return;
         };
@@ -273,9 +274,9 @@ impl Conn {
             .get_mut(pn)
             .and_then(|a| a.devices.get_mut(device))
         {
-            record
-                .unacked
-                .retain(|m| stanza::attr(m, "id").as_deref() != Some(id.as_str()));
+            record.unacked.retain(|m| {
+                m.tag != class.as_str() || stanza::attr(m, "id").as_deref() != Some(id.as_str())
+            });
         }
     }
 

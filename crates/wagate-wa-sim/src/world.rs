@@ -67,9 +67,11 @@ pub(crate) struct DeviceRecord {
     /// True after the connection sent `<active/>`: only then are stanzas sent directly.
     pub(crate) online: bool,
     pub(crate) queue: Vec<Node>,
-    /// Messages written to the connection but not yet acked by the client. Like WhatsApp, the
-    /// server keeps them until the `<ack>`; if the connection dies first they are queued again,
-    /// so a message racing a disconnect is redelivered instead of lost.
+    /// Messages and receipts written to the connection but not yet acked by the client. Like
+    /// WhatsApp, the server keeps them until the `<ack>` (`class` = the stanza's tag); if the
+    /// connection dies, or another login replaces it, first, they are queued again, so a
+    /// stanza racing a disconnect, or read by a client that was paused meanwhile, is
+    /// redelivered to the device's next connection instead of lost.
     pub(crate) unacked: Vec<Node>,
     /// Every stanza handed to this device's connection, for test assertions.
     pub(crate) delivered: Vec<Node>,
@@ -83,16 +85,18 @@ pub(crate) struct DeviceRecord {
 impl DeviceRecord {
     /// Records that `node` was written to this device's connection.
     pub(crate) fn sent(&mut self, node: &Node) {
-        if node.tag == "message" {
+        if node.tag == "message" || node.tag == "receipt" {
             self.unacked.push(node.clone());
-            if let Some(id) = crate::stanza::attr(node, "id") {
-                *self.message_stanzas.entry(id).or_insert(0) += 1;
-            }
+        }
+        if node.tag == "message"
+            && let Some(id) = crate::stanza::attr(node, "id")
+        {
+            *self.message_stanzas.entry(id).or_insert(0) += 1;
         }
         self.delivered.push(node.clone());
     }
 
-    /// The connection is gone (or replaced): unacked messages go back to the queue's front.
+    /// The connection is gone (or replaced): unacked stanzas go back to the queue's front.
     pub(crate) fn requeue_unacked(&mut self) {
         if !self.unacked.is_empty() {
             let mut queue = std::mem::take(&mut self.unacked);

@@ -113,6 +113,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     for (name, value) in [
         ("public_url", &config.public_url),
         ("media_public_url", &config.media_public_url),
+        ("cluster.advertise_url", &config.cluster.advertise_url),
     ] {
         if let Some(v) = value
             && !url::Url::parse(v).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
@@ -123,15 +124,17 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     config.metrics.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
-    // Read once here, never per request.
-    let keys = ServerKeys::load(&config.data_dir).with_context(|| {
-        format!(
-            "reading the server keys in the data directory {}",
-            config.data_dir.display()
-        )
-    })?;
     let database = crate::database::open(&config).await?;
     let store = database.store;
+    // Read once here, never per request.
+    let keys = ServerKeys::load(&config.data_dir, store.as_ref())
+        .await
+        .with_context(|| {
+            format!(
+                "reading the server keys (data directory {})",
+                config.data_dir.display()
+            )
+        })?;
     let blobs = BlobStore::local(&config.media_dir())?;
     let sandbox = match parts.sandbox {
         Some(s) => s,
@@ -151,20 +154,34 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         engines = engines.with(e);
     }
     let node_id = node_id(&config)?;
+    // Bound before the devices start, so the address the other nodes forward to is known
+    // (a listen port of 0 resolved).
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let mut cluster = config.cluster.clone();
+    cluster.advertise_url = config.node_address(addr);
+    if cluster.advertise_url.is_none()
+        && matches!(
+            config.database(),
+            Ok(crate::config::DatabaseKind::Postgres(_))
+        )
+    {
+        tracing::warn!(
+            "cluster.advertise_url (WAGATE_CLUSTER__ADVERTISE_URL) is unset and the listen address is a wildcard: \
+             calls needing a device's live session made on another node will not be forwarded here"
+        );
+    }
     let runtime = DeviceRuntime::new(
         Arc::clone(&store),
         blobs.clone(),
         engines,
         config.sending.clone(),
         node_id.clone(),
-        config.cluster.clone(),
+        cluster,
     );
     runtime.start_all().await.context("starting devices")?;
-
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let services = Resources {
         config: Arc::new(config),
         store,

@@ -236,11 +236,21 @@ pub struct ClusterConfig {
     /// killed outright has its devices taken over after at most this, plus a renewal
     /// round. At least 300.
     pub lease_ms: u64,
+    /// Base URL at which the other nodes reach this node's HTTP server
+    /// (`WAGATE_CLUSTER__ADVERTISE_URL`), e.g. `http://10.0.0.5:8080`: a call that needs a
+    /// device's live session (QR code, pair code, number checks, logout, reconnect) made
+    /// on another node is forwarded here when this node drives the device. Unset: `http://`
+    /// and the listen address, unless that is a wildcard (`0.0.0.0`, `::`), in which case
+    /// such calls made elsewhere are answered with an error naming this node.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        Self { lease_ms: 15_000 }
+        Self {
+            lease_ms: 15_000,
+            advertise_url: None,
+        }
     }
 }
 
@@ -476,6 +486,16 @@ impl Config {
             )
             .extract()
             .map_err(Box::new)
+    }
+
+    /// Where the other nodes reach this one (see [`ClusterConfig::advertise_url`]), given
+    /// the address the server is bound to (the listen address with its port resolved).
+    pub fn node_address(&self, bound: SocketAddr) -> Option<String> {
+        match &self.cluster.advertise_url {
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None if bound.ip().is_unspecified() => None,
+            None => Some(format!("http://{bound}")),
+        }
     }
 
     pub fn public_url(&self) -> String {

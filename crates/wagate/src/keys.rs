@@ -1,10 +1,16 @@
 //! The server's own keys, read (or made) once at start and handed to whoever signs with
 //! them: the media-link key (signed `/media/…` links in webhooks, the SSE feed and message
-//! replies) and the dashboard secret (CSRF tokens). They live outside `http/` because the
-//! webhook dispatcher signs links too, and it must not depend on the edge.
+//! replies), the dashboard secret (CSRF tokens) and the cluster key (calls one node
+//! forwards to another). They live outside `http/` because the webhook dispatcher signs
+//! links too, and it must not depend on the edge.
 //!
-//! Both are 32 random bytes kept as hex under the data directory, so links and CSRF tokens
-//! survive restarts; a file is made with `create_new`, so two starters racing agree on one.
+//! Each is 32 random bytes kept in the database ([`ServerKeyStore`]), so that every node
+//! of a cluster signs and verifies with the same key: a media link from a webhook sent by
+//! one node opens on any other, a dashboard form served by one is accepted by another.
+//! The media-link key and dashboard secret were files under the data directory before;
+//! such a file is the candidate stored the first time, so links and CSRF tokens made
+//! before survive the move (and the files are still made, with `create_new`, so two
+//! starters racing agree on one).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -13,22 +19,41 @@ use rand::RngCore;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use wagate_core::store::{ServerKeyStore, StoreError};
 
 /// Every key the server signs with, loaded together at start.
 #[derive(Clone, Debug)]
 pub struct ServerKeys {
     pub media_link: MediaLinkKey,
     pub dashboard: DashboardSecret,
+    pub cluster: ClusterKey,
 }
 
 impl ServerKeys {
-    /// Reads the keys under `data_dir`, making the missing ones.
-    pub fn load(data_dir: &FsPath) -> std::io::Result<Self> {
+    /// The keys stored in the database, storing this data directory's (or new random
+    /// ones) the first time.
+    pub async fn load(data_dir: &FsPath, store: &dyn ServerKeyStore) -> Result<Self, KeyError> {
+        let media = MediaLinkKey::load_or_create(data_dir)?;
+        let dashboard = DashboardSecret::load_or_create(data_dir)?;
+        let mut cluster = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut cluster);
         Ok(Self {
-            media_link: MediaLinkKey::load_or_create(data_dir)?,
-            dashboard: DashboardSecret::load_or_create(data_dir)?,
+            media_link: MediaLinkKey(store.server_key("media-link", &media.0).await?),
+            dashboard: DashboardSecret(Arc::new(
+                store.server_key("dashboard", &dashboard.0).await?,
+            )),
+            cluster: ClusterKey(Arc::new(store.server_key("cluster", &cluster).await?)),
         })
     }
+}
+
+/// Why the keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    File(#[from] std::io::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
 }
 
 const KEY_FILE: &str = "media-link.key";
@@ -193,6 +218,53 @@ fn create_secret(path: &FsPath) -> std::io::Result<[u8; 32]> {
     }
 }
 
+/// How far a forwarded call's timestamp may be from the receiver's clock: the nodes'
+/// clocks agree within a fraction of a lease (NTP), and a captured call replays for no
+/// longer than this.
+pub const CLUSTER_CALL_SKEW_MS: i64 = 60_000;
+
+/// The key with which nodes sign the calls they forward to each other (HMAC-SHA256 over
+/// the sending time and the body), so that a node's internal endpoint answers only other
+/// nodes of its cluster.
+#[derive(Clone)]
+pub struct ClusterKey(Arc<[u8; 32]>);
+
+impl std::fmt::Debug for ClusterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterKey(…)")
+    }
+}
+
+impl ClusterKey {
+    fn mac(&self, at_ms: i64, body: &[u8]) -> Vec<u8> {
+        let Ok(mut mac) = Hmac::<sha2::Sha256>::new_from_slice(self.0.as_slice()) else {
+            return Vec::new();
+        };
+        mac.update(b"wagate-cluster-call|");
+        mac.update(at_ms.to_string().as_bytes());
+        mac.update(b"|");
+        mac.update(body);
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The signature of a call sent at `at_ms` (ms since epoch) with `body`.
+    pub fn sign(&self, at_ms: i64, body: &[u8]) -> String {
+        hex::encode(self.mac(at_ms, body))
+    }
+
+    /// Whether `signature` is this key's for the call, sent within
+    /// [`CLUSTER_CALL_SKEW_MS`] of `now_ms`.
+    pub fn verify(&self, at_ms: i64, body: &[u8], signature: &str, now_ms: i64) -> bool {
+        if now_ms.abs_diff(at_ms) > CLUSTER_CALL_SKEW_MS.unsigned_abs() {
+            return false;
+        }
+        let Ok(given) = hex::decode(signature) else {
+            return false;
+        };
+        bool::from(self.mac(at_ms, body).ct_eq(&given))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,6 +281,35 @@ mod tests {
         assert!(!key.verify("med_b", 100, sig));
         assert!(!key.verify("med_a", 101, sig));
         assert!(!key.verify("med_a", 100, "AAAA"));
+    }
+
+    #[test]
+    fn cluster_calls_verify_only_fresh_and_untampered() {
+        let key = ClusterKey(Arc::new([7u8; 32]));
+        let sig = key.sign(1_000_000, b"{}");
+        assert!(key.verify(1_000_000, b"{}", &sig, 1_000_000 + 59_000));
+        assert!(
+            !key.verify(1_000_000, b"{ }", &sig, 1_000_000),
+            "body changed"
+        );
+        assert!(
+            !key.verify(1_000_001, b"{}", &sig, 1_000_000),
+            "time changed"
+        );
+        assert!(
+            !key.verify(1_000_000, b"{}", &sig, 1_000_000 + 61_000),
+            "too old"
+        );
+        assert!(
+            !key.verify(1_000_000, b"{}", &sig, 1_000_000 - 61_000),
+            "from the future"
+        );
+        assert!(!key.verify(1_000_000, b"{}", "zz", 1_000_000));
+        let other = ClusterKey(Arc::new([8u8; 32]));
+        assert!(
+            !other.verify(1_000_000, b"{}", &sig, 1_000_000),
+            "another cluster"
+        );
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //! resumes it (it must stop its devices itself, and the devices keep working from their
 //! new node, their Signal state intact in PostgreSQL); and stops a node with SIGTERM (its
 //! devices must be back online elsewhere within 5 s). Every message accepted along the way
-//! must reach its recipient, under one WhatsApp id each.
+//! must reach its recipient, under one WhatsApp id each; every one's `sent`, `delivered`
+//! and `read` webhooks must arrive, although the recipient's receipts are sent while their
+//! devices are between nodes (after the kill) or on a paused node's connection; and the
+//! recipient's own messages to every device after all the moves must decrypt and reach the
+//! inbox. Number checks through every node for every device show that the calls needing a
+//! device's session are forwarded to the node driving it.
 //!
 //! Needs PostgreSQL (`WAGATE_TEST_DATABASE_URL`, else 127.0.0.1:5432): without one it
 //! skips with a notice, except under `CI=true`, where it fails.
@@ -22,8 +27,9 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use wagate_bench::server::{Api, Server, free_port};
+use wagate_bench::sink::Sink;
 use wagate_engine_web::wagate_wa_storage::testing::pg_database;
-use wagate_wa_sim::{Account, Simulator};
+use wagate_wa_sim::{Account, ReceiptKind, Simulator};
 
 const DEVICES: usize = 6;
 const METRICS_TOKEN: &str = "cluster-test-metrics-token";
@@ -63,6 +69,7 @@ where
 /// A linked device: its uid, the account it is linked to, its companion JID.
 struct Device {
     uid: String,
+    account: Account,
     jid: wagate_engine_web::whatsapp_rust::Jid,
 }
 
@@ -119,6 +126,62 @@ async fn send(api: &Api, uid: &str, to: &Account, text: &str) -> anyhow::Result<
         .context("no messageId")
 }
 
+/// The WhatsApp id of each of `ids`, once every one was sent (taken by WhatsApp).
+async fn sent_ids(api: &Api, ids: &[String]) -> anyhow::Result<HashMap<String, (String, String)>> {
+    let mut out = HashMap::new();
+    for id in ids {
+        let m = until("a message sent", Duration::from_secs(60), || async {
+            let v = api
+                .ok(
+                    reqwest::Method::GET,
+                    &format!("/v1/developer/messages/{id}"),
+                    None,
+                )
+                .await
+                .ok()?;
+            (v["status"] != "queued").then_some(v)
+        })
+        .await?;
+        let provider = m["providerMessageId"]
+            .as_str()
+            .context("providerMessageId")?;
+        let device = m["deviceUid"].as_str().context("deviceUid")?;
+        out.insert(id.clone(), (device.to_owned(), provider.to_owned()));
+    }
+    Ok(out)
+}
+
+/// The (message, status) pairs of `sent`, `delivered` and `read` for `accepted` that the
+/// webhook receiver has not had.
+fn missing_statuses(sink: &Sink, accepted: &[String]) -> Vec<(String, &'static str)> {
+    let seen = sink.lock();
+    accepted
+        .iter()
+        .flat_map(|id| ["sent", "delivered", "read"].map(|st| (id.clone(), st)))
+        .filter(|(id, st)| !seen.statuses.contains_key(&(id.clone(), (*st).to_owned())))
+        .collect()
+}
+
+/// The recipient's phone sends a receipt of `kind` for each message in `sent` to the
+/// device that sent it.
+fn receipts(
+    sim: &Simulator,
+    recipient: &Account,
+    devices: &[Device],
+    sent: &HashMap<String, (String, String)>,
+    kind: ReceiptKind,
+) -> anyhow::Result<()> {
+    for d in devices {
+        let ids: Vec<&str> = sent
+            .values()
+            .filter(|(device, _)| *device == d.uid)
+            .map(|(_, provider)| provider.as_str())
+            .collect();
+        sim.phone_send_receipt(recipient, &d.jid, &ids, kind)?;
+    }
+    Ok(())
+}
+
 async fn cluster() -> anyhow::Result<()> {
     let Some(db) = pg_database().await else {
         return Ok(());
@@ -168,6 +231,13 @@ async fn cluster() -> anyhow::Result<()> {
         }
     };
 
+    // Every node delivers webhooks to one receiver, which counts them by event.
+    let sink = Sink::default();
+    let hook = format!(
+        "http://{}/hook",
+        wagate_bench::sink::start(sink.clone()).await?
+    );
+
     // Node 1 alone: the devices are created and linked there.
     let n1 = start(0).await?;
     let recipient = sim.create_account("15557000001", "Recipient")?;
@@ -201,7 +271,10 @@ async fn cluster() -> anyhow::Result<()> {
         .await?;
         let jid = sim.scan_qr(&account, &qr)?;
         n1.api.wait_connected(&uid).await?;
-        devices.push(Device { uid, jid });
+        n1.api
+            .set_webhook(&uid, &hook, &["message.status", "message.received"])
+            .await?;
+        devices.push(Device { uid, account, jid });
     }
 
     // Two more nodes join: the devices spread, two per node, each online once.
@@ -230,6 +303,49 @@ async fn cluster() -> anyhow::Result<()> {
         }
     }
 
+    // Calls that need a device's session work from every node: the nodes that do not
+    // drive it forward them to the one that does. (A device that just moved is online at
+    // WhatsApp's server a few seconds before its client finished its start-up sync and
+    // reports itself connected.)
+    until(
+        "every device connected",
+        Duration::from_secs(60),
+        || async {
+            for d in &devices {
+                if device_view(&nodes[0].api, &d.uid).await["status"] != "connected" {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await?;
+    for n in &nodes {
+        for d in &devices {
+            let body = json!({"deviceUid": d.uid, "numbers": [format!("+{}", recipient.phone)]});
+            let checked = until("a number check", Duration::from_secs(15), || async {
+                let reply = n
+                    .api
+                    .ok(
+                        reqwest::Method::POST,
+                        "/v1/developer/messages/check-whatsapp",
+                        Some(&body),
+                    )
+                    .await;
+                reply.ok()
+            })
+            .await
+            .with_context(|| format!("number check for {} through {}", d.uid, n.id))?;
+            if checked["results"][0]["onWhatsApp"] != true {
+                bail!("number check through {}: {checked}", n.id);
+            }
+        }
+    }
+
+    // The recipient's phone acknowledges what reached it so far, while some of the
+    // senders are being moved: every receipt must reach the sender's node of the moment.
+    let first_sent = sent_ids(&nodes[0].api, &accepted).await?;
+
     // SIGKILL the node of device 0: its devices are online from another node within 30 s.
     let live: Vec<&Node> = nodes.iter().collect();
     let victim = node_of(&live, &devices[0].uid).await.context("node of 0")?;
@@ -243,6 +359,15 @@ async fn cluster() -> anyhow::Result<()> {
     assert!(!moved.is_empty(), "the killed node drove devices");
     let killed_at = Instant::now();
     nodes[vi].server.kill9()?;
+    // Delivered receipts while the killed node's devices have no node: WhatsApp keeps
+    // them for the devices' next connection.
+    receipts(
+        &sim,
+        &recipient,
+        &devices,
+        &first_sent,
+        ReceiptKind::Delivered,
+    )?;
     let survivors: Vec<&Node> = nodes
         .iter()
         .enumerate()
@@ -290,6 +415,10 @@ async fn cluster() -> anyhow::Result<()> {
     assert!(!paused_devices.is_empty(), "the paused node drove devices");
     let paused_at = Instant::now();
     signal(nodes[paused_i].server.pid(), "STOP");
+    // Read receipts written to the paused node's connection: it reads them only after its
+    // devices were taken over, and cannot record them; WhatsApp hands them again to the
+    // connection that replaced it.
+    receipts(&sim, &recipient, &devices, &first_sent, ReceiptKind::Read)?;
     until(
         "takeover from the paused node",
         Duration::from_secs(40),
@@ -393,6 +522,64 @@ async fn cluster() -> anyhow::Result<()> {
         accepted.len(),
         "one WhatsApp id per message"
     );
+
+    // Every message's sent, delivered and read reach the webhook receiver, once the phone
+    // has acknowledged the later ones too.
+    let later: Vec<String> = accepted
+        .iter()
+        .filter(|id| !first_sent.contains_key(*id))
+        .cloned()
+        .collect();
+    let later_sent = sent_ids(last, &later).await?;
+    receipts(
+        &sim,
+        &recipient,
+        &devices,
+        &later_sent,
+        ReceiptKind::Delivered,
+    )?;
+    receipts(&sim, &recipient, &devices, &later_sent, ReceiptKind::Read)?;
+    let all_arrived = until("every status webhook", Duration::from_secs(60), || async {
+        missing_statuses(&sink, &accepted).is_empty().then_some(())
+    })
+    .await;
+    if all_arrived.is_err() {
+        let absent = missing_statuses(&sink, &accepted);
+        bail!("{} status webhooks never arrived: {absent:?}", absent.len());
+    }
+
+    // Messages to every device after all the moves decrypt on its current node: the
+    // Signal sessions moved with the devices, through PostgreSQL.
+    let phone = sim.connect_phone(&recipient).await?;
+    phone.wait_connected(Duration::from_secs(30)).await?;
+    let mut texts = Vec::new();
+    for (i, d) in devices.iter().enumerate() {
+        let text = format!("to shop {i} after the moves");
+        phone
+            .client()
+            .send_text(d.account.pn_jid(), &text)
+            .await
+            .with_context(|| format!("the phone sends to shop {i}"))?;
+        texts.push((d, text));
+    }
+    for (d, text) in &texts {
+        until(
+            "the phone's message in the inbox",
+            Duration::from_secs(30),
+            || async {
+                let items = last
+                    .list_all(&format!("/v1/developer/inbound?deviceUid={}", d.uid))
+                    .await
+                    .ok()?;
+                items
+                    .iter()
+                    .any(|m| m["text"].as_str() == Some(text.as_str()))
+                    .then_some(())
+            },
+        )
+        .await?;
+    }
+    phone.shutdown().await;
     eprintln!(
         "{} messages accepted across the failovers, each on the recipient's phone",
         accepted.len()

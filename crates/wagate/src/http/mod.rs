@@ -5,6 +5,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod hardening;
+pub mod internal;
 pub mod json;
 pub mod media_link;
 pub mod megamsg;
@@ -35,6 +36,7 @@ pub fn router(services: Services) -> Router {
         .merge(msgera::router())
         .merge(megamsg::router())
         .merge(media_link::router())
+        .merge(internal::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().on_failure(error::log_failure()))

@@ -31,7 +31,9 @@ impl DeviceRuntime {
         let started = Instant::now();
         let now = time::now();
         let until = now + chrono_of(lease);
-        self.store.heartbeat_node(&self.owner, now, false).await?;
+        self.store
+            .heartbeat_node(&self.node_info(now, false))
+            .await?;
         let held = self
             .store
             .renew_device_leases(&self.owner, now, until)

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use wagate_core::device::{Device, DeviceStateChange, DeviceStatus, EngineKind};
 use wagate_core::engine::{DeviceContext, EngineSession};
-use wagate_core::lease::Fence;
+use wagate_core::lease::{Fence, NodeInfo};
 use wagate_core::store::Store;
 use wagate_core::{DeviceUid, MessageId, time};
 
@@ -478,6 +478,16 @@ impl DeviceRuntime {
         self.handoffs.forget(message);
     }
 
+    /// This node as the others see it at `now`.
+    pub(crate) fn node_info(&self, now: time::Timestamp, draining: bool) -> NodeInfo {
+        NodeInfo {
+            node_id: self.owner.clone(),
+            heartbeat_at: now,
+            draining,
+            address: self.cluster.advertise_url.clone(),
+        }
+    }
+
     pub(crate) fn report_handoff(&self, message: &MessageId, outcome: Handoff) {
         self.handoffs.resolve(message, outcome);
     }
@@ -489,7 +499,7 @@ impl DeviceRuntime {
         // Other nodes stop counting this one at once: its devices are theirs to take.
         if let Err(e) = self
             .store
-            .heartbeat_node(&self.owner, time::now(), true)
+            .heartbeat_node(&self.node_info(time::now(), true))
             .await
         {
             tracing::debug!(error = %e, "could not mark this node as leaving");

@@ -1,6 +1,7 @@
 //! Linking a device to a WhatsApp account: the current QR code, pair codes, starting a
 //! new linking round, and unlinking.
 
+use super::peer::{PeerReply, Reach, Route, SessionCall, SessionRouter, unexpected};
 use super::port::DeviceControl;
 use super::{ServiceError, ServiceResult};
 use std::sync::Arc;
@@ -47,11 +48,20 @@ fn engine_error(e: EngineError, field: &str) -> ServiceError {
 pub struct LinkingService {
     store: Arc<dyn Store>,
     control: Arc<dyn DeviceControl>,
+    router: SessionRouter,
 }
 
 impl LinkingService {
-    pub fn new(store: Arc<dyn Store>, control: Arc<dyn DeviceControl>) -> Self {
-        Self { store, control }
+    pub fn new(
+        store: Arc<dyn Store>,
+        control: Arc<dyn DeviceControl>,
+        router: SessionRouter,
+    ) -> Self {
+        Self {
+            store,
+            control,
+            router,
+        }
     }
 
     async fn get_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<Device> {
@@ -65,6 +75,16 @@ impl LinkingService {
         account: &AccountId,
         uid: &DeviceUid,
     ) -> ServiceResult<CurrentQr> {
+        self.current_qr_at(account, uid, Reach::Anywhere).await
+    }
+
+    /// [`Self::current_qr`], forwarded to the node driving the device if `reach` allows.
+    pub async fn current_qr_at(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        reach: Reach,
+    ) -> ServiceResult<CurrentQr> {
         let device = self.get_device(account, uid).await?;
         if device.status == DeviceStatus::Connected {
             return Err(ServiceError::Conflict(format!(
@@ -72,6 +92,30 @@ impl LinkingService {
             )));
         }
         let qr = self.control.current_qr(uid);
+        if qr.is_none()
+            && self.control.session(uid).is_none()
+            && let Some(node) = self.router.other_owner(uid).await?
+        {
+            // The QR code is shown by the session, on the node that drives the device.
+            let Route::Forward { node, address } = self.router.forward_to(uid, node, reach).await?
+            else {
+                return Err(ServiceError::Internal("no session here".into()));
+            };
+            return match self
+                .router
+                .forward((&node, &address), account, uid, SessionCall::Qr)
+                .await?
+            {
+                PeerReply::Qr {
+                    code,
+                    expires_at_ms,
+                } => Ok(CurrentQr {
+                    code,
+                    expires_at_ms,
+                }),
+                other => Err(unexpected(&other)),
+            };
+        }
         match qr {
             Some((code, expires_at_ms)) => Ok(CurrentQr {
                 code,
@@ -95,30 +139,90 @@ impl LinkingService {
         uid: &DeviceUid,
         phone: &Phone,
     ) -> ServiceResult<PairCode> {
+        self.request_pair_code_at(account, uid, phone, Reach::Anywhere)
+            .await
+    }
+
+    /// [`Self::request_pair_code`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn request_pair_code_at(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        phone: &Phone,
+        reach: Reach,
+    ) -> ServiceResult<PairCode> {
         let device = self.get_device(account, uid).await?;
         if device.status == DeviceStatus::Connected {
             return Err(ServiceError::Conflict(format!(
                 "device {uid} is already linked"
             )));
         }
-        let session = super::session_here(
-            self.store.as_ref(),
-            self.control.as_ref(),
-            uid,
-            "is not running; POST …/connect first",
-        )
-        .await?;
-        session
-            .request_pair_code(phone)
-            .await
-            .map_err(|e| engine_error(e, "phone"))
+        let route = self
+            .router
+            .route(uid, reach, "is not running; POST …/connect first")
+            .await?;
+        match route {
+            Route::Here(session) => session
+                .request_pair_code(phone)
+                .await
+                .map_err(|e| engine_error(e, "phone")),
+            Route::Forward { node, address } => {
+                let call = SessionCall::PairCode {
+                    phone: phone.to_string(),
+                };
+                match self
+                    .router
+                    .forward((&node, &address), account, uid, call)
+                    .await?
+                {
+                    PeerReply::PairCode {
+                        code,
+                        expires_in_ms,
+                    } => Ok(PairCode {
+                        code,
+                        expires_in: std::time::Duration::from_millis(expires_in_ms),
+                    }),
+                    other => Err(unexpected(&other)),
+                }
+            }
+        }
     }
 
     /// Starts the device again after it stopped trying (QR codes ran out, logged out,
     /// failed): a new linking round or a reconnection.
     pub async fn connect_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
+        self.connect_device_at(account, uid, Reach::Anywhere).await
+    }
+
+    /// [`Self::connect_device`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn connect_device_at(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        reach: Reach,
+    ) -> ServiceResult<()> {
         let device = self.get_device(account, uid).await?;
-        match self.control.session(uid) {
+        let session = self.control.session(uid);
+        if session.is_none()
+            && let Some(node) = self.router.other_owner(uid).await?
+        {
+            // Started here, it could not take the lease: the driving node restarts it.
+            let Route::Forward { node, address } = self.router.forward_to(uid, node, reach).await?
+            else {
+                return Err(ServiceError::Internal("no session here".into()));
+            };
+            return match self
+                .router
+                .forward((&node, &address), account, uid, SessionCall::Connect)
+                .await?
+            {
+                PeerReply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            };
+        }
+        match session {
             Some(session) if !device.status.is_terminal() => session
                 .connect()
                 .await
@@ -134,17 +238,31 @@ impl LinkingService {
 
     /// Unlinks the device from its WhatsApp account (it stays, ready to link again).
     pub async fn logout_device(&self, account: &AccountId, uid: &DeviceUid) -> ServiceResult<()> {
+        self.logout_device_at(account, uid, Reach::Anywhere).await
+    }
+
+    /// [`Self::logout_device`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn logout_device_at(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        reach: Reach,
+    ) -> ServiceResult<()> {
         self.get_device(account, uid).await?;
-        let session = super::session_here(
-            self.store.as_ref(),
-            self.control.as_ref(),
-            uid,
-            "is not running",
-        )
-        .await?;
-        session
-            .logout()
-            .await
-            .map_err(|e| engine_error(e, "deviceUid"))
+        match self.router.route(uid, reach, "is not running").await? {
+            Route::Here(session) => session
+                .logout()
+                .await
+                .map_err(|e| engine_error(e, "deviceUid")),
+            Route::Forward { node, address } => match self
+                .router
+                .forward((&node, &address), account, uid, SessionCall::Logout)
+                .await?
+            {
+                PeerReply::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            },
+        }
     }
 }

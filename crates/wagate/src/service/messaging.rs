@@ -3,6 +3,7 @@
 //! spelled and replies shaped.
 
 use super::media::NotOfKind;
+use super::peer::{PeerReply, Reach, Route, SessionCall, SessionRouter, unexpected};
 use super::port::Handoff;
 use super::port::{DeviceControl, Outbox};
 use super::{MediaService, ServiceError, ServiceResult};
@@ -152,6 +153,7 @@ pub struct MessagingService {
     control: Arc<dyn DeviceControl>,
     outbox: Arc<dyn Outbox>,
     media: MediaService,
+    router: SessionRouter,
     /// How long a synchronous send waits for WhatsApp (`sending.sync_wait_ms`).
     sync_wait: Duration,
 }
@@ -162,6 +164,7 @@ impl MessagingService {
         control: Arc<dyn DeviceControl>,
         outbox: Arc<dyn Outbox>,
         media: MediaService,
+        router: SessionRouter,
         sync_wait_ms: u64,
     ) -> Self {
         Self {
@@ -169,6 +172,7 @@ impl MessagingService {
             control,
             outbox,
             media,
+            router,
             sync_wait: Duration::from_millis(sync_wait_ms),
         }
     }
@@ -507,14 +511,38 @@ impl MessagingService {
         device: &DeviceUid,
         numbers: &[Phone],
     ) -> ServiceResult<Vec<NumberCheck>> {
+        self.check_numbers_at(account, device, numbers, Reach::Anywhere)
+            .await
+    }
+
+    /// [`Self::check_numbers`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn check_numbers_at(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        numbers: &[Phone],
+        reach: Reach,
+    ) -> ServiceResult<Vec<NumberCheck>> {
         super::device_of(self.store.as_ref(), account, device).await?;
-        let session = super::session_here(
-            self.store.as_ref(),
-            self.control.as_ref(),
-            device,
-            "is not running",
-        )
-        .await?;
+        let session = match self.router.route(device, reach, "is not running").await? {
+            Route::Here(session) => session,
+            Route::Forward { node, address } => {
+                let call = SessionCall::CheckNumbers {
+                    numbers: numbers.iter().map(ToString::to_string).collect(),
+                };
+                return match self
+                    .router
+                    .forward((&node, &address), account, device, call)
+                    .await?
+                {
+                    PeerReply::Numbers { results } => {
+                        results.into_iter().map(NumberCheck::try_from).collect()
+                    }
+                    other => Err(unexpected(&other)),
+                };
+            }
+        };
         if self.control.connection(device) != Some(true) {
             return Err(ServiceError::Engine(format!(
                 "device {device} is not connected to WhatsApp"

@@ -14,6 +14,7 @@ pub mod linking;
 pub mod media;
 pub mod messaging;
 pub mod ops;
+pub mod peer;
 pub mod port;
 pub mod remote_media;
 pub mod sandbox;
@@ -40,6 +41,7 @@ pub use linking::LinkingService;
 pub use media::MediaService;
 pub use messaging::MessagingService;
 pub use ops::OpsService;
+pub use peer::PeerService;
 pub use sandbox::SandboxService;
 pub use sessions::SessionService;
 pub use webhooks::WebhookService;
@@ -57,6 +59,7 @@ pub struct Services {
     pub events: EventService,
     pub sandbox: SandboxService,
     pub ops: OpsService,
+    pub peer: PeerService,
 }
 
 impl Services {
@@ -71,12 +74,32 @@ impl Services {
         keys: ServerKeys,
     ) -> Self {
         let control: Arc<dyn port::DeviceControl> = Arc::new(Arc::clone(&runtime));
+        let peers: Option<Arc<dyn peer::Peers>> = match peer::HttpPeers::new(
+            keys.cluster.clone(),
+            control.node_id(),
+        ) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no HTTP client for calls to other nodes; they are not forwarded");
+                None
+            }
+        };
+        let router = peer::SessionRouter::new(Arc::clone(&store), Arc::clone(&control), peers);
         let accounts = AccountService::new(Arc::clone(&store));
         let media = MediaService::new(
             Arc::clone(&config),
             Arc::clone(&store),
             blobs,
             keys.media_link.clone(),
+        );
+        let linking = LinkingService::new(Arc::clone(&store), Arc::clone(&control), router.clone());
+        let messaging = MessagingService::new(
+            Arc::clone(&store),
+            Arc::clone(&control),
+            runtime.clone(),
+            media.clone(),
+            router,
+            config.sending.sync_wait_ms,
         );
         Self {
             sessions: SessionService::new(
@@ -85,15 +108,10 @@ impl Services {
                 keys.dashboard,
                 &config.public_url(),
             ),
-            linking: LinkingService::new(Arc::clone(&store), Arc::clone(&control)),
+            peer: PeerService::new(keys.cluster, linking.clone(), messaging.clone()),
+            linking,
             devices: DeviceService::new(Arc::clone(&store), Arc::clone(&control), runtime.clone()),
-            messaging: MessagingService::new(
-                Arc::clone(&store),
-                Arc::clone(&control),
-                runtime.clone(),
-                media.clone(),
-                config.sending.sync_wait_ms,
-            ),
+            messaging,
             webhooks: WebhookService::new(Arc::clone(&config), Arc::clone(&store)),
             events: EventService::new(Arc::clone(&store)),
             sandbox: SandboxService::new(Arc::clone(&store), media.clone(), sandbox),
@@ -114,28 +132,6 @@ pub(crate) async fn device_of(
     match store.get_device(account, uid).await {
         Err(StoreError::NotFound) => Err(ServiceError::NotFound("device")),
         other => Ok(other?),
-    }
-}
-
-/// The device's session on this node, or why there is none: in a cluster the device may
-/// run on another node (named in the error: the request must reach that node), else
-/// `not_running` says what to do.
-pub(crate) async fn session_here(
-    store: &dyn Store,
-    control: &dyn port::DeviceControl,
-    uid: &DeviceUid,
-    not_running: &str,
-) -> ServiceResult<std::sync::Arc<dyn wagate_core::engine::EngineSession>> {
-    if let Some(session) = control.session(uid) {
-        return Ok(session);
-    }
-    let now = wagate_core::time::now();
-    match store.get_device_lease(uid).await? {
-        Some(lease) if lease.is_held(now) => Err(ServiceError::Engine(format!(
-            "device {uid} runs on node {}; send this request to that node",
-            lease.owner.unwrap_or_default()
-        ))),
-        _ => Err(ServiceError::Engine(format!("device {uid} {not_running}"))),
     }
 }
 

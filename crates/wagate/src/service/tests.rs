@@ -4,6 +4,9 @@
 
 use super::devices::NewDeviceRequest;
 use super::messaging::{SendKind, SendRequest, SyncSend};
+use super::peer::{
+    PeerReply, PeerRequest, Peers, Reach, SessionCall, SessionRouter, WireCheck, WireError,
+};
 use super::port::{DeviceControl, Outbox};
 use super::port::{DeviceCounters, DeviceSample, Handoff};
 use super::{AccountService, DeviceService, MediaService, MessagingService, ServiceError};
@@ -83,9 +86,29 @@ impl Outbox for FakeRuntime {
     }
 }
 
+/// Stands in for the other nodes: records the calls forwarded to them and answers each
+/// with the next of `replies` (an `Err` is a node that cannot be reached).
+#[derive(Default)]
+struct FakePeers {
+    calls: Mutex<Vec<(String, PeerRequest)>>,
+    replies: Mutex<Vec<Result<PeerReply, String>>>,
+}
+
+#[async_trait]
+impl Peers for FakePeers {
+    async fn forward(&self, address: &str, request: &PeerRequest) -> Result<PeerReply, String> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((address.to_owned(), request.clone()));
+        self.replies.lock().unwrap().remove(0)
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<dyn Store>,
+    peers: Arc<FakePeers>,
     fake: Arc<FakeRuntime>,
     account: AccountId,
     devices: DeviceService,
@@ -100,6 +123,8 @@ async fn fixture(fake: FakeRuntime) -> Fixture {
     });
     let store: Arc<dyn Store> = crate::app::open_store(&config).await.unwrap();
     let fake = Arc::new(fake);
+    let peers = Arc::new(FakePeers::default());
+    let router = SessionRouter::new(Arc::clone(&store), fake.clone(), Some(peers.clone()));
     let media = MediaService::new(
         Arc::clone(&config),
         Arc::clone(&store),
@@ -112,8 +137,16 @@ async fn fixture(fake: FakeRuntime) -> Fixture {
         .unwrap();
     Fixture {
         devices: DeviceService::new(Arc::clone(&store), fake.clone(), fake.clone()),
-        messaging: MessagingService::new(Arc::clone(&store), fake.clone(), fake.clone(), media, 0),
+        messaging: MessagingService::new(
+            Arc::clone(&store),
+            fake.clone(),
+            fake.clone(),
+            media,
+            router,
+            0,
+        ),
         _dir: dir,
+        peers,
         store,
         fake,
         account: account.id,
@@ -252,4 +285,138 @@ async fn a_synchronous_send_hears_a_handoff_that_follows_the_commit_at_once() {
         f.fake.waiting.lock().unwrap().is_empty(),
         "the waiter is forgotten"
     );
+}
+
+/// A call that needs the device's session, made on a node that does not drive the device,
+/// goes to the node holding its lease, at the address it advertised, once: a call that was
+/// already forwarded is not sent on again, and a node without an address is named.
+#[tokio::test]
+async fn a_session_call_for_a_device_driven_elsewhere_goes_to_its_node() {
+    let f = fixture(FakeRuntime {
+        engines: vec![EngineKind::Sandbox],
+        ..FakeRuntime::default()
+    })
+    .await;
+    let (view, _) = f
+        .devices
+        .create_device(&f.account, sandbox_device())
+        .await
+        .unwrap();
+    let uid = view.device.uid;
+    let now = wagate_core::time::now();
+    let later = now + chrono::Duration::seconds(60);
+    f.store
+        .acquire_device_lease(&uid, "node-b", now, later)
+        .await
+        .unwrap()
+        .unwrap();
+    f.store
+        .heartbeat_node(&wagate_core::lease::NodeInfo {
+            node_id: "node-b".into(),
+            heartbeat_at: now,
+            draining: false,
+            address: Some("http://10.0.0.2:8080".into()),
+        })
+        .await
+        .unwrap();
+    let phone = Phone::parse("+201001234567").unwrap();
+    f.peers.replies.lock().unwrap().extend([
+        Ok(PeerReply::Numbers {
+            results: vec![WireCheck {
+                phone: "+201001234567".into(),
+                on_whatsapp: true,
+                jid: Some("201001234567@s.whatsapp.net".into()),
+                lid: None,
+            }],
+        }),
+        Ok(PeerReply::Failed(WireError {
+            kind: "engine".into(),
+            message: format!("device {uid} is not connected to WhatsApp"),
+            field: None,
+            retry_after_secs: None,
+        })),
+        Err("connection refused".into()),
+    ]);
+
+    let checks = f
+        .messaging
+        .check_numbers(&f.account, &uid, std::slice::from_ref(&phone))
+        .await
+        .unwrap();
+    assert!(checks[0].on_whatsapp);
+    assert_eq!(checks[0].phone, phone);
+    {
+        let calls = f.peers.calls.lock().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0, "http://10.0.0.2:8080");
+        assert_eq!(calls[0].1.device, uid.as_str());
+        assert_eq!(calls[0].1.account, f.account.as_str());
+        assert_eq!(
+            calls[0].1.call,
+            SessionCall::CheckNumbers {
+                numbers: vec!["+201001234567".into()]
+            }
+        );
+    }
+    // The driving node's refusal is this node's answer.
+    let refused = f
+        .messaging
+        .check_numbers(&f.account, &uid, std::slice::from_ref(&phone))
+        .await;
+    assert!(
+        matches!(&refused, Err(ServiceError::Engine(m)) if m.contains("not connected")),
+        "{refused:?}"
+    );
+    let unreachable = f
+        .messaging
+        .check_numbers(&f.account, &uid, std::slice::from_ref(&phone))
+        .await;
+    assert!(
+        matches!(&unreachable, Err(ServiceError::Engine(m)) if m.contains("node-b") && m.contains("could not be reached")),
+        "{unreachable:?}"
+    );
+    // Already forwarded once: answered here, naming the node, and not sent on.
+    let here_only = f
+        .messaging
+        .check_numbers_at(
+            &f.account,
+            &uid,
+            std::slice::from_ref(&phone),
+            Reach::HereOnly,
+        )
+        .await;
+    assert!(
+        matches!(&here_only, Err(ServiceError::Engine(m)) if m.contains("runs on node node-b")),
+        "{here_only:?}"
+    );
+    assert_eq!(f.peers.calls.lock().unwrap().len(), 3);
+    // Another account's caller learns nothing of the device, and nothing is forwarded.
+    let (other, _) = AccountService::new(Arc::clone(&f.store))
+        .create_account("other")
+        .await
+        .unwrap();
+    let foreign = f
+        .messaging
+        .check_numbers(&other.id, &uid, std::slice::from_ref(&phone))
+        .await;
+    assert!(
+        matches!(foreign, Err(ServiceError::NotFound("device"))),
+        "{foreign:?}"
+    );
+    // A node that did not say where it can be reached is named instead.
+    f.store
+        .heartbeat_node(&wagate_core::lease::NodeInfo {
+            node_id: "node-b".into(),
+            heartbeat_at: now,
+            draining: false,
+            address: None,
+        })
+        .await
+        .unwrap();
+    let unnamed = f.messaging.check_numbers(&f.account, &uid, &[phone]).await;
+    assert!(
+        matches!(&unnamed, Err(ServiceError::Engine(m)) if m.contains("send this request to that node")),
+        "{unnamed:?}"
+    );
+    assert_eq!(f.peers.calls.lock().unwrap().len(), 3);
 }
