@@ -167,7 +167,7 @@ async fn reopening_the_file_finds_everything() {
         .advance_message_status(
             &fence,
             &MessageRef::Id(m.id.clone()),
-            MessageStatus::Read,
+            MessageStatus::Delivered,
             at(5),
             None,
         )
@@ -180,7 +180,7 @@ async fn reopening_the_file_finds_everything() {
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
         store.get_message(&account, &m.id).await.unwrap().status,
-        MessageStatus::Read
+        MessageStatus::Delivered
     );
 }
 
