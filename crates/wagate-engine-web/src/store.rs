@@ -83,6 +83,25 @@ impl DeviceStore {
         }
     }
 
+    /// `Err` when this node may no longer connect the device to WhatsApp: on PostgreSQL,
+    /// another node recorded a newer epoch (it took the device over while this one was
+    /// paused), and logging in now would replace the new holder's connection. A file is
+    /// one node's alone.
+    pub(crate) async fn may_connect(&self) -> Result<(), String> {
+        match self {
+            Self::File(_) => Ok(()),
+            Self::Postgres { pool, key, epoch } => {
+                match Fence::is_current(pool, key, *epoch).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(format!(
+                        "another node took the device over (epoch {epoch} is no longer current); not connecting"
+                    )),
+                    Err(e) => Err(format!("cannot check the device's epoch: {e}")),
+                }
+            }
+        }
+    }
+
     /// Deletes the device's keys (logged out, or deleted): a new round links afresh.
     pub(crate) async fn remove(&self) -> Result<(), String> {
         match self {
@@ -93,5 +112,12 @@ impl DeviceStore {
                 .await
                 .map_err(|e| e.to_string()),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::transport::DialGate for DeviceStore {
+    async fn may_dial(&self) -> Result<(), String> {
+        self.may_connect().await
     }
 }

@@ -37,9 +37,19 @@ impl Drop for DialGuard<'_> {
     }
 }
 
+/// Asked before every dial, the protocol client's own reconnects included.
+#[async_trait]
+pub(crate) trait DialGate: Send + Sync {
+    /// `Err(why)` refuses the dial (it is reported as a failed dial).
+    async fn may_dial(&self) -> Result<(), String>;
+}
+
 pub(crate) struct ObservedTransport {
     pub(crate) inner: Arc<dyn TransportFactory>,
     pub(crate) observer: Arc<dyn DialObserver>,
+    /// A node that lost the device must not connect it: its login would replace the
+    /// connection of the node that took the device over.
+    pub(crate) gate: Arc<dyn DialGate>,
 }
 
 #[async_trait]
@@ -47,6 +57,11 @@ impl TransportFactory for ObservedTransport {
     async fn create_transport(
         &self,
     ) -> Result<(Arc<dyn Transport>, async_channel::Receiver<TransportEvent>), anyhow::Error> {
+        if let Err(why) = self.gate.may_dial().await {
+            let e = anyhow::anyhow!(why);
+            self.observer.dial_failed(&e);
+            return Err(e);
+        }
         self.observer.dialing();
         let mut guard = DialGuard {
             observer: self.observer.as_ref(),
@@ -179,12 +194,38 @@ mod tests {
         }
     }
 
+    struct Gate(Result<(), String>);
+
+    #[async_trait]
+    impl DialGate for Gate {
+        async fn may_dial(&self) -> Result<(), String> {
+            self.0.clone()
+        }
+    }
+
+    /// A node that lost the device does not even dial: the refusal is reported as a
+    /// failed dial, and the server is never reached.
+    #[tokio::test]
+    async fn a_closed_gate_refuses_the_dial() {
+        let log = Arc::new(Log::default());
+        let refused = ObservedTransport {
+            inner: Arc::new(HangsUp),
+            observer: log.clone(),
+            gate: Arc::new(Gate(Err("taken over".into()))),
+        }
+        .create_transport()
+        .await;
+        assert!(refused.is_err());
+        assert_eq!(*log.0.lock().unwrap(), ["failed: taken over"]);
+    }
+
     #[tokio::test]
     async fn reports_dials_failures_timeouts_and_hangups() {
         let log = Arc::new(Log::default());
         let observed = |inner: Arc<dyn TransportFactory>| ObservedTransport {
             inner,
             observer: log.clone(),
+            gate: Arc::new(Gate(Ok(()))),
         };
 
         let (_t, rx) = observed(Arc::new(HangsUp))

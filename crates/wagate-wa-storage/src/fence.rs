@@ -37,6 +37,22 @@ impl Fence {
         Ok(Fence { epoch })
     }
 
+    /// Whether `epoch` is still the device's current one: a node checks this before it
+    /// connects the device to WhatsApp, so that a node overtaken while it was paused does
+    /// not log in again and knock the new holder's connection off.
+    pub async fn is_current(
+        pool: &PgPool,
+        device_key: &str,
+        epoch: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT epoch FROM wa_device_owner WHERE device_key = $1")
+                .bind(device_key)
+                .fetch_optional(pool)
+                .await?;
+        Ok(current == Some(epoch))
+    }
+
     /// Records `epoch`, an epoch handed out elsewhere (wagate's device lease, which owns
     /// the numbering), as the device's current one, unless a newer one is recorded: the
     /// node that took the device's lease calls this before it loads any protocol state,

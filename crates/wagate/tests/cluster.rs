@@ -142,6 +142,9 @@ async fn sent_ids(api: &Api, ids: &[String]) -> anyhow::Result<HashMap<String, (
             (v["status"] != "queued").then_some(v)
         })
         .await?;
+        if m["status"] == "failed" {
+            bail!("message {id} failed: {m}");
+        }
         let provider = m["providerMessageId"]
             .as_str()
             .context("providerMessageId")?;
@@ -480,30 +483,8 @@ async fn cluster() -> anyhow::Result<()> {
 
     // Every accepted message reaches the recipient's phone, each under its own id.
     let last = &nodes[paused_i].api;
-    let mut provider_ids = HashSet::new();
-    for id in &accepted {
-        let m = until("every message sent", Duration::from_secs(60), || async {
-            let v = last
-                .ok(
-                    reqwest::Method::GET,
-                    &format!("/v1/developer/messages/{id}"),
-                    None,
-                )
-                .await
-                .ok()?;
-            (v["status"] != "queued").then_some(v)
-        })
-        .await?;
-        if m["status"] == "failed" {
-            bail!("message {id} failed: {m}");
-        }
-        provider_ids.insert(
-            m["providerMessageId"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-        );
-    }
+    let all_sent = sent_ids(last, &accepted).await?;
+    let provider_ids: HashSet<String> = all_sent.values().map(|(_, p)| p.clone()).collect();
     let inbox: HashSet<String> = sim
         .phone_inbox(&recipient)
         .iter()
@@ -525,12 +506,11 @@ async fn cluster() -> anyhow::Result<()> {
 
     // Every message's sent, delivered and read reach the webhook receiver, once the phone
     // has acknowledged the later ones too.
-    let later: Vec<String> = accepted
-        .iter()
-        .filter(|id| !first_sent.contains_key(*id))
-        .cloned()
+    let later_sent: HashMap<String, (String, String)> = all_sent
+        .clone()
+        .into_iter()
+        .filter(|(id, _)| !first_sent.contains_key(id))
         .collect();
-    let later_sent = sent_ids(last, &later).await?;
     receipts(
         &sim,
         &recipient,
@@ -545,7 +525,39 @@ async fn cluster() -> anyhow::Result<()> {
     .await;
     if all_arrived.is_err() {
         let absent = missing_statuses(&sink, &accepted);
-        bail!("{} status webhooks never arrived: {absent:?}", absent.len());
+        // What WhatsApp's server did with the receipts of each: handed to the device's
+        // connections (how often), or still queued for it.
+        let mut why = Vec::new();
+        for (id, status) in &absent {
+            let Some((uid, provider)) = all_sent.get(id) else {
+                continue;
+            };
+            let Some(d) = devices.iter().find(|d| d.uid == *uid) else {
+                continue;
+            };
+            let handed = sim
+                .delivered(&d.jid)
+                .iter()
+                .filter(|n| n.tag == "receipt")
+                .filter(|n| {
+                    n.attrs.get("id").map(|v| v.as_str().to_string()).as_deref()
+                        == Some(provider.as_str())
+                        || format!("{n:?}").contains(provider.as_str())
+                })
+                .count();
+            let view = device_view(last, uid).await;
+            why.push(format!(
+                "{id} {status}: device {uid} on {} ({}), its receipts handed {handed} times, {} stanzas queued",
+                view["node"],
+                view["status"],
+                sim.queued(&d.jid)
+            ));
+        }
+        bail!(
+            "{} status webhooks never arrived:\n{}",
+            absent.len(),
+            why.join("\n")
+        );
     }
 
     // Messages to every device after all the moves decrypt on its current node: the

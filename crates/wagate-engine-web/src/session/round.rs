@@ -142,6 +142,7 @@ async fn build_bot(inner: &Arc<Inner>, round: u64) -> Result<Bot, String> {
     let transport = ObservedTransport {
         inner: inner.shared.transport.clone(),
         observer: observer.clone(),
+        gate: Arc::new(inner.store.clone()),
     };
     let mut builder = Bot::builder()
         .with_backend_arc(store)

@@ -92,20 +92,14 @@ impl LinkingService {
             )));
         }
         let qr = self.control.current_qr(uid);
+        // The QR code is shown by the session, on the node that drives the device.
         if qr.is_none()
-            && self.control.session(uid).is_none()
-            && let Some(node) = self.router.other_owner(uid).await?
-        {
-            // The QR code is shown by the session, on the node that drives the device.
-            let Route::Forward { node, address } = self.router.forward_to(uid, node, reach).await?
-            else {
-                return Err(ServiceError::Internal("no session here".into()));
-            };
-            return match self
+            && let Some(reply) = self
                 .router
-                .forward((&node, &address), account, uid, SessionCall::Qr)
+                .answer_elsewhere(account, uid, reach, SessionCall::Qr)
                 .await?
-            {
+        {
+            return match reply {
                 PeerReply::Qr {
                     code,
                     expires_at_ms,
@@ -204,24 +198,18 @@ impl LinkingService {
         reach: Reach,
     ) -> ServiceResult<()> {
         let device = self.get_device(account, uid).await?;
-        let session = self.control.session(uid);
-        if session.is_none()
-            && let Some(node) = self.router.other_owner(uid).await?
+        // Started here, it could not take the lease: the driving node restarts it.
+        if let Some(reply) = self
+            .router
+            .answer_elsewhere(account, uid, reach, SessionCall::Connect)
+            .await?
         {
-            // Started here, it could not take the lease: the driving node restarts it.
-            let Route::Forward { node, address } = self.router.forward_to(uid, node, reach).await?
-            else {
-                return Err(ServiceError::Internal("no session here".into()));
-            };
-            return match self
-                .router
-                .forward((&node, &address), account, uid, SessionCall::Connect)
-                .await?
-            {
+            return match reply {
                 PeerReply::Done => Ok(()),
                 other => Err(unexpected(&other)),
             };
         }
+        let session = self.control.session(uid);
         match session {
             Some(session) if !device.status.is_terminal() => session
                 .connect()

@@ -265,6 +265,29 @@ impl SessionRouter {
         }
     }
 
+    /// The reply of the node driving the device, when that is another node and no session
+    /// runs here: `None` when the call is this node's to answer.
+    pub(crate) async fn answer_elsewhere(
+        &self,
+        account: &AccountId,
+        uid: &DeviceUid,
+        reach: Reach,
+        call: SessionCall,
+    ) -> ServiceResult<Option<PeerReply>> {
+        if self.control.session(uid).is_some() {
+            return Ok(None);
+        }
+        let Some(node) = self.other_owner(uid).await? else {
+            return Ok(None);
+        };
+        let Route::Forward { node, address } = self.forward_to(uid, node, reach).await? else {
+            return Ok(None);
+        };
+        self.forward((&node, &address), account, uid, call)
+            .await
+            .map(Some)
+    }
+
     /// Sends the call to the node driving the device and returns its reply; its
     /// failures come back as errors, as if this node had answered them.
     pub(crate) async fn forward(
