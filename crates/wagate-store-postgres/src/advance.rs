@@ -4,7 +4,7 @@
 //! The messages named are loaded and locked in one statement (`FOR NO KEY UPDATE`, in id
 //! order so that two transactions locking several never wait on each other in a
 //! circle): steps of one message take turns, and each sees the one before it. The core
-//! decides each step in order ([`Message::step`]; a message stepped twice in one call
+//! decides each step in order ([`Message::steps`]; a message stepped twice in one call
 //! sees its first step), then one statement writes every moved message's final state,
 //! ends their send jobs and records the history, and the events are appended last
 //! ([`crate::event`]).

@@ -2,7 +2,7 @@
 //!
 //! Every method is one transaction on a connection of the pool (or one statement where
 //! that is the whole unit of work). The decisions inside are the core's, as on SQLite
-//! ([`wagate_core::accept::decide`], [`wagate_core::message::Message::step`],
+//! ([`wagate_core::accept::decide`], [`wagate_core::message::Message::steps`],
 //! [`wagate_core::device::DeviceStateChange::apply_to`], the `NewEvent` builders,
 //! [`wagate_core::webhook::WebhookConfig::targets`]): the store locks and loads the facts,
 //! asks the core, and persists. What SQLite gets from its single writer is made explicit

@@ -5,8 +5,9 @@
 //! Run one by one, each costs a savepoint move, a load and a script: three round trips to
 //! sqlx's connection thread, which cost far more than the statements. Steps queued
 //! together therefore run as a chunk ([`crate::writer`]): one query loads every message
-//! they name, the core decides each step in order ([`Message::step`]; a message stepped
-//! twice in a chunk sees its first step), and one script writes them all with set-based
+//! they name (and the leases their fences are checked against), the core decides each
+//! step in order ([`Message::steps`]; a message stepped twice in a chunk sees its first
+//! step), and one script writes them all with set-based
 //! statements over JSON arrays, inside a savepoint so that a failure undoes the chunk
 //! alone. Failures the queue and device deletion record go through the same code, as
 //! chunks of their own.
@@ -14,7 +15,7 @@
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, message_columns, message_from_row};
 use serde_json::{Value, json};
-use sqlx::SqliteConnection;
+use sqlx::{Row, SqliteConnection};
 use std::collections::{HashMap, HashSet};
 use wagate_core::DeviceUid;
 use wagate_core::lease::Fence;
@@ -57,8 +58,11 @@ pub(crate) async fn advance_chunk(
     conn: &mut SqliteConnection,
     requests: &[&AdvanceRequest],
 ) -> StoreResult<Vec<StoreResult<Option<Message>>>> {
-    let Loaded { ids, mut states } = load(conn, requests).await?;
-    let held = held_fences(conn, requests).await?;
+    let Loaded {
+        ids,
+        mut states,
+        held,
+    } = load(conn, requests).await?;
     let mut results = Vec::with_capacity(requests.len());
     // Final state per moved message, in first-moved order, and where each message's is.
     let mut finals: Vec<Value> = Vec::new();
@@ -142,39 +146,6 @@ pub(crate) async fn advance_chunk(
     Ok(results)
 }
 
-/// The requests' fences that the leases still hold, read in one query.
-async fn held_fences(
-    conn: &mut SqliteConnection,
-    requests: &[&AdvanceRequest],
-) -> StoreResult<HashSet<Fence>> {
-    let devices: Vec<Value> = requests
-        .iter()
-        .filter_map(|r| r.fence.as_ref())
-        .map(|f| json!(f.device_uid.as_str()))
-        .collect();
-    if devices.is_empty() {
-        return Ok(HashSet::new());
-    }
-    let rows = sqlx::query(
-        "SELECT l.device_uid, l.owner, l.epoch FROM device_leases l \
-         WHERE l.owner IS NOT NULL AND l.device_uid IN (SELECT value FROM json_each(?))",
-    )
-    .bind(Value::Array(devices).to_string())
-    .fetch_all(&mut *conn)
-    .await
-    .map_err(map_sqlx)?;
-    let mut held = HashSet::with_capacity(rows.len());
-    for row in &rows {
-        let device: String = get(row, "device_uid")?;
-        held.insert(Fence {
-            device_uid: DeviceUid::parse(&device).map_err(|_| corrupt("device uid", &device))?,
-            owner: get(row, "owner")?,
-            epoch: get(row, "epoch")?,
-        });
-    }
-    Ok(held)
-}
-
 /// What identifies a request's message among the loaded ones.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Key {
@@ -192,17 +163,25 @@ fn key_of(target: &MessageRef) -> Key {
     }
 }
 
-/// The messages a chunk names, loaded in one query: their states by id, and which id
-/// each request's key names (a message may be named both by id and by provider id; both
-/// keys lead to the one state, so later steps see earlier ones).
+/// What a chunk needs, read in one round trip: the messages it names, by id, and which
+/// id each request's key names (a message may be named both by id and by provider id;
+/// both keys lead to the one state, so later steps see earlier ones); and the fences the
+/// leases of the requests' devices hold now ([`crate::fence`]: the check shares the
+/// load's round trip instead of taking one of its own).
 struct Loaded {
     ids: HashMap<Key, String>,
     states: HashMap<String, Message>,
+    held: HashSet<Fence>,
 }
 
 async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> StoreResult<Loaded> {
     let mut ids = Vec::new();
     let mut providers = Vec::new();
+    let devices: Vec<Value> = requests
+        .iter()
+        .filter_map(|r| r.fence.as_ref())
+        .map(|f| json!(f.device_uid.as_str()))
+        .collect();
     for r in requests {
         match &r.target {
             MessageRef::Id(id) => ids.push(json!(id.as_str())),
@@ -212,10 +191,14 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
             } => providers.push(json!([device.as_str(), provider_message_id])),
         }
     }
-    // Joins from the JSON lists, so each lookup is a probe of a unique index (a row-value
-    // `IN` would scan the device's messages). A message named twice comes back twice.
+    // The leases first (their rows carry `lease_device`, which no message row has), then
+    // the messages, joined from the JSON lists so each lookup is a probe of a unique index
+    // (a row-value `IN` would scan the device's messages). A message named twice comes
+    // back twice.
     let rows = sqlx::query(concat!(
-        "SELECT ",
+        "SELECT l.device_uid AS lease_device, l.owner, l.epoch FROM device_leases l \
+         WHERE l.owner IS NOT NULL AND l.device_uid IN (SELECT value FROM json_each(?)); \
+         SELECT ",
         message_columns!(),
         " FROM json_each(?) j JOIN messages m ON m.id = j.value \
          UNION ALL SELECT ",
@@ -223,6 +206,7 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
         " FROM json_each(?) j JOIN messages m \
          ON m.device_uid = j.value ->> 0 AND m.provider_message_id = j.value ->> 1"
     ))
+    .bind(Value::Array(devices).to_string())
     .bind(Value::Array(ids).to_string())
     .bind(Value::Array(providers).to_string())
     .fetch_all(&mut *conn)
@@ -231,8 +215,19 @@ async fn load(conn: &mut SqliteConnection, requests: &[&AdvanceRequest]) -> Stor
     let mut loaded = Loaded {
         ids: HashMap::with_capacity(rows.len() * 2),
         states: HashMap::with_capacity(rows.len()),
+        held: HashSet::new(),
     };
     for row in &rows {
+        if row.try_column("lease_device").is_ok() {
+            let device: String = get(row, "lease_device")?;
+            loaded.held.insert(Fence {
+                device_uid: DeviceUid::parse(&device)
+                    .map_err(|_| corrupt("device uid", &device))?,
+                owner: get(row, "owner")?,
+                epoch: get(row, "epoch")?,
+            });
+            continue;
+        }
         let m = message_from_row(row)?;
         let id = m.id.as_str().to_owned();
         loaded.ids.insert(Key::Id(id.clone()), id.clone());

@@ -27,21 +27,25 @@ impl SendQueue for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    crate::fence::check(conn, &fence).await?;
                     let (device, owner) = (&fence.device_uid, &fence.owner);
                     let now = millis(now);
                     // Read and lease in one write transaction: no other claimer of this
                     // process can slip in between (every write goes through this
                     // connection), nor of another (SQLite has one writer at a time). A
-                    // lease still running is skipped whoever holds it.
-                    let rows = sqlx::query(concat!(
-                        "SELECT j.id AS job_id, j.attempts, ",
-                        message_columns!(),
-                        " FROM send_jobs j JOIN messages m ON m.id = j.message_id \
-                         WHERE j.device_uid = ? AND j.run_at <= ? \
-                         AND (j.lease_until IS NULL OR j.lease_until <= ?) \
-                         ORDER BY j.run_at, j.id LIMIT ?"
-                    ))
+                    // lease still running is skipped whoever holds it. The fence check
+                    // shares the read's round trip.
+                    let rows = crate::fence::bind(
+                        sqlx::query(concat!(
+                            crate::fence::check_sql!(),
+                            "SELECT j.id AS job_id, j.attempts, ",
+                            message_columns!(),
+                            " FROM send_jobs j JOIN messages m ON m.id = j.message_id \
+                             WHERE j.device_uid = ? AND j.run_at <= ? \
+                             AND (j.lease_until IS NULL OR j.lease_until <= ?) \
+                             ORDER BY j.run_at, j.id LIMIT ?"
+                        )),
+                        &fence,
+                    )
                     .bind(device.as_str())
                     .bind(now)
                     .bind(now)
@@ -49,6 +53,7 @@ impl SendQueue for SqliteStore {
                     .fetch_all(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    let rows = crate::fence::held(rows)?;
                     let mut jobs = Vec::with_capacity(rows.len());
                     for row in &rows {
                         let attempts: i64 = get(row, "attempts")?;
@@ -120,17 +125,20 @@ impl SendQueue for SqliteStore {
         self.writer
             .write(move |conn| {
                 Box::pin(async move {
-                    crate::fence::check(conn, &fence).await?;
                     let device = &fence.device_uid;
                     // Counted by device, not through the jobs: an ack may already have
                     // ended a job, and the hand-off still happened. Jobs of another
-                    // device are left alone.
-                    sqlx::query(
-                        "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, ?) \
-                         ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + excluded.handed; \
-                         UPDATE send_jobs SET run_at = ?, lease_until = NULL, lease_owner = NULL, \
-                         last_error = 'awaiting the server acknowledgement' \
-                         WHERE id IN (SELECT value FROM json_each(?)) AND device_uid = ?",
+                    // device are left alone. The fence check shares the round trip.
+                    let rows = crate::fence::bind(
+                        sqlx::query(concat!(
+                            crate::fence::check_sql!(),
+                            "INSERT INTO device_counters (device_uid, minute, handed) VALUES (?, ?, ?) \
+                             ON CONFLICT (device_uid, minute) DO UPDATE SET handed = handed + excluded.handed; \
+                             UPDATE send_jobs SET run_at = ?, lease_until = NULL, lease_owner = NULL, \
+                             last_error = 'awaiting the server acknowledgement' \
+                             WHERE id IN (SELECT value FROM json_each(?)) AND device_uid = ?"
+                        )),
+                        &fence,
                     )
                     .bind(device.as_str())
                     .bind(minute_of(at))
@@ -138,9 +146,10 @@ impl SendQueue for SqliteStore {
                     .bind(millis(recheck_at))
                     .bind(ids)
                     .bind(device.as_str())
-                    .execute(&mut *conn)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    crate::fence::held(rows)?;
                     Ok(())
                 })
             })

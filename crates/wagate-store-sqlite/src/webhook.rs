@@ -416,37 +416,24 @@ impl WebhookStore for SqliteStore {
                     };
                     // The move and its attempt row in one round trip: the row copies the
                     // delivery's account and device, and is not written for a cancelled
-                    // delivery (nothing was attempted) or a delivery that does not exist.
-                    // A delivery leased by another node since (this node's lease
-                    // expired) is that node's to move on; the attempt is still history.
-                    let exists: Option<bool> = sqlx::query_scalar(
-                        "SELECT lease_owner IS ? FROM webhook_deliveries WHERE id = ?",
-                    )
-                    .bind(&r.owner)
-                    .bind(r.delivery_id)
-                    .fetch_optional(&mut *conn)
-                    .await
-                    .map_err(map_sqlx)?;
-                    let Some(holds_lease) = exists else {
-                        return Err(StoreError::NotFound);
-                    };
-                    sqlx::query(
-                        "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
-                         attempts = attempts + ?, lease_until = NULL, lease_owner = NULL, \
-                         updated_at = ? \
-                         WHERE id = ? AND ?; \
+                    // delivery (nothing was attempted). A delivery leased by another node
+                    // since (this node's lease expired) is that node's to move on, so the
+                    // move checks the lease owner as it was before it; the attempt is
+                    // still history. The first statement's row says whether the delivery
+                    // exists: without it nothing after it matched, and nothing changed.
+                    let found = sqlx::query(
+                        "SELECT 1 FROM webhook_deliveries WHERE id = ?; \
                          INSERT INTO webhook_attempts (delivery_id, account_id, device_uid, \
                          attempt, url, success, status_code, latency_ms, error, \
                          response_snippet, created_at) \
                          SELECT id, account_id, device_uid, ?, ?, ?, ?, ?, ?, ?, ? \
-                         FROM webhook_deliveries WHERE id = ? AND ?",
+                         FROM webhook_deliveries WHERE id = ? AND ?; \
+                         UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
+                         attempts = attempts + ?, lease_until = NULL, lease_owner = NULL, \
+                         updated_at = ? \
+                         WHERE id = ? AND lease_owner IS ?",
                     )
-                    .bind(status)
-                    .bind(next_at)
-                    .bind(attempts_inc)
-                    .bind(at)
                     .bind(r.delivery_id)
-                    .bind(holds_lease)
                     .bind(i64::from(r.attempt))
                     .bind(r.url)
                     .bind(r.success)
@@ -457,9 +444,18 @@ impl WebhookStore for SqliteStore {
                     .bind(at)
                     .bind(r.delivery_id)
                     .bind(next != DeliveryNext::Cancelled)
-                    .execute(&mut *conn)
+                    .bind(status)
+                    .bind(next_at)
+                    .bind(attempts_inc)
+                    .bind(at)
+                    .bind(r.delivery_id)
+                    .bind(&r.owner)
+                    .fetch_all(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    if found.is_empty() {
+                        return Err(StoreError::NotFound);
+                    }
                     Ok(())
                 })
             })
