@@ -135,7 +135,11 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
                 config.data_dir.display()
             )
         })?;
-    let blobs = BlobStore::local(&config.media_dir())?;
+    // In a cluster every node must read every media: on PostgreSQL they live there too.
+    let blobs = match &database.postgres {
+        Some(pool) => BlobStore::postgres(pool.clone()),
+        None => BlobStore::local(&config.media_dir())?,
+    };
     let sandbox = match parts.sandbox {
         Some(s) => s,
         None => {
