@@ -112,7 +112,10 @@ impl SandboxNetwork {
     pub fn open(config: SandboxConfig, path: &Path) -> std::io::Result<Arc<Self>> {
         let (journal, replayed) = Journal::open(path)?;
         let wire = if config.wire_log {
-            Some(WireLog::open(&path.with_file_name("wire.log"))?)
+            let wire_path = path.with_file_name("wire.log");
+            let wire = WireLog::open(&wire_path)?;
+            wire.complete(&wire_path, &replayed.seen)?;
+            Some(wire)
         } else {
             None
         };

@@ -43,6 +43,49 @@ impl WireLog {
         })
     }
 
+    /// Writes the `shown` records a kill cut off: the server journals a message before
+    /// the log says it is shown, so a `kill -9` between the two leaves a message the
+    /// recipient sees (the journal hands it out after the restart) with no `shown` line.
+    /// Each id in `journaled` (everything the server took, ever) without one gets it now,
+    /// addressed as its first hand-off was.
+    pub fn complete(
+        &self,
+        path: &Path,
+        journaled: &std::collections::HashSet<String>,
+    ) -> io::Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Read {
+            op: String,
+            pid: String,
+            to: Option<String>,
+        }
+        let text = std::fs::read_to_string(path)?;
+        let mut shown = std::collections::HashSet::new();
+        let mut to_of: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        // A line cut short by the kill is skipped: it is the last one, and incomplete.
+        for line in text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Read>(l).ok())
+        {
+            match line.op.as_str() {
+                "shown" => {
+                    shown.insert(line.pid);
+                }
+                "handoff" => {
+                    if let Some(to) = line.to {
+                        to_of.entry(line.pid).or_insert(to);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for pid in journaled.iter().filter(|p| !shown.contains(*p)) {
+            let to = to_of.get(pid).map_or("", String::as_str);
+            self.shown(pid, to);
+        }
+        Ok(())
+    }
+
     /// The engine handed a message to the network (a resend too).
     pub fn handoff(&self, pid: &str, to: &str) {
         self.append(Line {
