@@ -229,18 +229,17 @@ impl SessionRouter {
             return Ok(Route::Here(session));
         }
         match self.other_owner(uid).await? {
-            Some(node) => self.forward_to(uid, node, reach).await,
+            Some(node) => {
+                let address = self.address_of(uid, &node, reach).await?;
+                Ok(Route::Forward { node, address })
+            }
             None => Err(ServiceError::Engine(format!("device {uid} {not_running}"))),
         }
     }
 
-    /// The route to `node`, which drives the device, if the call may and can go there.
-    pub(crate) async fn forward_to(
-        &self,
-        uid: &DeviceUid,
-        node: String,
-        reach: Reach,
-    ) -> ServiceResult<Route> {
+    /// Where to forward a call to `node`, which drives the device: `Err` naming the node
+    /// when the call may not go there or the node did not say where it is.
+    async fn address_of(&self, uid: &DeviceUid, node: &str, reach: Reach) -> ServiceResult<String> {
         let elsewhere = || {
             ServiceError::Engine(format!(
                 "device {uid} runs on node {node}; send this request to that node"
@@ -259,10 +258,7 @@ impl SessionRouter {
             .into_iter()
             .find(|n| n.node_id == node)
             .and_then(|n| n.address);
-        match address {
-            Some(address) => Ok(Route::Forward { node, address }),
-            None => Err(elsewhere()),
-        }
+        address.ok_or_else(elsewhere)
     }
 
     /// The reply of the node driving the device, when that is another node and no session
@@ -280,9 +276,7 @@ impl SessionRouter {
         let Some(node) = self.other_owner(uid).await? else {
             return Ok(None);
         };
-        let Route::Forward { node, address } = self.forward_to(uid, node, reach).await? else {
-            return Ok(None);
-        };
+        let address = self.address_of(uid, &node, reach).await?;
         self.forward((&node, &address), account, uid, call)
             .await
             .map(Some)
