@@ -7,16 +7,30 @@ use std::time::Duration;
 use whatsapp_rust::http::HttpClient;
 use whatsapp_rust::transport::TransportFactory;
 
+/// The host's SQLite database, where the engine keeps protocol state: read-only
+/// connections, and the writer its writes are handed to.
+#[derive(Clone)]
+pub struct SqliteProtocolDb {
+    pub read: sqlx::SqlitePool,
+    pub writer: Arc<dyn wagate_wa_storage::ProtocolWriter>,
+}
+
 /// How the whatsapp-web engine runs its devices.
 #[derive(Clone)]
 pub struct WebEngineConfig {
     /// One SQLite store per device lives here (`<device uid>.db` plus its `-wal`/`-shm`),
-    /// unless `postgres` is set.
+    /// unless `postgres` or `sqlite` is set; with `sqlite`, such a file left by an earlier
+    /// version is imported once and renamed `<device uid>.db.imported`.
     pub data_dir: PathBuf,
     /// Keep every device's protocol state in this PostgreSQL database instead (the
     /// tables of `wagate-wa-storage`, migrated with `PgBackend::migrate`), fenced by the
     /// epoch each device is started with: devices can then move between nodes.
     pub postgres: Option<sqlx::PgPool>,
+    /// Keep every device's protocol state in the host's SQLite database instead (the
+    /// tables of `wagate-wa-storage`, migrated with `SqliteBackend::migrator`): one file
+    /// to back up and no descriptors per device. Writes go through the host's writer,
+    /// fenced by the epoch each device is started with.
+    pub sqlite: Option<SqliteProtocolDb>,
     /// Where to dial instead of `wss://web.whatsapp.com/ws/chat` (e.g. `ws://127.0.0.1:PORT`
     /// for a simulator). `None` dials WhatsApp.
     pub ws_url: Option<String>,
@@ -59,6 +73,7 @@ impl WebEngineConfig {
         Self {
             data_dir: data_dir.into(),
             postgres: None,
+            sqlite: None,
             ws_url: None,
             wa_version: None,
             device_os: "wagate".to_owned(),
@@ -86,6 +101,7 @@ impl fmt::Debug for WebEngineConfig {
         f.debug_struct("WebEngineConfig")
             .field("data_dir", &self.data_dir)
             .field("postgres", &self.postgres.is_some())
+            .field("sqlite", &self.sqlite.is_some())
             .field("ws_url", &self.ws_url)
             .field("wa_version", &self.wa_version)
             .field("device_os", &self.device_os)

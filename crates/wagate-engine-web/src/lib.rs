@@ -22,7 +22,7 @@ mod transport;
 
 pub use audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};
 pub use canary::{CertCheck, cert_check};
-pub use config::WebEngineConfig;
+pub use config::{SqliteProtocolDb, WebEngineConfig};
 pub use engine::WebEngine;
 pub use session::WebSession;
 pub use stats::SessionStats;

@@ -1,7 +1,12 @@
 //! Where a device's protocol state (whatsapp-rust's `Backend`: Signal sessions, prekeys,
-//! app-state keys, LID mappings…) lives: one SQLite file per device beside the process,
-//! or PostgreSQL shared by every node of a cluster, so a device moves between nodes with
-//! nothing to copy.
+//! app-state keys, LID mappings…) lives: in the host's SQLite database (wagate's own file:
+//! one file to back up, no descriptors or page cache per device), PostgreSQL shared by
+//! every node of a cluster, so a device moves between nodes with nothing to copy, or one
+//! SQLite file per device beside the process (the engine alone, without a host database).
+//!
+//! A per-device file left by an earlier version is imported into the host's database the
+//! first time the device opens its store there, then renamed `<uid>.db.imported`: an
+//! import cut short is run again at the next start, since the file stays until it is done.
 //!
 //! On PostgreSQL every write is fenced by the epoch of the device lease the node drives
 //! the device under ([`wagate_wa_storage::Fence`]): the epoch is recorded before any state
@@ -12,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wagate_core::id::DeviceUid;
-use wagate_wa_storage::{Fence, PgBackend};
+use wagate_wa_storage::{Fence, PgBackend, SqliteBackend};
 use whatsapp_rust::store::traits::Backend;
 use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 
@@ -20,6 +25,13 @@ use whatsapp_rust::store::{SqliteStore, SqliteStoreConfig};
 #[derive(Clone)]
 pub(crate) enum DeviceStore {
     File(PathBuf),
+    Sqlite {
+        db: crate::config::SqliteProtocolDb,
+        key: String,
+        epoch: i64,
+        /// The per-device file an earlier version kept, imported on open if present.
+        legacy: PathBuf,
+    },
     Postgres {
         pool: sqlx::PgPool,
         key: String,
@@ -30,9 +42,15 @@ pub(crate) enum DeviceStore {
 impl DeviceStore {
     /// Where the engine configured by `config` keeps `uid`'s state.
     pub(crate) fn of(config: &crate::WebEngineConfig, uid: &DeviceUid, epoch: i64) -> Self {
-        match &config.postgres {
-            None => Self::File(file_of(&config.data_dir, uid)),
-            Some(pool) => Self::Postgres {
+        match (&config.postgres, &config.sqlite) {
+            (None, None) => Self::File(file_of(&config.data_dir, uid)),
+            (None, Some(db)) => Self::Sqlite {
+                db: db.clone(),
+                key: uid.as_str().to_owned(),
+                epoch,
+                legacy: file_of(&config.data_dir, uid),
+            },
+            (Some(pool), _) => Self::Postgres {
                 pool: pool.clone(),
                 key: uid.as_str().to_owned(),
                 epoch,
@@ -67,6 +85,19 @@ impl DeviceStore {
                     .map_err(|e| format!("cannot open the device store {path}: {e}"))?;
                 Ok(Arc::new(store))
             }
+            Self::Sqlite {
+                db,
+                key,
+                epoch,
+                legacy,
+            } => {
+                let backend =
+                    SqliteBackend::new(db.read.clone(), Arc::clone(&db.writer), key, Some(*epoch));
+                if tokio::fs::try_exists(legacy).await.unwrap_or(false) {
+                    import_legacy(legacy, &backend).await?;
+                }
+                Ok(Arc::new(backend))
+            }
             Self::Postgres { pool, key, epoch } => {
                 let fence = Fence::claim(pool, key, *epoch)
                     .await
@@ -89,7 +120,9 @@ impl DeviceStore {
     /// one node's alone.
     pub(crate) async fn may_connect(&self) -> Result<(), String> {
         match self {
-            Self::File(_) => Ok(()),
+            // The host's writer fences every write by the lease, and one node drives
+            // a SQLite database's devices.
+            Self::File(_) | Self::Sqlite { .. } => Ok(()),
             Self::Postgres { pool, key, epoch } => {
                 match Fence::is_current(pool, key, *epoch).await {
                     Ok(true) => Ok(()),
@@ -108,11 +141,46 @@ impl DeviceStore {
             Self::File(path) => crate::engine::remove_store_files(path)
                 .await
                 .map_err(|e| e.to_string()),
+            Self::Sqlite {
+                db, key, legacy, ..
+            } => {
+                crate::engine::remove_store_files(legacy)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                SqliteBackend::delete_device(db.writer.as_ref(), key)
+                    .await
+                    .map_err(|e| format!("{e:?}"))
+            }
             Self::Postgres { pool, key, .. } => PgBackend::delete_device(pool, key)
                 .await
                 .map_err(|e| e.to_string()),
         }
     }
+}
+
+/// Imports the per-device file `path` into `backend` and retires it (renamed
+/// `<uid>.db.imported`, its WAL folded in), so the next start finds nothing to import.
+async fn import_legacy(path: &Path, backend: &SqliteBackend) -> Result<(), String> {
+    let imported = wagate_wa_storage::import::import_file(path, backend)
+        .await
+        .map_err(|e| format!("cannot import the device store {}: {e}", path.display()))?;
+    let mut retired = path.as_os_str().to_owned();
+    retired.push(".imported");
+    tokio::fs::rename(path, &retired)
+        .await
+        .map_err(|e| format!("cannot retire the imported store {}: {e}", path.display()))?;
+    // The WAL was checkpointed into the file; what is left of it is empty.
+    crate::engine::remove_store_files(path)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        file = %path.display(),
+        device = imported.device,
+        sessions = imported.sessions,
+        prekeys = imported.prekeys,
+        "imported a device's protocol state into the database"
+    );
+    Ok(())
 }
 
 #[async_trait::async_trait]

@@ -35,8 +35,13 @@ use std::time::Duration;
 use wagate_core::DeviceUid;
 use wagate_core::account::ApiKeyCredential;
 use wagate_core::device::Device;
+use wagate_core::lease::Fence;
 use wagate_core::store::{StoreError, StoreResult};
 use writer::Writer;
+
+/// What a unit of work given to [`SqliteStore::write_unit`] returns.
+pub type UnitFuture<'c, R> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<R, sqlx::Error>> + Send + 'c>>;
 
 /// How long a running server may still accept an API key revoked by another process
 /// (the CLI); revocations through this store take effect at once.
@@ -70,6 +75,10 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Most units of work the writer commits in one transaction.
     pub max_batch: usize,
+    /// Schemas of other components that keep their tables in this file (the whatsapp-web
+    /// engine's protocol state), each with its own migrations table, applied after the
+    /// store's own before the writer starts.
+    pub extra_migrations: Vec<Arc<sqlx::migrate::Migrator>>,
 }
 
 impl Default for SqliteOptions {
@@ -79,6 +88,7 @@ impl Default for SqliteOptions {
             read_connections: 4,
             busy_timeout: Duration::from_secs(5),
             max_batch: 256,
+            extra_migrations: Vec::new(),
         }
     }
 }
@@ -148,6 +158,12 @@ impl SqliteStore {
             .run(&setup)
             .await
             .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
+        for extra in &options.extra_migrations {
+            extra
+                .run(&setup)
+                .await
+                .map_err(|e| StoreError::Other(format!("migrating the database: {e}")))?;
+        }
         let mut conn: SqliteConnection = setup.acquire().await.map_err(map_sqlx)?.detach();
         setup.close().await;
         let last_seq: Option<i64> = sqlx::query_scalar(writer::last_seq_sql!())
@@ -174,6 +190,35 @@ impl SqliteStore {
             lease_releases: Arc::new(tokio::sync::watch::Sender::new(0)),
             queued: tokio::sync::broadcast::Sender::new(QUEUED_CAPACITY),
         })
+    }
+
+    /// Runs `work` on the writer's connection, inside the transaction of a commit it shares
+    /// with other units, and returns its result once that commit is durable: the way
+    /// another component keeping tables in this file (the whatsapp-web engine's protocol
+    /// state) writes without contending with the writer for SQLite's lock. With a
+    /// `fence`, the unit first checks that the device's lease is still held with its owner
+    /// and epoch, and fails with `Fenced` (writing nothing) otherwise. An `Err` from
+    /// `work` rolls back what it did and nothing else.
+    pub async fn write_unit<R, F>(&self, fence: Option<Fence>, work: F) -> StoreResult<R>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> UnitFuture<'c, R> + Send + 'static,
+    {
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    if let Some(fence) = &fence {
+                        fence::check(conn, fence).await?;
+                    }
+                    work(conn).await.map_err(map_sqlx)
+                })
+            })
+            .await
+    }
+
+    /// The read-only connections, for another component keeping tables in this file.
+    pub fn read_pool(&self) -> &SqlitePool {
+        &self.read
     }
 
     /// Waits for queued writes, then closes every connection. Later calls on this store

@@ -4,6 +4,11 @@
 //!
 //! - [`PgBackend`]: the `Backend` on PostgreSQL, every row scoped by a device key so all
 //!   devices of all nodes share one set of tables; migrations via [`PgBackend::migrate`].
+//! - [`SqliteBackend`]: the same `Backend` in wagate's own SQLite database, its writes
+//!   handed to wagate's single writer ([`ProtocolWriter`]), fenced by the device's lease;
+//!   migrations via [`SqliteBackend::migrate`].
+//! - [`import`]: moving a device's state out of the per-device file whatsapp-rust's own
+//!   SQLite store kept, once.
 //! - [`Fence`]: the takeover epoch a backend may be built with, so a node that lost a
 //!   device can no longer write its protocol state.
 //! - [`conformance`]: what the trait promises, as async checks any `Backend` must pass
@@ -14,8 +19,11 @@
 
 pub mod conformance;
 mod fence;
+pub mod import;
 mod pg;
+mod sqlite;
 pub mod testing;
 
 pub use fence::Fence;
 pub use pg::PgBackend;
+pub use sqlite::{ProtocolWork, ProtocolWriter, SqliteBackend, WriteFuture, WriteRefused, Written};

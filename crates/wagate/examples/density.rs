@@ -1,10 +1,11 @@
 //! Density of the whatsapp-web engine against the in-process simulator: process RSS per
-//! connected, idle device at N devices (each with its own SQLite key store), and how long
+//! connected, idle device at N devices (protocol state in wagate's SQLite database), and how long
 //! a restart takes until every device is connected again.
 //!
 //! ```sh
 //! RUST_LIB_BACKTRACE=0 cargo run -p wagate --features simulator --example density            # 1, 100, 1000
 //! RUST_LIB_BACKTRACE=0 cargo run -p wagate --features simulator --example density -- 250     # one size
+//! DENSITY_KEY_FILES=1 …   # each device's protocol state in its own SQLite file (before issue 15)
 //! ```
 //!
 //! Each size runs in its own child process, so one size's allocations do not inflate the
@@ -14,6 +15,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::Context;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wagate::app::{self, AppParts};
 use wagate::config::Config;
@@ -93,14 +95,22 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         ..Config::default()
     };
     let sim = Simulator::new();
-    let store = app::open_store(&config).await?;
+    // Protocol state in one file per device, as before it moved into the database: the
+    // comparison the database was measured against.
+    let key_files = std::env::var_os("DENSITY_KEY_FILES").is_some();
+    let mut database = wagate::database::open(&config).await?;
+    let sqlite = database.sqlite.take();
+    if !key_files {
+        database.sqlite.clone_from(&sqlite);
+    }
+    let store = Arc::clone(&database.store);
     let (account, _key) = accounts::create_account(&store, "density")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut uids = Vec::with_capacity(n);
     for i in 0..n {
         let uid = simulator::seed_linked_device(
-            &store,
+            &database,
             &config,
             &sim,
             &account.id,
@@ -111,13 +121,24 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         uids.push(uid);
     }
     drop(store);
+    // The server opens the file again: this handle's writer must be gone first.
+    if let Some(sqlite) = &sqlite {
+        sqlite.close().await;
+    }
+    drop(database);
 
     let start = |config: Config, sim: Simulator| async move {
-        let engine = simulator::web_engine(&config, &sim)?;
+        let to_sim = simulator::web_tweak(&config, &sim)?;
+        let web: app::WebTweak = Box::new(move |c: &mut wagate_engine_web::WebEngineConfig| {
+            to_sim(c);
+            if key_files {
+                c.sqlite = None;
+            }
+        });
         app::start(
             config,
             AppParts {
-                engines: vec![engine],
+                web: Some(web),
                 ..AppParts::default()
             },
         )

@@ -29,7 +29,14 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct AppParts {
     pub sandbox: Option<Arc<SandboxNetwork>>,
     pub engines: Vec<Arc<dyn Engine>>,
+    /// Changes to the whatsapp-web engine's configuration, applied after it is built from
+    /// the server's (the simulator's transport and CDN): the engine still keeps its
+    /// protocol state where the database says.
+    pub web: Option<WebTweak>,
 }
+
+/// See [`AppParts::web`].
+pub type WebTweak = Box<dyn FnOnce(&mut WebEngineConfig) + Send>;
 
 /// What the server is built from: the opened store and media, the device runtime, the
 /// sandbox network and the keys read at start. The area [`Services`] are made from it;
@@ -83,12 +90,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 fn web_engine_config(
     config: &Config,
-    postgres: Option<sqlx::PgPool>,
+    database: &crate::database::Database,
+    node_id: &str,
 ) -> anyhow::Result<WebEngineConfig> {
     let web = &config.whatsapp_web;
     let mut c = WebEngineConfig::new(config.devices_dir());
-    // On PostgreSQL the devices' protocol state is shared by the nodes, fenced by epoch.
-    c.postgres = postgres;
+    // On PostgreSQL the devices' protocol state is shared by the nodes, fenced by epoch;
+    // on SQLite it lives in wagate's file, written by its writer, fenced by the lease.
+    c.postgres = database.postgres.clone();
+    c.sqlite = database
+        .sqlite
+        .as_ref()
+        .map(|store| crate::database::sqlite_protocol_db(store, node_id));
     c.ws_url = web.ws_url.clone();
     c.wa_version = web.parsed_version().map_err(anyhow::Error::msg)?;
     c.start_concurrency = web.start_concurrency.max(1);
@@ -124,8 +137,9 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     config.metrics.validate().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let node_id = node_id(&config)?;
     let database = crate::database::open(&config).await?;
-    let store = database.store;
+    let store = Arc::clone(&database.store);
     // Read once here, never per request.
     let keys = ServerKeys::load(&config.data_dir, store.as_ref())
         .await
@@ -150,14 +164,16 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     };
     let mut engines = Engines::default()
         .with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))))
-        .with(Arc::new(WebEngine::new(web_engine_config(
-            &config,
-            database.postgres,
-        )?)));
+        .with(Arc::new(WebEngine::new({
+            let mut web = web_engine_config(&config, &database, &node_id)?;
+            if let Some(tweak) = parts.web {
+                tweak(&mut web);
+            }
+            web
+        })));
     for e in parts.engines {
         engines = engines.with(e);
     }
-    let node_id = node_id(&config)?;
     // Bound before the devices start, so the address the other nodes forward to is known
     // (a listen port of 0 resolved).
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -184,11 +184,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::telemetry::init(config.log_format);
             crate::simulator::warn_not_whatsapp();
             let sim = crate::simulator::Simulator::new();
-            let engine = crate::simulator::web_engine(&config, &sim)?;
+            let web = crate::simulator::web_tweak(&config, &sim)?;
             let running = app::start(
                 config,
                 AppParts {
-                    engines: vec![engine],
+                    web: Some(web),
                     ..AppParts::default()
                 },
             )

@@ -8,8 +8,9 @@
 //! scans every QR code wagate shows (each device gets a fresh account, `+1555…`), so
 //! devices link without a phone; pair codes are entered the same way.
 
-use crate::app::Resources;
+use crate::app::{Resources, WebTweak};
 use crate::config::Config;
+use crate::database::Database;
 use anyhow::Context;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -19,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 use wagate_core::device::{EngineKind, NewDevice, Pacing, SafetyLimits};
 use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid};
-use wagate_engine_web::{WebEngine, WebEngineConfig};
+use wagate_engine_web::WebEngineConfig;
+use wagate_engine_web::wagate_wa_storage::{PgBackend, SqliteBackend};
 pub use wagate_wa_sim::Simulator;
 
 /// The WhatsApp Web version the simulator's clients announce (pinned, so nothing is
@@ -43,21 +45,21 @@ pub fn warn_not_whatsapp() {
     }
 }
 
-/// The whatsapp-web engine as configured, but wired to `sim` (transport and media CDN).
-pub fn web_engine(config: &Config, sim: &Simulator) -> anyhow::Result<Arc<WebEngine>> {
-    let web = &config.whatsapp_web;
-    let mut c = WebEngineConfig::new(config.devices_dir());
-    c.wa_version = Some(
-        web.parsed_version()
-            .map_err(anyhow::Error::msg)?
-            .unwrap_or(SIM_VERSION),
-    );
-    c.start_concurrency = web.start_concurrency.max(1);
-    c.start_jitter = Duration::from_millis(web.start_jitter_ms);
-    c.check_cache_ttl = Duration::from_secs(web.check_cache_secs);
-    c.transport = Some(Arc::new(sim.transport()));
-    c.http_client = Some(Arc::new(sim.http_client()));
-    Ok(Arc::new(WebEngine::new(c)))
+/// Wires the whatsapp-web engine to `sim` (transport and media CDN), for
+/// [`AppParts::web`](crate::app::AppParts::web); the rest stays as configured.
+pub fn web_tweak(config: &Config, sim: &Simulator) -> anyhow::Result<WebTweak> {
+    let version = config
+        .whatsapp_web
+        .parsed_version()
+        .map_err(anyhow::Error::msg)?
+        .unwrap_or(SIM_VERSION);
+    let transport = sim.transport();
+    let http = sim.http_client();
+    Ok(Box::new(move |c: &mut WebEngineConfig| {
+        c.wa_version = Some(version);
+        c.transport = Some(Arc::new(transport));
+        c.http_client = Some(Arc::new(http));
+    }))
 }
 
 /// Simulated phones: every QR code a device shows is scanned by a new simulated account.
@@ -118,7 +120,7 @@ pub fn spawn_phones(
 /// account `phone`, without pairing (its key store is written directly). For benchmarks:
 /// call before `app::start`, which then logs it in like any device after a restart.
 pub async fn seed_linked_device(
-    store: &dyn Store,
+    database: &Database,
     config: &Config,
     sim: &Simulator,
     account: &AccountId,
@@ -127,20 +129,30 @@ pub async fn seed_linked_device(
 ) -> anyhow::Result<DeviceUid> {
     let sim_account = sim.create_account(phone, name)?;
     let uid = DeviceUid::new();
-    let dir = config.devices_dir();
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    // The engine keeps each device's keys in `<devices dir>/<uid>.db`.
-    let path = dir.join(format!("{uid}.db"));
-    let path = path
-        .to_str()
-        .context("the devices directory is not valid UTF-8")?
-        .to_owned();
-    let keys = wagate_engine_web::whatsapp_rust::store::SqliteStore::new(&path)
-        .await
-        .map_err(|e| anyhow::anyhow!("opening {path}: {e}"))?;
-    sim.seed_backend(&sim_account, name, &keys).await?;
-    drop(keys);
-    store
+    // Where the engine will look for the device's keys: the database (no lease is held
+    // yet, so unfenced), else `<devices dir>/<uid>.db`.
+    if let Some(sqlite) = &database.sqlite {
+        let db = crate::database::sqlite_protocol_db(sqlite, "seeding");
+        let keys = SqliteBackend::new(db.read, db.writer, uid.as_str(), None);
+        sim.seed_backend(&sim_account, name, &keys).await?;
+    } else if let Some(pool) = &database.postgres {
+        let keys = PgBackend::new(pool.clone(), uid.as_str());
+        sim.seed_backend(&sim_account, name, &keys).await?;
+    } else {
+        let dir = config.devices_dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{uid}.db"));
+        let path = path
+            .to_str()
+            .context("the devices directory is not valid UTF-8")?
+            .to_owned();
+        let keys = wagate_engine_web::whatsapp_rust::store::SqliteStore::new(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening {path}: {e}"))?;
+        sim.seed_backend(&sim_account, name, &keys).await?;
+    }
+    database
+        .store
         .create_device(&NewDevice {
             uid: uid.clone(),
             account_id: account.clone(),

@@ -24,7 +24,7 @@ use wagate::blob::BlobStore;
 use wagate::config::Config;
 use wagate::service::accounts;
 use wagate_core::MediaId;
-use wagate_engine_web::{WebEngine, WebEngineConfig};
+use wagate_engine_web::WebEngineConfig;
 use wagate_wa_sim::{Account, ReceiptKind, Simulator};
 
 /// Pins the version, so nothing fetches it from the internet.
@@ -47,6 +47,9 @@ struct Gate {
     transport: Option<wagate_wa_sim::SimTransportFactory>,
     stop: Option<oneshot::Sender<()>>,
     stopped: Option<oneshot::Receiver<()>>,
+    /// Keep each device's protocol state in its own file, as versions before the state
+    /// moved into the database did.
+    legacy_files: bool,
     _dir: TempDir,
 }
 
@@ -71,6 +74,7 @@ impl Gate {
             transport: None,
             stop: None,
             stopped: None,
+            legacy_files: false,
             _dir: dir,
         };
         gate.start().await;
@@ -85,24 +89,31 @@ impl Gate {
             .enable_all()
             .build()
             .unwrap();
-        let mut web = WebEngineConfig::new(self.config.devices_dir());
         let transport = self.sim.transport();
         self.transport = Some(transport.clone());
-        web.transport = Some(Arc::new(transport));
-        web.http_client = Some(Arc::new(self.sim.http_client()));
-        web.wa_version = Some(SIM_VERSION);
-        web.start_jitter = Duration::ZERO;
-        web.check_min_interval = Duration::from_millis(50);
+        let http = self.sim.http_client();
+        let legacy_files = self.legacy_files;
+        // Over the server's own engine configuration, so protocol state lives where the
+        // server keeps it (its database).
+        let web: wagate::app::WebTweak = Box::new(move |web: &mut WebEngineConfig| {
+            if legacy_files {
+                web.sqlite = None;
+            }
+            web.transport = Some(Arc::new(transport));
+            web.http_client = Some(Arc::new(http));
+            web.wa_version = Some(SIM_VERSION);
+            web.start_jitter = Duration::ZERO;
+            web.check_min_interval = Duration::from_millis(50);
+        });
         let config = self.config.clone();
         let (started_tx, started_rx) = oneshot::channel::<(SocketAddr, BlobStore)>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (stopped_tx, stopped_rx) = oneshot::channel::<()>();
         rt.spawn(async move {
-            let engine = Arc::new(WebEngine::new(web));
             let running = app::start(
                 config,
                 AppParts {
-                    engines: vec![engine],
+                    web: Some(web),
                     ..AppParts::default()
                 },
             )
@@ -673,6 +684,94 @@ async fn restarts_reconnect_without_a_scan_and_a_kill_before_the_commit_loses_no
         .await;
     assert_eq!(item["from"], "+15550000003");
     c.shutdown().await;
+}
+
+/// An installation from before protocol state moved into the database kept each device's
+/// keys in `<uid>.db`. Its first start on this version imports them: the devices log in
+/// without a scan, keep their Signal sessions, and the files are retired, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_files_of_an_earlier_version_are_imported_once_and_the_devices_carry_on() {
+    init_tracing();
+    let sim = Simulator::new();
+    let alice = sim.create_account("15550000001", "Alice").unwrap();
+    let bob = sim.create_account("15550000002", "Bob").unwrap();
+    let mut gate = Gate::spawn(&sim).await;
+    gate.stop().await;
+    gate.legacy_files = true;
+    gate.start().await;
+    let (a, b) = tokio::join!(link(&gate, &alice, "shop A"), link(&gate, &bob, "shop B"));
+    gate.send_text(&a.uid, &b.e164(), "before the upgrade")
+        .await;
+    gate.wait_inbound(&b.uid, "a message before the upgrade", |m| {
+        m["text"] == "before the upgrade"
+    })
+    .await;
+
+    let dir = gate.config.devices_dir();
+    let file = |uid: &str, suffix: &str| dir.join(format!("{uid}.db{suffix}"));
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        gate.config.database_path().display()
+    ))
+    .await
+    .unwrap();
+    let sessions = |uid: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>("SELECT count(*) FROM wa_sessions WHERE device_key = ?")
+                .bind(uid)
+                .fetch_one(&db)
+                .await
+                .unwrap()
+        }
+    };
+    for d in [&a, &b] {
+        assert!(file(&d.uid, "").exists(), "the old version's key file");
+        assert_eq!(sessions(d.uid.clone()).await, 0);
+    }
+
+    // The upgrade: the same data directory, protocol state in the database.
+    gate.stop().await;
+    gate.legacy_files = false;
+    gate.start().await;
+    for d in [&a, &b] {
+        gate.wait_device(&d.uid, "connected", STEP).await;
+        let (status, _) = gate
+            .get(&format!("/v1/developer/devices/{}/qr", d.uid))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "no new scan is needed");
+        assert!(!file(&d.uid, "").exists(), "the key file is retired");
+        assert!(file(&d.uid, ".imported").exists(), "and kept aside");
+        assert!(!file(&d.uid, "-wal").exists());
+    }
+    assert!(
+        sessions(a.uid.clone()).await > 0,
+        "A's Signal sessions came along"
+    );
+    gate.send_text(&a.uid, &b.e164(), "after the upgrade").await;
+    gate.wait_inbound(&b.uid, "A's message after the upgrade", |m| {
+        m["text"] == "after the upgrade"
+    })
+    .await;
+    gate.send_text(&b.uid, &a.e164(), "and back").await;
+    gate.wait_inbound(&a.uid, "B's answer after the upgrade", |m| {
+        m["text"] == "and back"
+    })
+    .await;
+
+    // Once: the next start finds nothing to import and the devices still log in.
+    gate.stop().await;
+    gate.start().await;
+    for d in [&a, &b] {
+        gate.wait_device(&d.uid, "connected", STEP).await;
+        assert!(!file(&d.uid, "").exists());
+    }
+    gate.send_text(&a.uid, &b.e164(), "after another restart")
+        .await;
+    gate.wait_inbound(&b.uid, "a message after another restart", |m| {
+        m["text"] == "after another restart"
+    })
+    .await;
 }
 
 /// `cargo tree` of wagate's shipped build (normal and build dependencies, no dev ones):

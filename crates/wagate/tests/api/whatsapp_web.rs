@@ -99,9 +99,29 @@ async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
         "{metrics}"
     );
 
-    let devices_dir = app.config.devices_dir();
+    // The device's protocol state lives in wagate's database (no file per device).
+    let db = sqlx::SqlitePool::connect(&format!(
+        "sqlite://{}?mode=ro",
+        app.config.database_path().display()
+    ))
+    .await
+    .unwrap();
+    let rows = || {
+        let db = db.clone();
+        let uid = uid.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT (SELECT count(*) FROM wa_devices WHERE device_key = ?1)
+                      + (SELECT count(*) FROM wa_prekeys WHERE device_key = ?1)",
+            )
+            .bind(uid)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
     let files = || {
-        std::fs::read_dir(&devices_dir)
+        std::fs::read_dir(app.config.devices_dir())
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -110,7 +130,8 @@ async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
             })
             .unwrap_or(0)
     };
-    assert!(files() > 0, "the device has a store on disk");
+    assert_eq!(files(), 0, "no store file per device");
+    assert!(rows().await > 0, "the device has keys in the database");
     let (status, _) = app
         .call(
             Method::DELETE,
@@ -119,7 +140,7 @@ async fn a_device_that_cannot_reach_whatsapp_backs_off_and_delete_cleans_up() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(files(), 0, "DELETE removes the device's keys");
+    assert_eq!(rows().await, 0, "DELETE removes the device's keys");
     let (_, m) = app
         .get(&format!(
             "/v1/developer/messages/{}",
