@@ -69,6 +69,12 @@ impl MessageStatus {
         }
     }
 
+    /// Whether the recipient reports this status (a receipt), rather than the gateway or
+    /// WhatsApp's server.
+    pub fn is_receipt(self) -> bool {
+        matches!(self, Self::Delivered | Self::Read | Self::Played)
+    }
+
     pub fn is_final(self) -> bool {
         matches!(self, Self::Failed | Self::Played)
     }

@@ -263,6 +263,18 @@ pub trait MessageStore: Send + Sync {
         at: Timestamp,
         reason: Option<&str>,
     ) -> StoreResult<Option<Message>>;
+    /// A recipient's receipt (`delivered`, `read`, `played`) for one of the device's
+    /// messages: [`Self::advance_message_status`] without a fence. A receipt is a fact
+    /// WhatsApp reports, true whichever node hears it, and steps only go forward, so the
+    /// node that took it commits it even after losing the device's lease (a node resumed
+    /// from a pause, whose protocol client acknowledged the receipt to WhatsApp already:
+    /// refusing it there would lose it for good).
+    async fn record_receipt(
+        &self,
+        message: &MessageRef,
+        status: MessageStatus,
+        at: Timestamp,
+    ) -> StoreResult<Option<Message>>;
     async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage>;
 }
 

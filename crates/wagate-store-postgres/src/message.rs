@@ -202,6 +202,23 @@ impl MessageStore for PgStore {
             .await
     }
 
+    async fn record_receipt(
+        &self,
+        message: &MessageRef,
+        status: MessageStatus,
+        at: Timestamp,
+    ) -> StoreResult<Option<Message>> {
+        self.steps
+            .step(AdvanceRequest {
+                fence: None,
+                target: message.clone(),
+                status,
+                at,
+                reason: None,
+            })
+            .await
+    }
+
     async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(accepted), 0)::BIGINT AS day_accepted, \

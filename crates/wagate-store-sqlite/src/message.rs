@@ -199,6 +199,23 @@ impl MessageStore for SqliteStore {
             .await
     }
 
+    async fn record_receipt(
+        &self,
+        message: &MessageRef,
+        status: MessageStatus,
+        at: Timestamp,
+    ) -> StoreResult<Option<Message>> {
+        self.writer
+            .advance(AdvanceRequest {
+                fence: None,
+                target: message.clone(),
+                status,
+                at,
+                reason: None,
+            })
+            .await
+    }
+
     async fn budget_usage(&self, device: &DeviceUid, now: Timestamp) -> StoreResult<BudgetUsage> {
         let row = sqlx::query(
             "SELECT COALESCE(SUM(accepted), 0) AS day_accepted, \

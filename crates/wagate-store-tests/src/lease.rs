@@ -296,6 +296,62 @@ pub async fn fenced_writes_are_refused_after_a_takeover(f: impl StoreFactory) {
     );
 }
 
+/// Receipts are facts WhatsApp reports: the node that heard one commits it even after it
+/// lost the device's lease (its protocol client acknowledged it already), forward only,
+/// and only for the device's own messages.
+pub async fn receipts_are_committed_without_the_lease(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let m = send(s, &outbound(&d, None, t0())).await;
+    let old = fence_as(s, &d.uid, "node-a").await;
+    let r = MessageRef::Id(m.id.clone());
+    s.advance_message_status(&old, &r, MessageStatus::Sent, at(SEC), None)
+        .await
+        .unwrap();
+    // Node B takes the device over; node A, resumed, hears the recipient read it.
+    let _new = fence_as(s, &d.uid, "node-b").await;
+    let by_provider = MessageRef::Provider {
+        device: d.uid.clone(),
+        provider_message_id: m.provider_message_id.clone(),
+    };
+    let read = s
+        .record_receipt(&by_provider, MessageStatus::Read, at(2 * SEC))
+        .await
+        .unwrap();
+    assert_eq!(read.map(|m| m.status), Some(MessageStatus::Read));
+    // A late delivery receipt changes nothing; the history shows each step once.
+    assert_eq!(
+        s.record_receipt(&by_provider, MessageStatus::Delivered, at(3 * SEC))
+            .await,
+        Ok(None)
+    );
+    let (message, history) = s.get_message_with_history(&a, &m.id).await.unwrap();
+    assert_eq!(message.status, MessageStatus::Read);
+    let steps: Vec<MessageStatus> = history.iter().map(|h| h.status).collect();
+    assert_eq!(
+        steps,
+        [
+            MessageStatus::Queued,
+            MessageStatus::Sent,
+            MessageStatus::Delivered,
+            MessageStatus::Read
+        ]
+    );
+    // Another device's provider id names nothing of this device.
+    let other = device(s, &a).await;
+    let theirs = MessageRef::Provider {
+        device: other.uid.clone(),
+        provider_message_id: m.provider_message_id.clone(),
+    };
+    assert_eq!(
+        s.record_receipt(&theirs, MessageStatus::Played, at(4 * SEC))
+            .await,
+        Err(StoreError::NotFound)
+    );
+}
+
 /// The safety net behind the queued announcements: a node asks which of its devices have
 /// a job it could claim now.
 pub async fn due_devices_are_the_owners_with_claimable_jobs(f: impl StoreFactory) {

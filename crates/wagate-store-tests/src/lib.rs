@@ -111,6 +111,7 @@ macro_rules! store_conformance_tests {
             nodes_heartbeat_and_leave,
             server_keys_first_stored_wins,
             fenced_writes_are_refused_after_a_takeover,
+            receipts_are_committed_without_the_lease,
             due_devices_are_the_owners_with_claimable_jobs,
         );
     };

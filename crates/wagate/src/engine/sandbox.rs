@@ -298,6 +298,34 @@ impl SandboxNetwork {
         }
     }
 
+    /// WhatsApp drops one device's connection, as a flaky network does: the session
+    /// reports that it is reconnecting and comes back by itself after `offline_for`
+    /// (unless it is stopped meanwhile). `false` when the device has no session here.
+    pub async fn lose_connection(&self, uid: &DeviceUid, offline_for: Duration) -> bool {
+        let Some(session) = self.session(uid) else {
+            return false;
+        };
+        session.cancel_tasks();
+        // A fresh token for the way back: stopping the session cancels it.
+        let back = CancellationToken::new();
+        *session.cancel.lock().unwrap_or_else(|p| p.into_inner()) = back.clone();
+        emit_logged(
+            &session.events,
+            EngineEvent::Reconnecting {
+                reason: "the connection to WhatsApp dropped".into(),
+                retry_in: Some(offline_for),
+            },
+        )
+        .await;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = back.cancelled() => {}
+                _ = tokio::time::sleep(offline_for) => session.link(),
+            }
+        });
+        true
+    }
+
     fn fresh_phone(&self) -> Phone {
         let mut rng = rand::thread_rng();
         loop {

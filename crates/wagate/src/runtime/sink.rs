@@ -85,11 +85,16 @@ impl DeviceEventSink {
             device: self.uid.clone(),
             provider_message_id,
         };
-        match self
-            .store
-            .advance_message_status(&self.fence, &r, status, time::now(), reason)
-            .await
-        {
+        // Receipts are committed whether or not this node still holds the device's lease
+        // (see `record_receipt`); what this node's session did (the server's ack) is fenced.
+        let moved = if status.is_receipt() {
+            self.store.record_receipt(&r, status, time::now()).await
+        } else {
+            self.store
+                .advance_message_status(&self.fence, &r, status, time::now(), reason)
+                .await
+        };
+        match moved {
             Ok(Some(message)) => {
                 // WhatsApp's server has the message, and that is committed: a caller
                 // waiting for it (MegaMsg's synchronous send) may answer now, and will

@@ -388,12 +388,15 @@ impl MessagingService {
         if device.status != DeviceStatus::Connected {
             return Ok(false);
         }
+        // A lease this node holds without a session here is a start under way (the lease
+        // is taken before the session runs): not connected yet.
+        let here = self.control.node_id();
         let now = time::now();
         Ok(self
             .store
             .get_device_lease(&device.uid)
             .await?
-            .is_some_and(|l| l.is_held(now)))
+            .is_some_and(|l| l.is_held(now) && l.owner.as_deref() != Some(here.as_str())))
     }
 
     async fn require_connected(&self, device: &wagate_core::device::Device) -> ServiceResult<()> {

@@ -702,9 +702,14 @@ async fn megamsg_instance_whose_session_stopped_is_502_and_nothing_is_queued() {
     let i = connected_instance(&app).await;
     let (status, reply) = send(&app, &i, text_body()).await;
     assert_sent(status, &reply, "+201234567890", "text");
-    // The session goes away (as when WhatsApp drops it) while the instance still exists.
+    // WhatsApp drops the session while the instance still exists; it comes back later.
     let uid = wagate_core::DeviceUid::parse(&i.uid).unwrap();
-    app.running().services.runtime.stop_device(&uid).await;
+    assert!(
+        app.sandbox
+            .lose_connection(&uid, std::time::Duration::from_secs(60))
+            .await
+    );
+    app.wait_device_status(&i.uid, "reconnecting").await;
     let (status, reply) = send(&app, &i, text_body()).await;
     let message = assert_error(status, &reply, StatusCode::BAD_GATEWAY);
     assert!(message.contains("not connected"), "{message}");
