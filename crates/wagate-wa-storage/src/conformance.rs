@@ -202,6 +202,35 @@ pub async fn prekeys(b: Arc<dyn Backend>) {
         ok(b.load_prekey(7).await, "load"),
         Some(Bytes::from_static(b"seven"))
     );
+    // A fresh device's upload: more keys than one statement of a backend may take, one id
+    // twice (the later record wins, as one write per key in order would leave it).
+    let mut many: Vec<(u32, Bytes)> = (2000..3200)
+        .map(|id| (id, Bytes::from(format!("k{id}"))))
+        .collect();
+    many.push((2500, Bytes::from_static(b"again")));
+    ok(
+        b.store_prekeys_batch(&many, true).await,
+        "store_prekeys_batch (many)",
+    );
+    let wanted: Vec<u32> = (2000..3200).collect();
+    let loaded = ok(
+        b.load_prekeys_batch(&wanted).await,
+        "load_prekeys_batch (many)",
+    );
+    assert_eq!(loaded.len(), 1200);
+    assert_eq!(
+        ok(b.load_prekey(2500).await, "load"),
+        Some(Bytes::from_static(b"again"))
+    );
+    assert_eq!(
+        ok(b.load_prekey(3199).await, "load"),
+        Some(Bytes::from_static(b"k3199"))
+    );
+    ok(
+        b.mark_prekeys_uploaded(&wanted).await,
+        "mark_prekeys_uploaded (many)",
+    );
+    assert_eq!(ok(b.get_max_prekey_id().await, "max"), 3199);
 }
 
 /// Signed prekeys: store/load/list/remove.

@@ -27,3 +27,23 @@ pub mod testing;
 pub use fence::Fence;
 pub use pg::PgBackend;
 pub use sqlite::{ProtocolWork, ProtocolWriter, SqliteBackend, WriteFuture, WriteRefused, Written};
+
+/// The keys of a batch with each id once, its last record winning (as one statement per
+/// key in order would leave it): a multi-row upsert may not touch one row twice.
+pub(crate) fn last_per_id(
+    keys: &[(u32, whatsapp_rust::bytes::Bytes)],
+) -> Vec<(u32, whatsapp_rust::bytes::Bytes)> {
+    let mut at: std::collections::HashMap<u32, usize> =
+        std::collections::HashMap::with_capacity(keys.len());
+    let mut out: Vec<(u32, whatsapp_rust::bytes::Bytes)> = Vec::with_capacity(keys.len());
+    for (id, record) in keys {
+        match at.get(id) {
+            Some(&i) => out[i].1 = record.clone(),
+            None => {
+                at.insert(*id, out.len());
+                out.push((*id, record.clone()));
+            }
+        }
+    }
+    out
+}

@@ -196,6 +196,10 @@ fn bind(
     q
 }
 
+/// Rows per multi-row statement: 4 parameters each stays far below SQLite's limit on
+/// bound parameters (32,766).
+const ROWS_PER_STATEMENT: usize = 500;
+
 /// Every table holding a device's protocol state.
 const DEVICE_TABLES: &[&str] = &[
     "wa_devices",
@@ -516,16 +520,42 @@ impl SignalStore for SqliteBackend {
     }
 
     async fn store_prekeys_batch(&self, keys: &[(u32, Bytes)], uploaded: bool) -> Result<()> {
-        let stmts = keys
-            .iter()
-            .map(|(id, record)| {
-                stmt(
-                    UPSERT_PREKEY,
-                    vec![(*id).into(), record[..].into(), uploaded.into()],
-                )
-            })
+        // Multi-row statements: a fresh device stores 812 keys, and one statement per key
+        // through the single writer made first connects of many devices crawl.
+        let rows: Vec<(i64, Vec<u8>)> = crate::last_per_id(keys)
+            .into_iter()
+            .map(|(id, record)| (i64::from(id), record.to_vec()))
             .collect();
-        self.exec(stmts).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let key = self.key().to_owned();
+        self.run(Box::new(move |conn| {
+            Box::pin(async move {
+                let mut written = 0;
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "INSERT INTO wa_prekeys (device_key, id, record, uploaded) ",
+                    );
+                    qb.push_values(chunk, |mut row, (id, record)| {
+                        row.push_bind(key.clone())
+                            .push_bind(*id)
+                            .push_bind(record.clone())
+                            .push_bind(uploaded);
+                    });
+                    qb.push(
+                        " ON CONFLICT (device_key, id) DO UPDATE \
+                         SET record = excluded.record, uploaded = excluded.uploaded",
+                    );
+                    written += qb.build().execute(&mut *conn).await?.rows_affected();
+                }
+                Ok(Written {
+                    rows: written,
+                    ..Written::default()
+                })
+            })
+        }))
+        .await?;
         Ok(())
     }
 
@@ -562,16 +592,34 @@ impl SignalStore for SqliteBackend {
 
     async fn mark_prekeys_uploaded(&self, marked: &[u32]) -> Result<()> {
         // UPDATE, never upsert: a key consumed meanwhile must stay deleted.
-        let stmts = marked
-            .iter()
-            .map(|&id| {
-                stmt(
-                    "UPDATE wa_prekeys SET uploaded = 1 WHERE device_key = ?1 AND id = ?2",
-                    vec![id.into()],
-                )
+        if marked.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = marked.iter().map(|&id| i64::from(id)).collect();
+        let key = self.key().to_owned();
+        self.run(Box::new(move |conn| {
+            Box::pin(async move {
+                let mut written = 0;
+                for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                    let mut qb = QueryBuilder::<Sqlite>::new(
+                        "UPDATE wa_prekeys SET uploaded = 1 WHERE device_key = ",
+                    );
+                    qb.push_bind(key.clone());
+                    qb.push(" AND id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in chunk {
+                        list.push_bind(*id);
+                    }
+                    qb.push(")");
+                    written += qb.build().execute(&mut *conn).await?.rows_affected();
+                }
+                Ok(Written {
+                    rows: written,
+                    ..Written::default()
+                })
             })
-            .collect();
-        self.exec(stmts).await?;
+        }))
+        .await?;
         Ok(())
     }
 

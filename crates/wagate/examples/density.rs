@@ -104,7 +104,7 @@ async fn measure(n: usize) -> anyhow::Result<()> {
         database.sqlite.clone_from(&sqlite);
     }
     let store = Arc::clone(&database.store);
-    let (account, _key) = accounts::create_account(&store, "density")
+    let (account, _key) = accounts::create_account(store.as_ref(), "density")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut uids = Vec::with_capacity(n);

@@ -18,7 +18,6 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use wagate_core::device::{EngineKind, NewDevice, Pacing, SafetyLimits};
-use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid};
 use wagate_engine_web::WebEngineConfig;
 use wagate_engine_web::wagate_wa_storage::{PgBackend, SqliteBackend};
