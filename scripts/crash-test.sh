@@ -9,7 +9,8 @@
 # The CI-size run is also part of the test suite: crates/wagate/tests/crash.rs, run by
 # `cargo test --workspace` (and so by .ci/run) against the wagate binary it built.
 #
-# Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous).
+# Arguments go to `wagate-bench crash` (--kills, --interval-ms, --clients, --synchronous,
+# --database-url postgres://… to run on a fresh database on that PostgreSQL server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUST_LIB_BACKTRACE=0

@@ -6,9 +6,7 @@
 
 use crate::server::{self, Api, Server};
 use anyhow::{Context, bail};
-use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use wagate_wa_storage::testing::{TestDatabase, database_at};
 
@@ -34,31 +32,6 @@ impl Cluster {
     }
 }
 
-/// `wagate account create` against PostgreSQL; returns the API key.
-fn create_account_on(bin: &Path, url: &str) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .args([
-            "--database-url",
-            url,
-            "account",
-            "create",
-            "--name",
-            "bench",
-        ])
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running {}", bin.display()))?;
-    if !out.status.success() {
-        bail!("account create failed: {}", out.status);
-    }
-    let v: Value = serde_json::from_slice(&out.stdout).context("account create output")?;
-    v["apiKey"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no apiKey in account create output")
-}
-
 /// Starts `nodes` servers with `env`: on SQLite when `database_url` is `None` (then one
 /// node), else on a fresh database made on that PostgreSQL server.
 pub async fn start(
@@ -80,7 +53,7 @@ pub async fn start(
     let mut dirs = Vec::new();
     let mut servers = Vec::new();
     let key = match &db {
-        Some(db) => create_account_on(bin, &db.url)?,
+        Some(db) => server::create_account_on(bin, &db.url)?,
         None => {
             let dir = tempfile::tempdir()?;
             let key = server::create_account(bin, dir.path())?;

@@ -63,6 +63,10 @@ pub struct Args {
     /// server that refuses or drops everything must not pass by having nothing to check.
     #[arg(long, default_value_t = 5)]
     pub min_accepted_per_round: usize,
+    /// A PostgreSQL server: the test runs on a fresh database made there (dropped after)
+    /// instead of SQLite in the data directory.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -86,8 +90,19 @@ fn is_final(m: &Value) -> bool {
 pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let key = server::create_account(bin, dir.path())?;
-    let env = [
+    let db = match &args.database_url {
+        Some(url) => Some(
+            wagate_wa_storage::testing::database_at(url)
+                .await
+                .context("no PostgreSQL at --database-url")?,
+        ),
+        None => None,
+    };
+    let key = match &db {
+        Some(db) => server::create_account_on(bin, &db.url)?,
+        None => server::create_account(bin, dir.path())?,
+    };
+    let mut env = vec![
         ("WAGATE_SYNCHRONOUS", args.synchronous.as_str()),
         ("WAGATE_SANDBOX__LINK_DELAY_MS", "50"),
         // Read comes well after the recipient got the message; the sandbox journals what it
@@ -101,6 +116,9 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
         // Every hand-off and every message shown, on disk across the kills.
         ("WAGATE_SANDBOX__WIRE_LOG", "true"),
     ];
+    if let Some(db) = &db {
+        env.push(("WAGATE_DATABASE_URL", db.url.as_str()));
+    }
     let mut server = Server::start(bin, dir.path(), server::free_port()?, &env).await?;
     let api = Api::new(&server.base, &key);
     let sink = Sink::default();

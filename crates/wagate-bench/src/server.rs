@@ -25,11 +25,30 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// `wagate account create` on the data directory; returns the API key.
 pub fn create_account(bin: &Path, data_dir: &Path) -> anyhow::Result<String> {
-    let out = Command::new(bin)
-        .arg("--data-dir")
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
         .arg(data_dir)
         // `--init`: the data directory is fresh; the server starts on it afterwards.
-        .args(["account", "create", "--init", "--name", "bench"])
+        .args(["account", "create", "--init", "--name", "bench"]);
+    account_create(bin, cmd)
+}
+
+/// `wagate account create` against PostgreSQL; returns the API key.
+pub fn create_account_on(bin: &Path, database_url: &str) -> anyhow::Result<String> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--database-url",
+        database_url,
+        "account",
+        "create",
+        "--name",
+        "bench",
+    ]);
+    account_create(bin, cmd)
+}
+
+fn account_create(bin: &Path, mut cmd: Command) -> anyhow::Result<String> {
+    let out = cmd
         .env("RUST_LOG", "warn")
         .stderr(Stdio::inherit())
         .output()

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use wagate_bench::crash;
+use wagate_engine_web::wagate_wa_storage::testing;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_accepted_is_lost_across_kill_9_restarts() {
@@ -20,10 +21,40 @@ async fn nothing_accepted_is_lost_across_kill_9_restarts() {
         synchronous: "full".into(),
         settle_secs: 120,
         min_accepted_per_round: 5,
+        database_url: None,
     };
     let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
     if let Err(e) = crash::run(bin, args).await {
         panic!("crash test failed: {e:#}");
+    }
+}
+
+/// The same on PostgreSQL (a fresh database on `WAGATE_TEST_DATABASE_URL`'s server, else
+/// 127.0.0.1:5432; skipped without one unless `CI=true`): the kills land between the
+/// server and a database in another process, whose connections die with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_accepted_is_lost_across_kill_9_restarts_on_postgresql() {
+    // Whether a server answers (skipping outside CI when none does); the test makes its
+    // own database there.
+    let Some(probe) = testing::pg_database().await else {
+        return;
+    };
+    drop(probe);
+    let admin = testing::server_url();
+    let args = crash::Args {
+        kills: 3,
+        interval_ms: 1_500,
+        clients: 2,
+        senders: 2,
+        pause_ms: 50,
+        synchronous: "full".into(),
+        settle_secs: 120,
+        min_accepted_per_round: 5,
+        database_url: Some(admin),
+    };
+    let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
+    if let Err(e) = crash::run(bin, args).await {
+        panic!("crash test on PostgreSQL failed: {e:#}");
     }
 }
 
