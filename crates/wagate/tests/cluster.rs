@@ -212,7 +212,9 @@ impl Load {
                             Ok(id) => ok.push(id),
                             Err(e) => errors.push(format!("{e:#}")),
                         }
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        // Enough to keep every node busy at the kill; more only makes
+                        // the run longer on a debug build.
+                        tokio::time::sleep(Duration::from_millis(30)).await;
                     }
                     (ok, errors)
                 })
@@ -433,7 +435,7 @@ async fn cluster() -> anyhow::Result<()> {
         .filter(|(i, _)| *i != vi)
         .map(|(_, n)| n)
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let under_load = load.stop(vi).await?;
     eprintln!(
         "kill -9 under load: {} sends accepted around the kill",
