@@ -130,6 +130,31 @@ impl EngineError {
     }
 }
 
+/// What the chat shows of the device's user to the other side: typing, recording a voice
+/// note, or neither (`Paused` clears the other two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatState {
+    Typing,
+    Recording,
+    Paused,
+}
+
+impl ChatState {
+    pub const ALL: [ChatState; 3] = [Self::Typing, Self::Recording, Self::Paused];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Typing => "typing",
+            Self::Recording => "recording",
+            Self::Paused => "paused",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// Which receipt WhatsApp sent for an outbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiptKind {
@@ -272,6 +297,10 @@ pub trait EngineSession: Send + Sync {
     async fn typing(&self, _to: &Phone, _duration: Duration) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Shows `state` in the chat with `to` until another state replaces it (WhatsApp
+    /// clears typing by itself after a while). Refused with `NotConnected` offline.
+    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError>;
 
     /// Requests a pair code to link by phone number instead of QR.
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError>;

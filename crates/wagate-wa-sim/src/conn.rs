@@ -238,8 +238,9 @@ impl Conn {
                 self.client_ack(&node);
                 Replies::none()
             }
-            // Presence and typing state, and `<ib>` hints (unified_session) need no answer.
-            "presence" | "chatstate" | "ib" => {
+            "chatstate" => relay::chatstate(self, &node),
+            // Presence, and `<ib>` hints (unified_session), need no answer.
+            "presence" | "ib" => {
                 debug!(conn = self.id, stanza = %stanza::show(&node), "ignored");
                 Replies::none()
             }

@@ -342,6 +342,16 @@ impl Simulator {
         Ok(())
     }
 
+    /// What the chat of `recipient` with `sender` shows of the sender: `composing`,
+    /// `recording` or `paused` (the last chat state the sender's devices set), if any.
+    pub fn chat_state_seen(&self, recipient: &Account, sender: &Account) -> Option<String> {
+        self.shared
+            .lock()
+            .chat_states
+            .get(&(recipient.phone.clone(), sender.phone.clone()))
+            .cloned()
+    }
+
     /// Stanzas the simulated phone of `account` has received (messages fanned out to device 0,
     /// receipts). The phone never answers them unless a client runs as the phone.
     pub fn phone_inbox(&self, account: &Account) -> Vec<Node> {

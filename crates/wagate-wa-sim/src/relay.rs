@@ -172,3 +172,47 @@ pub(crate) fn receipt(conn: &mut Conn, receipt: &Node) -> Replies {
     drop(world);
     Replies::one(server_ack)
 }
+
+/// A chat state from a device (`<composing/>`, `<composing media="audio"/>` for a voice
+/// note, `<paused/>`): passed on to the other side's online devices and never queued (it
+/// means nothing later), as WhatsApp does; the simulator remembers what each chat shows.
+pub(crate) fn chatstate(conn: &mut Conn, node: &Node) -> Replies {
+    let Some((pn, device)) = conn.me.clone() else {
+        return Replies::none();
+    };
+    let (Some(to), Some(shown)) = (jid_attr(node, "to"), children(node).first()) else {
+        return Replies::none();
+    };
+    let state = match (shown.tag.as_ref(), attr(shown, "media").as_deref()) {
+        ("composing", Some("audio")) => "recording",
+        ("composing", _) => "composing",
+        ("paused", _) => "paused",
+        _ => {
+            debug!(stanza = %stanza::show(node), "unknown chat state; ignored");
+            return Replies::none();
+        }
+    };
+    let mut world = conn.shared.lock();
+    let Some(target_pn) = world.account_pn(&to) else {
+        return Replies::none();
+    };
+    let Some(from) = world.accounts.get(&pn).map(|a| a.jid_like(&to, device)) else {
+        return Replies::none();
+    };
+    world
+        .chat_states
+        .insert((target_pn.clone(), pn.clone()), state.to_owned());
+    let out = NodeBuilder::new("chatstate")
+        .attr("from", from)
+        .children([shown.clone()])
+        .build();
+    let targets = world
+        .accounts
+        .get(&target_pn)
+        .map(|a| a.linked_devices())
+        .unwrap_or_default();
+    for target in targets {
+        world.deliver_live(&target_pn, target, out.clone());
+    }
+    Replies::none()
+}

@@ -171,6 +171,9 @@ pub(crate) struct World {
     /// per message id: every hand-off counts, a resend under the same id included.
     pub(crate) messages_taken: HashMap<String, u32>,
     pub(crate) media: HashMap<String, Bytes>,
+    /// What each chat shows of its other side: (recipient number, sender number) → the
+    /// last chat state the sender set there (`composing`, `recording` or `paused`).
+    pub(crate) chat_states: HashMap<(String, String), String>,
     counter: u64,
 }
 
@@ -218,6 +221,22 @@ impl World {
             return;
         }
         record.queue.push(node);
+    }
+
+    /// Hands `node` to a device only if it is online right now: for what means nothing
+    /// later (chat states), which WhatsApp does not keep in the offline queue.
+    pub(crate) fn deliver_live(&mut self, pn: &str, device: u16, node: Node) {
+        if let Some(record) = self
+            .accounts
+            .get_mut(pn)
+            .and_then(|a| a.devices.get_mut(&device))
+            && record.online
+            && let Some(conn) = record.conn
+            && let Some(entry) = self.conns.get(&conn)
+            && entry.tx.send(ConnCmd::Send(node.clone())).is_ok()
+        {
+            record.sent(&node);
+        }
     }
 
     /// Sends a stanza to a connection regardless of device state (server replies, faults).

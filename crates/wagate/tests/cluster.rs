@@ -14,8 +14,9 @@
 //! although the recipient's delivery receipts are sent while some devices are between
 //! nodes (after the kill) and its read receipts while a node sleeps; and the recipient's
 //! own messages to every device after all the moves must decrypt and reach the
-//! inbox. Number checks through every node for every device show that the calls needing a
-//! device's session are forwarded to the node driving it.
+//! inbox. Number checks through every node for every device, and chat states through every
+//! node, show that the calls needing a device's session are forwarded to the node driving
+//! it.
 //!
 //! Needs PostgreSQL (`WAGATE_TEST_DATABASE_URL`, else 127.0.0.1:5432): without one it
 //! skips with a notice, except under `CI=true`, where it fails.
@@ -397,6 +398,44 @@ async fn cluster() -> anyhow::Result<()> {
                 bail!("number check through {}: {checked}", n.id);
             }
         }
+        // A chat state through every node reaches the recipient's chat from the device's
+        // node (forwarded like the number check).
+        let d = &devices[0];
+        n.api
+            .ok(
+                reqwest::Method::POST,
+                "/v1/developer/presence",
+                Some(&json!({"deviceUid": d.uid, "to": format!("+{}", recipient.phone), "state": "typing"})),
+            )
+            .await
+            .with_context(|| format!("presence through {}", n.id))?;
+        until(
+            "the chat showing composing",
+            Duration::from_secs(10),
+            || async {
+                (sim.chat_state_seen(&recipient, &d.account).as_deref() == Some("composing"))
+                    .then_some(())
+            },
+        )
+        .await
+        .with_context(|| format!("composing through {}", n.id))?;
+        n.api
+            .ok(
+                reqwest::Method::POST,
+                "/v1/developer/presence",
+                Some(&json!({"deviceUid": d.uid, "to": format!("+{}", recipient.phone), "state": "paused"})),
+            )
+            .await?;
+        until(
+            "the chat showing paused",
+            Duration::from_secs(10),
+            || async {
+                (sim.chat_state_seen(&recipient, &d.account).as_deref() == Some("paused"))
+                    .then_some(())
+            },
+        )
+        .await
+        .with_context(|| format!("paused through {}", n.id))?;
     }
 
     // The recipient's phone acknowledges what reached it so far, while some of the

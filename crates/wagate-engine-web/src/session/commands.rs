@@ -8,7 +8,7 @@ use std::time::Duration;
 use tracing::warn;
 use wagate_core::Phone;
 use wagate_core::engine::{
-    EngineError, EngineEvent, EngineSession, NumberCheck, OutgoingMessage, PairCode,
+    ChatState, EngineError, EngineEvent, EngineSession, NumberCheck, OutgoingMessage, PairCode,
 };
 
 #[async_trait]
@@ -23,6 +23,10 @@ impl EngineSession for WebSession {
 
     async fn typing(&self, to: &Phone, duration: Duration) -> Result<(), EngineError> {
         self.show_typing(to, duration).await
+    }
+
+    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError> {
+        self.set_chat_state(to, state).await
     }
 
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError> {

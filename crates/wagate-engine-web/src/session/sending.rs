@@ -8,7 +8,7 @@ use crate::outgoing::{self, Plan};
 use std::time::Duration;
 use tracing::debug;
 use wagate_core::Phone;
-use wagate_core::engine::{EngineError, NumberCheck, OutgoingMessage};
+use wagate_core::engine::{ChatState, EngineError, NumberCheck, OutgoingMessage};
 use whatsapp_rust::ContactError;
 use whatsapp_rust::prelude::*;
 use whatsapp_rust::upload::UploadOptions;
@@ -105,6 +105,30 @@ impl WebSession {
         }
         // Every slot is filled: cached, or answered by match_answers (one per number asked).
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// The chat state the API asked for: unlike the pacing's typing indicator, an
+    /// explicit request, so a failure is reported.
+    pub(super) async fn set_chat_state(
+        &self,
+        to: &Phone,
+        state: ChatState,
+    ) -> Result<(), EngineError> {
+        let client = self.inner.online_client()?;
+        let jid = Jid::pn(to.digits());
+        if state != ChatState::Paused
+            && let Err(e) = client.presence().set_available().await
+        {
+            // As for typing: only shown while "available", which needs a push name.
+            debug!(device.uid = %self.inner.uid, error = %e, "could not set presence available");
+        }
+        let chat = client.chatstate();
+        match state {
+            ChatState::Typing => chat.send_composing(&jid).await,
+            ChatState::Recording => chat.send_recording(&jid).await,
+            ChatState::Paused => chat.send_paused(&jid).await,
+        }
+        .map_err(|e| EngineError::Transient(format!("WhatsApp did not take the chat state: {e}")))
     }
 
     pub(super) async fn show_typing(

@@ -35,8 +35,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wagate_core::device::EngineKind;
 use wagate_core::engine::{
-    DeviceContext, Engine, EngineError, EngineEvent, EngineEvents, EngineSession, IncomingMedia,
-    IncomingMessage, NumberCheck, OutgoingContent, OutgoingMessage, PairCode, ReceiptKind,
+    ChatState, DeviceContext, Engine, EngineError, EngineEvent, EngineEvents, EngineSession,
+    IncomingMedia, IncomingMessage, NumberCheck, OutgoingContent, OutgoingMessage, PairCode,
+    ReceiptKind,
 };
 use wagate_core::message::MessageKind;
 use wagate_core::{DeviceUid, Phone, time};
@@ -90,6 +91,9 @@ struct NetworkState {
     /// Events for devices that were offline when they happened, delivered when they
     /// connect again (WhatsApp's offline queue).
     pending: HashMap<DeviceUid, Vec<EngineEvent>>,
+    /// What each chat shows of its other side, by (recipient number, sender number): the
+    /// last chat state a device set there. Ephemeral, as on WhatsApp: never journaled.
+    chat_states: HashMap<(String, String), ChatState>,
 }
 
 impl SandboxNetwork {
@@ -240,6 +244,15 @@ impl SandboxNetwork {
     /// Every provider id shown to a recipient, with how many times.
     pub fn handed(&self) -> HashMap<String, u32> {
         self.state().handed.clone()
+    }
+
+    /// What the chat of the number `recipient` (digits) with `sender` (digits) shows of
+    /// the sender: typing, recording, or nothing (`Paused`, or never set).
+    pub fn chat_state_seen(&self, recipient: &str, sender: &str) -> Option<ChatState> {
+        self.state()
+            .chat_states
+            .get(&(recipient.to_owned(), sender.to_owned()))
+            .copied()
     }
 
     /// What the recipient at `phone` (digits) was shown, in order: (provider id, text).
@@ -836,6 +849,19 @@ impl EngineSession for SandboxSession {
                 }
             })
             .collect())
+    }
+
+    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError> {
+        if !self.is_connected() {
+            return Err(EngineError::NotConnected(
+                "the sandbox device is not connected".into(),
+            ));
+        }
+        self.network.state().chat_states.insert(
+            (to.digits().to_owned(), self.phone.digits().to_owned()),
+            state,
+        );
+        Ok(())
     }
 
     async fn request_pair_code(&self, _phone: &Phone) -> Result<PairCode, EngineError> {

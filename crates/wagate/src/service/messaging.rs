@@ -10,7 +10,7 @@ use super::{MediaService, ServiceError, ServiceResult};
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::device::DeviceStatus;
-use wagate_core::engine::{NumberCheck, provider_message_id};
+use wagate_core::engine::{ChatState, NumberCheck, provider_message_id};
 use wagate_core::message::{
     Dialect, InboundMessage, Message, MessageKind, MessageStatus, NewOutboundMessage, StatusChange,
 };
@@ -505,6 +505,58 @@ impl MessagingService {
         page: PageRequest,
     ) -> ServiceResult<Page<InboundMessage>> {
         Ok(self.store.list_inbound(account, device, page).await?)
+    }
+
+    /// Shows "typing…", "recording…" or nothing (`Paused`) in the device's chat with
+    /// `to`: a live-session call, not a message (nothing is stored or retried).
+    pub async fn set_chat_state(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        to: &Phone,
+        state: ChatState,
+    ) -> ServiceResult<()> {
+        self.set_chat_state_at(account, device, to, state, Reach::Anywhere)
+            .await
+    }
+
+    /// [`Self::set_chat_state`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn set_chat_state_at(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        to: &Phone,
+        state: ChatState,
+        reach: Reach,
+    ) -> ServiceResult<()> {
+        super::device_of(self.store.as_ref(), account, device).await?;
+        let session = match self.router.route(device, reach, "is not running").await? {
+            Route::Here(session) => session,
+            Route::Forward { node, address } => {
+                let call = SessionCall::ChatState {
+                    to: to.to_string(),
+                    state: state.as_str().to_owned(),
+                };
+                return match self
+                    .router
+                    .forward((&node, &address), account, device, call)
+                    .await?
+                {
+                    PeerReply::Done => Ok(()),
+                    other => Err(unexpected(&other)),
+                };
+            }
+        };
+        if self.control.connection(device) != Some(true) {
+            return Err(ServiceError::Engine(format!(
+                "device {device} is not connected to WhatsApp"
+            )));
+        }
+        session
+            .chat_state(to, state)
+            .await
+            .map_err(|e| ServiceError::Engine(e.to_string()))
     }
 
     /// Asks WhatsApp (through the device) which numbers are on it.

@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use wagate_core::engine::{EngineSession, NumberCheck, PairCode};
+use wagate_core::engine::{ChatState, EngineSession, NumberCheck, PairCode};
 use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid, Phone, time};
 
@@ -39,6 +39,7 @@ pub enum SessionCall {
     Qr,
     PairCode { phone: String },
     CheckNumbers { numbers: Vec<String> },
+    ChatState { to: String, state: String },
     Logout,
     Connect,
 }
@@ -392,6 +393,17 @@ impl PeerService {
                 PeerReply::Numbers {
                     results: checks.iter().map(WireCheck::from).collect(),
                 }
+            }
+            SessionCall::ChatState { to, state } => {
+                let to = Phone::parse(&to)
+                    .map_err(|e| ServiceError::Invalid("to".into(), e.to_string()))?;
+                let state = ChatState::parse(&state).ok_or_else(|| {
+                    ServiceError::Invalid("state".into(), format!("unknown chat state {state:?}"))
+                })?;
+                self.messaging
+                    .set_chat_state_at(&account, &uid, &to, state, here)
+                    .await?;
+                PeerReply::Done
             }
             SessionCall::Logout => {
                 self.linking.logout_device_at(&account, &uid, here).await?;

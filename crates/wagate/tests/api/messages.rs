@@ -4,6 +4,7 @@ use crate::support::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::collections::HashSet;
+use wagate_core::engine::ChatState;
 
 #[tokio::test]
 async fn the_seed_curl_example_works_verbatim() {
@@ -372,6 +373,94 @@ async fn check_whatsapp_reports_each_number() {
             .await;
         assert_invalid(status, &body, field);
     }
+}
+
+#[tokio::test]
+async fn presence_shows_typing_and_recording_in_the_chat_then_clears() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("a").await;
+    let b = app.connected_device("b").await;
+    let uid = a["deviceUid"].as_str().unwrap();
+    let a_phone = a["phoneNumber"].as_str().unwrap().trim_start_matches('+');
+    let b_phone = b["phoneNumber"].as_str().unwrap();
+    let seen = || {
+        app.sandbox
+            .chat_state_seen(b_phone.trim_start_matches('+'), a_phone)
+    };
+    assert_eq!(seen(), None);
+    for (state, shown) in [
+        ("typing", ChatState::Typing),
+        ("recording", ChatState::Recording),
+        ("paused", ChatState::Paused),
+    ] {
+        let (status, body) = app
+            .post(
+                "/v1/developer/presence",
+                json!({ "deviceUid": uid, "to": b_phone, "state": state }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body["data"],
+            json!({ "deviceUid": uid, "to": b_phone, "state": state })
+        );
+        assert_eq!(seen(), Some(shown), "after {state}");
+    }
+    // Nothing was stored or queued: a chat state is not a message.
+    let (_, listed) = app.get("/v1/developer/messages").await;
+    assert_eq!(listed["data"]["total"], 0, "{listed}");
+
+    for (body, field) in [
+        (
+            json!({ "deviceUid": uid, "to": b_phone, "state": "dancing" }),
+            "state",
+        ),
+        (
+            json!({ "deviceUid": uid, "to": "not a number", "state": "typing" }),
+            "to",
+        ),
+        (
+            json!({ "deviceUid": "nope", "to": b_phone, "state": "typing" }),
+            "deviceUid",
+        ),
+        (json!({ "deviceUid": uid, "state": "typing" }), "to"),
+        (
+            json!({ "deviceUid": uid, "to": b_phone, "state": "typing", "mood": 1 }),
+            "mood",
+        ),
+    ] {
+        let (status, reply) = app.post("/v1/developer/presence", body).await;
+        assert_invalid(status, &reply, field);
+    }
+    let (status, reply) = app
+        .post(
+            "/v1/developer/presence",
+            json!({ "deviceUid": "dev_01m8qjb7xsxzzr24q4jhzsqhaw", "to": b_phone, "state": "typing" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+    assert_eq!(reply["ok"], false);
+
+    // Offline, WhatsApp shows nothing: a clear 502.
+    let device = wagate_core::DeviceUid::parse(uid).unwrap();
+    assert!(
+        app.sandbox
+            .lose_connection(&device, std::time::Duration::from_secs(60))
+            .await
+    );
+    app.wait_device_status(uid, "reconnecting").await;
+    let (status, reply) = app
+        .post(
+            "/v1/developer/presence",
+            json!({ "deviceUid": uid, "to": b_phone, "state": "typing" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("not connected"),
+        "{reply}"
+    );
+    assert_eq!(seen(), Some(ChatState::Paused));
 }
 
 #[tokio::test]

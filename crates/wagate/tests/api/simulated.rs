@@ -573,6 +573,43 @@ async fn two_linked_devices_exchange_text_media_and_voice_through_both_dialects(
         "{body}"
     );
     assert_eq!(results[1]["onWhatsApp"], false, "{body}");
+
+    // Chat states: what B's chat with A shows, and what reaches B's linked device.
+    for (state, shown) in [
+        ("typing", "composing"),
+        ("recording", "recording"),
+        ("paused", "paused"),
+    ] {
+        let (status, body) = gate
+            .post(
+                "/v1/developer/presence",
+                json!({ "deviceUid": a.uid, "to": to_b, "state": state }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        // Written to the socket when the call answers; the server reads it a moment later.
+        until(&format!("the chat showing {shown}"), STEP, || async {
+            (gate.sim.chat_state_seen(&b.account, &a.account).as_deref() == Some(shown))
+                .then_some(())
+        })
+        .await;
+    }
+    let states = until("chat states at B's device", STEP, || async {
+        let seen: Vec<String> = gate
+            .sim
+            .delivered(&b.jid)
+            .iter()
+            .filter(|n| n.tag == "chatstate")
+            .filter_map(|n| {
+                n.children()
+                    .and_then(|c| c.first())
+                    .map(|c| c.tag.to_string())
+            })
+            .collect();
+        (seen.len() == 3).then_some(seen)
+    })
+    .await;
+    assert_eq!(states, ["composing", "composing", "paused"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

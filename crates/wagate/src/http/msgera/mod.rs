@@ -8,6 +8,7 @@ pub mod keys;
 pub mod linking;
 pub mod media;
 pub mod messages;
+pub mod presence;
 pub mod sandbox;
 pub mod webhooks;
 
@@ -68,6 +69,7 @@ pub fn router() -> Router<Services> {
             "/v1/developer/messages/{message_id}",
             get(messages::get_message),
         )
+        .route("/v1/developer/presence", post(presence::set_presence))
         .route("/v1/developer/inbound", get(inbound::list_inbound))
         .route("/v1/developer/media/upload", post(media::upload_media))
         .route(
