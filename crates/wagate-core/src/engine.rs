@@ -302,6 +302,10 @@ pub trait EngineSession: Send + Sync {
     /// clears typing by itself after a while). Refused with `NotConnected` offline.
     async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError>;
 
+    /// Tells the sender of each of `messages` (WhatsApp ids of messages received in the
+    /// one-to-one chat with `chat`) that they were read: blue ticks on their side.
+    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError>;
+
     /// Requests a pair code to link by phone number instead of QR.
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError>;
 

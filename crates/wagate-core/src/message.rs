@@ -370,6 +370,8 @@ pub struct InboundMessage {
     /// When WhatsApp says the message was sent.
     pub timestamp: Timestamp,
     pub received_at: Timestamp,
+    /// When the device marked it read (`POST /v1/developer/chats/read`), if it did.
+    pub read_at: Option<Timestamp>,
 }
 
 impl From<crate::media::MediaClass> for MessageKind {

@@ -377,6 +377,22 @@ pub trait InboundStore: Send + Sync {
         device: Option<&DeviceUid>,
         page: PageRequest,
     ) -> StoreResult<Page<InboundMessage>>;
+    /// The device's messages from `chat` (a one-to-one chat: the sender's number) not yet
+    /// marked read, oldest first, at most `limit`.
+    async fn unread_inbound(
+        &self,
+        device: &DeviceUid,
+        chat: &Phone,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>>;
+    /// Marks the device's inbound messages `ids` read at `at`; one already read keeps its
+    /// time. Returns how many were newly marked.
+    async fn mark_inbound_read(
+        &self,
+        device: &DeviceUid,
+        ids: &[MessageId],
+        at: Timestamp,
+    ) -> StoreResult<u64>;
 }
 
 #[async_trait]

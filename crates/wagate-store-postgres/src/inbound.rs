@@ -12,8 +12,8 @@ use wagate_core::message::InboundMessage;
 use wagate_core::store::{
     InboundOutcome, InboundStore, Page, PageRequest, StoreError, StoreResult,
 };
-use wagate_core::time::millis;
-use wagate_core::{AccountId, DeviceUid};
+use wagate_core::time::{Timestamp, millis};
+use wagate_core::{AccountId, DeviceUid, MessageId, Phone};
 
 #[async_trait]
 impl InboundStore for PgStore {
@@ -138,5 +138,50 @@ impl InboundStore for PgStore {
             page: page.page,
             limit: page.limit,
         })
+    }
+
+    async fn unread_inbound(
+        &self,
+        device: &DeviceUid,
+        chat: &Phone,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i \
+             WHERE i.device_uid = $1 AND i.from_phone = $2 AND NOT i.is_group \
+             AND i.read_at IS NULL ORDER BY i.received_at, i.id LIMIT $3"
+        ))
+        .bind(device.as_str())
+        .bind(chat.digits())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(inbound_from_row).collect()
+    }
+
+    async fn mark_inbound_read(
+        &self,
+        device: &DeviceUid,
+        ids: &[MessageId],
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<&str> = ids.iter().map(MessageId::as_str).collect();
+        let done = sqlx::query(
+            "UPDATE inbound_messages SET read_at = $1 \
+             WHERE read_at IS NULL AND device_uid = $2 AND id = ANY($3)",
+        )
+        .bind(millis(at))
+        .bind(device.as_str())
+        .bind(ids)
+        .execute(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(done.rows_affected())
     }
 }

@@ -277,6 +277,7 @@ async fn two_nodes_never_claim_one_webhook_delivery() {
                     group_name: None,
                     timestamp: at(ms),
                     received_at: at(ms),
+                    read_at: None,
                 },
                 None,
             )

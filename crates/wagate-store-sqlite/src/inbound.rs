@@ -5,14 +5,15 @@ use crate::SqliteStore;
 use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
+use sqlx::{QueryBuilder, Sqlite};
 use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
 use wagate_core::lease::Fence;
 use wagate_core::message::InboundMessage;
 use wagate_core::store::{
     InboundOutcome, InboundStore, Page, PageRequest, StoreError, StoreResult,
 };
-use wagate_core::time::millis;
-use wagate_core::{AccountId, DeviceUid};
+use wagate_core::time::{Timestamp, millis};
+use wagate_core::{AccountId, DeviceUid, MessageId, Phone};
 
 #[async_trait]
 impl InboundStore for SqliteStore {
@@ -159,5 +160,63 @@ impl InboundStore for SqliteStore {
             page: page.page,
             limit: page.limit,
         })
+    }
+
+    async fn unread_inbound(
+        &self,
+        device: &DeviceUid,
+        chat: &Phone,
+        limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i \
+             WHERE i.device_uid = ? AND i.from_phone = ? AND i.is_group = 0 \
+             AND i.read_at IS NULL ORDER BY i.received_at, i.id LIMIT ?"
+        ))
+        .bind(device.as_str())
+        .bind(chat.digits())
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        rows.iter().map(inbound_from_row).collect()
+    }
+
+    async fn mark_inbound_read(
+        &self,
+        device: &DeviceUid,
+        ids: &[MessageId],
+        at: Timestamp,
+    ) -> StoreResult<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let device = device.as_str().to_owned();
+        let ids: Vec<String> = ids.iter().map(|i| i.as_str().to_owned()).collect();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let mut qb =
+                        QueryBuilder::<Sqlite>::new("UPDATE inbound_messages SET read_at = ");
+                    qb.push_bind(millis(at));
+                    qb.push(" WHERE read_at IS NULL AND device_uid = ");
+                    qb.push_bind(device);
+                    qb.push(" AND id IN (");
+                    let mut list = qb.separated(", ");
+                    for id in ids {
+                        list.push_bind(id);
+                    }
+                    qb.push(")");
+                    Ok(qb
+                        .build()
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?
+                        .rows_affected())
+                })
+            })
+            .await
     }
 }

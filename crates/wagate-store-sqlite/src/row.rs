@@ -38,7 +38,7 @@ macro_rules! inbound_columns {
     () => {
         "i.id, i.account_id, i.device_uid, i.provider_message_id, i.from_phone, i.from_lid, \
          i.from_name, i.kind, i.text, i.media_id, i.is_group, i.group_id, i.group_name, \
-         i.timestamp, i.received_at"
+         i.timestamp, i.received_at, i.read_at"
     };
 }
 macro_rules! media_columns {
@@ -183,6 +183,7 @@ pub(crate) fn inbound_from_row(row: &SqliteRow) -> StoreResult<InboundMessage> {
         group_name: get(row, "group_name")?,
         timestamp: time(row, "timestamp")?,
         received_at: time(row, "received_at")?,
+        read_at: opt_time(row, "read_at")?,
     })
 }
 

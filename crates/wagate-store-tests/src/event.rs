@@ -77,6 +77,7 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
             group_name: None,
             timestamp: at(5 * SEC),
             received_at: at(5 * SEC),
+            read_at: None,
         },
         None,
     )

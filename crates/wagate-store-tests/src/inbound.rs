@@ -32,6 +32,7 @@ fn inbound(
         group_name: None,
         timestamp: at(secs * SEC - 500),
         received_at: at(secs * SEC),
+        read_at: None,
     }
 }
 
@@ -133,4 +134,77 @@ pub async fn inbound_dedupes_per_device_and_appends_events(f: impl StoreFactory)
         .await
         .unwrap();
     assert_eq!(foreign.total, 0);
+}
+
+/// A chat's unread messages, oldest first, and marking them read once: only the device's
+/// one-to-one messages from that sender, never another device's or a group's.
+pub async fn unread_inbound_per_chat_and_marked_read_once(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let other = device(s, &a).await;
+    let held = fence(s, &d.uid).await;
+    let first = inbound(&a, &d.uid, "R1", 1);
+    let second = inbound(&a, &d.uid, "R2", 2);
+    let mut someone_else = inbound(&a, &d.uid, "R3", 3);
+    someone_else.from = Some(phone(6));
+    let mut in_a_group = inbound(&a, &d.uid, "R4", 4);
+    in_a_group.is_group = true;
+    in_a_group.group_id = Some("120363000000000000@g.us".into());
+    for m in [&second, &first, &someone_else, &in_a_group] {
+        s.record_inbound(&held, m, None).await.unwrap();
+    }
+    let theirs = inbound(&a, &other.uid, "R5", 5);
+    s.record_inbound(&fence(s, &other.uid).await, &theirs, None)
+        .await
+        .unwrap();
+
+    let unread = s.unread_inbound(&d.uid, &phone(5), 100).await.unwrap();
+    let ids: Vec<&str> = unread
+        .iter()
+        .map(|m| m.provider_message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["R1", "R2"], "oldest first, this chat only");
+    assert!(unread.iter().all(|m| m.read_at.is_none()));
+    assert_eq!(
+        s.unread_inbound(&d.uid, &phone(5), 1).await.unwrap().len(),
+        1
+    );
+
+    // Another device's id is not this device's to mark.
+    let mut asked: Vec<MessageId> = unread.iter().map(|m| m.id.clone()).collect();
+    asked.push(theirs.id.clone());
+    assert_eq!(
+        s.mark_inbound_read(&d.uid, &asked, at(10 * SEC)).await,
+        Ok(2)
+    );
+    assert!(
+        s.unread_inbound(&d.uid, &phone(5), 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.mark_inbound_read(&d.uid, &asked, at(20 * SEC)).await,
+        Ok(0),
+        "read once; the first time stays"
+    );
+    let listed = s
+        .list_inbound(&a, Some(&d.uid), PageRequest { page: 1, limit: 10 })
+        .await
+        .unwrap();
+    for m in &listed.items {
+        let expected =
+            (m.provider_message_id == "R1" || m.provider_message_id == "R2").then(|| at(10 * SEC));
+        assert_eq!(m.read_at, expected, "{}", m.provider_message_id);
+    }
+    assert_eq!(
+        s.unread_inbound(&other.uid, &phone(5), 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(s.mark_inbound_read(&d.uid, &[], at(SEC)).await, Ok(0));
 }

@@ -230,6 +230,7 @@ pub async fn fenced_writes_are_refused_after_a_takeover(f: impl StoreFactory) {
         group_name: None,
         timestamp: at(2 * SEC),
         received_at: at(2 * SEC),
+        read_at: None,
     };
     fenced(
         s.record_inbound(&old, &inbound, None).await.map(drop),

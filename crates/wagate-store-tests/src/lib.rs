@@ -98,6 +98,7 @@ macro_rules! store_conformance_tests {
             next_send_job_at_follows_run_at_and_leases,
             budget_usage_counts_rolling_windows,
             inbound_dedupes_per_device_and_appends_events,
+            unread_inbound_per_chat_and_marked_read_once,
             media_is_isolated_between_accounts,
             events_filter_by_account_type_and_position,
             events_seq_follows_commit_order_under_concurrency,

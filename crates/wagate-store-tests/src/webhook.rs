@@ -49,6 +49,7 @@ async fn inbound(
             group_name: None,
             timestamp: at(ms),
             received_at: at(ms),
+            read_at: None,
         },
         None,
     )

@@ -29,6 +29,10 @@ impl EngineSession for WebSession {
         self.set_chat_state(to, state).await
     }
 
+    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError> {
+        self.send_read_receipts(chat, messages).await
+    }
+
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError> {
         self.pair_code(phone).await
     }

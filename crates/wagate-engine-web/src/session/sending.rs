@@ -131,6 +131,22 @@ impl WebSession {
         .map_err(|e| EngineError::Transient(format!("WhatsApp did not take the chat state: {e}")))
     }
 
+    /// Read receipts for messages received in the one-to-one chat with `chat`.
+    pub(super) async fn send_read_receipts(
+        &self,
+        chat: &Phone,
+        messages: &[String],
+    ) -> Result<(), EngineError> {
+        let client = self.inner.online_client()?;
+        let ids: Vec<&str> = messages.iter().map(String::as_str).collect();
+        client
+            .mark_as_read(&Jid::pn(chat.digits()), None, &ids)
+            .await
+            .map_err(|e| {
+                EngineError::Transient(format!("WhatsApp did not take the read receipts: {e}"))
+            })
+    }
+
     pub(super) async fn show_typing(
         &self,
         to: &Phone,

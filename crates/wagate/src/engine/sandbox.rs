@@ -94,6 +94,9 @@ struct NetworkState {
     /// What each chat shows of its other side, by (recipient number, sender number): the
     /// last chat state a device set there. Ephemeral, as on WhatsApp: never journaled.
     chat_states: HashMap<(String, String), ChatState>,
+    /// Read receipts sent, by (reader's number, chat's number): the WhatsApp ids marked
+    /// read, in order. (The sandbox's recipients read everything by themselves anyway.)
+    marked_read: HashMap<(String, String), Vec<String>>,
 }
 
 impl SandboxNetwork {
@@ -253,6 +256,16 @@ impl SandboxNetwork {
             .chat_states
             .get(&(recipient.to_owned(), sender.to_owned()))
             .copied()
+    }
+
+    /// The WhatsApp ids the device of number `reader` marked read in its chat with `chat`
+    /// (both digits), in order.
+    pub fn marked_read(&self, reader: &str, chat: &str) -> Vec<String> {
+        self.state()
+            .marked_read
+            .get(&(reader.to_owned(), chat.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// What the recipient at `phone` (digits) was shown, in order: (provider id, text).
@@ -861,6 +874,21 @@ impl EngineSession for SandboxSession {
             (to.digits().to_owned(), self.phone.digits().to_owned()),
             state,
         );
+        Ok(())
+    }
+
+    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError> {
+        if !self.is_connected() {
+            return Err(EngineError::NotConnected(
+                "the sandbox device is not connected".into(),
+            ));
+        }
+        self.network
+            .state()
+            .marked_read
+            .entry((self.phone.digits().to_owned(), chat.digits().to_owned()))
+            .or_default()
+            .extend(messages.iter().cloned());
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use utoipa::{Modify, OpenApi};
         msgera::linking::logout,
         msgera::messages::send_text, msgera::messages::send_media, msgera::messages::send_voice,
         msgera::messages::check_whatsapp, msgera::messages::get_message, msgera::messages::list_messages,
-        msgera::presence::set_presence,
+        msgera::presence::set_presence, msgera::chats::read_chat,
         msgera::media::upload_media,
         msgera::inbound::list_inbound,
         msgera::keys::list_keys, msgera::keys::create_key, msgera::keys::revoke_key,

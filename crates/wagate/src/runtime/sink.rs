@@ -171,6 +171,7 @@ impl DeviceEventSink {
                 .map(wagate_core::text::neutralise_name),
             timestamp: m.timestamp,
             received_at: time::now(),
+            read_at: None,
         };
         if let InboundOutcome::Created(_) = self
             .store

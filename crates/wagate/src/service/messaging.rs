@@ -39,6 +39,9 @@ pub struct SendRequest {
     pub dialect: Dialect,
 }
 
+/// Inbound messages marked read per round of read receipts.
+const MARK_READ_ROUND: u32 = 500;
+
 /// What the caller asked to send; media kinds are refined by the media's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendKind {
@@ -557,6 +560,81 @@ impl MessagingService {
             .chat_state(to, state)
             .await
             .map_err(|e| ServiceError::Engine(e.to_string()))
+    }
+
+    /// Marks the device's one-to-one chat with `chat` read: read receipts for its unread
+    /// inbound messages go to the sender, then the messages are recorded as read. Returns
+    /// how many were marked (0 when nothing was unread).
+    pub async fn mark_chat_read(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        chat: &Phone,
+    ) -> ServiceResult<u64> {
+        self.mark_chat_read_at(account, device, chat, Reach::Anywhere)
+            .await
+    }
+
+    /// [`Self::mark_chat_read`], forwarded to the node driving the device if `reach`
+    /// allows.
+    pub async fn mark_chat_read_at(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        chat: &Phone,
+        reach: Reach,
+    ) -> ServiceResult<u64> {
+        super::device_of(self.store.as_ref(), account, device).await?;
+        let session = match self.router.route(device, reach, "is not running").await? {
+            Route::Here(session) => session,
+            Route::Forward { node, address } => {
+                let call = SessionCall::MarkRead {
+                    chat: chat.to_string(),
+                };
+                return match self
+                    .router
+                    .forward((&node, &address), account, device, call)
+                    .await?
+                {
+                    PeerReply::Marked { count } => Ok(count),
+                    other => Err(unexpected(&other)),
+                };
+            }
+        };
+        if self.control.connection(device) != Some(true) {
+            return Err(ServiceError::Engine(format!(
+                "device {device} is not connected to WhatsApp"
+            )));
+        }
+        let mut marked = 0;
+        // In rounds, so a chat with a long backlog is marked whole without one huge
+        // receipt; recorded only once WhatsApp took the receipts.
+        loop {
+            let unread = self
+                .store
+                .unread_inbound(device, chat, MARK_READ_ROUND)
+                .await?;
+            if unread.is_empty() {
+                return Ok(marked);
+            }
+            let provider_ids: Vec<String> = unread
+                .iter()
+                .map(|m| m.provider_message_id.clone())
+                .collect();
+            session
+                .mark_read(chat, &provider_ids)
+                .await
+                .map_err(|e| ServiceError::Engine(e.to_string()))?;
+            let ids: Vec<MessageId> = unread.iter().map(|m| m.id.clone()).collect();
+            let newly = self
+                .store
+                .mark_inbound_read(device, &ids, time::now())
+                .await?;
+            marked += newly;
+            if newly == 0 || unread.len() < MARK_READ_ROUND as usize {
+                return Ok(marked);
+            }
+        }
     }
 
     /// Asks WhatsApp (through the device) which numbers are on it.

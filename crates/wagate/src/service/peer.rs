@@ -40,6 +40,7 @@ pub enum SessionCall {
     PairCode { phone: String },
     CheckNumbers { numbers: Vec<String> },
     ChatState { to: String, state: String },
+    MarkRead { chat: String },
     Logout,
     Connect,
 }
@@ -79,6 +80,7 @@ pub enum PeerReply {
     Qr { code: String, expires_at_ms: i64 },
     PairCode { code: String, expires_in_ms: u64 },
     Numbers { results: Vec<WireCheck> },
+    Marked { count: u64 },
     Done,
     Failed(WireError),
 }
@@ -404,6 +406,15 @@ impl PeerService {
                     .set_chat_state_at(&account, &uid, &to, state, here)
                     .await?;
                 PeerReply::Done
+            }
+            SessionCall::MarkRead { chat } => {
+                let chat = Phone::parse(&chat)
+                    .map_err(|e| ServiceError::Invalid("chat".into(), e.to_string()))?;
+                let count = self
+                    .messaging
+                    .mark_chat_read_at(&account, &uid, &chat, here)
+                    .await?;
+                PeerReply::Marked { count }
             }
             SessionCall::Logout => {
                 self.linking.logout_device_at(&account, &uid, here).await?;

@@ -464,6 +464,107 @@ async fn presence_shows_typing_and_recording_in_the_chat_then_clears() {
 }
 
 #[tokio::test]
+async fn reading_a_chat_sends_read_receipts_for_its_unread_messages_once() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("a").await;
+    let uid = a["deviceUid"].as_str().unwrap();
+    let me = a["phoneNumber"].as_str().unwrap().trim_start_matches('+');
+    let customer = "+201009876543";
+    for body in [
+        json!({ "deviceUid": uid, "from": customer, "text": "first" }),
+        json!({ "deviceUid": uid, "from": customer, "text": "second" }),
+        json!({ "deviceUid": uid, "from": "+201001112223", "text": "another chat" }),
+        json!({ "deviceUid": uid, "from": customer, "text": "in a group", "isGroup": true, "groupId": "120363@g.us" }),
+    ] {
+        let (status, reply) = app.post("/v1/developer/sandbox/inbound", body).await;
+        assert_eq!(status, StatusCode::CREATED, "{reply}");
+    }
+    let read = |chat: &'static str| {
+        app.post(
+            "/v1/developer/chats/read",
+            json!({ "deviceUid": uid, "chat": chat }),
+        )
+    };
+    let (status, reply) = read(customer).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(
+        reply["data"],
+        json!({ "deviceUid": uid, "chat": customer, "marked": 2 })
+    );
+    let (_, inbox) = app
+        .get(&format!("/v1/developer/inbound?deviceUid={uid}"))
+        .await;
+    let items = inbox["data"]["items"].as_array().unwrap();
+    let by_text = |t: &str| items.iter().find(|m| m["text"] == t).unwrap().clone();
+    let (first, second) = (by_text("first"), by_text("second"));
+    assert!(first["readAt"].is_string(), "{first}");
+    assert!(second["readAt"].is_string(), "{second}");
+    assert!(by_text("another chat")["readAt"].is_null());
+    assert!(by_text("in a group")["readAt"].is_null());
+    assert_eq!(
+        app.sandbox.marked_read(me, "201009876543"),
+        [
+            first["providerMessageId"].as_str().unwrap(),
+            second["providerMessageId"].as_str().unwrap()
+        ]
+    );
+    // Read already: nothing is sent again.
+    let (status, reply) = read(customer).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["data"]["marked"], 0);
+    assert_eq!(app.sandbox.marked_read(me, "201009876543").len(), 2);
+
+    for (body, field) in [
+        (json!({ "deviceUid": uid, "chat": "nope" }), "chat"),
+        (json!({ "deviceUid": "x", "chat": customer }), "deviceUid"),
+        (json!({ "deviceUid": uid }), "chat"),
+        (
+            json!({ "deviceUid": uid, "chat": customer, "all": true }),
+            "all",
+        ),
+    ] {
+        let (status, reply) = app.post("/v1/developer/chats/read", body).await;
+        assert_invalid(status, &reply, field);
+    }
+    let (status, reply) = app
+        .post(
+            "/v1/developer/chats/read",
+            json!({ "deviceUid": "dev_01m8qjb7xsxzzr24q4jhzsqhaw", "chat": customer }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{reply}");
+
+    // Offline: a 502, and the chat's new message stays unread for the next call.
+    let (status, _) = app
+        .post(
+            "/v1/developer/sandbox/inbound",
+            json!({ "deviceUid": uid, "from": customer, "text": "third" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let device = wagate_core::DeviceUid::parse(uid).unwrap();
+    assert!(
+        app.sandbox
+            .lose_connection(&device, std::time::Duration::from_secs(60))
+            .await
+    );
+    app.wait_device_status(uid, "reconnecting").await;
+    let (status, reply) = read(customer).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{reply}");
+    let (_, inbox) = app
+        .get(&format!("/v1/developer/inbound?deviceUid={uid}"))
+        .await;
+    let third = inbox["data"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["text"] == "third")
+        .unwrap()
+        .clone();
+    assert!(third["readAt"].is_null(), "{third}");
+}
+
+#[tokio::test]
 async fn messages_are_listed_with_filters_and_pages() {
     let app = TestApp::spawn().await;
     let a = app.connected_device("a").await;

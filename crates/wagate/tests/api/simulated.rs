@@ -557,6 +557,26 @@ async fn two_linked_devices_exchange_text_media_and_voice_through_both_dialects(
         "{history:?}"
     );
 
+    // B's own device reads its chat with A through the API: the read receipts reach A,
+    // whose messages all turn read (the first one already was), and B records them read.
+    let (status, body) = gate
+        .post(
+            "/v1/developer/chats/read",
+            json!({ "deviceUid": b.uid, "chat": a.e164() }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["marked"], 8, "{body}");
+    for id in &sent {
+        gate.wait_message(id, "read").await;
+    }
+    assert!(
+        gate.inbound(&b.uid)
+            .await
+            .iter()
+            .all(|m| m["readAt"].is_string())
+    );
+
     // Numbers: both accounts are on WhatsApp, an unknown one is not.
     let (status, body) = gate
         .post(

@@ -36,6 +36,8 @@ pub struct InboundBody {
     pub group_name: Option<String>,
     pub timestamp: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
+    /// When the device marked it read (`POST /v1/developer/chats/read`); null until then.
+    pub read_at: Option<DateTime<Utc>>,
 }
 
 impl InboundBody {
@@ -55,6 +57,7 @@ impl InboundBody {
             group_name: m.group_name.clone(),
             timestamp: m.timestamp,
             received_at: m.received_at,
+            read_at: m.read_at,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The Msgera dialect: `/v1/developer/*` with `X-API-Key`, `{"ok": true, "data": …}`
 //! replies, camelCase fields and strict bodies (unknown fields are rejected).
 
+pub mod chats;
 pub mod devices;
 pub mod events;
 pub mod inbound;
@@ -70,6 +71,7 @@ pub fn router() -> Router<Services> {
             get(messages::get_message),
         )
         .route("/v1/developer/presence", post(presence::set_presence))
+        .route("/v1/developer/chats/read", post(chats::read_chat))
         .route("/v1/developer/inbound", get(inbound::list_inbound))
         .route("/v1/developer/media/upload", post(media::upload_media))
         .route(
