@@ -4,8 +4,8 @@
 use crate::{Harness, Recorder};
 use std::sync::Arc;
 use wagate_core::engine::{
-    DeviceContext, EngineError, EngineEvent, EngineSession, IncomingMessage, OutgoingContent,
-    OutgoingMessage, ReceiptKind, provider_message_id,
+    ChatState, DeviceContext, EngineError, EngineEvent, EngineSession, IncomingMessage,
+    OutgoingContent, OutgoingMessage, ReceiptKind, provider_message_id,
 };
 use wagate_core::{MessageId, Phone};
 
@@ -263,6 +263,74 @@ pub async fn logout_reports_logged_out_once<H: Harness + ?Sized>(h: &H) {
         .forget(&device.uid)
         .await
         .expect("forget a device");
+}
+
+/// Chat states reach the peer's chat, each replacing the one before; a stopped session
+/// refuses one instead of pretending.
+pub async fn chat_states_reach_the_peer_and_a_stopped_session_refuses_them<H: Harness + ?Sized>(
+    h: &H,
+) {
+    let (device, session, _events, phone) = online(h).await;
+    for state in ChatState::ALL {
+        session
+            .chat_state(&h.peer(), state)
+            .await
+            .expect("an online device sets a chat state");
+        until(h, &format!("the peer's chat to show {state:?}"), || async {
+            h.peer_sees_chat_state(&phone).await == Some(state)
+        })
+        .await;
+    }
+    session.stop().await;
+    assert!(
+        session
+            .chat_state(&h.peer(), ChatState::Typing)
+            .await
+            .is_err(),
+        "a stopped session refuses"
+    );
+    h.engine()
+        .forget(&device.uid)
+        .await
+        .expect("forget a device");
+}
+
+/// Marking a received message read tells its sender: a read receipt reaches the peer.
+pub async fn marking_read_tells_the_sender<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let text = "conformance: please read me";
+    h.peer_sends(&phone, text).await;
+    let m = events
+        .wait_for("the inbound message", h.patience(), |e| {
+            inbound_text(e, text)
+        })
+        .await;
+    session
+        .mark_read(&h.peer(), std::slice::from_ref(&m.provider_message_id))
+        .await
+        .expect("an online device marks a message read");
+    until(h, "the read receipt at the peer", || async {
+        h.peer_got_read(&phone, &m.provider_message_id).await
+    })
+    .await;
+    stop_and_forget(h, session, &device).await;
+}
+
+/// Polls `check` until it holds, for at most the harness's patience.
+async fn until<H, F, Fut>(h: &H, what: &str, mut check: F)
+where
+    H: Harness + ?Sized,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + h.patience();
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A linked device, started and connected.

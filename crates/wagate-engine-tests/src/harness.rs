@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::Phone;
-use wagate_core::engine::{DeviceContext, Engine};
+use wagate_core::engine::{ChatState, DeviceContext, Engine};
 
 /// One engine under test and the WhatsApp it talks to. Methods panic when the world cannot
 /// do what is asked (they are test support).
@@ -40,6 +40,14 @@ pub trait Harness: Send + Sync {
 
     /// The peer writes `text` to the device linked to `device_phone`.
     async fn peer_sends(&self, device_phone: &Phone, text: &str);
+
+    /// What the peer's chat with the device linked to `device_phone` shows of it right
+    /// now: the last chat state the device set there, if any.
+    async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState>;
+
+    /// Whether the peer was told that the device linked to `device_phone` read the
+    /// peer's message `provider_message_id` (a read receipt reached it).
+    async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool;
 
     /// The gateway's process restarts, every session stopped before; WhatsApp's side keeps
     /// what it holds (its offline queues, what it still owes).

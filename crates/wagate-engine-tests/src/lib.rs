@@ -44,6 +44,8 @@ macro_rules! engine_conformance_tests {
             an_inbound_message_not_committed_is_offered_again,
             stop_ends_the_events_and_what_follows_waits,
             logout_reports_logged_out_once,
+            chat_states_reach_the_peer_and_a_stopped_session_refuses_them,
+            marking_read_tells_the_sender,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

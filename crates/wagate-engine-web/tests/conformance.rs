@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wagate_core::engine::{DeviceContext, Engine, EngineEvent};
+use wagate_core::engine::{ChatState, DeviceContext, Engine, EngineEvent};
 use wagate_core::{DeviceUid, Phone};
 use wagate_engine_tests::{Harness, Recorder};
 use wagate_engine_web::whatsapp_rust::prelude::*;
@@ -180,6 +180,27 @@ impl Harness for Web {
             .send_text(Jid::pn(device_phone.digits()), text)
             .await
             .unwrap();
+    }
+
+    async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
+        match self
+            .sim
+            .chat_state_between(&self.bob.phone, device_phone.digits())?
+            .as_str()
+        {
+            "composing" => Some(ChatState::Typing),
+            "recording" => Some(ChatState::Recording),
+            "paused" => Some(ChatState::Paused),
+            other => panic!("the simulator reports chat state {other:?}"),
+        }
+    }
+
+    async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool {
+        let _ = device_phone;
+        self.sim
+            .read_receipts_to(&self.bob)
+            .iter()
+            .any(|id| id == provider_message_id)
     }
 
     /// A new engine on the same data directory; the simulator lives on.

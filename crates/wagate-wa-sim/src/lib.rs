@@ -345,11 +345,42 @@ impl Simulator {
     /// What the chat of `recipient` with `sender` shows of the sender: `composing`,
     /// `recording` or `paused` (the last chat state the sender's devices set), if any.
     pub fn chat_state_seen(&self, recipient: &Account, sender: &Account) -> Option<String> {
+        self.chat_state_between(&recipient.phone, &sender.phone)
+    }
+
+    /// [`Self::chat_state_seen`] by phone numbers (digits).
+    pub fn chat_state_between(&self, recipient: &str, sender: &str) -> Option<String> {
         self.shared
             .lock()
             .chat_states
-            .get(&(recipient.phone.clone(), sender.phone.clone()))
+            .get(&(recipient.to_owned(), sender.to_owned()))
             .cloned()
+    }
+
+    /// The message ids named by `read` receipts handed to any device of `account`
+    /// (queued for it or written to its connections), in order.
+    pub fn read_receipts_to(&self, account: &Account) -> Vec<String> {
+        let world = self.shared.lock();
+        let Some(a) = world.accounts.get(&account.phone) else {
+            return Vec::new();
+        };
+        let mut ids = Vec::new();
+        for d in a.devices.values() {
+            for r in d.delivered.iter().chain(&d.queue) {
+                if r.tag != "receipt" || stanza::attr(r, "type").as_deref() != Some("read") {
+                    continue;
+                }
+                ids.extend(stanza::attr(r, "id"));
+                if let Some(list) = stanza::child(r, "list") {
+                    ids.extend(
+                        stanza::children(list)
+                            .iter()
+                            .filter_map(|i| stanza::attr(i, "id")),
+                    );
+                }
+            }
+        }
+        ids
     }
 
     /// Stanzas the simulated phone of `account` has received (messages fanned out to device 0,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use wagate::config::SandboxConfig;
 use wagate::engine::sandbox::{SandboxEngine, SandboxNetwork};
 use wagate_core::engine::{
-    DeviceContext, Engine, EngineEvent, EngineSession, OutgoingContent, OutgoingMessage,
+    ChatState, DeviceContext, Engine, EngineEvent, EngineSession, OutgoingContent, OutgoingMessage,
     provider_message_id,
 };
 use wagate_core::{DeviceUid, MessageId, Phone};
@@ -141,6 +141,18 @@ impl Harness for Sandbox {
         })
         .await
         .unwrap();
+    }
+
+    async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
+        self.network()
+            .chat_state_seen(self.peer().digits(), device_phone.digits())
+    }
+
+    async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool {
+        self.network()
+            .marked_read(device_phone.digits(), self.peer().digits())
+            .iter()
+            .any(|id| id == provider_message_id)
     }
 
     async fn restart(&self) {
