@@ -395,6 +395,47 @@ mod tests {
         assert_eq!(m.from.unwrap().digits(), "15550003333");
     }
 
+    /// Group members often write as LIDs: the sender is still reported by phone number
+    /// whenever the LID can be resolved (from the cache, or the participant's number the
+    /// server sent along), with the LID beside it.
+    #[tokio::test]
+    async fn group_sender_writing_as_a_lid_is_reported_by_phone() {
+        let in_group = |sender: &str, alt: Option<Jid>| MessageSource {
+            chat: Jid::group("120363000000000001"),
+            sender: sender.parse().unwrap(),
+            sender_alt: alt,
+            is_group: true,
+            ..Default::default()
+        };
+        let m = convert(
+            &inbound(
+                wa::Message::text("hi team"),
+                in_group("200000000000002:7@lid", None),
+            ),
+            &fake(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert!(m.is_group);
+        assert_eq!(m.group_id.as_deref(), Some("120363000000000001@g.us"));
+        assert_eq!(m.from.unwrap().digits(), "15550002222");
+        assert_eq!(m.from_lid.as_deref(), Some("200000000000002@lid"));
+
+        let m = convert(
+            &inbound(
+                wa::Message::text("hi team"),
+                in_group("700000000000007@lid", Some(Jid::pn("15550007777"))),
+            ),
+            &fake(),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.from.unwrap().digits(), "15550007777");
+        assert_eq!(m.from_lid.as_deref(), Some("700000000000007@lid"));
+    }
+
     #[tokio::test]
     async fn documents_voice_and_failed_downloads() {
         let doc = wa::Message {
