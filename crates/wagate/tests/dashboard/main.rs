@@ -513,6 +513,79 @@ async fn forged_forms_missing_csrf_and_revoked_keys_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_form_shows_typing_and_marks_a_chat_read() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let uid = app.connected_device("Chats").await;
+    let (_, device) = app
+        .api(Method::GET, &format!("/v1/developer/devices/{uid}"), None)
+        .await;
+    let me = device["data"]["phoneNumber"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('+')
+        .to_owned();
+    let customer = "+201009876543";
+    let (status, _) = app
+        .api(
+            Method::POST,
+            "/v1/developer/sandbox/inbound",
+            Some(json!({ "deviceUid": uid, "from": customer, "text": "are you open?" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let b = Browser::start().await;
+    sign_in(&b, &app).await;
+    go(&b, &format!("#/sandbox?device={uid}")).await;
+    b.find(&format!("#sb-device option[value='{uid}']")).await;
+    // A chat action has no text or file to fill in; the indicator has its state.
+    let hidden = b
+        .js(
+            "const k = document.getElementById('sb-kind'); k.value = 'presence'; \
+             k.dispatchEvent(new Event('change')); \
+             return [document.getElementById('sb-text').hidden, \
+                     document.getElementById('sb-state').closest('div').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(hidden, json!([true, false]));
+    b.fill("#sb-to", customer).await;
+    b.js(
+        "document.getElementById('sb-state').value = 'recording';",
+        json!([]),
+    )
+    .await;
+    b.click("#sb-send").await;
+    let curl = b
+        .wait_text("#sb-curl", 10, |t| t.contains("/v1/developer/presence"))
+        .await;
+    assert!(curl.contains("recording"), "{curl}");
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 200"))
+        .await;
+    assert_eq!(
+        app.sandbox.chat_state_seen("201009876543", &me),
+        Some(wagate_core::engine::ChatState::Recording)
+    );
+
+    b.js(
+        "const k = document.getElementById('sb-kind'); k.value = 'read'; \
+         k.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    b.click("#sb-send").await;
+    b.wait_text("#sb-curl", 10, |t| t.contains("/v1/developer/chats/read"))
+        .await;
+    let response = b
+        .wait_text("#sb-response", 10, |t| t.starts_with("HTTP 200"))
+        .await;
+    assert!(response.contains("\"marked\": 1"), "{response}");
+    assert_eq!(app.sandbox.marked_read(&me, "201009876543").len(), 1);
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_form_uploads_and_sends_a_document() {
     let _one = BROWSER.lock().await;
     let app = TestApp::spawn().await;

@@ -22,6 +22,8 @@ pub struct TestApp {
     pub config: Config,
     pub running: RunningApp,
     pub http: reqwest::Client,
+    /// The simulated network the server's sandbox devices are on.
+    pub sandbox: Arc<SandboxNetwork>,
     _dir: Arc<TempDir>,
 }
 
@@ -52,7 +54,7 @@ impl TestApp {
         let running = app::start(
             config.clone(),
             AppParts {
-                sandbox: Some(sandbox),
+                sandbox: Some(Arc::clone(&sandbox)),
                 ..AppParts::default()
             },
         )
@@ -69,6 +71,7 @@ impl TestApp {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            sandbox,
             _dir: dir,
         }
     }

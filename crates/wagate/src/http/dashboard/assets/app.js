@@ -279,7 +279,12 @@ async function sandboxPage() {
   const device = h("select", { id: "sb-device", name: "deviceUid", required: true });
   const kind = h("select", { id: "sb-kind", name: "kind" },
     h("option", { value: "text" }, "Text"), h("option", { value: "media" }, "Image or video"),
-    h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"));
+    h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"),
+    h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"));
+  const state = h("select", { id: "sb-state", name: "state" },
+    h("option", { value: "typing" }, "typing…"), h("option", { value: "recording" }, "recording a voice note…"),
+    h("option", { value: "paused" }, "nothing (clear)"));
+  const stateWrap = h("div", { hidden: true }, ...field("Show in the chat", state, "POST /v1/developer/presence: shown at once, nothing is stored."));
   const to = h("input", { id: "sb-to", name: "to", value: DEFAULT_TO, inputmode: "tel", required: true });
   const DEFAULT_TEXT = "{Hi|Hello} from the wagate dashboard";
   const text = h("textarea", { id: "sb-text", name: "text", rows: 3 }, DEFAULT_TEXT);
@@ -291,7 +296,11 @@ async function sandboxPage() {
   const live = h("p", { id: "sb-live", "aria-live": "polite" });
   let watching = 0;
   kind.addEventListener("change", () => {
-    fileWrap.hidden = kind.value === "text";
+    // Chat actions are not messages: no text, no file.
+    const action = kind.value === "presence" || kind.value === "read";
+    stateWrap.hidden = kind.value !== "presence";
+    textLabel.hidden = text.hidden = action;
+    fileWrap.hidden = kind.value === "text" || action;
     textLabel.textContent = kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
     // The sample text is for text messages: a file goes without a caption unless one is
     // typed, and a voice note can have none (so nothing hides in the disabled box).
@@ -307,7 +316,14 @@ async function sandboxPage() {
     let r;
     response.textContent = "…";
     live.replaceChildren();
-    if (kind.value === "text") {
+    if (kind.value === "presence" || kind.value === "read") {
+      const [endpoint, body] = kind.value === "presence"
+        ? ["/v1/developer/presence", { deviceUid: device.value, to: to.value, state: state.value }]
+        : ["/v1/developer/chats/read", { deviceUid: device.value, chat: to.value }];
+      lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
+      curl.textContent = lines.join("\n\n");
+      r = await api("POST", endpoint, body);
+    } else if (kind.value === "text") {
       const body = { deviceUid: device.value, to: to.value, text: text.value };
       lines.push("curl -s -X POST " + base + "/v1/developer/messages/send -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
@@ -337,7 +353,7 @@ async function sandboxPage() {
     if (r.status < 300 && r.body.data && r.body.data.messageId) watch(r.body.data.messageId);
   } },
   ...field("From device", device), ...field("Kind", kind), ...field("To (phone)", to, "Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
-  textLabel, text, fileWrap,
+  textLabel, text, fileWrap, stateWrap,
   h("button", { type: "submit", id: "sb-send" }, "Send"));
 
   function watch(id) {
