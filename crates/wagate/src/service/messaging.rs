@@ -39,6 +39,12 @@ pub struct SendRequest {
     pub dialect: Dialect,
 }
 
+/// Where a live-session call ran ([`MessagingService::live`]).
+enum Live {
+    Here(Arc<dyn wagate_core::engine::EngineSession>),
+    There(PeerReply),
+}
+
 /// Inbound messages marked read per round of read receipts.
 const MARK_READ_ROUND: u32 = 500;
 
@@ -533,29 +539,15 @@ impl MessagingService {
         state: ChatState,
         reach: Reach,
     ) -> ServiceResult<()> {
-        super::device_of(self.store.as_ref(), account, device).await?;
-        let session = match self.router.route(device, reach, "is not running").await? {
-            Route::Here(session) => session,
-            Route::Forward { node, address } => {
-                let call = SessionCall::ChatState {
-                    to: to.to_string(),
-                    state: state.as_str().to_owned(),
-                };
-                return match self
-                    .router
-                    .forward((&node, &address), account, device, call)
-                    .await?
-                {
-                    PeerReply::Done => Ok(()),
-                    other => Err(unexpected(&other)),
-                };
-            }
+        let call = SessionCall::ChatState {
+            to: to.to_string(),
+            state: state.as_str().to_owned(),
         };
-        if self.control.connection(device) != Some(true) {
-            return Err(ServiceError::Engine(format!(
-                "device {device} is not connected to WhatsApp"
-            )));
-        }
+        let session = match self.live(account, device, reach, call).await? {
+            Live::Here(session) => session,
+            Live::There(PeerReply::Done) => return Ok(()),
+            Live::There(other) => return Err(unexpected(&other)),
+        };
         session
             .chat_state(to, state)
             .await
@@ -584,28 +576,14 @@ impl MessagingService {
         chat: &Phone,
         reach: Reach,
     ) -> ServiceResult<u64> {
-        super::device_of(self.store.as_ref(), account, device).await?;
-        let session = match self.router.route(device, reach, "is not running").await? {
-            Route::Here(session) => session,
-            Route::Forward { node, address } => {
-                let call = SessionCall::MarkRead {
-                    chat: chat.to_string(),
-                };
-                return match self
-                    .router
-                    .forward((&node, &address), account, device, call)
-                    .await?
-                {
-                    PeerReply::Marked { count } => Ok(count),
-                    other => Err(unexpected(&other)),
-                };
-            }
+        let call = SessionCall::MarkRead {
+            chat: chat.to_string(),
         };
-        if self.control.connection(device) != Some(true) {
-            return Err(ServiceError::Engine(format!(
-                "device {device} is not connected to WhatsApp"
-            )));
-        }
+        let session = match self.live(account, device, reach, call).await? {
+            Live::Here(session) => session,
+            Live::There(PeerReply::Marked { count }) => return Ok(count),
+            Live::There(other) => return Err(unexpected(&other)),
+        };
         let mut marked = 0;
         // In rounds, so a chat with a long backlog is marked whole without one huge
         // receipt; recorded only once WhatsApp took the receipts.
@@ -637,6 +615,34 @@ impl MessagingService {
         }
     }
 
+    /// Where a call needing the device's live session runs: here, on its session, which
+    /// must be connected; or, when `reach` allows, on the node driving the device, which
+    /// runs `call` and whose reply is returned.
+    async fn live(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        reach: Reach,
+        call: SessionCall,
+    ) -> ServiceResult<Live> {
+        super::device_of(self.store.as_ref(), account, device).await?;
+        match self.router.route(device, reach, "is not running").await? {
+            Route::Here(session) => {
+                if self.control.connection(device) != Some(true) {
+                    return Err(ServiceError::Engine(format!(
+                        "device {device} is not connected to WhatsApp"
+                    )));
+                }
+                Ok(Live::Here(session))
+            }
+            Route::Forward { node, address } => Ok(Live::There(
+                self.router
+                    .forward((&node, &address), account, device, call)
+                    .await?,
+            )),
+        }
+    }
+
     /// Asks WhatsApp (through the device) which numbers are on it.
     pub async fn check_numbers(
         &self,
@@ -657,30 +663,16 @@ impl MessagingService {
         numbers: &[Phone],
         reach: Reach,
     ) -> ServiceResult<Vec<NumberCheck>> {
-        super::device_of(self.store.as_ref(), account, device).await?;
-        let session = match self.router.route(device, reach, "is not running").await? {
-            Route::Here(session) => session,
-            Route::Forward { node, address } => {
-                let call = SessionCall::CheckNumbers {
-                    numbers: numbers.iter().map(ToString::to_string).collect(),
-                };
-                return match self
-                    .router
-                    .forward((&node, &address), account, device, call)
-                    .await?
-                {
-                    PeerReply::Numbers { results } => {
-                        results.into_iter().map(NumberCheck::try_from).collect()
-                    }
-                    other => Err(unexpected(&other)),
-                };
-            }
+        let call = SessionCall::CheckNumbers {
+            numbers: numbers.iter().map(ToString::to_string).collect(),
         };
-        if self.control.connection(device) != Some(true) {
-            return Err(ServiceError::Engine(format!(
-                "device {device} is not connected to WhatsApp"
-            )));
-        }
+        let session = match self.live(account, device, reach, call).await? {
+            Live::Here(session) => session,
+            Live::There(PeerReply::Numbers { results }) => {
+                return results.into_iter().map(NumberCheck::try_from).collect();
+            }
+            Live::There(other) => return Err(unexpected(&other)),
+        };
         session
             .check_numbers(numbers)
             .await
