@@ -12,7 +12,7 @@ use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use crate::conn::{Conn, Replies};
 use crate::stanza::{self, SERVER, attr, bytes, child, children, iq_error, iq_result, jid_attr};
 use crate::world::DeviceKeys;
-use crate::{adv, media, pairing, usync};
+use crate::{adv, groups, media, pairing, usync};
 
 pub(crate) fn handle(conn: &mut Conn, iq: &Node) -> Replies {
     let id = attr(iq, "id").unwrap_or_default();
@@ -43,6 +43,7 @@ pub(crate) fn handle(conn: &mut Conn, iq: &Node) -> Replies {
         // The digest check only validates our copy of the keys; an empty result is accepted.
         ("encrypt", "digest") => Replies::one(iq_result(&id, vec![])),
         ("usync", "usync") => usync::handle(conn, iq, &id),
+        ("w:g2", action) => groups::handle(conn, iq, &id, action),
         ("abt" | "w", "props") => Replies::one(iq_result(
             &id,
             vec![

@@ -5,8 +5,10 @@
 //! What it simulates: the Noise XX handshake, login (`<success>`, passive/active, offline
 //! marker), accounts with a simulated primary phone, prekey registry and bundles, the PN↔LID
 //! map, usync (lid, devices with key-index lists, contact), message relay with server acks,
-//! receipt relay, offline queues, QR pairing by the simulated phone, `media_conn` with a fake
-//! CDN, and fault injection. Stanza shapes are what whatsapp-rust 0.7 *accepts*, not captured
+//! receipt relay, chat states, offline queues, QR pairing by the simulated phone,
+//! `media_conn` with a fake CDN, groups (creating one, its metadata, the groups an account
+//! is in; members addressed by phone number — group messages are not relayed yet), and
+//! fault injection. Stanza shapes are what whatsapp-rust 0.7 *accepts*, not captured
 //! WhatsApp traffic: the simulator proves wagate's wiring and state machines, not protocol
 //! conformance. Every stanza it does not understand is answered safely and logged with
 //! `tracing::warn!`, so a protocol-crate upgrade shows what changed.
@@ -42,6 +44,7 @@ use whatsapp_rust::{Jid, Server};
 
 mod adv;
 mod conn;
+mod groups;
 mod harness;
 mod iq;
 mod media;

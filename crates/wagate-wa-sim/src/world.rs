@@ -174,7 +174,30 @@ pub(crate) struct World {
     /// What each chat shows of its other side: (recipient number, sender number) → the
     /// last chat state the sender set there (`composing`, `recording` or `paused`).
     pub(crate) chat_states: HashMap<(String, String), String>,
+    /// Groups by id (the user part of their `@g.us` JID).
+    pub(crate) groups: HashMap<String, GroupRecord>,
     counter: u64,
+}
+
+/// A group: its members by phone number, with their roles.
+pub(crate) struct GroupRecord {
+    pub(crate) id: String,
+    pub(crate) subject: String,
+    pub(crate) creator: String,
+    pub(crate) creation: i64,
+    pub(crate) participants: Vec<(String, GroupRole)>,
+}
+
+impl GroupRecord {
+    pub(crate) fn is_member(&self, pn: &str) -> bool {
+        self.participants.iter().any(|(p, _)| p == pn)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum GroupRole {
+    Member,
+    SuperAdmin,
 }
 
 impl World {

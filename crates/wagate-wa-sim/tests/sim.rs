@@ -581,3 +581,59 @@ async fn pair_code_linking_by_the_simulated_phone() {
     assert_eq!(paired_as.user, gina.phone);
     fresh.wait_connected(AFTER_PAIRING).await.unwrap();
 }
+
+/// A client creates a group with another account and a number not on WhatsApp: the
+/// members read its metadata and find it among their groups; an outsider may not read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_created_and_their_members_read_them() {
+    let Pair {
+        sim,
+        a,
+        b,
+        alice,
+        bob,
+        ..
+    } = pair().await;
+    let carol = sim.create_account("15550000003", "Carol").unwrap();
+    let c = sim.connect(&carol).await.unwrap();
+    c.wait_connected(ONLINE).await.unwrap();
+    let options = whatsapp_rust::GroupCreateOptions::builder()
+        .subject("Shop team")
+        .participants(vec![
+            whatsapp_rust::GroupParticipantOptions::from_phone(bob.pn_jid()),
+            whatsapp_rust::GroupParticipantOptions::from_phone(Jid::pn("15559990000")),
+        ])
+        .build();
+    let created = a.client().groups().create_group(options).await.unwrap();
+    let group = created.metadata.id.clone();
+    assert_eq!(group.server.to_string(), "g.us");
+    assert_eq!(created.metadata.subject, "Shop team");
+    let members: Vec<String> = created
+        .metadata
+        .participants
+        .iter()
+        .map(|p| p.jid.user.to_string())
+        .collect();
+    assert_eq!(members, [alice.phone.clone(), bob.phone.clone()]);
+
+    let seen = b.client().groups().get_metadata(&group).await.unwrap();
+    assert_eq!(seen.subject, "Shop team");
+    assert_eq!(seen.participants.len(), 2);
+    let creator = seen
+        .participants
+        .iter()
+        .find(|p| p.jid.user == alice.phone)
+        .unwrap();
+    assert!(creator.is_admin(), "{creator:?}");
+    let mine = b.client().groups().get_participating().await.unwrap();
+    assert!(mine.contains_key(&group), "{mine:?}");
+    assert!(
+        c.client()
+            .groups()
+            .get_participating()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(c.client().groups().get_metadata(&group).await.is_err());
+}
