@@ -186,17 +186,26 @@ pub(crate) struct GroupRecord {
     pub(crate) creator: String,
     pub(crate) creation: i64,
     pub(crate) participants: Vec<(String, GroupRole)>,
+    /// The code of its invite link; a reset replaces it.
+    pub(crate) invite_code: String,
 }
 
 impl GroupRecord {
     pub(crate) fn is_member(&self, pn: &str) -> bool {
         self.participants.iter().any(|(p, _)| p == pn)
     }
+
+    pub(crate) fn is_admin(&self, pn: &str) -> bool {
+        self.participants
+            .iter()
+            .any(|(p, role)| p == pn && *role != GroupRole::Member)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GroupRole {
     Member,
+    Admin,
     SuperAdmin,
 }
 

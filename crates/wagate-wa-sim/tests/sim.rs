@@ -637,3 +637,145 @@ async fn groups_are_created_and_their_members_read_them() {
     );
     assert!(c.client().groups().get_metadata(&group).await.is_err());
 }
+
+/// Admins change the members (each answered on its own), members may not; an admin gets
+/// and resets the invite link; a member leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_members_change_by_admins_and_leave() {
+    let Pair { sim, a, b, bob, .. } = pair().await;
+    let carol = sim.create_account("15550000003", "Carol").unwrap();
+    let c = sim.connect(&carol).await.unwrap();
+    c.wait_connected(ONLINE).await.unwrap();
+    let options = whatsapp_rust::GroupCreateOptions::builder()
+        .subject("Team")
+        .participants(vec![whatsapp_rust::GroupParticipantOptions::from_phone(
+            bob.pn_jid(),
+        )])
+        .build();
+    let group = a
+        .client()
+        .groups()
+        .create_group(options)
+        .await
+        .unwrap()
+        .metadata
+        .id;
+    let members = |who: &SimClient| {
+        let group = group.clone();
+        let client = who.client();
+        async move {
+            let mut m: Vec<(String, bool)> = client
+                .groups()
+                .get_metadata(&group)
+                .await
+                .unwrap()
+                .participants
+                .iter()
+                .map(|p| (p.jid.user.to_string(), p.is_admin()))
+                .collect();
+            m.sort();
+            m
+        }
+    };
+
+    // Bob is no admin: his add is refused as a whole.
+    assert!(
+        b.client()
+            .groups()
+            .add_participants(group.clone(), &[carol.pn_jid()])
+            .await
+            .is_err()
+    );
+    let added = a
+        .client()
+        .groups()
+        .add_participants(
+            group.clone(),
+            &[carol.pn_jid(), bob.pn_jid(), Jid::pn("15559990000")],
+        )
+        .await
+        .unwrap();
+    let errors: Vec<Option<String>> = added.iter().map(|r| r.error.clone()).collect();
+    assert_eq!(errors, [None, Some("409".into()), Some("404".into())]);
+    assert!(
+        c.client()
+            .groups()
+            .get_participating()
+            .await
+            .unwrap()
+            .contains_key(&group)
+    );
+
+    a.client()
+        .groups()
+        .promote_participants(group.clone(), &[bob.pn_jid()])
+        .await
+        .unwrap();
+    assert_eq!(
+        members(&c).await,
+        [
+            ("15550000001".into(), true),
+            ("15550000002".into(), true),
+            ("15550000003".into(), false)
+        ]
+    );
+    // Now an admin, Bob removes Carol, who can no longer read the group.
+    let removed = b
+        .client()
+        .groups()
+        .remove_participants(group.clone(), &[carol.pn_jid()])
+        .await
+        .unwrap();
+    assert!(removed[0].error.is_none(), "{:?}", removed[0].error);
+    assert!(c.client().groups().get_metadata(&group).await.is_err());
+    a.client()
+        .groups()
+        .demote_participants(group.clone(), &[bob.pn_jid()])
+        .await
+        .unwrap();
+    assert_eq!(
+        members(&a).await,
+        [("15550000001".into(), true), ("15550000002".into(), false)]
+    );
+
+    let link = a
+        .client()
+        .groups()
+        .get_invite_link(group.clone(), false)
+        .await
+        .unwrap();
+    assert!(link.starts_with("https://chat.whatsapp.com/"), "{link}");
+    let again = b
+        .client()
+        .groups()
+        .get_invite_link(group.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!(link, again, "the same link for every member");
+    assert!(
+        b.client()
+            .groups()
+            .get_invite_link(group.clone(), true)
+            .await
+            .is_err(),
+        "only admins reset it"
+    );
+    let reset = a
+        .client()
+        .groups()
+        .get_invite_link(group.clone(), true)
+        .await
+        .unwrap();
+    assert_ne!(reset, link);
+
+    b.client().groups().leave(group.clone()).await.unwrap();
+    assert!(
+        b.client()
+            .groups()
+            .get_participating()
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(members(&a).await, [("15550000001".into(), true)]);
+}
