@@ -299,6 +299,21 @@ impl SqliteBackend {
         &self.device_key
     }
 
+    /// One blob of this device's, found by `sql` with the device key as `?1` and `arg` as
+    /// `?2`: the shape of most single-key reads.
+    async fn blob(&self, sql: &'static str, arg: impl Into<Arg>) -> Result<Option<Vec<u8>>> {
+        let row = bind(
+            sqlx::query(sql).bind(self.key().to_owned()),
+            vec![arg.into()],
+        )
+        .fetch_optional(&self.read)
+        .await
+        .map_err(db)?;
+        row.map(|r| r.try_get::<Vec<u8>, _>(0))
+            .transpose()
+            .map_err(db)
+    }
+
     /// Runs `work` through the writer under this backend's fence.
     async fn run(&self, work: ProtocolWork) -> Result<Written> {
         self.writer
@@ -425,14 +440,12 @@ impl SignalStore for SqliteBackend {
     }
 
     async fn load_identity(&self, address: &str) -> Result<Option<[u8; 32]>> {
-        let key: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT key FROM wa_identities WHERE device_key = ?1 AND address = ?2",
-        )
-        .bind(self.key())
-        .bind(address)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db)?;
+        let key = self
+            .blob(
+                "SELECT key FROM wa_identities WHERE device_key = ?1 AND address = ?2",
+                address,
+            )
+            .await?;
         key.map(|k| key32(k, "identity key")).transpose()
     }
 
@@ -446,14 +459,12 @@ impl SignalStore for SqliteBackend {
     }
 
     async fn get_session(&self, address: &str) -> Result<Option<Bytes>> {
-        let record: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT record FROM wa_sessions WHERE device_key = ?1 AND address = ?2",
-        )
-        .bind(self.key())
-        .bind(address)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db)?;
+        let record = self
+            .blob(
+                "SELECT record FROM wa_sessions WHERE device_key = ?1 AND address = ?2",
+                address,
+            )
+            .await?;
         Ok(record.map(Bytes::from))
     }
 
@@ -560,13 +571,12 @@ impl SignalStore for SqliteBackend {
     }
 
     async fn load_prekey(&self, id: u32) -> Result<Option<Bytes>> {
-        let record: Option<Vec<u8>> =
-            sqlx::query_scalar("SELECT record FROM wa_prekeys WHERE device_key = ?1 AND id = ?2")
-                .bind(self.key())
-                .bind(i64::from(id))
-                .fetch_optional(&self.read)
-                .await
-                .map_err(db)?;
+        let record = self
+            .blob(
+                "SELECT record FROM wa_prekeys WHERE device_key = ?1 AND id = ?2",
+                i64::from(id),
+            )
+            .await?;
         Ok(record.map(Bytes::from))
     }
 
@@ -765,14 +775,12 @@ impl AppSyncStore for SqliteBackend {
     }
 
     async fn get_version(&self, name: &str) -> Result<HashState> {
-        let state: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT state FROM wa_app_state_versions WHERE device_key = ?1 AND name = ?2",
-        )
-        .bind(self.key())
-        .bind(name)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db)?;
+        let state = self
+            .blob(
+                "SELECT state FROM wa_app_state_versions WHERE device_key = ?1 AND name = ?2",
+                name,
+            )
+            .await?;
         match state {
             Some(state) => serde_json::from_slice(&state).map_err(ser),
             None => Ok(HashState::default()),
@@ -1079,14 +1087,12 @@ impl ProtocolStore for SqliteBackend {
     }
 
     async fn get_devices(&self, user: &str) -> Result<Option<DeviceListRecord>> {
-        let record: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT record FROM wa_device_lists WHERE device_key = ?1 AND \"user\" = ?2",
-        )
-        .bind(self.key())
-        .bind(user)
-        .fetch_optional(&self.read)
-        .await
-        .map_err(db)?;
+        let record = self
+            .blob(
+                "SELECT record FROM wa_device_lists WHERE device_key = ?1 AND \"user\" = ?2",
+                user,
+            )
+            .await?;
         record
             .map(|r| serde_json::from_slice(&r).map_err(ser))
             .transpose()

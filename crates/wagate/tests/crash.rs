@@ -10,9 +10,10 @@ use std::path::Path;
 use wagate_bench::crash;
 use wagate_engine_web::wagate_wa_storage::testing;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_accepted_is_lost_across_kill_9_restarts() {
-    let args = crash::Args {
+/// The crash test at CI size: three kills, two clients, two senders; on PostgreSQL when
+/// `database_url` names a server.
+fn ci_size(database_url: Option<String>) -> crash::Args {
+    crash::Args {
         kills: 3,
         interval_ms: 1_500,
         clients: 2,
@@ -21,10 +22,14 @@ async fn nothing_accepted_is_lost_across_kill_9_restarts() {
         synchronous: "full".into(),
         settle_secs: 120,
         min_accepted_per_round: 5,
-        database_url: None,
-    };
+        database_url,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_accepted_is_lost_across_kill_9_restarts() {
     let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
-    if let Err(e) = crash::run(bin, args).await {
+    if let Err(e) = crash::run(bin, ci_size(None)).await {
         panic!("crash test failed: {e:#}");
     }
 }
@@ -41,19 +46,8 @@ async fn nothing_accepted_is_lost_across_kill_9_restarts_on_postgresql() {
     };
     drop(probe);
     let admin = testing::server_url();
-    let args = crash::Args {
-        kills: 3,
-        interval_ms: 1_500,
-        clients: 2,
-        senders: 2,
-        pause_ms: 50,
-        synchronous: "full".into(),
-        settle_secs: 120,
-        min_accepted_per_round: 5,
-        database_url: Some(admin),
-    };
     let bin = Path::new(env!("CARGO_BIN_EXE_wagate"));
-    if let Err(e) = crash::run(bin, args).await {
+    if let Err(e) = crash::run(bin, ci_size(Some(admin))).await {
         panic!("crash test on PostgreSQL failed: {e:#}");
     }
 }
