@@ -133,18 +133,27 @@ async fn send(api: &Api, uid: &str, to: &Account, text: &str) -> anyhow::Result<
 async fn sent_ids(api: &Api, ids: &[String]) -> anyhow::Result<HashMap<String, (String, String)>> {
     let mut out = HashMap::new();
     for id in ids {
-        let m = until("a message sent", Duration::from_secs(60), || async {
-            let v = api
-                .ok(
-                    reqwest::Method::GET,
-                    &format!("/v1/developer/messages/{id}"),
-                    None,
-                )
-                .await
-                .ok()?;
+        let path = format!("/v1/developer/messages/{id}");
+        let waited = until("a message sent", Duration::from_secs(60), || async {
+            let v = api.ok(reqwest::Method::GET, &path, None).await.ok()?;
             (v["status"] != "queued").then_some(v)
         })
-        .await?;
+        .await;
+        let m = match waited {
+            Ok(m) => m,
+            Err(e) => {
+                // Say which message and where its device is, to tell a stuck job from a
+                // device no node drives.
+                let m = api.ok(reqwest::Method::GET, &path, None).await?;
+                let uid = m["deviceUid"].as_str().unwrap_or_default();
+                let device = device_view(api, uid).await;
+                bail!(
+                    "{e}: {id} is {m}; its device {uid} is {} on {}",
+                    device["status"],
+                    device["node"]
+                );
+            }
+        };
         if m["status"] == "failed" {
             bail!("message {id} failed: {m}");
         }
