@@ -37,7 +37,7 @@ pub struct ExistingKey {
 }
 
 /// What to do with an accept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AcceptDecision {
     /// Write this message (queued), its history step, its send job and its budget count.
     Create(Box<Message>),
@@ -90,6 +90,7 @@ pub fn queued(message: &NewOutboundMessage, provider_message_id: &str) -> Messag
         kind: message.kind,
         text: message.text.clone(),
         media_id: message.media_id.clone(),
+        details: message.details.clone(),
         client_message_id: message.client_message_id.clone(),
         status: MessageStatus::Queued,
         failure_reason: None,
@@ -117,6 +118,7 @@ mod tests {
             kind: MessageKind::Text,
             text: Some("hi".into()),
             media_id: None,
+            details: Default::default(),
             client_message_id: Some("k1".into()),
             request_hash: "h1".into(),
             dialect: Dialect::Msgera,

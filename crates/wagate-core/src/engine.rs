@@ -9,6 +9,7 @@
 //! The promises below are checked for every engine by the conformance suite in
 //! `crates/wagate-engine-tests`.
 
+use crate::content::{ContactCard, Details, Location, Poll, Quote};
 use crate::device::EngineKind;
 use crate::id::{DeviceUid, MessageId};
 use crate::message::MessageKind;
@@ -55,6 +56,16 @@ pub struct OutgoingMessage {
     pub provider_message_id: String,
     pub to: Phone,
     pub content: OutgoingContent,
+    /// The message it replies to, and whom it mentions (texts and captions).
+    pub context: MessageContext,
+}
+
+/// What a message says about other messages and people: the quote shown above a reply,
+/// the people whose names are highlighted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageContext {
+    pub reply_to: Option<Quote>,
+    pub mentions: Vec<Phone>,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +80,11 @@ pub enum OutgoingContent {
         file_name: Option<String>,
         caption: Option<String>,
     },
+    Location(Location),
+    /// One or more contact cards (WhatsApp's contacts-array message when several).
+    Contacts(Vec<ContactCard>),
+    /// A poll; its `secret` is set (chosen at accept).
+    Poll(Poll),
 }
 
 /// Whether a number is on WhatsApp.
@@ -182,6 +198,8 @@ pub struct IncomingMessage {
     pub kind: MessageKind,
     pub text: Option<String>,
     pub media: Option<IncomingMedia>,
+    /// A location, contact cards or a poll, and the message it replies to.
+    pub details: Details,
     pub is_group: bool,
     pub group_id: Option<String>,
     pub group_name: Option<String>,
@@ -237,7 +255,8 @@ pub enum EngineEvent {
         kind: ReceiptKind,
         at: Timestamp,
     },
-    Inbound(IncomingMessage),
+    /// Boxed: a message with its details is many times the size of the other events.
+    Inbound(Box<IncomingMessage>),
     /// A message arrived that could not be decrypted; recorded, not dropped silently.
     Undecryptable {
         provider_message_id: String,

@@ -4,6 +4,7 @@
 //! Every event has a stable id (receivers dedupe on it) and a store-assigned sequence
 //! number (the live stream resumes from it).
 
+use crate::content::Details;
 use crate::device::{Device, DeviceStatus};
 use crate::id::{AccountId, DeviceUid, EventId, MessageId};
 use crate::message::{InboundMessage, Message, MessageStatus};
@@ -43,11 +44,12 @@ impl EventType {
 }
 
 /// What an event says.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum EventData {
+    /// Boxed: a message with its details is many times the size of the other events.
     #[serde(rename = "message.received")]
-    MessageReceived(ReceivedMessage),
+    MessageReceived(Box<ReceivedMessage>),
     #[serde(rename = "message.status")]
     MessageStatus(MessageStatusChanged),
     #[serde(rename = "device.status")]
@@ -65,7 +67,7 @@ impl EventData {
 }
 
 /// An inbound message, as events carry it (media by id; links are made when delivered).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReceivedMessage {
     pub message_id: MessageId,
@@ -77,6 +79,10 @@ pub struct ReceivedMessage {
     pub text: Option<String>,
     pub media_id: Option<String>,
     pub mime_type: Option<String>,
+    /// A location, contact cards or a poll, and the quote (absent from events committed
+    /// before details existed).
+    #[serde(default, skip_serializing_if = "Details::is_empty")]
+    pub details: Details,
     pub is_group: bool,
     pub group_id: Option<String>,
     pub group_name: Option<String>,
@@ -95,6 +101,7 @@ impl ReceivedMessage {
             text: m.text.clone(),
             media_id: m.media_id.as_ref().map(|id| id.to_string()),
             mime_type,
+            details: m.details.clone(),
             is_group: m.is_group,
             group_id: m.group_id.clone(),
             group_name: m.group_name.clone(),
@@ -190,7 +197,7 @@ impl NewEvent {
 }
 
 /// A committed event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Store-assigned, strictly increasing in commit order (the contract is in
     /// [`crate::store`]).

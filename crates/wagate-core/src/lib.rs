@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod account;
 pub mod backoff;
+pub mod content;
 pub mod content_type;
 pub mod device;
 pub mod engine;

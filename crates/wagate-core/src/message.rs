@@ -1,5 +1,6 @@
 //! Messages: outbound sends with their status lifecycle, and inbound messages received.
 
+use crate::content::Details;
 use crate::id::{AccountId, DeviceUid, MediaId, MessageId};
 use crate::phone::Phone;
 use crate::time::Timestamp;
@@ -99,10 +100,16 @@ pub enum MessageKind {
     Voice,
     Document,
     Sticker,
+    /// A point on the map ([`crate::content::Location`]).
+    Location,
+    /// One or more contact cards ([`crate::content::ContactCard`]).
+    Contact,
+    /// A poll ([`crate::content::Poll`]).
+    Poll,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 10] = [
         Self::Text,
         Self::Image,
         Self::Video,
@@ -110,6 +117,9 @@ impl MessageKind {
         Self::Voice,
         Self::Document,
         Self::Sticker,
+        Self::Location,
+        Self::Contact,
+        Self::Poll,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +131,9 @@ impl MessageKind {
             Self::Voice => "voice",
             Self::Document => "document",
             Self::Sticker => "sticker",
+            Self::Location => "location",
+            Self::Contact => "contact",
+            Self::Poll => "poll",
         }
     }
 
@@ -129,7 +142,10 @@ impl MessageKind {
     }
 
     pub fn has_media(self) -> bool {
-        self != Self::Text
+        !matches!(
+            self,
+            Self::Text | Self::Location | Self::Contact | Self::Poll
+        )
     }
 }
 
@@ -159,7 +175,7 @@ impl Dialect {
 }
 
 /// An outbound message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: MessageId,
@@ -170,6 +186,8 @@ pub struct Message {
     /// The text or caption actually sent (spintax already expanded).
     pub text: Option<String>,
     pub media_id: Option<MediaId>,
+    /// A location, contact cards or a poll, and the quote and mentions it carries.
+    pub details: Details,
     pub client_message_id: Option<String>,
     pub status: MessageStatus,
     pub failure_reason: Option<String>,
@@ -283,6 +301,9 @@ pub struct RequestIdentity<'a> {
     pub text: Option<&'a str>,
     pub media: Option<&'a MediaId>,
     pub send_at: Option<Timestamp>,
+    /// [`Details::request_fingerprint`]: absent for requests without details, so keys
+    /// of messages accepted before details existed still replay.
+    pub details: Option<&'a str>,
 }
 
 impl RequestIdentity<'_> {
@@ -307,6 +328,9 @@ impl RequestIdentity<'_> {
         part(b"m", self.media.map(|m| m.as_str().as_bytes()));
         let at = self.send_at.map(|t| crate::time::millis(t).to_be_bytes());
         part(b"s", at.as_ref().map(|a| a.as_slice()));
+        if let Some(d) = self.details {
+            part(b"d", Some(d.as_bytes()));
+        }
         let digest = h.finalize();
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
@@ -329,6 +353,7 @@ pub struct NewOutboundMessage {
     pub kind: MessageKind,
     pub text: Option<String>,
     pub media_id: Option<MediaId>,
+    pub details: Details,
     pub client_message_id: Option<String>,
     /// [`RequestIdentity::hash`] of the request, kept with the message so a reused
     /// `clientMessageId` can be told from a replay.
@@ -348,7 +373,7 @@ pub struct StatusChange {
 }
 
 /// A message received from WhatsApp on a device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundMessage {
     pub id: MessageId,
@@ -364,6 +389,8 @@ pub struct InboundMessage {
     pub kind: MessageKind,
     pub text: Option<String>,
     pub media_id: Option<MediaId>,
+    /// A location, contact cards or a poll, and the message it replies to.
+    pub details: Details,
     pub is_group: bool,
     pub group_id: Option<String>,
     pub group_name: Option<String>,
@@ -459,6 +486,7 @@ mod tests {
             text: Some("{Hi|Hello}"),
             media: None,
             send_at: None,
+            details: None,
         };
         let h = base.hash();
         assert_eq!(h, base.hash(), "stable");
@@ -480,6 +508,10 @@ mod tests {
             },
             RequestIdentity {
                 send_at: Some(crate::time::from_millis(1)),
+                ..base
+            },
+            RequestIdentity {
+                details: Some("{}"),
                 ..base
             },
         ];
@@ -540,6 +572,7 @@ mod tests {
             kind: MessageKind::Text,
             text: Some("hi".into()),
             media_id: None,
+            details: Details::default(),
             client_message_id: Some("k".into()),
             request_hash: "h".into(),
             dialect: Dialect::Msgera,

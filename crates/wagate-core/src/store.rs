@@ -180,7 +180,7 @@ pub trait DeviceStore: Send + Sync {
 }
 
 /// What accepting an outbound message did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AcceptOutcome {
     /// The message, its idempotency key and its send job were committed.
     Created(Message),
@@ -285,7 +285,7 @@ pub trait MessageStore: Send + Sync {
 /// several processes can share a store: a job is claimed only when unleased or when its
 /// lease expired, and an owner releases only its own leases; a crashed process's leases
 /// simply run out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SendJob {
     pub job_id: i64,
     pub message: Message,
@@ -354,7 +354,7 @@ pub trait SendQueue: Send + Sync {
 }
 
 /// What recording an inbound message did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum InboundOutcome {
     Created(InboundMessage),
     /// The same provider message id was already stored on the device.
@@ -377,6 +377,12 @@ pub trait InboundStore: Send + Sync {
         device: Option<&DeviceUid>,
         page: PageRequest,
     ) -> StoreResult<Page<InboundMessage>>;
+    /// The device's inbound message with WhatsApp's id `provider_message_id`, if any.
+    async fn find_inbound(
+        &self,
+        device: &DeviceUid,
+        provider_message_id: &str,
+    ) -> StoreResult<Option<InboundMessage>>;
     /// The device's messages from `chat` (a one-to-one chat: the sender's number) not yet
     /// marked read, oldest first, at most `limit`.
     async fn unread_inbound(

@@ -149,7 +149,7 @@ pub enum WebhookChange {
 }
 
 /// A delivery claimed for one attempt, with everything needed to make it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClaimedDelivery {
     pub delivery_id: i64,
     pub endpoint: EndpointKind,
@@ -303,7 +303,7 @@ mod tests {
     }
 
     fn received(is_group: bool) -> EventData {
-        EventData::MessageReceived(ReceivedMessage {
+        EventData::MessageReceived(Box::new(ReceivedMessage {
             message_id: crate::MessageId::new(),
             provider_message_id: "X".into(),
             from: None,
@@ -313,11 +313,12 @@ mod tests {
             text: None,
             media_id: None,
             mime_type: None,
+            details: Default::default(),
             is_group,
             group_id: None,
             group_name: None,
             timestamp: now(),
-        })
+        }))
     }
 
     /// Status events (no chat type) go to the personal URL, or to the group URL when only

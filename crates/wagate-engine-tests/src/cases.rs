@@ -3,10 +3,12 @@
 
 use crate::{Harness, Recorder};
 use std::sync::Arc;
+use wagate_core::content::{ContactCard, Location, Poll, Quote};
 use wagate_core::engine::{
     ChatState, DeviceContext, EngineError, EngineEvent, EngineSession, IncomingMessage,
-    OutgoingContent, OutgoingMessage, ReceiptKind, provider_message_id,
+    MessageContext, OutgoingContent, OutgoingMessage, ReceiptKind, provider_message_id,
 };
+use wagate_core::message::MessageKind;
 use wagate_core::{MessageId, Phone};
 
 /// Starting a linked device resumes it: `Connecting` first, then `Connected` with the
@@ -316,6 +318,109 @@ pub async fn marking_read_tells_the_sender<H: Harness + ?Sized>(h: &H) {
     stop_and_forget(h, session, &device).await;
 }
 
+/// A location, contact cards and a poll reach the peer as what they are; a reply shows
+/// its quote (our message, seen by the peer as ours: from the device's number) and a
+/// text its mentions.
+pub async fn locations_contacts_polls_and_replies_reach_the_peer<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let card = |name: &str, digits: &str| {
+        ContactCard::new(name, Phone::parse(digits).unwrap(), "contact").unwrap()
+    };
+    let location = Location::new(30.0444, 31.2357, Some("Tahrir Square"), Some("Cairo")).unwrap();
+    let cards = vec![
+        card("Ana; the \"boss\"", "+201001234567"),
+        card("Bo", "+447700900123"),
+    ];
+    let poll = Poll::new(
+        "Lunch?",
+        &["Pizza".into(), "Sushi".into(), "Koshary".into()],
+        true,
+    )
+    .unwrap()
+    .with_new_secret();
+    let first = message_to(
+        &peer,
+        OutgoingContent::Location(location.clone()),
+        Default::default(),
+    );
+    let quote = Quote {
+        provider_message_id: first.provider_message_id.clone(),
+        from_me: true,
+        from: None,
+        from_lid: None,
+        text: Some("Location".into()),
+    };
+    let sends = [
+        first,
+        message_to(
+            &peer,
+            OutgoingContent::Contacts(cards.clone()),
+            Default::default(),
+        ),
+        message_to(
+            &peer,
+            OutgoingContent::Poll(poll.clone()),
+            Default::default(),
+        ),
+        message_to(
+            &peer,
+            OutgoingContent::Text {
+                text: format!("see above @{}", peer.digits()),
+            },
+            MessageContext {
+                reply_to: Some(quote.clone()),
+                mentions: vec![peer.clone()],
+            },
+        ),
+    ];
+    for m in &sends {
+        let pid = m.provider_message_id.clone();
+        session.send(m.clone()).await.expect("the engine takes it");
+        let error = events
+            .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+            .await;
+        assert_eq!(error, None, "WhatsApp's server took {:?}", m.content);
+    }
+    let saw = |i: usize| h.peer_received(&phone, &sends[i].provider_message_id);
+    let got = saw(0).await;
+    assert_eq!(got.kind, MessageKind::Location);
+    assert_eq!(got.details.location, Some(location));
+    let got = saw(1).await;
+    assert_eq!(got.kind, MessageKind::Contact);
+    assert_eq!(got.details.contacts, cards);
+    let got = saw(2).await;
+    assert_eq!(got.kind, MessageKind::Poll);
+    let seen = got.details.poll.expect("a poll");
+    assert_eq!(
+        (
+            seen.question.as_str(),
+            seen.options.as_slice(),
+            seen.multiple_answers
+        ),
+        ("Lunch?", poll.options.as_slice(), true)
+    );
+    assert_eq!(
+        seen.secret, poll.secret,
+        "the peer can tie votes to the poll"
+    );
+    let got = saw(3).await;
+    assert_eq!(got.kind, MessageKind::Text);
+    assert_eq!(
+        got.text.as_deref(),
+        Some(format!("see above @{}", peer.digits()).as_str())
+    );
+    let seen = got.details.reply_to.expect("a quote");
+    assert_eq!(seen.provider_message_id, quote.provider_message_id);
+    assert!(
+        !seen.from_me,
+        "to the peer the quoted message is the device's"
+    );
+    assert_eq!(seen.from, Some(phone.clone()));
+    assert_eq!(got.details.mentions, vec![peer]);
+    stop_and_forget(h, session, &device).await;
+}
+
 /// Polls `check` until it holds, for at most the harness's patience.
 async fn until<H, F, Fut>(h: &H, what: &str, mut check: F)
 where
@@ -369,12 +474,21 @@ async fn stop_and_forget<H: Harness + ?Sized>(
 }
 
 fn text_to(to: &Phone, text: &str) -> OutgoingMessage {
+    message_to(
+        to,
+        OutgoingContent::Text { text: text.into() },
+        Default::default(),
+    )
+}
+
+fn message_to(to: &Phone, content: OutgoingContent, context: MessageContext) -> OutgoingMessage {
     let id = MessageId::new();
     OutgoingMessage {
         provider_message_id: provider_message_id(&id),
         id,
         to: to.clone(),
-        content: OutgoingContent::Text { text: text.into() },
+        content,
+        context,
     }
 }
 
@@ -416,7 +530,7 @@ fn receipt_of(e: &EngineEvent, pid: &str, kind: ReceiptKind) -> Option<()> {
 
 fn inbound_text(e: &EngineEvent, text: &str) -> Option<IncomingMessage> {
     match e {
-        EngineEvent::Inbound(m) if m.text.as_deref() == Some(text) => Some(m.clone()),
+        EngineEvent::Inbound(m) if m.text.as_deref() == Some(text) => Some((**m).clone()),
         _ => None,
     }
 }

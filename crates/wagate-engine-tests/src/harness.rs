@@ -7,7 +7,20 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::Phone;
+use wagate_core::content::Details;
 use wagate_core::engine::{ChatState, DeviceContext, Engine};
+use wagate_core::message::MessageKind;
+
+/// A message as the peer's phone shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerSaw {
+    pub kind: MessageKind,
+    /// The text or caption (none for locations, contacts and polls).
+    pub text: Option<String>,
+    /// Location, contacts, poll (without its secret unless the peer's side reads it),
+    /// the quote as the peer sees it, and the people mentioned.
+    pub details: Details,
+}
 
 /// One engine under test and the WhatsApp it talks to. Methods panic when the world cannot
 /// do what is asked (they are test support).
@@ -44,6 +57,11 @@ pub trait Harness: Send + Sync {
     /// What the peer's chat with the device linked to `device_phone` shows of it right
     /// now: the last chat state the device set there, if any.
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState>;
+
+    /// What the peer's phone shows of the message `provider_message_id` the device linked
+    /// to `device_phone` sent it (waiting for it to arrive): its kind, text and
+    /// structured content as WhatsApp carried them, read by the peer's side.
+    async fn peer_received(&self, device_phone: &Phone, provider_message_id: &str) -> PeerSaw;
 
     /// Whether the peer was told that the device linked to `device_phone` read the
     /// peer's message `provider_message_id` (a read receipt reached it).

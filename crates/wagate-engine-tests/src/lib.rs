@@ -20,7 +20,7 @@ mod harness;
 mod recorder;
 
 pub use cases::*;
-pub use harness::Harness;
+pub use harness::{Harness, PeerSaw};
 pub use recorder::Recorder;
 
 #[doc(hidden)]
@@ -46,6 +46,7 @@ macro_rules! engine_conformance_tests {
             logout_reports_logged_out_once,
             chat_states_reach_the_peer_and_a_stopped_session_refuses_them,
             marking_read_tells_the_sender,
+            locations_contacts_polls_and_replies_reach_the_peer,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

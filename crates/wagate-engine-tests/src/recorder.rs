@@ -40,7 +40,7 @@ impl EngineEvents for Recorder {
                 self.refused
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(m.clone());
+                    .push((**m).clone());
                 self.changed.notify_waiters();
                 return Err(EventNotCommitted(
                     "the conformance recorder refused it (a busy database)".into(),

@@ -15,6 +15,8 @@ use whatsapp_rust::prelude::{InboundMessage, MessageExt, wa};
 use whatsapp_rust::wacore_binary::JidExt;
 
 use crate::mapping::{lid_string, phone_of_pn, ts};
+use crate::structured;
+use wagate_core::content::{Details, MAX_MENTIONS};
 
 /// What converting an inbound message needs from the live session.
 #[async_trait]
@@ -25,6 +27,8 @@ pub(crate) trait InboundContext: Send + Sync {
     async fn lid_of(&self, pn: &Jid) -> Option<String>;
     /// A group's subject.
     async fn group_name(&self, group: &Jid) -> Option<String>;
+    /// The device's own number (the author of a quoted message of ours).
+    fn own_phone(&self) -> Option<Phone>;
     /// Downloads and decrypts a media attachment.
     async fn download(&self, media: &dyn Downloadable) -> anyhow::Result<Vec<u8>>;
 }
@@ -121,32 +125,35 @@ pub(crate) fn classify(msg: &wa::Message) -> Option<Classified<'_>> {
             attachment: None,
         });
     }
-    // Locations and contact cards have no wagate kind of their own; they arrive as text so
-    // that nothing a person sent is silently dropped.
-    if let Some(l) = base.location_message.as_option() {
-        let mut text = format!(
-            "Location: {}, {}",
-            l.degrees_latitude.unwrap_or_default(),
-            l.degrees_longitude.unwrap_or_default()
-        );
-        for extra in [&l.name, &l.address].into_iter().flatten() {
-            text.push_str(&format!(" — {extra}"));
-        }
+    // Structured content: its details are read by `structured::received_content`; a
+    // location or poll is summarised from them, and contact cards none of which had a
+    // usable number are summarised by name here, so nothing a person sent reads as empty.
+    if base.location_message.is_set() || base.live_location_message.is_set() {
         return Some(Classified {
-            kind: MessageKind::Text,
-            text: Some(text),
+            kind: MessageKind::Location,
+            text: None,
             attachment: None,
         });
     }
-    if let Some(c) = base.contact_message.as_option() {
+    if base.contact_message.is_set() || base.contacts_array_message.is_set() {
+        let readable = !structured::received_content(base).contacts.is_empty();
         return Some(Classified {
-            kind: MessageKind::Text,
-            text: Some(match (&c.display_name, &c.vcard) {
-                (Some(n), Some(v)) => format!("Contact: {n}\n{v}"),
-                (Some(n), None) => format!("Contact: {n}"),
-                (None, Some(v)) => v.clone(),
-                (None, None) => "Contact card".to_owned(),
-            }),
+            kind: MessageKind::Contact,
+            text: if readable {
+                None
+            } else {
+                structured::unreadable_contacts_summary(base)
+            },
+            attachment: None,
+        });
+    }
+    if base.poll_creation_message.is_set()
+        || base.poll_creation_message_v2.is_set()
+        || base.poll_creation_message_v3.is_set()
+    {
+        return Some(Classified {
+            kind: MessageKind::Poll,
+            text: None,
             attachment: None,
         });
     }
@@ -195,6 +202,15 @@ pub(crate) async fn convert(
         Some(a) => download(a, ctx, max_media_bytes, &info.id).await,
         None => None,
     };
+    let details = details(&im.message, classified.kind, ctx).await;
+    let text = match classified.text.filter(|t| !t.is_empty()) {
+        Some(t) => Some(t),
+        // A pin whose coordinates are off the globe: still say what came.
+        None if classified.kind == MessageKind::Location && details.location.is_none() => {
+            Some("Location".to_owned())
+        }
+        None => None,
+    };
 
     Some(IncomingMessage {
         provider_message_id: info.id.clone(),
@@ -202,13 +218,52 @@ pub(crate) async fn convert(
         from_lid,
         from_name: Some(info.push_name.clone()).filter(|n| !n.is_empty()),
         kind: classified.kind,
-        text: classified.text.filter(|t| !t.is_empty()),
+        text,
         media,
+        details,
         is_group,
         group_id,
         group_name,
         timestamp: ts(info.timestamp),
     })
+}
+
+/// The structured content, quote and mentions of a received message; authors and
+/// mentioned people by phone where WhatsApp's LIDs can be resolved.
+async fn details(msg: &wa::Message, kind: MessageKind, ctx: &dyn InboundContext) -> Details {
+    let base = msg.get_base_message();
+    let mut d = if matches!(
+        kind,
+        MessageKind::Location | MessageKind::Contact | MessageKind::Poll
+    ) {
+        structured::received_content(base)
+    } else {
+        Details::default()
+    };
+    let Some(info) = structured::received_context(base) else {
+        return d;
+    };
+    for jid in info.mentioned_jid.iter().take(MAX_MENTIONS) {
+        if let Ok(jid) = jid.parse::<Jid>()
+            && let Some(p) = ctx.phone_of(&jid.to_non_ad(), None).await
+            && !d.mentions.contains(&p)
+        {
+            d.mentions.push(p);
+        }
+    }
+    if info.stanza_id.is_some() {
+        let author = info
+            .participant
+            .as_deref()
+            .and_then(|p| p.parse::<Jid>().ok())
+            .map(|j| j.to_non_ad());
+        let (phone, lid) = match &author {
+            Some(j) => (ctx.phone_of(j, None).await, lid_string(j)),
+            None => (None, None),
+        };
+        d.reply_to = structured::received_quote(info, phone, lid, ctx.own_phone().as_ref());
+    }
+    d
 }
 
 async fn download(
@@ -280,6 +335,9 @@ mod tests {
         }
         async fn group_name(&self, group: &Jid) -> Option<String> {
             (group.user.as_str() == "120363000000000001").then(|| "Team".to_owned())
+        }
+        fn own_phone(&self) -> Option<Phone> {
+            Phone::parse("15550009999").ok()
         }
         async fn download(&self, media: &dyn Downloadable) -> anyhow::Result<Vec<u8>> {
             if self.fail_downloads {
@@ -525,8 +583,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn locations_and_contacts_become_text() {
+    #[tokio::test]
+    async fn locations_contacts_polls_and_replies_keep_their_details() {
+        let from = || dm_from("15550003333@s.whatsapp.net");
         let loc = wa::Message {
             location_message: MessageField::some(wa::message::LocationMessage {
                 degrees_latitude: Some(30.0),
@@ -536,8 +595,65 @@ mod tests {
             }),
             ..Default::default()
         };
-        let c = classify(&loc).unwrap();
-        assert_eq!(c.kind, MessageKind::Text);
-        assert_eq!(c.text.as_deref(), Some("Location: 30, 31.25 — Cairo"));
+        let m = convert(&inbound(loc, from()), &fake(), 1).await.unwrap();
+        assert_eq!(m.kind, MessageKind::Location);
+        assert_eq!(m.text, None, "summarised from the details when stored");
+        let l = m.details.location.unwrap();
+        assert_eq!(
+            (l.latitude, l.longitude, l.name.as_deref()),
+            (30.0, 31.25, Some("Cairo"))
+        );
+
+        let off_globe = wa::Message {
+            location_message: MessageField::some(wa::message::LocationMessage {
+                degrees_latitude: Some(f64::NAN),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = convert(&inbound(off_globe, from()), &fake(), 1)
+            .await
+            .unwrap();
+        assert_eq!(
+            (m.kind, m.text.as_deref()),
+            (MessageKind::Location, Some("Location"))
+        );
+
+        let card = wa::Message {
+            contact_message: MessageField::some(wa::message::ContactMessage {
+                display_name: Some("Ana".into()),
+                vcard: Some(
+                    "BEGIN:VCARD\nFN:Ana\nTEL;waid=201001234567:+20 100 123 4567\nEND:VCARD".into(),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = convert(&inbound(card, from()), &fake(), 1).await.unwrap();
+        assert_eq!(m.kind, MessageKind::Contact);
+        assert_eq!(m.details.contacts[0].phone.digits(), "201001234567");
+
+        // A reply from a LID sender, quoting our message and mentioning a LID user.
+        let reply = wa::Message {
+            extended_text_message: MessageField::some(wa::message::ExtendedTextMessage {
+                text: Some("yes @200000000000002".into()),
+                context_info: MessageField::some(wa::ContextInfo {
+                    stanza_id: Some("3EB0OURS".into()),
+                    participant: Some("15550009999@s.whatsapp.net".into()),
+                    quoted_message: MessageField::some(wa::Message::text("Lunch?")),
+                    mentioned_jid: vec!["200000000000002@lid".into()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = convert(&inbound(reply, from()), &fake(), 1).await.unwrap();
+        assert_eq!(m.kind, MessageKind::Text);
+        let q = m.details.reply_to.unwrap();
+        assert_eq!(q.provider_message_id, "3EB0OURS");
+        assert!(q.from_me);
+        assert_eq!(q.text.as_deref(), Some("Lunch?"));
+        assert_eq!(m.details.mentions[0].digits(), "15550002222");
     }
 }

@@ -18,6 +18,7 @@ mod outgoing;
 mod session;
 mod stats;
 mod store;
+mod structured;
 mod transport;
 
 pub use audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};

@@ -4,6 +4,7 @@
 //! message shape is unit-tested without a connection.
 
 use crate::audio::{self, AudioError};
+use crate::structured;
 use wagate_core::engine::{EngineError, OutgoingContent};
 use wagate_core::message::MessageKind;
 use whatsapp_rust::download::MediaType;
@@ -60,6 +61,20 @@ fn non_empty(s: Option<String>) -> Option<String> {
 pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
     match content {
         OutgoingContent::Text { text } => Ok(Plan::Ready(Box::new(wa::Message::text(text)))),
+        OutgoingContent::Location(l) => Ok(Plan::Ready(Box::new(structured::location_message(&l)))),
+        OutgoingContent::Contacts(cards) if !cards.is_empty() => {
+            Ok(Plan::Ready(Box::new(structured::contacts_message(&cards))))
+        }
+        OutgoingContent::Contacts(_) => Err(EngineError::Rejected {
+            code: Some("invalid_contact".into()),
+            reason: "a contact message needs at least one card".into(),
+        }),
+        OutgoingContent::Poll(p) => structured::poll_message(&p)
+            .map(|m| Plan::Ready(Box::new(m)))
+            .ok_or_else(|| EngineError::Rejected {
+                code: Some("invalid_poll".into()),
+                reason: "the poll has no secret to tie votes to".into(),
+            }),
         OutgoingContent::Media {
             kind,
             data,
@@ -121,10 +136,13 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
                 MessageKind::Sticker => {
                     (MediaType::Sticker, data.to_vec(), Shape::Sticker { mime })
                 }
-                MessageKind::Text => {
+                MessageKind::Text
+                | MessageKind::Location
+                | MessageKind::Contact
+                | MessageKind::Poll => {
                     return Err(EngineError::Rejected {
                         code: Some("invalid_kind".into()),
-                        reason: "a text message cannot carry a file".into(),
+                        reason: format!("a {} message cannot carry a file", kind.as_str()),
                     });
                 }
             };

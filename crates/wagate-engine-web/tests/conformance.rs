@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
 use wagate_core::engine::{ChatState, DeviceContext, Engine, EngineEvent};
+use wagate_core::message::MessageKind;
 use wagate_core::{DeviceUid, Phone};
-use wagate_engine_tests::{Harness, Recorder};
+use wagate_engine_tests::{Harness, PeerSaw, Recorder};
 use wagate_engine_web::whatsapp_rust::prelude::*;
 use wagate_engine_web::whatsapp_rust::store::SqliteStore;
 use wagate_engine_web::{WebEngine, WebEngineConfig};
@@ -182,6 +184,22 @@ impl Harness for Web {
             .unwrap();
     }
 
+    /// Bob's client decrypted it; its protobuf is read here, independently of the
+    /// engine's own inbound conversion.
+    async fn peer_received(&self, device_phone: &Phone, provider_message_id: &str) -> PeerSaw {
+        let (m, info) = self
+            .b
+            .wait_message(self.patience(), |_, info| info.id == provider_message_id)
+            .await
+            .unwrap();
+        assert_eq!(
+            info.source.sender.user,
+            device_phone.digits(),
+            "from the device"
+        );
+        peer_saw(&m, &self.bob.phone)
+    }
+
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
         match self
             .sim
@@ -213,6 +231,87 @@ impl Harness for Web {
     /// sends before it reports `Connected`.
     fn patience(&self) -> Duration {
         Duration::from_secs(60)
+    }
+}
+
+/// A person by the user part of a `…@s.whatsapp.net` JID.
+fn pn(jid: &str) -> Option<Phone> {
+    jid.strip_suffix("@s.whatsapp.net")
+        .and_then(|u| Phone::parse(u.split(':').next().unwrap_or(u)).ok())
+}
+
+/// What Bob's phone shows of a message, read from its protobuf.
+fn peer_saw(m: &wa::Message, bob: &str) -> PeerSaw {
+    let mut details = Details::default();
+    let mut text = None;
+    let kind = if let Some(l) = m.location_message.as_option() {
+        details.location = Location::received(
+            l.degrees_latitude.unwrap(),
+            l.degrees_longitude.unwrap(),
+            l.name.as_deref(),
+            l.address.as_deref(),
+        );
+        MessageKind::Location
+    } else if let Some(c) = m.contact_message.as_option() {
+        details.contacts = vec![
+            ContactCard::from_vcard(c.display_name.as_deref(), c.vcard.as_deref().unwrap())
+                .unwrap(),
+        ];
+        MessageKind::Contact
+    } else if let Some(a) = m.contacts_array_message.as_option() {
+        details.contacts = a
+            .contacts
+            .iter()
+            .map(|c| {
+                ContactCard::from_vcard(c.display_name.as_deref(), c.vcard.as_deref().unwrap())
+                    .unwrap()
+            })
+            .collect();
+        MessageKind::Contact
+    } else if let Some(p) = m
+        .poll_creation_message_v3
+        .as_option()
+        .or(m.poll_creation_message.as_option())
+    {
+        let secret = m
+            .message_context_info
+            .as_option()
+            .and_then(|c| c.message_secret.as_deref());
+        details.poll = Some(Poll::received(
+            p.name.as_deref(),
+            p.options.iter().filter_map(|o| o.option_name.clone()),
+            p.selectable_options_count,
+            secret,
+        ));
+        MessageKind::Poll
+    } else if let Some(t) = m.extended_text_message.as_option() {
+        text = t.text.clone();
+        if let Some(ctx) = t.context_info.as_option() {
+            details.mentions = ctx.mentioned_jid.iter().filter_map(|j| pn(j)).collect();
+            if let Some(id) = &ctx.stanza_id {
+                let author = ctx.participant.as_deref().and_then(pn);
+                let from_me = author.as_ref().is_some_and(|a| a.digits() == bob);
+                details.reply_to = Some(Quote {
+                    provider_message_id: id.clone(),
+                    from_me,
+                    from: if from_me { None } else { author },
+                    from_lid: None,
+                    text: ctx
+                        .quoted_message
+                        .as_option()
+                        .and_then(|q| q.conversation.clone()),
+                });
+            }
+        }
+        MessageKind::Text
+    } else {
+        text = m.conversation.clone();
+        MessageKind::Text
+    };
+    PeerSaw {
+        kind,
+        text,
+        details,
     }
 }
 

@@ -206,6 +206,7 @@ fn outgoing(to: &Account, content: OutgoingContent) -> OutgoingMessage {
         id,
         to: Phone::parse(&to.phone).unwrap(),
         content,
+        context: Default::default(),
     }
 }
 
@@ -222,7 +223,7 @@ async fn acked(sink: &Sink, id: &str) -> Option<String> {
 
 fn inbound(e: &EngineEvent, pred: impl Fn(&IncomingMessage) -> bool) -> Option<IncomingMessage> {
     match e {
-        EngineEvent::Inbound(m) if pred(m) => Some(m.clone()),
+        EngineEvent::Inbound(m) if pred(m) => Some((**m).clone()),
         _ => None,
     }
 }

@@ -36,8 +36,8 @@ const LOAD: &str = concat!(
 const WRITE: &str = "WITH m AS ( \
         INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
             client_message_id, request_hash, status, provider_message_id, dialect, send_at, \
-            created_at, updated_at) \
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $13, $13) \
+            created_at, updated_at, details) \
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', $10, $11, $12, $13, $13, $16) \
     ), h AS ( \
         INSERT INTO message_status_history (message_id, status, at) VALUES ($1, 'queued', $13) \
     ), j AS ( \
@@ -146,6 +146,7 @@ async fn write(
         .bind(created)
         .bind(m.send_at.map_or(created, millis))
         .bind(minute_of(m.created_at))
+        .bind(message.details.to_json())
         .execute(&mut *conn)
         .await
         .map_err(map_sqlx)?;

@@ -33,8 +33,8 @@ impl InboundStore for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO inbound_messages (id, account_id, device_uid, provider_message_id, \
              from_phone, from_lid, from_name, kind, text, media_id, is_group, group_id, \
-             group_name, timestamp, received_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             group_name, timestamp, received_at, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              ON CONFLICT (device_uid, provider_message_id) DO NOTHING",
         )
         .bind(m.id.as_str())
@@ -52,6 +52,7 @@ impl InboundStore for PgStore {
         .bind(m.group_name.as_deref())
         .bind(millis(m.timestamp))
         .bind(millis(m.received_at))
+        .bind(m.details.to_json())
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
@@ -72,10 +73,10 @@ impl InboundStore for PgStore {
         let event = NewEvent::new(
             m.account_id.clone(),
             m.device_uid.clone(),
-            EventData::MessageReceived(ReceivedMessage::from_inbound(
+            EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(
                 m,
                 mime_type.map(str::to_owned),
-            )),
+            ))),
             m.received_at,
         );
         let seq = append(&mut tx, &[event]).await?;
@@ -138,6 +139,24 @@ impl InboundStore for PgStore {
             page: page.page,
             limit: page.limit,
         })
+    }
+
+    async fn find_inbound(
+        &self,
+        device: &DeviceUid,
+        provider_message_id: &str,
+    ) -> StoreResult<Option<InboundMessage>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i WHERE i.device_uid = $1 AND i.provider_message_id = $2"
+        ))
+        .bind(device.as_str())
+        .bind(provider_message_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(inbound_from_row).transpose()
     }
 
     async fn unread_inbound(

@@ -78,6 +78,7 @@ async fn main() {
                     kind: MessageKind::Text,
                     text: Some("hello there".into()),
                     media_id: None,
+                    details: Default::default(),
                     client_message_id: Some(format!("t{t}-{i}")),
                     request_hash: String::new(),
                     dialect: Dialect::Msgera,

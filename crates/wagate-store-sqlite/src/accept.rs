@@ -67,10 +67,10 @@ const LOAD: &str = concat!(
 const WRITE: &str = "SAVEPOINT accept; \
     INSERT INTO messages (id, account_id, device_uid, to_phone, kind, text, media_id, \
         client_message_id, request_hash, status, provider_message_id, dialect, send_at, \
-        created_at, updated_at) \
+        created_at, updated_at, details) \
         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
             value ->> 6, value ->> 7, value ->> 8, 'queued', value ->> 9, value ->> 10, \
-            value ->> 11, value ->> 12, value ->> 12 FROM json_each(?) ORDER BY key; \
+            value ->> 11, value ->> 12, value ->> 12, value ->> 14 FROM json_each(?) ORDER BY key; \
     INSERT INTO message_status_history (message_id, status, at) \
         SELECT value ->> 0, 'queued', value ->> 12 FROM json_each(?) ORDER BY key; \
     INSERT INTO send_jobs (message_id, device_uid, run_at) \
@@ -236,6 +236,7 @@ fn created_row(r: &AcceptRequest, message: &Message) -> Value {
         message.send_at.map(millis),
         created,
         m.send_at.map_or(created, millis),
+        message.details.to_json(),
     ])
 }
 

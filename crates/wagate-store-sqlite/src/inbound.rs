@@ -35,7 +35,9 @@ impl InboundStore for SqliteStore {
                     let event = NewEvent::new(
                         m.account_id.clone(),
                         m.device_uid.clone(),
-                        EventData::MessageReceived(ReceivedMessage::from_inbound(&m, mime_type)),
+                        EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(
+                            &m, mime_type,
+                        ))),
                         m.received_at,
                     );
                     let data =
@@ -44,8 +46,9 @@ impl InboundStore for SqliteStore {
                     let done = sqlx::query(
                         "INSERT INTO inbound_messages (id, account_id, device_uid, \
                          provider_message_id, from_phone, from_lid, from_name, kind, text, \
-                         media_id, is_group, group_id, group_name, timestamp, received_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                         media_id, is_group, group_id, group_name, timestamp, received_at, \
+                         details) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                          ON CONFLICT (device_uid, provider_message_id) DO NOTHING; \
                          INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
                          SELECT ?, ?, ?, 'message.received', ?, ? WHERE changes() > 0",
@@ -65,6 +68,7 @@ impl InboundStore for SqliteStore {
                     .bind(&m.group_name)
                     .bind(millis(m.timestamp))
                     .bind(millis(m.received_at))
+                    .bind(m.details.to_json())
                     .bind(event.id.as_str())
                     .bind(m.account_id.as_str())
                     .bind(m.device_uid.as_str())
@@ -160,6 +164,24 @@ impl InboundStore for SqliteStore {
             page: page.page,
             limit: page.limit,
         })
+    }
+
+    async fn find_inbound(
+        &self,
+        device: &DeviceUid,
+        provider_message_id: &str,
+    ) -> StoreResult<Option<InboundMessage>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i WHERE i.device_uid = ? AND i.provider_message_id = ?"
+        ))
+        .bind(device.as_str())
+        .bind(provider_message_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(inbound_from_row).transpose()
     }
 
     async fn unread_inbound(

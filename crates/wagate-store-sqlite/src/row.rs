@@ -7,6 +7,7 @@ use crate::error::{corrupt, map_sqlx};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 use wagate_core::account::ApiKey;
+use wagate_core::content::Details;
 use wagate_core::device::{Device, DeviceStatus, EngineKind, Pacing, SafetyLimits};
 use wagate_core::event::{Event, EventData};
 use wagate_core::media::Media;
@@ -31,14 +32,14 @@ macro_rules! message_columns {
     () => {
         "m.id, m.account_id, m.device_uid, m.to_phone, m.kind, m.text, m.media_id, \
          m.client_message_id, m.status, m.failure_reason, m.provider_message_id, m.dialect, \
-         m.send_at, m.created_at, m.updated_at"
+         m.send_at, m.created_at, m.updated_at, m.details"
     };
 }
 macro_rules! inbound_columns {
     () => {
         "i.id, i.account_id, i.device_uid, i.provider_message_id, i.from_phone, i.from_lid, \
          i.from_name, i.kind, i.text, i.media_id, i.is_group, i.group_id, i.group_name, \
-         i.timestamp, i.received_at, i.read_at"
+         i.timestamp, i.received_at, i.read_at, i.details"
     };
 }
 macro_rules! media_columns {
@@ -94,6 +95,12 @@ fn opt_parsed<T, E>(
         None => Ok(None),
         Some(s) => parse(&s).map(Some).map_err(|_| corrupt(col, &s)),
     }
+}
+
+/// A message's [`Details`] (a JSON document; absent when it has none).
+fn details(row: &SqliteRow) -> StoreResult<Details> {
+    let json = get::<Option<String>>(row, "details")?;
+    Details::from_json(json.as_deref()).map_err(|e| corrupt("details", e))
 }
 
 fn some<T>(v: Option<T>) -> Result<T, ()> {
@@ -155,6 +162,7 @@ pub(crate) fn message_from_row(row: &SqliteRow) -> StoreResult<Message> {
         kind: parsed(row, "kind", |s| some(MessageKind::parse(s)))?,
         text: get(row, "text")?,
         media_id: opt_parsed(row, "media_id", MediaId::parse)?,
+        details: details(row)?,
         client_message_id: get(row, "client_message_id")?,
         status: parsed(row, "status", |s| some(MessageStatus::parse(s)))?,
         failure_reason: get(row, "failure_reason")?,
@@ -178,6 +186,7 @@ pub(crate) fn inbound_from_row(row: &SqliteRow) -> StoreResult<InboundMessage> {
         kind: parsed(row, "kind", |s| some(MessageKind::parse(s)))?,
         text: get(row, "text")?,
         media_id: opt_parsed(row, "media_id", MediaId::parse)?,
+        details: details(row)?,
         is_group: get(row, "is_group")?,
         group_id: get(row, "group_id")?,
         group_name: get(row, "group_name")?,

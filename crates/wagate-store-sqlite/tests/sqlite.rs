@@ -71,6 +71,7 @@ fn message(account: &AccountId, device: &DeviceUid, id: MessageId, ms: i64) -> N
         kind: MessageKind::Text,
         text: Some("hi".into()),
         media_id: None,
+        details: Default::default(),
         client_message_id: None,
         request_hash: String::new(),
         dialect: Dialect::Megamsg,

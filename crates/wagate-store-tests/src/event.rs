@@ -72,6 +72,7 @@ pub async fn events_filter_by_account_type_and_position(f: impl StoreFactory) {
             kind: MessageKind::Text,
             text: Some("yo".into()),
             media_id: None,
+            details: Default::default(),
             is_group: false,
             group_id: None,
             group_name: None,

@@ -147,6 +147,7 @@ pub(crate) fn outbound(
         kind: MessageKind::Text,
         text: Some("hello".into()),
         media_id: None,
+        details: Default::default(),
         client_message_id: client_message_id.map(str::to_owned),
         // The same request each time unless a case says otherwise (the stored text may
         // still differ: spintax picks a variant per accept).

@@ -27,6 +27,7 @@ fn inbound(
         kind: MessageKind::Text,
         text: Some("hi".into()),
         media_id: None,
+        details: Default::default(),
         is_group: false,
         group_id: None,
         group_name: None,
@@ -90,15 +91,15 @@ pub async fn inbound_dedupes_per_device_and_appends_events(f: impl StoreFactory)
     );
     assert_eq!(
         evs[0].data,
-        EventData::MessageReceived(ReceivedMessage::from_inbound(
+        EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(
             &photo,
             Some("image/jpeg".into())
-        ))
+        )))
     );
     assert_eq!((&evs[0].account_id, &evs[0].device_uid), (&a, &d1.uid));
     assert_eq!(
         evs[1].data,
-        EventData::MessageReceived(ReceivedMessage::from_inbound(&elsewhere, None))
+        EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(&elsewhere, None)))
     );
     assert_eq!(evs[1].device_uid, d2.uid);
 

@@ -225,6 +225,7 @@ pub async fn fenced_writes_are_refused_after_a_takeover(f: impl StoreFactory) {
         kind: MessageKind::Text,
         text: Some("hi".into()),
         media_id: None,
+        details: Default::default(),
         is_group: false,
         group_id: None,
         group_name: None,

@@ -87,6 +87,7 @@ macro_rules! store_conformance_tests {
             advance_to_failed_only_from_queued_and_cancels_the_send,
             advance_by_provider_id_is_scoped_to_the_device,
             list_messages_filters_and_pages,
+            details_are_kept_with_outbound_and_inbound_messages,
             claim_honours_run_at_order_and_limit,
             claim_leases_exclude_other_claimers_until_expiry,
             claim_concurrent_claimers_never_share_a_job,

@@ -812,3 +812,93 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
     };
     assert_eq!(list(nobody, 1, 10).await.total, 0);
 }
+
+/// A message's details (location, cards, poll with its secret, quote, mentions) are
+/// stored whole with it and read back equal, in every read and in the claimed job; an
+/// inbound message's too, and `find_inbound` finds it by WhatsApp's id on its device only.
+pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFactory) {
+    use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let details = Details {
+        location: Some(Location::new(30.0444, -31.5, Some("Shop \"1\""), None).unwrap()),
+        contacts: vec![ContactCard::new("Ana; B", phone(7), "c").unwrap()],
+        poll: Some(
+            Poll::new("q?", &["a".into(), "b".into()], true)
+                .unwrap()
+                .with_new_secret(),
+        ),
+        reply_to: Some(Quote {
+            provider_message_id: "3EB0QUOTED".into(),
+            from_me: false,
+            from: Some(phone(8)),
+            from_lid: Some("123@lid".into()),
+            text: Some("the question ✓".into()),
+        }),
+        mentions: vec![phone(8), phone(9)],
+    };
+    let mut new = outbound(&d, None, at(SEC));
+    new.kind = MessageKind::Location;
+    new.details = details.clone();
+    let m = send(s, &new).await;
+    assert_eq!(m.details, details);
+    assert_eq!(s.get_message(&a, &m.id).await.unwrap().details, details);
+    let listed = s
+        .list_messages(&a, &Default::default(), PageRequest { page: 1, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(listed.items[0].details, details);
+    let jobs = s
+        .claim_send_jobs(&fence(s, &d.uid).await, at(2 * SEC), at(MIN), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs[0].message.details, details);
+    // A message without details reads back with none.
+    let plain = send(s, &outbound(&d, None, at(SEC))).await;
+    assert!(
+        s.get_message(&a, &plain.id)
+            .await
+            .unwrap()
+            .details
+            .is_empty()
+    );
+
+    let inbound = wagate_core::message::InboundMessage {
+        id: MessageId::new(),
+        account_id: a.clone(),
+        device_uid: d.uid.clone(),
+        provider_message_id: "WAINBOUND1".into(),
+        from: Some(phone(8)),
+        from_lid: None,
+        from_name: None,
+        kind: MessageKind::Poll,
+        text: Some("Poll: q?".into()),
+        media_id: None,
+        details: details.clone(),
+        is_group: false,
+        group_id: None,
+        group_name: None,
+        timestamp: at(SEC),
+        received_at: at(SEC),
+        read_at: None,
+    };
+    s.record_inbound(&fence(s, &d.uid).await, &inbound, None)
+        .await
+        .unwrap();
+    let found = s.find_inbound(&d.uid, "WAINBOUND1").await.unwrap().unwrap();
+    assert_eq!(found.details, details);
+    assert_eq!(found.id, inbound.id);
+    assert_eq!(s.find_inbound(&d.uid, "WAOTHER").await.unwrap(), None);
+    let other = device(s, &a).await;
+    assert_eq!(
+        s.find_inbound(&other.uid, "WAINBOUND1").await.unwrap(),
+        None
+    );
+    let page = s
+        .list_inbound(&a, Some(&d.uid), PageRequest { page: 1, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(page.items[0].details, details);
+}

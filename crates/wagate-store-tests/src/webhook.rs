@@ -44,6 +44,7 @@ async fn inbound(
             kind: MessageKind::Text,
             text: Some("hi".into()),
             media_id: None,
+            details: Default::default(),
             is_group,
             group_id: is_group.then(|| "g@g.us".into()),
             group_name: None,

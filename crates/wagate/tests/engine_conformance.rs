@@ -20,7 +20,7 @@ use wagate_core::engine::{
     provider_message_id,
 };
 use wagate_core::{DeviceUid, MessageId, Phone};
-use wagate_engine_tests::{Harness, Recorder};
+use wagate_engine_tests::{Harness, PeerSaw, Recorder};
 
 /// The peer's number (another sandbox device).
 const PEER: &str = "15551110001";
@@ -43,6 +43,8 @@ struct Sandbox {
     journal: PathBuf,
     network: Mutex<Arc<SandboxNetwork>>,
     peer: Mutex<Option<Arc<dyn EngineSession>>>,
+    /// What the peer's session reported (what its phone shows).
+    peer_events: Mutex<Option<Arc<Recorder>>>,
     devices: AtomicU32,
 }
 
@@ -56,6 +58,7 @@ impl Sandbox {
             journal,
             network: Mutex::new(network),
             peer: Mutex::new(None),
+            peer_events: Mutex::new(None),
             devices: AtomicU32::new(0),
         };
         sandbox.start_peer().await;
@@ -81,6 +84,7 @@ impl Sandbox {
             })
             .await;
         *self.peer.lock().unwrap() = Some(session);
+        *self.peer_events.lock().unwrap() = Some(events);
     }
 
     fn next_uid(&self) -> (DeviceUid, u32) {
@@ -130,6 +134,29 @@ impl Harness for Sandbox {
     /// The peer device reads by itself once it committed the message.
     async fn peer_reads(&self, _device_phone: &Phone, _provider_message_id: &str) {}
 
+    async fn peer_received(&self, device_phone: &Phone, provider_message_id: &str) -> PeerSaw {
+        let events = self
+            .peer_events
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the peer runs");
+        let m = events
+            .wait_for("the message at the peer", self.patience(), |e| match e {
+                EngineEvent::Inbound(m) if m.provider_message_id == provider_message_id => {
+                    Some(m.clone())
+                }
+                _ => None,
+            })
+            .await;
+        assert_eq!(m.from.as_ref(), Some(device_phone), "from the device");
+        PeerSaw {
+            kind: m.kind,
+            text: m.text,
+            details: m.details,
+        }
+    }
+
     async fn peer_sends(&self, device_phone: &Phone, text: &str) {
         let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
         let id = MessageId::new();
@@ -138,6 +165,7 @@ impl Harness for Sandbox {
             id,
             to: device_phone.clone(),
             content: OutgoingContent::Text { text: text.into() },
+            context: Default::default(),
         })
         .await
         .unwrap();

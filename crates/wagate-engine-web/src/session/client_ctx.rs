@@ -103,6 +103,10 @@ impl InboundContext for ClientCtx {
         }
     }
 
+    fn own_phone(&self) -> Option<Phone> {
+        self.client.as_ref()?.pn().as_ref().and_then(phone_of_pn)
+    }
+
     async fn download(&self, media: &dyn Downloadable) -> anyhow::Result<Vec<u8>> {
         match &self.client {
             Some(c) => c.download(media).await,

@@ -44,7 +44,7 @@ impl InboundDurabilityHook for Hook {
             };
             inner
                 .events
-                .emit(EngineEvent::Inbound(m))
+                .emit(EngineEvent::Inbound(Box::new(m)))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             inner.counters.received(1);

@@ -127,7 +127,7 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
                     if let Some(m) =
                         inbound::convert(im, &ctx, inner.shared.config.max_inbound_media_bytes)
                             .await
-                        && emit(inner, EngineEvent::Inbound(m)).await
+                        && emit(inner, EngineEvent::Inbound(Box::new(m))).await
                     {
                         inner.counters.received(1);
                     }

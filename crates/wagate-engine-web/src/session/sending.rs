@@ -3,8 +3,10 @@
 
 use super::WebSession;
 use super::errors::{iq_error, send_error};
+use crate::mapping::phone_of_pn;
 use crate::numbers::{self, Answer};
 use crate::outgoing::{self, Plan};
+use crate::structured;
 use std::time::Duration;
 use tracing::debug;
 use wagate_core::Phone;
@@ -20,6 +22,8 @@ impl WebSession {
     pub(super) async fn send_message(&self, message: OutgoingMessage) -> Result<(), EngineError> {
         let client = self.inner.online_client()?;
         let id = message.provider_message_id.clone();
+        let own = client.pn().as_ref().and_then(phone_of_pn);
+        let context = structured::context_info(&message.context, own.as_ref());
         let result = async {
             let content = message.content;
             let plan = tokio::task::spawn_blocking(move || outgoing::plan(content))
@@ -41,6 +45,7 @@ impl WebSession {
                     outgoing::build(shape, upload.into())
                 }
             };
+            let msg = structured::with_context(msg, context);
             client
                 .send_message_with_options(
                     Jid::pn(message.to.digits()),

@@ -33,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use wagate_core::content::{Details, Quote};
 use wagate_core::device::EngineKind;
 use wagate_core::engine::{
     ChatState, DeviceContext, Engine, EngineError, EngineEvent, EngineEvents, EngineSession,
@@ -174,7 +175,7 @@ impl SandboxNetwork {
                     self.deliver_later(
                         peer,
                         Duration::from_millis(5),
-                        EngineEvent::Inbound(inbound.message(&owed.pid)),
+                        EngineEvent::Inbound(Box::new(inbound.message(&owed.pid))),
                     );
                 }
             }
@@ -478,7 +479,7 @@ impl SandboxNetwork {
             .ok_or_else(|| EngineError::NotConnected("the sandbox device is not running".into()))?;
         session
             .events
-            .emit(EngineEvent::Inbound(message))
+            .emit(EngineEvent::Inbound(Box::new(message)))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))
     }
@@ -509,6 +510,7 @@ impl SandboxNetwork {
                 let text = match &t.message.content {
                     OutgoingContent::Text { text } => Some(text.clone()),
                     OutgoingContent::Media { caption, .. } => caption.clone(),
+                    other => content_details(other).summary(),
                 };
                 st.shown
                     .entry(to.clone())
@@ -583,7 +585,7 @@ impl SandboxNetwork {
                 Some((peer, incoming)) => self.deliver_later(
                     peer,
                     Duration::from_millis(5),
-                    EngineEvent::Inbound(incoming),
+                    EngineEvent::Inbound(Box::new(incoming)),
                 ),
                 None => self.schedule_receipts(uid, pid, is_voice),
             }
@@ -933,8 +935,18 @@ impl EngineSession for SandboxSession {
 
 /// What the recipient sandbox device sees of a message from another sandbox device.
 fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessage {
+    let mut details = content_details(&m.content);
+    details.reply_to = m
+        .context
+        .reply_to
+        .as_ref()
+        .map(|q| quote_seen_by(q, &sender.phone, &m.to));
+    details.mentions = m.context.mentions.clone();
     let (kind, text, media) = match &m.content {
         OutgoingContent::Text { text } => (MessageKind::Text, Some(text.clone()), None),
+        OutgoingContent::Location(_) => (MessageKind::Location, None, None),
+        OutgoingContent::Contacts(_) => (MessageKind::Contact, None, None),
+        OutgoingContent::Poll(_) => (MessageKind::Poll, None, None),
         OutgoingContent::Media {
             kind,
             data,
@@ -959,9 +971,48 @@ fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessag
         kind,
         text,
         media,
+        details,
         is_group: false,
         group_id: None,
         group_name: None,
         timestamp: time::now(),
+    }
+}
+
+/// The structured part of a message's content, as its recipient gets it (a poll arrives
+/// with its secret, as WhatsApp's does, so votes can be tied to it).
+fn content_details(content: &OutgoingContent) -> Details {
+    match content {
+        OutgoingContent::Location(l) => Details {
+            location: Some(l.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::Contacts(c) => Details {
+            contacts: c.clone(),
+            ..Details::default()
+        },
+        OutgoingContent::Poll(p) => Details {
+            poll: Some(p.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::Text { .. } | OutgoingContent::Media { .. } => Details::default(),
+    }
+}
+
+/// A quote as the recipient sees it: the sender's own message is, to the recipient, one
+/// from the sender; a quoted message of the recipient's is their own.
+fn quote_seen_by(q: &Quote, sender: &Phone, recipient: &Phone) -> Quote {
+    let author = if q.from_me {
+        Some(sender.clone())
+    } else {
+        q.from.clone()
+    };
+    let from_me = author.as_ref() == Some(recipient);
+    Quote {
+        provider_message_id: q.provider_message_id.clone(),
+        from_me,
+        from: if from_me { None } else { author },
+        from_lid: if from_me { None } else { q.from_lid.clone() },
+        text: q.text.clone(),
     }
 }

@@ -24,6 +24,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use tokio::sync::oneshot;
+use wagate_core::content::Details;
 use wagate_core::engine::{IncomingMedia, IncomingMessage};
 use wagate_core::message::MessageKind;
 use wagate_core::{DeviceUid, Phone, time};
@@ -50,6 +51,9 @@ pub(super) struct OwedInbound {
     pub kind: MessageKind,
     pub text: Option<String>,
     pub media: Option<OwedMedia>,
+    /// Location, contacts, poll and quote (absent from journals written before them).
+    #[serde(default, skip_serializing_if = "Details::is_empty")]
+    pub details: Details,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +81,7 @@ impl OwedInbound {
                 mime_type: x.mime_type.clone(),
                 file_name: x.file_name.clone(),
             }),
+            details: m.details.clone(),
         }
     }
 
@@ -98,6 +103,7 @@ impl OwedInbound {
                 mime_type: m.mime_type.clone(),
                 file_name: m.file_name.clone(),
             }),
+            details: self.details.clone(),
             is_group: false,
             group_id: None,
             group_name: None,
@@ -301,6 +307,7 @@ mod tests {
                 kind: MessageKind::Text,
                 text: Some("hi".into()),
                 media: None,
+                details: Details::default(),
             }),
         }
     }

@@ -148,6 +148,12 @@ impl ApiError {
     }
 }
 
+impl From<wagate_core::content::ContentError> for ApiError {
+    fn from(e: wagate_core::content::ContentError) -> Self {
+        Self::invalid(e.field, e.reason)
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

@@ -161,8 +161,11 @@ impl DeviceEventSink {
                 .as_deref()
                 .map(wagate_core::text::neutralise_name),
             kind: m.kind,
-            text: m.text,
+            // A location, contact or poll says what it is in text too, for readers of
+            // `text` only.
+            text: m.text.or_else(|| m.details.summary()),
             media_id,
+            details: m.details,
             is_group: m.is_group,
             group_id: m.group_id,
             group_name: m
@@ -298,7 +301,7 @@ impl EngineEvents for DeviceEventSink {
                 }
                 result
             }
-            EngineEvent::Inbound(m) => self.inbound(m).await,
+            EngineEvent::Inbound(m) => self.inbound(*m).await,
             EngineEvent::Undecryptable {
                 provider_message_id,
                 from,

@@ -18,7 +18,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use wagate_core::device::Device;
-use wagate_core::engine::{EngineError, EngineSession, OutgoingContent, OutgoingMessage};
+use wagate_core::engine::{
+    EngineError, EngineSession, MessageContext, OutgoingContent, OutgoingMessage,
+};
 use wagate_core::lease::Fence;
 use wagate_core::message::MessageKind;
 use wagate_core::store::{SendJob, Store, StoreError};
@@ -242,9 +244,24 @@ impl SendWorker {
 
     async fn outgoing(&self, job: &SendJob) -> Result<OutgoingMessage, String> {
         let m = &job.message;
+        let missing = |what: &str| format!("a {} message has no {what}", m.kind.as_str());
         let content = match (m.kind, &m.media_id) {
             (MessageKind::Text, _) => OutgoingContent::Text {
                 text: m.text.clone().unwrap_or_default(),
+            },
+            (MessageKind::Location, _) => OutgoingContent::Location(
+                m.details
+                    .location
+                    .clone()
+                    .ok_or_else(|| missing("location"))?,
+            ),
+            (MessageKind::Contact, _) if !m.details.contacts.is_empty() => {
+                OutgoingContent::Contacts(m.details.contacts.clone())
+            }
+            (MessageKind::Contact, _) => return Err(missing("contact cards")),
+            (MessageKind::Poll, _) => match &m.details.poll {
+                Some(p) if p.secret_bytes().is_some() => OutgoingContent::Poll(p.clone()),
+                _ => return Err(missing("poll with its secret")),
             },
             (kind, Some(media_id)) => {
                 let media = self
@@ -271,6 +288,10 @@ impl SendWorker {
             provider_message_id: m.provider_message_id.clone(),
             to: m.to.clone(),
             content,
+            context: MessageContext {
+                reply_to: m.details.reply_to.clone(),
+                mentions: m.details.mentions.clone(),
+            },
         })
     }
 

@@ -9,6 +9,7 @@ use super::port::{DeviceControl, Outbox};
 use super::{MediaService, ServiceError, ServiceResult};
 use std::sync::Arc;
 use std::time::Duration;
+use wagate_core::content::{Details, Quote};
 use wagate_core::device::DeviceStatus;
 use wagate_core::engine::{ChatState, NumberCheck, provider_message_id};
 use wagate_core::message::{
@@ -34,9 +35,23 @@ pub struct SendRequest {
     /// Text or caption, as a spintax template.
     pub text: Option<Spintax>,
     pub media_id: Option<MediaId>,
+    /// A location, contact cards or a poll (validated), and the people mentioned; the
+    /// quote is resolved from `reply_to`.
+    pub details: Details,
+    /// The message to quote, as the caller named it.
+    pub reply_to: Option<ReplyRef>,
     pub client_message_id: Option<String>,
     pub send_at: Option<Timestamp>,
     pub dialect: Dialect,
+}
+
+/// The message a send replies to, as the caller named it: one of our `msg_…` ids, or
+/// WhatsApp's id of a message the device received. Resolved (and refused) at accept.
+#[derive(Debug, Clone)]
+pub struct ReplyRef {
+    pub reference: String,
+    /// The request field it came in (`replyTo`, `reply_to`), for errors.
+    pub field: &'static str,
 }
 
 /// Where a live-session call ran ([`MessagingService::live`]).
@@ -137,6 +152,16 @@ pub fn parse_text(s: &str, field: &str) -> ServiceResult<Spintax> {
     Ok(t)
 }
 
+/// What of a send's details and reply its `clientMessageId` stands for (the reply as
+/// named, not as resolved); `None` when it has neither.
+fn details_fingerprint(details: &Details, reply_to: Option<&ReplyRef>) -> Option<String> {
+    let d = details.request_fingerprint();
+    if d.is_none() && reply_to.is_none() {
+        return None;
+    }
+    Some(serde_json::json!({"d": d, "r": reply_to.map(|r| &r.reference)}).to_string())
+}
+
 pub fn parse_send_at(s: &str, field: &str) -> ServiceResult<Timestamp> {
     let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|_| {
         ServiceError::Invalid(
@@ -225,23 +250,38 @@ impl MessagingService {
         }
         let kind = self.resolve_kind(account, &req).await?;
         let template = req.text.as_ref().map(ToString::to_string);
+        let details_fingerprint = details_fingerprint(&req.details, req.reply_to.as_ref());
         let request_hash = wagate_core::message::RequestIdentity {
             endpoint: &format!("{}:{}", req.dialect.as_str(), req.kind.as_str()),
             to: &req.to,
             text: template.as_deref(),
             media: req.media_id.as_ref(),
             send_at: req.send_at,
+            details: details_fingerprint.as_deref(),
         }
         .hash();
+        let mut details = req.details;
+        if let Some(r) = &req.reply_to {
+            details.reply_to = Some(self.quote(account, &device.uid, &req.to, r).await?);
+        }
+        // Chosen once, here, and stored: every attempt sends the same poll, and votes
+        // for it can be read.
+        details.poll = details.poll.map(|p| p.with_new_secret());
+        // Structured content is summarised as the message's text, for lists and readers.
+        let text = match details.summary() {
+            Some(summary) => Some(summary),
+            // The expansion is chosen once, here, and stored: retries send the same text.
+            None => req.text.map(|t| t.expand()),
+        };
         let new = NewOutboundMessage {
             id: id.clone(),
             account_id: account.clone(),
             device_uid: device.uid.clone(),
             to: req.to,
             kind,
-            // The expansion is chosen once, here, and stored: retries send the same text.
-            text: req.text.map(|t| t.expand()),
+            text,
             media_id: req.media_id,
+            details,
             client_message_id: req.client_message_id,
             request_hash,
             dialect: req.dialect,
@@ -467,6 +507,7 @@ impl MessagingService {
         };
         let mime = match (req.kind, media) {
             (SendKind::Text, _) => return Ok(MessageKind::Text),
+            (SendKind::Exactly(kind), _) if !kind.has_media() => return Ok(kind),
             (_, None) => {
                 return Err(ServiceError::Invalid(
                     "mediaId".into(),
@@ -484,6 +525,69 @@ impl MessagingService {
                 "mediaId".into(),
                 format!("must be {wanted}{purpose} (this one is {mime})"),
             )
+        })
+    }
+
+    /// The quote for a reply to `r`: one of the account's messages sent by the device, or
+    /// a message the device received, in the chat with `to` either way (a reply quotes
+    /// the chat it is in).
+    async fn quote(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        to: &Phone,
+        r: &ReplyRef,
+    ) -> ServiceResult<Quote> {
+        let invalid = |why: String| ServiceError::Invalid(r.field.into(), why);
+        if let Ok(id) = MessageId::parse(&r.reference) {
+            let m = match self.store.get_message(account, &id).await {
+                Err(StoreError::NotFound) => {
+                    return Err(invalid(format!("no message {id} was sent by this account")));
+                }
+                other => other?,
+            };
+            if &m.device_uid != device {
+                return Err(invalid(format!(
+                    "message {id} was sent by device {}, not by this one",
+                    m.device_uid
+                )));
+            }
+            if &m.to != to {
+                return Err(invalid(format!(
+                    "message {id} is in the chat with {}, not with {to}",
+                    m.to
+                )));
+            }
+            return Ok(Quote {
+                provider_message_id: m.provider_message_id,
+                from_me: true,
+                from: None,
+                from_lid: None,
+                text: m.text,
+            });
+        }
+        let Some(m) = self.store.find_inbound(device, &r.reference).await? else {
+            return Err(invalid(
+                "must be a message id (msg_…) sent by this device or the providerMessageId of a message it received".into(),
+            ));
+        };
+        if m.from.as_ref() != Some(to) {
+            return Err(invalid(format!(
+                "message {} came from {}, not from {to}",
+                r.reference,
+                m.from
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(m.from_lid)
+                    .unwrap_or_else(|| "an unknown sender".into())
+            )));
+        }
+        Ok(Quote {
+            provider_message_id: m.provider_message_id,
+            from_me: false,
+            from: m.from,
+            from_lid: m.from_lid,
+            text: m.text,
         })
     }
 

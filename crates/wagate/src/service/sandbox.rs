@@ -96,6 +96,7 @@ impl SandboxService {
             kind,
             text: message.text,
             media,
+            details: Default::default(),
             is_group: group_id.is_some(),
             group_id,
             group_name,

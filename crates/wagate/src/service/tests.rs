@@ -169,6 +169,8 @@ fn text_to(device: &DeviceUid) -> SendRequest {
         kind: SendKind::Text,
         text: Some(Spintax::parse("hello").unwrap()),
         media_id: None,
+        details: Default::default(),
+        reply_to: None,
         client_message_id: None,
         send_at: None,
         dialect: Dialect::Megamsg,

@@ -6,10 +6,12 @@
 //! the same style for the rest. Rendering is a pure function of the event, so every retry
 //! of a delivery carries the same bytes (media links expire a fixed time after the event).
 
+use crate::http::msgera::details::DetailsBody;
 use crate::keys::MediaLinkKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
+use wagate_core::content::Details;
 use wagate_core::event::{
     DeviceStatusChanged, Event, EventData, MessageStatusChanged, ReceivedMessage,
 };
@@ -78,6 +80,11 @@ pub struct MsgeraMessageReceived {
     pub is_group: bool,
     pub group_id: Option<String>,
     pub group_name: Option<String>,
+    /// Only on messages that have them, after the documented keys (so the payload of a
+    /// plain text or media message is unchanged): `location`, `contacts`, `poll`,
+    /// `replyTo` (the quoted message) and `mentions`.
+    #[serde(flatten)]
+    pub details: DetailsBody,
 }
 
 /// `message.status` (opt-in), to a Msgera URL.
@@ -132,7 +139,7 @@ pub struct MegaMessage {
     /// Unix seconds.
     pub timestamp: i64,
     pub is_group: bool,
-    /// text, image, video, audio, voice, document or sticker.
+    /// text, image, video, audio, voice, document, sticker, location, contact or poll.
     #[serde(rename = "type")]
     pub kind: String,
     /// Group messages only: the group's id and name.
@@ -145,6 +152,92 @@ pub struct MegaMessage {
     pub media_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// `location` messages: `{latitude, longitude, name, address}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<MegaLocation>,
+    /// `contact` messages: the cards, `{name, phone}` (digits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<MegaContact>>,
+    /// `poll` messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<MegaPoll>,
+    /// Replies: the quoted message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<MegaQuote>,
+    /// Numbers (digits) the message mentions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaLocation {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaContact {
+    pub name: String,
+    /// Digits only.
+    pub phone: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaPoll {
+    pub question: String,
+    pub options: Vec<String>,
+    pub multiple_answers: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaQuote {
+    /// WhatsApp's id of the quoted message.
+    pub id: String,
+    /// The quoted message was the instance's own.
+    pub from_me: bool,
+    /// Its author (digits), when someone else.
+    pub from: Option<String>,
+    pub text: Option<String>,
+}
+
+impl MegaMessage {
+    fn with_details(mut self, d: &Details) -> Self {
+        self.location = d.location.as_ref().map(|l| MegaLocation {
+            latitude: l.latitude,
+            longitude: l.longitude,
+            name: l.name.clone(),
+            address: l.address.clone(),
+        });
+        self.contacts = (!d.contacts.is_empty()).then(|| {
+            d.contacts
+                .iter()
+                .map(|c| MegaContact {
+                    name: c.name.clone(),
+                    phone: c.phone.digits().to_owned(),
+                })
+                .collect()
+        });
+        self.poll = d.poll.as_ref().map(|p| MegaPoll {
+            question: p.question.clone(),
+            options: p.options.clone(),
+            multiple_answers: p.multiple_answers,
+        });
+        self.reply_to = d.reply_to.as_ref().map(|q| MegaQuote {
+            id: q.provider_message_id.clone(),
+            from_me: q.from_me,
+            from: q.from.as_ref().map(|p| p.digits().to_owned()).or_else(|| {
+                q.from_lid
+                    .as_ref()
+                    .map(|l| l.split('@').next().unwrap_or(l).to_owned())
+            }),
+            text: q.text.clone(),
+        });
+        self.mentions = (!d.mentions.is_empty())
+            .then(|| d.mentions.iter().map(|p| p.digits().to_owned()).collect());
+        self
+    }
 }
 
 /// MegaMsg's "Message Received" webhook.
@@ -214,6 +307,7 @@ fn msgera_received(e: &Event, m: &ReceivedMessage, links: &MediaLinker) -> Msger
         is_group: m.is_group,
         group_id: m.group_id.clone(),
         group_name: m.group_name.clone(),
+        details: DetailsBody::from_details(&m.details),
     }
 }
 
@@ -283,7 +377,13 @@ pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>
                     },
                     media_url: m.media_id.as_deref().map(|id| links.link(event, id)),
                     mime_type: m.media_id.as_ref().and(m.mime_type.clone()),
-                },
+                    location: None,
+                    contacts: None,
+                    poll: None,
+                    reply_to: None,
+                    mentions: None,
+                }
+                .with_details(&m.details),
                 timestamp,
             })
         }

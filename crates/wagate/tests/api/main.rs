@@ -15,6 +15,7 @@ mod metrics;
 mod ops;
 mod reliability;
 mod simulated;
+mod structured;
 mod support;
 mod wakers;
 mod webhooks;

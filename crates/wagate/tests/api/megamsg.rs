@@ -913,3 +913,80 @@ async fn megamsg_the_seed_examples_run_unchanged() {
     }
     assert_eq!(listed(&app, &i.uid).await.len(), 3);
 }
+
+#[tokio::test]
+async fn megamsg_sends_locations_contacts_polls_and_replies() {
+    let app = TestApp::spawn().await;
+    let i = connected_instance(&app).await;
+    let to = "+201234567890";
+    let (status, reply) = send(
+        &app,
+        &i,
+        json!({ "phone_number": to, "type": "location", "latitude": 30.0444, "longitude": 31.2357,
+                "name": "Shop", "address": "Tahrir" }),
+    )
+    .await;
+    let loc = assert_sent(status, &reply, to, "location");
+    let (status, reply) = send(
+        &app,
+        &i,
+        json!({ "phone_number": to, "type": "contact", "contacts": [{ "name": "Ana", "phone": "+201001234567" }],
+                "reply_to": loc }),
+    )
+    .await;
+    let card = assert_sent(status, &reply, to, "contact");
+    let (status, reply) = send(
+        &app,
+        &i,
+        json!({ "phone_number": to, "type": "poll", "question": "Lunch?", "options": ["a", "b", "c"],
+                "multiple_answers": true }),
+    )
+    .await;
+    let poll = assert_sent(status, &reply, to, "poll");
+    let (status, reply) = send(
+        &app,
+        &i,
+        json!({ "phone_number": to, "text": "hi @201234567890", "mentions": [to] }),
+    )
+    .await;
+    let text = assert_sent(status, &reply, to, "text");
+
+    let read = app.wait_message_status(&loc, "read").await;
+    assert_eq!(read["source"], "megamsg");
+    assert_eq!(read["location"]["name"], "Shop");
+    let read = app.wait_message_status(&card, "read").await;
+    assert_eq!(read["contacts"][0]["phone"], "+201001234567");
+    assert_eq!(read["replyTo"]["fromMe"], true);
+    let read = app.wait_message_status(&poll, "read").await;
+    assert_eq!(read["poll"]["multipleAnswers"], true);
+    assert_eq!(read["poll"]["options"], json!(["a", "b", "c"]));
+    let read = app.wait_message_status(&text, "read").await;
+    assert_eq!(read["mentions"], json!([to]));
+
+    for (body, field) in [
+        (
+            json!({ "phone_number": to, "type": "poll", "question": "q", "options": ["one"] }),
+            "options",
+        ),
+        (
+            json!({ "phone_number": to, "type": "location", "latitude": 0 }),
+            "longitude",
+        ),
+        (
+            json!({ "phone_number": to, "type": "location", "latitude": 0, "longitude": 0, "media": "aGk=" }),
+            "media",
+        ),
+        (
+            json!({ "phone_number": to, "text": "hi", "latitude": 1 }),
+            "latitude",
+        ),
+        (json!({ "phone_number": to, "type": "contact" }), "contacts"),
+        (
+            json!({ "phone_number": to, "text": "hi", "reply_to": "3EB0UNKNOWN" }),
+            "reply_to",
+        ),
+    ] {
+        let (status, reply) = send(&app, &i, body).await;
+        assert_invalid(status, &reply, field);
+    }
+}

@@ -1061,3 +1061,108 @@ async fn a_rotated_away_secret_stops_signing_after_its_grace_period() {
     assert!(verify(&new, r));
     assert!(!verify(&old, r), "the old secret no longer signs");
 }
+
+/// A location, contact or poll arrives as `message.received` in both formats: the seed's
+/// keys first and unchanged (a summary as text, no media), the structured parts after.
+#[tokio::test]
+async fn structured_messages_arrive_with_their_details_in_both_formats() {
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_with(webhook_config).await;
+    let shop = app.connected_device("shop").await;
+    let (status, created) = app
+        .post(
+            "/v1/developer/devices",
+            json!({ "name": "customer", "engine": "sandbox" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let uid = created["data"]["deviceUid"].as_str().unwrap().to_owned();
+    let customer = app.wait_device_status(&uid, "connected").await;
+    set_webhooks(
+        &app,
+        &uid,
+        json!({ "personalWebhookUrl": rx.url("/personal"), "isActive": true }),
+    )
+    .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/developer/devices/{uid}/instance-webhook"),
+            Some(json!({ "url": rx.url("/mega") })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, sent) = app
+        .post(
+            "/v1/developer/messages/send-location",
+            json!({ "deviceUid": shop["deviceUid"], "to": customer["phoneNumber"],
+                    "latitude": 30.0444, "longitude": 31.2357, "name": "Shop" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
+    let (status, poll) = app
+        .post(
+            "/v1/developer/messages/send-poll",
+            json!({ "deviceUid": shop["deviceUid"], "to": customer["phoneNumber"],
+                    "question": "Rate us", "options": ["Good", "Bad"], "multipleAnswers": true,
+                    "replyTo": sent["data"]["messageId"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{poll}");
+    let got = rx.wait_for(4).await;
+    let at = |path: &str, pid: &Value| {
+        got.iter()
+            .find(|r| r.path == path && r.body.contains(pid.as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{path} {pid}: {got:?}"))
+            .json()
+    };
+    let shop_phone = shop["phoneNumber"].as_str().unwrap();
+    let m = at("/personal", &sent["data"]["providerMessageId"]);
+    assert_eq!(m["from"], shop_phone);
+    assert_eq!(m["text"], "Location: 30.0444, 31.2357 — Shop");
+    assert_eq!(m["mediaType"], Value::Null);
+    assert_eq!(
+        m["location"],
+        json!({ "latitude": 30.0444, "longitude": 31.2357, "name": "Shop", "address": null })
+    );
+    // The seed's keys in their order, then the location.
+    let raw = got
+        .iter()
+        .find(|r| {
+            r.path == "/personal"
+                && r.body
+                    .contains(sent["data"]["providerMessageId"].as_str().unwrap())
+        })
+        .unwrap();
+    assert!(
+        raw.body
+            .contains(r#""isGroup":false,"groupId":null,"groupName":null,"location":{"#),
+        "{}",
+        raw.body
+    );
+    let p = at("/personal", &poll["data"]["providerMessageId"]);
+    assert_eq!(
+        p["poll"],
+        json!({ "question": "Rate us", "options": ["Good", "Bad"], "multipleAnswers": true })
+    );
+    assert_eq!(
+        p["replyTo"]["providerMessageId"],
+        sent["data"]["providerMessageId"]
+    );
+    assert!(!p.to_string().contains("secret"), "{p}");
+
+    let mega = at("/mega", &sent["data"]["providerMessageId"]);
+    assert_eq!(mega["message"]["type"], "location");
+    assert_eq!(
+        mega["message"]["location"],
+        json!({ "latitude": 30.0444, "longitude": 31.2357, "name": "Shop", "address": null })
+    );
+    let mega = at("/mega", &poll["data"]["providerMessageId"]);
+    assert_eq!(mega["message"]["type"], "poll");
+    assert_eq!(mega["message"]["poll"]["multiple_answers"], true);
+    assert_eq!(
+        mega["message"]["reply_to"],
+        json!({ "id": sent["data"]["providerMessageId"], "from_me": false,
+                "from": shop_phone.trim_start_matches('+'), "text": m["text"] })
+    );
+}

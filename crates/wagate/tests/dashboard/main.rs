@@ -586,6 +586,76 @@ async fn sandbox_form_shows_typing_and_marks_a_chat_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_form_sends_a_poll_and_a_location_in_reply() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let uid = app.connected_device("Polls").await;
+    let b = Browser::start().await;
+    sign_in(&b, &app).await;
+    go(&b, &format!("#/sandbox?device={uid}")).await;
+    b.find(&format!("#sb-device option[value='{uid}']")).await;
+    // A poll has no text or file; its question and options show instead.
+    let shown = b
+        .js(
+            "const k = document.getElementById('sb-kind'); k.value = 'poll'; \
+             k.dispatchEvent(new Event('change')); \
+             return [document.getElementById('sb-text').hidden, \
+                     document.getElementById('sb-file').closest('div').hidden, \
+                     document.getElementById('sb-question').closest('div').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!([true, true, false]));
+    b.fill("#sb-question", "Pick a day").await;
+    b.js(
+        "document.getElementById('sb-options').value = 'Monday\\n\\nTuesday\\nFriday'; \
+         document.getElementById('sb-multiple').checked = true;",
+        json!([]),
+    )
+    .await;
+    b.click("#sb-send").await;
+    let curl = b
+        .wait_text("#sb-curl", 10, |t| t.contains("send-poll"))
+        .await;
+    assert!(
+        curl.contains(r#""options":["Monday","Tuesday","Friday"]"#),
+        "{curl}"
+    );
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
+    b.wait_text("#sb-status", 15, |t| t == "read").await;
+    let poll = b.text("#sb-message-link").await;
+    let (_, m) = app
+        .api(Method::GET, &format!("/v1/developer/messages/{poll}"), None)
+        .await;
+    assert_eq!(m["data"]["type"], "poll", "{m}");
+    assert_eq!(m["data"]["poll"]["multipleAnswers"], true, "{m}");
+
+    // A location quoting the poll.
+    b.js(
+        "const k = document.getElementById('sb-kind'); k.value = 'location'; \
+         k.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    b.fill("#sb-reply-to", &poll).await;
+    b.click("#sb-send").await;
+    b.wait_text("#sb-curl", 10, |t| t.contains("send-location"))
+        .await;
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
+    let loc = b.wait_text("#sb-message-link", 10, |t| t != poll).await;
+    let (_, m) = app
+        .api(Method::GET, &format!("/v1/developer/messages/{loc}"), None)
+        .await;
+    assert_eq!(m["data"]["type"], "location", "{m}");
+    assert_eq!(m["data"]["location"]["name"], "Tahrir Square", "{m}");
+    assert_eq!(m["data"]["replyTo"]["fromMe"], true, "{m}");
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_form_uploads_and_sends_a_document() {
     let _one = BROWSER.lock().await;
     let app = TestApp::spawn().await;

@@ -8,8 +8,10 @@
 use super::MegaJson;
 use super::auth::Instance;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
+use crate::http::msgera::messages as msgera_messages;
+use crate::http::msgera::structured::{ContactInput, contact_cards};
 use crate::service::media::InlineMedia;
-use crate::service::messaging::{SendKind, SendRequest, SyncSend, parse_text};
+use crate::service::messaging::{ReplyRef, SendKind, SendRequest, SyncSend, parse_text};
 use crate::service::{ServiceError, Services};
 use axum::Json;
 use axum::extract::State;
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
+use wagate_core::content::{Details, Location, Poll};
 use wagate_core::media::MAX_MEDIA_BYTES;
 use wagate_core::message::{Dialect, MessageKind};
 use wagate_core::{MessageId, Phone, Spintax};
@@ -31,7 +34,8 @@ use wagate_core::{MessageId, Phone, Spintax};
 pub struct SendMessageRequest {
     /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[1-9][0-9]{6,14}$`, E.164).
     pub phone_number: String,
-    /// `text` (default), `image`, `audio`, `video` or `document`.
+    /// `text` (default), `image`, `audio`, `video`, `document`, `location`, `contact` or
+    /// `poll`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// The message; required for `text`. Spintax such as `{Hi|Hello}` is expanded. With a
@@ -49,6 +53,27 @@ pub struct SendMessageRequest {
     pub file_name: Option<String>,
     /// Send an `audio` message as a voice note (push-to-talk).
     pub ptt: Option<bool>,
+    /// `location`: −90 to 90.
+    pub latitude: Option<f64>,
+    /// `location`: −180 to 180.
+    pub longitude: Option<f64>,
+    /// `location`: the place's name.
+    pub name: Option<String>,
+    /// `location`: the place's address.
+    pub address: Option<String>,
+    /// `contact`: 1–20 cards `{name, phone}`, sent as vCards.
+    pub contacts: Option<Vec<ContactInput>>,
+    /// `poll`: the question, 1–255 characters.
+    pub question: Option<String>,
+    /// `poll`: 2–12 distinct options of 1–100 characters.
+    pub options: Option<Vec<String>>,
+    /// `poll`: voters may pick several options (default one).
+    pub multiple_answers: Option<bool>,
+    /// Quote this message: a `msg_…` id sent by this instance, or the id of a message it
+    /// received (`message.id` of the webhook), in the same chat.
+    pub reply_to: Option<String>,
+    /// Phone numbers mentioned in a text or caption (write `@<digits>` where each shows).
+    pub mentions: Option<Vec<String>>,
 }
 
 /// MegaMsg's success reply, plus the message id to follow the message's status with
@@ -87,6 +112,9 @@ enum MegaType {
     Audio,
     Video,
     Document,
+    Location,
+    Contact,
+    Poll,
 }
 
 impl MegaType {
@@ -97,8 +125,24 @@ impl MegaType {
             "audio" => Self::Audio,
             "video" => Self::Video,
             "document" => Self::Document,
+            "location" => Self::Location,
+            "contact" => Self::Contact,
+            "poll" => Self::Poll,
             _ => return None,
         })
+    }
+
+    /// Whether the type carries a file.
+    fn has_media(self) -> bool {
+        matches!(
+            self,
+            Self::Image | Self::Audio | Self::Video | Self::Document
+        )
+    }
+
+    /// Whether the type is structured content (no text, no file).
+    fn is_structured(self) -> bool {
+        matches!(self, Self::Location | Self::Contact | Self::Poll)
     }
 
     fn as_str(self) -> &'static str {
@@ -108,6 +152,9 @@ impl MegaType {
             Self::Audio => "audio",
             Self::Video => "video",
             Self::Document => "document",
+            Self::Location => "location",
+            Self::Contact => "contact",
+            Self::Poll => "poll",
         }
     }
 
@@ -119,6 +166,9 @@ impl MegaType {
             Self::Audio => MessageKind::Audio,
             Self::Video => MessageKind::Video,
             Self::Document => MessageKind::Document,
+            Self::Location => MessageKind::Location,
+            Self::Contact => MessageKind::Contact,
+            Self::Poll => MessageKind::Poll,
         }
     }
 }
@@ -133,9 +183,87 @@ struct Valid {
     media: Option<String>,
     mime_type: Option<String>,
     file_name: Option<String>,
+    /// A location, contact cards or a poll, and the mentions.
+    details: Details,
+    reply_to: Option<ReplyRef>,
 }
 
 const MEDIA_TYPES: &str = "image, audio, video or document";
+
+/// Checks the fields of structured types: each belongs to its type only, and that type
+/// needs them. Returns the details they describe.
+fn structured(p: &mut FieldErrors, kind: MegaType, req: &SendMessageRequest) -> Details {
+    let only_for = |p: &mut FieldErrors, present: bool, field: &str, owner: MegaType| {
+        if present && kind != owner {
+            p.add(field, format!("is only for type {}", owner.as_str()));
+        }
+    };
+    only_for(p, req.latitude.is_some(), "latitude", MegaType::Location);
+    only_for(p, req.longitude.is_some(), "longitude", MegaType::Location);
+    only_for(p, req.name.is_some(), "name", MegaType::Location);
+    only_for(p, req.address.is_some(), "address", MegaType::Location);
+    only_for(p, req.contacts.is_some(), "contacts", MegaType::Contact);
+    only_for(p, req.question.is_some(), "question", MegaType::Poll);
+    only_for(p, req.options.is_some(), "options", MegaType::Poll);
+    only_for(
+        p,
+        req.multiple_answers.is_some(),
+        "multiple_answers",
+        MegaType::Poll,
+    );
+    let mut details = Details::default();
+    match kind {
+        MegaType::Location => match (req.latitude, req.longitude) {
+            (Some(lat), Some(lon)) => {
+                details.location = p.check(Location::new(
+                    lat,
+                    lon,
+                    req.name.as_deref(),
+                    req.address.as_deref(),
+                ));
+            }
+            (lat, lon) => {
+                for (v, field) in [(lat, "latitude"), (lon, "longitude")] {
+                    if v.is_none() {
+                        p.add(field, "is required when type is location");
+                    }
+                }
+            }
+        },
+        MegaType::Contact => match &req.contacts {
+            Some(list) => details.contacts = contact_cards(p, "contacts", list),
+            None => p.add("contacts", "is required when type is contact"),
+        },
+        MegaType::Poll => match (&req.question, &req.options) {
+            (Some(q), Some(o)) => {
+                details.poll = p.check(Poll::new(q, o, req.multiple_answers.unwrap_or(false)));
+            }
+            (q, o) => {
+                if q.is_none() {
+                    p.add("question", "is required when type is poll");
+                }
+                if o.is_none() {
+                    p.add("options", "is required when type is poll");
+                }
+            }
+        },
+        _ => {}
+    }
+    if kind.is_structured() {
+        for (present, field) in [
+            (req.text.is_some(), "text"),
+            (req.media.is_some(), "media"),
+            (req.caption.is_some(), "caption"),
+            (req.mime_type.is_some(), "mime_type"),
+            (req.file_name.is_some(), "file_name"),
+        ] {
+            if present {
+                p.add(field, format!("is not used by type {}", kind.as_str()));
+            }
+        }
+    }
+    details
+}
 
 fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
     let mut p = FieldErrors::default();
@@ -145,14 +273,21 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
     let kind = match req.kind.as_deref() {
         None => Some(MegaType::Text),
         Some(k) => MegaType::parse(k).or_else(|| {
-            p.add("type", "must be text, image, audio, video or document");
+            p.add(
+                "type",
+                "must be text, image, audio, video, document, location, contact or poll",
+            );
             None
         }),
     };
     let present = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
     let mut text = None;
+    let mut details = Details::default();
     if let Some(kind) = kind {
-        if kind == MegaType::Text {
+        details = structured(&mut p, kind, &req);
+        if kind.is_structured() {
+            // Checked by `structured`: no text, no file.
+        } else if kind == MegaType::Text {
             match &req.text {
                 Some(t) => text = p.check(parse_text(t, "text").map_err(mega_error)),
                 None => p.add("text", "is required when type is text"),
@@ -199,7 +334,26 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
         if req.ptt == Some(true) && kind != MegaType::Audio {
             p.add("ptt", "is only for type audio (a voice note)");
         }
+        details.mentions = msgera_messages::mentions(&mut p, "mentions", req.mentions.as_deref());
+        let has_text = text.is_some() && (kind == MegaType::Text || kind.has_media());
+        if !details.mentions.is_empty() && !has_text {
+            p.add("mentions", "needs a text or caption to mention people in");
+        }
     }
+    let reply_to = match req.reply_to.as_deref().map(str::trim) {
+        None => None,
+        Some(r) if r.is_empty() || r.len() > 200 => {
+            p.add(
+                "reply_to",
+                "must be a message id (msg_…) or a received message's id, 1 to 200 characters",
+            );
+            None
+        }
+        Some(r) => Some(ReplyRef {
+            reference: r.to_owned(),
+            field: "reply_to",
+        }),
+    };
     if let Some(m) = req
         .mime_type
         .as_deref()
@@ -232,6 +386,8 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
         media: non_empty(req.media),
         mime_type: non_empty(req.mime_type),
         file_name: non_empty(req.file_name),
+        details,
+        reply_to,
     })
 }
 
@@ -400,6 +556,8 @@ pub async fn send_message(
                 },
                 text: v.text,
                 media_id: None,
+                details: v.details,
+                reply_to: v.reply_to,
                 client_message_id: None,
                 send_at: None,
                 dialect: Dialect::Megamsg,
@@ -507,6 +665,54 @@ mod tests {
         assert_eq!(voice.kind.kind(voice.ptt), MessageKind::Voice);
         let captioned = req(serde_json::json!({"phone_number": "201234567890", "type": "image", "media": "aGk=", "text": "see"})).unwrap();
         assert!(captioned.text.is_some(), "text is the caption of media");
+    }
+
+    #[test]
+    fn structured_types_take_their_own_fields_only() {
+        let to = "+201234567890";
+        let loc = req(serde_json::json!({"phone_number": to, "type": "location", "latitude": 30.04, "longitude": 31.23, "name": "Cairo"})).unwrap();
+        assert_eq!(loc.details.location.unwrap().name.as_deref(), Some("Cairo"));
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "type": "location", "latitude": 91})
+            )),
+            ["longitude"]
+        );
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "type": "location", "latitude": 91, "longitude": 0, "text": "x"})
+            )),
+            ["latitude", "text"]
+        );
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "text": "hi", "question": "q"})
+            )),
+            ["question"]
+        );
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "type": "poll", "question": "q", "options": ["only"]})
+            )),
+            ["options"]
+        );
+        let poll = req(serde_json::json!({"phone_number": to, "type": "poll", "question": "q", "options": ["a", "b"], "multiple_answers": true})).unwrap();
+        assert!(poll.details.poll.unwrap().multiple_answers);
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "type": "contact", "contacts": [{"name": "", "phone": "12"}]})
+            )),
+            ["contacts[0].phone"]
+        );
+        let c = req(serde_json::json!({"phone_number": to, "type": "contact", "contacts": [{"name": "Ana", "phone": "+201001234567"}], "reply_to": "3EB0X"})).unwrap();
+        assert_eq!(c.details.contacts.len(), 1);
+        assert_eq!(c.reply_to.unwrap().field, "reply_to");
+        assert_eq!(
+            fields(req(
+                serde_json::json!({"phone_number": to, "type": "location", "latitude": 1, "longitude": 1, "mentions": ["+201001234567"]})
+            )),
+            ["mentions"]
+        );
     }
 
     #[test]

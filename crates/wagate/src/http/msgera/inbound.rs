@@ -1,5 +1,6 @@
 //! Messages received by the account's devices, newest first (webhooks push the same).
 
+use super::details::DetailsBody;
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiResult, ErrorBody};
@@ -27,8 +28,10 @@ pub struct InboundBody {
     /// The sender's LID, when WhatsApp identified them by one.
     pub from_lid: Option<String>,
     pub from_name: Option<String>,
+    /// text, image, video, audio, voice, document, sticker, location, contact or poll.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The text or caption; for locations, contacts and polls a summary of them.
     pub text: Option<String>,
     pub media_id: Option<String>,
     pub is_group: bool,
@@ -38,6 +41,9 @@ pub struct InboundBody {
     pub received_at: DateTime<Utc>,
     /// When the device marked it read (`POST /v1/developer/chats/read`); null until then.
     pub read_at: Option<DateTime<Utc>>,
+    /// Location, contacts, poll, quote and mentions, when it has them.
+    #[serde(flatten)]
+    pub details: DetailsBody,
 }
 
 impl InboundBody {
@@ -58,6 +64,7 @@ impl InboundBody {
             timestamp: m.timestamp,
             received_at: m.received_at,
             read_at: m.read_at,
+            details: DetailsBody::from_details(&m.details),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Sending (text, media, voice), checking numbers, and reading messages back.
 
+use super::details::DetailsBody;
 use super::parse_device_uid;
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
@@ -7,7 +8,7 @@ use crate::http::json::ApiJson;
 use crate::http::ok;
 use crate::http::query::ApiQuery;
 use crate::service::messaging::{
-    Accepted, MAX_CHECK_NUMBERS, SendKind, SendRequest, parse_send_at, parse_text,
+    Accepted, MAX_CHECK_NUMBERS, ReplyRef, SendKind, SendRequest, parse_send_at, parse_text,
     validate_client_message_id,
 };
 use crate::service::{ServiceError, Services};
@@ -17,10 +18,11 @@ use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use wagate_core::content::{Details, check_mentions};
 use wagate_core::message::{Dialect, Message, MessageKind, MessageStatus, StatusChange};
 use wagate_core::store::{MessageFilter, PageRequest};
 use wagate_core::time::Timestamp;
-use wagate_core::{MediaId, MessageId, Phone};
+use wagate_core::{MediaId, MessageId, Phone, Spintax};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -31,6 +33,11 @@ pub struct SendTextRequest {
     pub to: String,
     /// Message body (min 1 character). Supports spintax: `{Hi|Hello} there`.
     pub text: String,
+    /// Quote this message: a `msg_…` id sent by this device, or the `providerMessageId`
+    /// of a message it received, in the same chat.
+    pub reply_to: Option<String>,
+    /// Phone numbers to mention (write `@<digits>` in the text where each should show).
+    pub mentions: Option<Vec<String>>,
     /// Your own idempotency key: a repeat on the same device returns the original message.
     pub client_message_id: Option<String>,
     /// ISO-8601 date-time to send at instead of now.
@@ -46,6 +53,10 @@ pub struct SendMediaRequest {
     pub media_id: String,
     /// Optional caption shown below the media (spintax allowed).
     pub caption: Option<String>,
+    /// Quote this message (as in `/send`).
+    pub reply_to: Option<String>,
+    /// Phone numbers mentioned in the caption.
+    pub mentions: Option<Vec<String>>,
     pub client_message_id: Option<String>,
     pub send_at: Option<String>,
 }
@@ -57,6 +68,8 @@ pub struct SendVoiceRequest {
     pub to: String,
     /// Id of the uploaded audio asset.
     pub media_id: String,
+    /// Quote this message (as in `/send`).
+    pub reply_to: Option<String>,
     pub client_message_id: Option<String>,
     pub send_at: Option<String>,
 }
@@ -102,7 +115,7 @@ pub struct MessageBody {
     pub message_id: String,
     pub device_uid: String,
     pub to: String,
-    /// text, image, video, audio, voice, document or sticker.
+    /// text, image, video, audio, voice, document, sticker, location, contact or poll.
     #[serde(rename = "type")]
     pub kind: String,
     /// queued, sent, delivered, read, played or failed.
@@ -127,6 +140,9 @@ pub struct MessageBody {
     /// What the message's media is, with a download link (on single-message reads).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaInfoBody>,
+    /// Location, contacts, poll, quote and mentions, when it has them.
+    #[serde(flatten)]
+    pub details: DetailsBody,
 }
 
 /// A message's media file as a reader sees it.
@@ -167,6 +183,7 @@ impl MessageBody {
             deduplicated: false,
             history: None,
             media: None,
+            details: DetailsBody::from_details(&m.details),
         }
     }
 
@@ -185,13 +202,13 @@ impl MessageBody {
     }
 }
 
-fn accepted(a: Accepted) -> Response {
+pub(super) fn accepted(a: Accepted) -> Response {
     let mut body = MessageBody::from_message(&a.message);
     body.deduplicated = a.duplicate;
     ok(StatusCode::ACCEPTED, body)
 }
 
-fn phone(s: &str, field: &str) -> Result<Phone, ApiError> {
+pub(super) fn phone(s: &str, field: &str) -> Result<Phone, ApiError> {
     Phone::parse(s).map_err(|e| ApiError::invalid(field, e.to_string()))
 }
 
@@ -204,20 +221,83 @@ fn media_id(s: &str) -> Result<MediaId, ApiError> {
     })
 }
 
-struct Common {
-    device_uid: wagate_core::DeviceUid,
-    to: Phone,
-    client_message_id: Option<String>,
-    send_at: Option<Timestamp>,
+/// What every send endpoint takes besides its content.
+pub(super) struct Common {
+    pub(super) device_uid: wagate_core::DeviceUid,
+    pub(super) to: Phone,
+    pub(super) reply_to: Option<ReplyRef>,
+    pub(super) client_message_id: Option<String>,
+    pub(super) send_at: Option<Timestamp>,
 }
 
-fn common(
+impl Common {
+    /// The send request for `kind` with this common part.
+    pub(super) fn request(
+        self,
+        kind: SendKind,
+        text: Option<Spintax>,
+        media_id: Option<MediaId>,
+        details: Details,
+    ) -> SendRequest {
+        SendRequest {
+            device_uid: self.device_uid,
+            to: self.to,
+            kind,
+            text,
+            media_id,
+            details,
+            reply_to: self.reply_to,
+            client_message_id: self.client_message_id,
+            send_at: self.send_at,
+            dialect: Dialect::Msgera,
+        }
+    }
+}
+
+/// A `replyTo`: any non-empty reference (what it names is checked at accept).
+fn reply_ref(p: &mut FieldErrors, reply_to: Option<String>) -> Option<ReplyRef> {
+    let r = reply_to?;
+    if r.trim().is_empty() || r.len() > 200 {
+        p.add(
+            "replyTo",
+            "must be a message id (msg_…) or a providerMessageId, 1 to 200 characters",
+        );
+        return None;
+    }
+    Some(ReplyRef {
+        reference: r,
+        field: "replyTo",
+    })
+}
+
+/// `mentions`: phone numbers, each once.
+pub(crate) fn mentions(p: &mut FieldErrors, field: &str, list: Option<&[String]>) -> Vec<Phone> {
+    let Some(list) = list else {
+        return Vec::new();
+    };
+    let phones: Vec<Phone> = list
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| p.check(phone(n, &format!("{field}[{i}]"))))
+        .collect();
+    if phones.len() == list.len() {
+        p.check(
+            check_mentions(&phones)
+                .map_err(|e| ApiError::invalid(e.field.replacen("mentions", field, 1), e.reason)),
+        );
+    }
+    phones
+}
+
+pub(super) fn common(
     p: &mut FieldErrors,
     device_uid: &str,
     to: &str,
+    reply_to: Option<String>,
     cmid: Option<String>,
     send_at: Option<&str>,
 ) -> Option<Common> {
+    let reply_to = reply_ref(p, reply_to);
     let device_uid = p.check(parse_device_uid(device_uid, "deviceUid"));
     let to = p.check(phone(to, "to"));
     let cmid_ok = match &cmid {
@@ -234,6 +314,7 @@ fn common(
         (Some(device_uid), Some(to), true, Some(send_at)) => Some(Common {
             device_uid,
             to,
+            reply_to,
             client_message_id: cmid,
             send_at,
         }),
@@ -258,28 +339,25 @@ pub async fn send_text(
         &mut p,
         &req.device_uid,
         &req.to,
+        req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
     );
     let text = p.check(parse_text(&req.text, "text"));
+    let mentions = mentions(&mut p, "mentions", req.mentions.as_deref());
     p.finish()?;
     let (Some(c), Some(text)) = (c, text) else {
         return Err(ApiError::internal("validation passed without values"));
+    };
+    let details = Details {
+        mentions,
+        ..Details::default()
     };
     let a = s
         .messaging
         .send_message(
             &account,
-            SendRequest {
-                device_uid: c.device_uid,
-                to: c.to,
-                kind: SendKind::Text,
-                text: Some(text),
-                media_id: None,
-                client_message_id: c.client_message_id,
-                send_at: c.send_at,
-                dialect: Dialect::Msgera,
-            },
+            c.request(SendKind::Text, Some(text), None, details),
         )
         .await?;
     Ok(accepted(a))
@@ -300,6 +378,7 @@ pub async fn send_media(
         &mut p,
         &req.device_uid,
         &req.to,
+        req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
     );
@@ -310,24 +389,23 @@ pub async fn send_media(
             .map(Some),
         None => Some(None),
     };
+    let mentions = mentions(&mut p, "mentions", req.mentions.as_deref());
+    if !mentions.is_empty() && req.caption.is_none() {
+        p.add("mentions", "needs a caption to mention people in");
+    }
     p.finish()?;
     let (Some(c), Some(media), Some(caption)) = (c, media, caption) else {
         return Err(ApiError::internal("validation passed without values"));
+    };
+    let details = Details {
+        mentions,
+        ..Details::default()
     };
     let a = s
         .messaging
         .send_message(
             &account,
-            SendRequest {
-                device_uid: c.device_uid,
-                to: c.to,
-                kind: SendKind::MediaAuto,
-                text: caption,
-                media_id: Some(media),
-                client_message_id: c.client_message_id,
-                send_at: c.send_at,
-                dialect: Dialect::Msgera,
-            },
+            c.request(SendKind::MediaAuto, caption, Some(media), details),
         )
         .await?;
     Ok(accepted(a))
@@ -348,6 +426,7 @@ pub async fn send_voice(
         &mut p,
         &req.device_uid,
         &req.to,
+        req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
     );
@@ -360,16 +439,12 @@ pub async fn send_voice(
         .messaging
         .send_message(
             &account,
-            SendRequest {
-                device_uid: c.device_uid,
-                to: c.to,
-                kind: SendKind::Exactly(MessageKind::Voice),
-                text: None,
-                media_id: Some(media),
-                client_message_id: c.client_message_id,
-                send_at: c.send_at,
-                dialect: Dialect::Msgera,
-            },
+            c.request(
+                SendKind::Exactly(MessageKind::Voice),
+                None,
+                Some(media),
+                Details::default(),
+            ),
         )
         .await?;
     Ok(accepted(a))

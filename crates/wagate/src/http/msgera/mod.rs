@@ -2,6 +2,7 @@
 //! replies, camelCase fields and strict bodies (unknown fields are rejected).
 
 pub mod chats;
+pub mod details;
 pub mod devices;
 pub mod events;
 pub mod inbound;
@@ -11,6 +12,7 @@ pub mod media;
 pub mod messages;
 pub mod presence;
 pub mod sandbox;
+pub mod structured;
 pub mod webhooks;
 
 use crate::service::Services;
@@ -61,6 +63,18 @@ pub fn router() -> Router<Services> {
         .route(
             "/v1/developer/messages/send-voice",
             post(messages::send_voice),
+        )
+        .route(
+            "/v1/developer/messages/send-location",
+            post(structured::send_location),
+        )
+        .route(
+            "/v1/developer/messages/send-contact",
+            post(structured::send_contact),
+        )
+        .route(
+            "/v1/developer/messages/send-poll",
+            post(structured::send_poll),
         )
         .route(
             "/v1/developer/messages/check-whatsapp",

@@ -280,7 +280,24 @@ async function sandboxPage() {
   const kind = h("select", { id: "sb-kind", name: "kind" },
     h("option", { value: "text" }, "Text"), h("option", { value: "media" }, "Image or video"),
     h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"),
+    h("option", { value: "location" }, "Location"), h("option", { value: "contact" }, "Contact card"),
+    h("option", { value: "poll" }, "Poll"),
     h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"));
+  // What locations, contact cards and polls need; each shown for its kind only.
+  const lat = h("input", { id: "sb-lat", name: "latitude", value: "30.0444", inputmode: "decimal" });
+  const lon = h("input", { id: "sb-lon", name: "longitude", value: "31.2357", inputmode: "decimal" });
+  const place = h("input", { id: "sb-place", name: "name", value: "Tahrir Square" });
+  const locWrap = h("div", { hidden: true }, ...field("Latitude", lat), ...field("Longitude", lon), ...field("Place name (optional)", place));
+  const cardName = h("input", { id: "sb-card-name", name: "contactName", value: "Support" });
+  const cardPhone = h("input", { id: "sb-card-phone", name: "contactPhone", value: "+201001234567", inputmode: "tel" });
+  const cardWrap = h("div", { hidden: true }, ...field("Contact name", cardName), ...field("Contact phone", cardPhone, "Sent as a vCard the recipient can save or message."));
+  const question = h("input", { id: "sb-question", name: "question", value: "Which time suits you?" });
+  const options = h("textarea", { id: "sb-options", name: "options", rows: 3 }, "Morning\nEvening");
+  const multiple = h("input", { id: "sb-multiple", name: "multipleAnswers", type: "checkbox" });
+  const pollWrap = h("div", { hidden: true }, ...field("Question", question), ...field("Options (one per line, 2 to 12)", options),
+    h("label", { for: "sb-multiple" }, multiple, " Voters may pick several"));
+  const replyTo = h("input", { id: "sb-reply-to", name: "replyTo", placeholder: "msg_… or a received message's providerMessageId" });
+  const replyWrap = h("div", {}, ...field("Reply to (optional)", replyTo, "Quotes that message above this one, in the same chat."));
   const state = h("select", { id: "sb-state", name: "state" },
     h("option", { value: "typing" }, "typing…"), h("option", { value: "recording" }, "recording a voice note…"),
     h("option", { value: "paused" }, "nothing (clear)"));
@@ -298,9 +315,14 @@ async function sandboxPage() {
   kind.addEventListener("change", () => {
     // Chat actions are not messages: no text, no file.
     const action = kind.value === "presence" || kind.value === "read";
+    const structured = ["location", "contact", "poll"].includes(kind.value);
     stateWrap.hidden = kind.value !== "presence";
-    textLabel.hidden = text.hidden = action;
-    fileWrap.hidden = kind.value === "text" || action;
+    locWrap.hidden = kind.value !== "location";
+    cardWrap.hidden = kind.value !== "contact";
+    pollWrap.hidden = kind.value !== "poll";
+    replyWrap.hidden = action;
+    textLabel.hidden = text.hidden = action || structured;
+    fileWrap.hidden = kind.value === "text" || action || structured;
     textLabel.textContent = kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
     // The sample text is for text messages: a file goes without a caption unless one is
     // typed, and a voice note can have none (so nothing hides in the disabled box).
@@ -323,11 +345,29 @@ async function sandboxPage() {
       lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
       r = await api("POST", endpoint, body);
-    } else if (kind.value === "text") {
-      const body = { deviceUid: device.value, to: to.value, text: text.value };
-      lines.push("curl -s -X POST " + base + "/v1/developer/messages/send -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
+    } else if (kind.value === "text" || ["location", "contact", "poll"].includes(kind.value)) {
+      const body = { deviceUid: device.value, to: to.value };
+      let endpoint = "/v1/developer/messages/send";
+      if (kind.value === "text") body.text = text.value;
+      if (kind.value === "location") {
+        endpoint = "/v1/developer/messages/send-location";
+        // Sent as typed: the API says which field is not a number.
+        body.latitude = lat.value.trim() === "" || isNaN(Number(lat.value)) ? lat.value : Number(lat.value);
+        body.longitude = lon.value.trim() === "" || isNaN(Number(lon.value)) ? lon.value : Number(lon.value);
+        if (place.value) body.name = place.value;
+      } else if (kind.value === "contact") {
+        endpoint = "/v1/developer/messages/send-contact";
+        body.contacts = [{ name: cardName.value, phone: cardPhone.value }];
+      } else if (kind.value === "poll") {
+        endpoint = "/v1/developer/messages/send-poll";
+        body.question = question.value;
+        body.options = options.value.split("\n").map((o) => o.trim()).filter((o) => o);
+        body.multipleAnswers = multiple.checked;
+      }
+      if (replyTo.value.trim()) body.replyTo = replyTo.value.trim();
+      lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
-      r = await api("POST", "/v1/developer/messages/send", body);
+      r = await api("POST", endpoint, body);
     } else {
       if (!file.files.length) { response.textContent = "Choose a file first."; return; }
       const f = file.files[0];
@@ -344,6 +384,7 @@ async function sandboxPage() {
       const voice = kind.value === "voice";
       const body = { deviceUid: device.value, to: to.value, mediaId };
       if (!voice && text.value) body.caption = text.value;
+      if (replyTo.value.trim()) body.replyTo = replyTo.value.trim();
       const endpoint = voice ? "/v1/developer/messages/send-voice" : "/v1/developer/messages/send-media";
       lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
@@ -353,7 +394,7 @@ async function sandboxPage() {
     if (r.status < 300 && r.body.data && r.body.data.messageId) watch(r.body.data.messageId);
   } },
   ...field("From device", device), ...field("Kind", kind), ...field("To (phone)", to, "Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
-  textLabel, text, fileWrap, stateWrap,
+  textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, replyWrap,
   h("button", { type: "submit", id: "sb-send" }, "Send"));
 
   function watch(id) {

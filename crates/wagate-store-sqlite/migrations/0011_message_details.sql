@@ -1,0 +1,5 @@
+-- A message's structured content (a location, contact cards, a poll) and context (the
+-- message it quotes, the people it mentions), as one JSON document (wagate_core::content::
+-- Details); NULL when it has none. Read whole with its message, never queried into.
+ALTER TABLE messages ADD COLUMN details TEXT;
+ALTER TABLE inbound_messages ADD COLUMN details TEXT;

@@ -1,0 +1,116 @@
+//! How a message's [`Details`] read in Msgera replies: the location, contact cards and
+//! poll it carries, the message it quotes and whom it mentions. Shared by sent and
+//! received messages; every part is left out when the message has none, so replies about
+//! plain texts and media keep their shape.
+
+use serde::Serialize;
+use utoipa::ToSchema;
+use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationBody {
+    pub latitude: f64,
+    pub longitude: f64,
+    pub name: Option<String>,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactBody {
+    pub name: String,
+    /// E.164.
+    pub phone: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollBody {
+    pub question: String,
+    pub options: Vec<String>,
+    pub multiple_answers: bool,
+}
+
+/// The message a reply quotes.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuoteBody {
+    /// WhatsApp's id of the quoted message.
+    pub provider_message_id: String,
+    /// The quoted message was the device's own.
+    pub from_me: bool,
+    /// Who wrote it (E.164), when someone else did and the number is known.
+    pub from: Option<String>,
+    pub from_lid: Option<String>,
+    /// The quoted text or caption.
+    pub text: Option<String>,
+}
+
+/// The structured parts of a message, flattened into its body.
+#[derive(Debug, Default, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsBody {
+    /// On `location` messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<LocationBody>,
+    /// On `contact` messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactBody>>,
+    /// On `poll` messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll: Option<PollBody>,
+    /// On replies: the message quoted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<QuoteBody>,
+    /// Phone numbers (E.164) the message mentions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<Vec<String>>,
+}
+
+fn location(l: &Location) -> LocationBody {
+    LocationBody {
+        latitude: l.latitude,
+        longitude: l.longitude,
+        name: l.name.clone(),
+        address: l.address.clone(),
+    }
+}
+
+fn contact(c: &ContactCard) -> ContactBody {
+    ContactBody {
+        name: c.name.clone(),
+        phone: c.phone.e164(),
+    }
+}
+
+fn poll(p: &Poll) -> PollBody {
+    PollBody {
+        question: p.question.clone(),
+        options: p.options.clone(),
+        multiple_answers: p.multiple_answers,
+    }
+}
+
+fn quote(q: &Quote) -> QuoteBody {
+    QuoteBody {
+        provider_message_id: q.provider_message_id.clone(),
+        from_me: q.from_me,
+        from: q.from.as_ref().map(|p| p.e164()),
+        from_lid: q.from_lid.clone(),
+        text: q.text.clone(),
+    }
+}
+
+impl DetailsBody {
+    pub fn from_details(d: &Details) -> Self {
+        Self {
+            location: d.location.as_ref().map(location),
+            contacts: (!d.contacts.is_empty()).then(|| d.contacts.iter().map(contact).collect()),
+            poll: d.poll.as_ref().map(poll),
+            reply_to: d.reply_to.as_ref().map(quote),
+            mentions: (!d.mentions.is_empty())
+                .then(|| d.mentions.iter().map(|p| p.e164()).collect()),
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Locations, contact cards, polls, replies and mentions through both dialects: sent by
+//! one sandbox device to another and read back on both sides, refused with a 422 naming
+//! the field when malformed, and held to the same idempotency and budgets as a text.
+
+use crate::support::*;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Sends through a Msgera endpoint and returns the accepted message.
+async fn accepted(app: &TestApp, path: &str, body: Value) -> Value {
+    let (status, reply) = app.post(path, body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
+    reply["data"].clone()
+}
+
+/// The inbound message of `device` with WhatsApp's id `pid`, once it arrived.
+async fn inbound_at(app: &TestApp, device: &str, pid: &str) -> Value {
+    eventually(&format!("{pid} at {device}"), || async {
+        let (_, inbox) = app
+            .get(&format!(
+                "/v1/developer/inbound?deviceUid={device}&limit=100"
+            ))
+            .await;
+        inbox["data"]["items"]
+            .as_array()?
+            .iter()
+            .find(|m| m["providerMessageId"] == pid)
+            .cloned()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn locations_contacts_polls_and_replies_round_trip_between_two_devices() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("shop").await;
+    let b = app.connected_device("customer").await;
+    let (a_uid, b_uid) = (
+        a["deviceUid"].as_str().unwrap(),
+        b["deviceUid"].as_str().unwrap(),
+    );
+    let (a_phone, b_phone) = (
+        a["phoneNumber"].as_str().unwrap(),
+        b["phoneNumber"].as_str().unwrap(),
+    );
+
+    let loc = accepted(
+        &app,
+        "/v1/developer/messages/send-location",
+        json!({ "deviceUid": a_uid, "to": b_phone, "latitude": 30.0444, "longitude": 31.2357,
+                "name": "Our shop", "address": "12 Tahrir Sq, Cairo" }),
+    )
+    .await;
+    assert_eq!(loc["type"], "location");
+    assert_eq!(
+        loc["location"],
+        json!({ "latitude": 30.0444, "longitude": 31.2357, "name": "Our shop", "address": "12 Tahrir Sq, Cairo" })
+    );
+    assert_eq!(
+        loc["text"],
+        "Location: 30.0444, 31.2357 — Our shop — 12 Tahrir Sq, Cairo"
+    );
+    let contact = accepted(
+        &app,
+        "/v1/developer/messages/send-contact",
+        json!({ "deviceUid": a_uid, "to": b_phone,
+                "contacts": [{ "name": "Support; 24/7", "phone": "+201001234567" }, { "name": "Sales", "phone": "447700900123" }] }),
+    )
+    .await;
+    assert_eq!(contact["type"], "contact");
+    assert_eq!(
+        contact["contacts"],
+        json!([{ "name": "Support; 24/7", "phone": "+201001234567" }, { "name": "Sales", "phone": "+447700900123" }])
+    );
+    let poll = accepted(
+        &app,
+        "/v1/developer/messages/send-poll",
+        json!({ "deviceUid": a_uid, "to": b_phone, "question": "Delivery time?",
+                "options": ["Morning", "Evening"], "multipleAnswers": false }),
+    )
+    .await;
+    assert_eq!(poll["type"], "poll");
+    assert_eq!(
+        poll["poll"],
+        json!({ "question": "Delivery time?", "options": ["Morning", "Evening"], "multipleAnswers": false })
+    );
+    let mention = b_phone.trim_start_matches('+');
+    let reply = accepted(
+        &app,
+        "/v1/developer/messages/send",
+        json!({ "deviceUid": a_uid, "to": b_phone, "text": format!("Here it is @{mention}"),
+                "replyTo": loc["messageId"], "mentions": [b_phone] }),
+    )
+    .await;
+    assert_eq!(
+        reply["replyTo"]["providerMessageId"],
+        loc["providerMessageId"]
+    );
+    assert_eq!(reply["replyTo"]["fromMe"], true);
+    assert_eq!(reply["mentions"], json!([b_phone]));
+
+    // Every kind goes the whole way, and the poll's secret never shows.
+    for m in [&loc, &contact, &poll, &reply] {
+        let read = app
+            .wait_message_status(m["messageId"].as_str().unwrap(), "read")
+            .await;
+        assert_eq!(read["type"], m["type"], "{read}");
+        assert!(!read.to_string().contains("secret"), "{read}");
+    }
+    let (_, listed) = app
+        .get(&format!("/v1/developer/messages?deviceUid={a_uid}"))
+        .await;
+    assert!(!listed.to_string().contains("secret"), "{listed}");
+
+    // What the customer's device received.
+    let got = inbound_at(&app, b_uid, loc["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["type"], "location");
+    assert_eq!(got["from"], a_phone);
+    assert_eq!(got["location"], loc["location"]);
+    assert_eq!(got["text"], loc["text"]);
+    let got = inbound_at(&app, b_uid, contact["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["type"], "contact");
+    assert_eq!(got["contacts"], contact["contacts"]);
+    assert_eq!(
+        got["text"],
+        "Contacts: Support; 24/7 (+201001234567); Sales (+447700900123)"
+    );
+    let got = inbound_at(&app, b_uid, poll["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["type"], "poll");
+    assert_eq!(got["poll"], poll["poll"]);
+    assert!(!got.to_string().contains("secret"), "{got}");
+    let got = inbound_at(&app, b_uid, reply["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["text"], format!("Here it is @{mention}"));
+    assert_eq!(
+        got["replyTo"],
+        json!({ "providerMessageId": loc["providerMessageId"], "fromMe": false, "from": a_phone,
+                "fromLid": null, "text": loc["text"] })
+    );
+    assert_eq!(got["mentions"], json!([b_phone]));
+
+    // The customer quotes the shop's message back by its WhatsApp id; the shop sees its
+    // own message quoted.
+    let answer = accepted(
+        &app,
+        "/v1/developer/messages/send",
+        json!({ "deviceUid": b_uid, "to": a_phone, "text": "Evening, please",
+                "replyTo": poll["providerMessageId"] }),
+    )
+    .await;
+    assert_eq!(answer["replyTo"]["fromMe"], false);
+    assert_eq!(answer["replyTo"]["from"], a_phone);
+    let got = inbound_at(&app, a_uid, answer["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(
+        got["replyTo"]["providerMessageId"],
+        poll["providerMessageId"]
+    );
+    assert_eq!(got["replyTo"]["fromMe"], true);
+    assert_eq!(got["replyTo"]["text"], poll["text"]);
+
+    // A plain text keeps its shape: no empty structured keys.
+    let plain = app.send_text(a_uid, b_phone, "plain").await;
+    for key in ["location", "contacts", "poll", "replyTo", "mentions"] {
+        assert!(plain.get(key).is_none(), "{key} in {plain}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_structured_sends_are_refused_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("a").await;
+    let b = app.connected_device("b").await;
+    let uid = a["deviceUid"].as_str().unwrap();
+    let to = b["phoneNumber"].as_str().unwrap();
+    let other = "+201009998887";
+    let options = |n: usize| (0..n).map(|i| format!("o{i}")).collect::<Vec<_>>();
+    let ours = app.send_text(uid, other, "to someone else").await;
+    let b_uid = b["deviceUid"].as_str().unwrap();
+    let theirs = app
+        .send_text(b_uid, a["phoneNumber"].as_str().unwrap(), "from b")
+        .await;
+    let cases = [
+        (
+            "send-poll",
+            json!({ "question": "q", "options": ["only"] }),
+            "options",
+        ),
+        (
+            "send-poll",
+            json!({ "question": "q", "options": options(13) }),
+            "options",
+        ),
+        (
+            "send-poll",
+            json!({ "question": "q", "options": ["a", " a"] }),
+            "options[1]",
+        ),
+        (
+            "send-poll",
+            json!({ "question": " ", "options": ["a", "b"] }),
+            "question",
+        ),
+        (
+            "send-poll",
+            json!({ "question": "q", "options": ["a", "b"], "multipleAnswers": "yes" }),
+            "multipleAnswers",
+        ),
+        (
+            "send-location",
+            json!({ "latitude": 91, "longitude": 0 }),
+            "latitude",
+        ),
+        (
+            "send-location",
+            json!({ "latitude": 0, "longitude": -180.5 }),
+            "longitude",
+        ),
+        ("send-location", json!({ "latitude": 0 }), "longitude"),
+        (
+            "send-location",
+            json!({ "latitude": 0, "longitude": 0, "name": "a\u{7}b" }),
+            "name",
+        ),
+        ("send-contact", json!({ "contacts": [] }), "contacts"),
+        (
+            "send-contact",
+            json!({ "contacts": [{ "name": "x", "phone": "0123" }] }),
+            "contacts[0].phone",
+        ),
+        (
+            "send-contact",
+            json!({ "contacts": [{ "name": "x\u{202E}y", "phone": "+201001234567" }] }),
+            "contacts[0].name",
+        ),
+        (
+            "send-contact",
+            json!({ "contacts": [{ "name": "x", "phone": "+201001234567", "org": "y" }] }),
+            "contacts[0].org",
+        ),
+        (
+            "send",
+            json!({ "text": "hi", "replyTo": "3EB0NOSUCHMESSAGE" }),
+            "replyTo",
+        ),
+        (
+            "send",
+            json!({ "text": "hi", "replyTo": "msg_01m8qjb7xsxzzr24q4jhzsqhaw" }),
+            "replyTo",
+        ),
+        // Our message to another chat, and a message another device sent.
+        (
+            "send",
+            json!({ "text": "hi", "replyTo": ours["messageId"] }),
+            "replyTo",
+        ),
+        (
+            "send",
+            json!({ "text": "hi", "replyTo": theirs["messageId"] }),
+            "replyTo",
+        ),
+        ("send", json!({ "text": "hi", "replyTo": "" }), "replyTo"),
+        (
+            "send",
+            json!({ "text": "hi", "mentions": ["12"] }),
+            "mentions[0]",
+        ),
+        (
+            "send",
+            json!({ "text": "hi", "mentions": [to, to] }),
+            "mentions[1]",
+        ),
+    ];
+    for (endpoint, extra, field) in cases {
+        let mut body = json!({ "deviceUid": uid, "to": to });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let (status, reply) = app
+            .post(&format!("/v1/developer/messages/{endpoint}"), body.clone())
+            .await;
+        assert_invalid(status, &reply, field);
+    }
+    // A caption is what mentions live in.
+    let (_, media) = app.upload(png(), "p.png", "image/png").await;
+    let (status, reply) = app
+        .post(
+            "/v1/developer/messages/send-media",
+            json!({ "deviceUid": uid, "to": to, "mediaId": media["data"]["mediaId"], "mentions": [to] }),
+        )
+        .await;
+    assert_invalid(status, &reply, "mentions");
+}
+
+#[tokio::test]
+async fn structured_sends_keep_idempotency_and_budgets() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("a").await;
+    let uid = a["deviceUid"].as_str().unwrap();
+    let to = "+201001234567";
+    let poll = |options: Value| {
+        json!({ "deviceUid": uid, "to": to, "question": "Lunch?", "options": options,
+                "clientMessageId": "poll-1" })
+    };
+    let first = accepted(
+        &app,
+        "/v1/developer/messages/send-poll",
+        poll(json!(["a", "b"])),
+    )
+    .await;
+    let (status, again) = app
+        .post("/v1/developer/messages/send-poll", poll(json!(["a", "b"])))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(again["data"]["messageId"], first["messageId"]);
+    assert_eq!(again["data"]["deduplicated"], true);
+    let (status, reused) = app
+        .post("/v1/developer/messages/send-poll", poll(json!(["a", "c"])))
+        .await;
+    assert_invalid(status, &reused, "clientMessageId");
+    assert_eq!(reused["code"], "idempotency_key_reused");
+    // Same key, another endpoint: another request.
+    let (status, reused) = app
+        .post(
+            "/v1/developer/messages/send-location",
+            json!({ "deviceUid": uid, "to": to, "latitude": 1, "longitude": 2, "clientMessageId": "poll-1" }),
+        )
+        .await;
+    assert_invalid(status, &reused, "clientMessageId");
+
+    // The daily budget counts every kind.
+    app.set_limits(uid, 2, 100, 100).await;
+    accepted(
+        &app,
+        "/v1/developer/messages/send-location",
+        json!({ "deviceUid": uid, "to": to, "latitude": 1, "longitude": 2 }),
+    )
+    .await;
+    let (status, refused) = app
+        .post(
+            "/v1/developer/messages/send-contact",
+            json!({ "deviceUid": uid, "to": to, "contacts": [{ "name": "x", "phone": to }] }),
+        )
+        .await;
+    assert_error(status, &refused, StatusCode::TOO_MANY_REQUESTS);
+}
