@@ -24,6 +24,13 @@ pub const MAX_CONTACTS: usize = 20;
 pub const MAX_MENTIONS: usize = 256;
 /// Longest location name or address kept, in characters.
 pub const MAX_PLACE_CHARS: usize = 1_000;
+/// How long after sending WhatsApp lets a message be edited.
+pub const EDIT_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// How long after sending wagate lets a message be deleted for everyone (WhatsApp allows
+/// about two and a half days; the margin keeps a late hand-over inside it).
+pub const DELETE_WINDOW: std::time::Duration = std::time::Duration::from_secs(48 * 3600);
+/// Longest reaction accepted, in characters (one emoji with its modifiers and joiners).
+pub const MAX_EMOJI_CHARS: usize = 16;
 /// Longest vCard read from an inbound contact, in bytes (anything longer is not a card).
 const MAX_VCARD_BYTES: usize = 64 * 1024;
 
@@ -96,6 +103,12 @@ pub struct Details {
     pub reply_to: Option<Quote>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<Phone>,
+    /// The message a reaction, edit or delete acts on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Quote>,
+    /// A reaction's emoji; empty when the reaction was removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
 }
 
 /// Why a caller's content was refused: the field (relative to the request body) and why.
@@ -444,8 +457,23 @@ impl Details {
         *self == Self::default()
     }
 
-    /// The text that stands for the structured content, for lists and for receivers that
-    /// read only `text`; `None` for a message whose own text says it all.
+    /// The text that stands for a message of `kind` with these details, for lists and for
+    /// receivers that read only `text`; `None` for a message whose own text says it all
+    /// (texts, captions, an edit's new text).
+    pub fn summary_of(&self, kind: crate::message::MessageKind) -> Option<String> {
+        use crate::message::MessageKind;
+        match kind {
+            MessageKind::Reaction => Some(match self.emoji.as_deref() {
+                Some(e) if !e.is_empty() => format!("Reacted {e}"),
+                _ => "Removed a reaction".to_owned(),
+            }),
+            MessageKind::Delete => Some("Deleted a message".to_owned()),
+            MessageKind::Edit => None,
+            _ => self.summary(),
+        }
+    }
+
+    /// The text that stands for the structured content (a location, cards, a poll).
     pub fn summary(&self) -> Option<String> {
         if let Some(l) = &self.location {
             return Some(l.summary());
@@ -482,6 +510,45 @@ impl Details {
             p.secret = None;
         }
         d.to_json()
+    }
+}
+
+/// Checks a reaction a caller sends: `""` removes one; otherwise a short run of
+/// characters that are not letters, digits, spaces or controls (an emoji, with its skin
+/// tone and joiners).
+pub fn check_emoji(emoji: &str) -> Result<(), ContentError> {
+    if emoji.is_empty() {
+        return Ok(());
+    }
+    if emoji.chars().count() > MAX_EMOJI_CHARS {
+        return Err(refuse(
+            "emoji",
+            format!(
+                "must be one emoji (at most {MAX_EMOJI_CHARS} characters), or \"\" to remove the reaction"
+            ),
+        ));
+    }
+    if emoji
+        .chars()
+        .any(|c| c.is_alphanumeric() || c.is_whitespace() || c.is_control())
+    {
+        return Err(refuse(
+            "emoji",
+            "must be an emoji such as 👍, or \"\" to remove the reaction",
+        ));
+    }
+    Ok(())
+}
+
+/// A reaction someone sent, kept when it looks like one (else dropped as empty).
+pub fn received_emoji(emoji: &str) -> String {
+    if check_emoji(emoji).is_ok() {
+        emoji.to_owned()
+    } else {
+        neutralise_name(emoji)
+            .chars()
+            .take(MAX_EMOJI_CHARS)
+            .collect()
     }
 }
 
@@ -639,6 +706,40 @@ mod tests {
         other.poll.as_mut().unwrap().secret = None;
         assert_eq!(other.request_fingerprint().unwrap(), fp);
         assert_eq!(d.summary().as_deref(), Some("Poll: q\n- a\n- b"));
+    }
+
+    #[test]
+    fn reactions_are_one_emoji_or_none() {
+        for ok in ["", "👍", "❤️", "👍🏽", "👨\u{200D}👩\u{200D}👧"] {
+            assert!(check_emoji(ok).is_ok(), "{ok}");
+        }
+        for bad in ["ok", "👍 ", "a👍", "1", "\n", &"👍".repeat(17)] {
+            assert_eq!(check_emoji(bad).unwrap_err().field, "emoji", "{bad}");
+        }
+        assert_eq!(received_emoji("👍"), "👍");
+        assert_eq!(received_emoji("x\u{202E}y"), "xy");
+        use crate::message::MessageKind;
+        let d = Details {
+            emoji: Some("👍".into()),
+            ..Details::default()
+        };
+        assert_eq!(
+            d.summary_of(MessageKind::Reaction).as_deref(),
+            Some("Reacted 👍")
+        );
+        assert_eq!(
+            Details::default()
+                .summary_of(MessageKind::Reaction)
+                .as_deref(),
+            Some("Removed a reaction")
+        );
+        assert_eq!(Details::default().summary_of(MessageKind::Edit), None);
+        assert_eq!(
+            Details::default()
+                .summary_of(MessageKind::Delete)
+                .as_deref(),
+            Some("Deleted a message")
+        );
     }
 
     #[test]

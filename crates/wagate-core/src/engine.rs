@@ -85,6 +85,20 @@ pub enum OutgoingContent {
     Contacts(Vec<ContactCard>),
     /// A poll; its `secret` is set (chosen at accept).
     Poll(Poll),
+    /// An emoji reaction to `target` (`""` removes the device's reaction).
+    Reaction {
+        target: Quote,
+        emoji: String,
+    },
+    /// A new text for `target`, a message the device sent.
+    Edit {
+        target: Quote,
+        text: String,
+    },
+    /// `target`, a message the device sent, deleted for everyone.
+    Delete {
+        target: Quote,
+    },
 }
 
 /// Whether a number is on WhatsApp.

@@ -21,13 +21,22 @@ pub enum EventType {
     MessageStatus,
     #[serde(rename = "device.status")]
     DeviceStatus,
+    #[serde(rename = "message.reaction")]
+    MessageReaction,
+    #[serde(rename = "message.edited")]
+    MessageEdited,
+    #[serde(rename = "message.deleted")]
+    MessageDeleted,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 3] = [
+    pub const ALL: [EventType; 6] = [
         Self::MessageReceived,
         Self::MessageStatus,
         Self::DeviceStatus,
+        Self::MessageReaction,
+        Self::MessageEdited,
+        Self::MessageDeleted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +44,18 @@ impl EventType {
             Self::MessageReceived => "message.received",
             Self::MessageStatus => "message.status",
             Self::DeviceStatus => "device.status",
+            Self::MessageReaction => "message.reaction",
+            Self::MessageEdited => "message.edited",
+            Self::MessageDeleted => "message.deleted",
+        }
+    }
+
+    /// The names of every type, for error messages (`a, b or c`).
+    pub fn names() -> String {
+        let names: Vec<&str> = Self::ALL.iter().map(|t| t.as_str()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
         }
     }
 
@@ -54,6 +75,15 @@ pub enum EventData {
     MessageStatus(MessageStatusChanged),
     #[serde(rename = "device.status")]
     DeviceStatus(DeviceStatusChanged),
+    /// Someone reacted to a message in a chat of the device (or removed their reaction).
+    #[serde(rename = "message.reaction")]
+    MessageReaction(Box<ReceivedMessage>),
+    /// Someone edited a message they had sent.
+    #[serde(rename = "message.edited")]
+    MessageEdited(Box<ReceivedMessage>),
+    /// Someone deleted a message they had sent, for everyone.
+    #[serde(rename = "message.deleted")]
+    MessageDeleted(Box<ReceivedMessage>),
 }
 
 impl EventData {
@@ -62,6 +92,33 @@ impl EventData {
             Self::MessageReceived(_) => EventType::MessageReceived,
             Self::MessageStatus(_) => EventType::MessageStatus,
             Self::DeviceStatus(_) => EventType::DeviceStatus,
+            Self::MessageReaction(_) => EventType::MessageReaction,
+            Self::MessageEdited(_) => EventType::MessageEdited,
+            Self::MessageDeleted(_) => EventType::MessageDeleted,
+        }
+    }
+
+    /// The event a received message is announced by: `message.received`, or for a
+    /// reaction, edit or delete its own type (so receivers of the seed's format never get
+    /// a shape they do not know unless they opt in).
+    pub fn received(m: &InboundMessage, mime_type: Option<String>) -> Self {
+        let r = Box::new(ReceivedMessage::from_inbound(m, mime_type));
+        match m.kind {
+            crate::message::MessageKind::Reaction => Self::MessageReaction(r),
+            crate::message::MessageKind::Edit => Self::MessageEdited(r),
+            crate::message::MessageKind::Delete => Self::MessageDeleted(r),
+            _ => Self::MessageReceived(r),
+        }
+    }
+
+    /// The received message an event is about (the chat events), if any.
+    pub fn chat_message(&self) -> Option<&ReceivedMessage> {
+        match self {
+            Self::MessageReceived(m)
+            | Self::MessageReaction(m)
+            | Self::MessageEdited(m)
+            | Self::MessageDeleted(m) => Some(m),
+            Self::MessageStatus(_) | Self::DeviceStatus(_) => None,
         }
     }
 }

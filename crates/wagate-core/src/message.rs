@@ -106,10 +106,16 @@ pub enum MessageKind {
     Contact,
     /// A poll ([`crate::content::Poll`]).
     Poll,
+    /// An emoji reaction to another message (`""` removes it).
+    Reaction,
+    /// A new text for a message the device sent.
+    Edit,
+    /// A message the device sent, deleted for everyone.
+    Delete,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 10] = [
+    pub const ALL: [MessageKind; 13] = [
         Self::Text,
         Self::Image,
         Self::Video,
@@ -120,6 +126,9 @@ impl MessageKind {
         Self::Location,
         Self::Contact,
         Self::Poll,
+        Self::Reaction,
+        Self::Edit,
+        Self::Delete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -134,6 +143,9 @@ impl MessageKind {
             Self::Location => "location",
             Self::Contact => "contact",
             Self::Poll => "poll",
+            Self::Reaction => "reaction",
+            Self::Edit => "edit",
+            Self::Delete => "delete",
         }
     }
 
@@ -144,8 +156,21 @@ impl MessageKind {
     pub fn has_media(self) -> bool {
         !matches!(
             self,
-            Self::Text | Self::Location | Self::Contact | Self::Poll
+            Self::Text
+                | Self::Location
+                | Self::Contact
+                | Self::Poll
+                | Self::Reaction
+                | Self::Edit
+                | Self::Delete
         )
+    }
+
+    /// Whether the message acts on another one (its `details.target`) rather than being
+    /// read on its own: reactions, edits and deletes. Received ones are announced by
+    /// their own event types, not as `message.received`.
+    pub fn is_action(self) -> bool {
+        matches!(self, Self::Reaction | Self::Edit | Self::Delete)
     }
 }
 

@@ -377,6 +377,9 @@ pub trait InboundStore: Send + Sync {
         device: Option<&DeviceUid>,
         page: PageRequest,
     ) -> StoreResult<Page<InboundMessage>>;
+    /// The account's inbound message `id` (`NotFound` for another account's).
+    async fn get_inbound(&self, account: &AccountId, id: &MessageId)
+    -> StoreResult<InboundMessage>;
     /// The device's inbound message with WhatsApp's id `provider_message_id`, if any.
     async fn find_inbound(
         &self,

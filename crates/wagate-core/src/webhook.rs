@@ -85,18 +85,19 @@ impl WebhookConfig {
         }
     }
 
-    /// Where `event` goes. Inbound messages go to the personal or the group URL by chat
+    /// Where `event` goes. Inbound messages (and reactions, edits and deletes) go to the
+    /// personal or the group URL by chat
     /// type; status events (which have no chat type) to the personal URL, or to the group
     /// URL when only that is set; the instance URL gets everything it opted into.
     pub fn targets(&self, event: &EventData) -> Vec<EndpointKind> {
         let t = event.event_type();
         let wants = |k: EndpointKind| self.url(k).is_some() && self.events(k).contains(&t);
         let mut out = Vec::with_capacity(2);
-        let msgera = match event {
-            EventData::MessageReceived(m) if m.is_group => EndpointKind::Group,
-            EventData::MessageReceived(_) => EndpointKind::Personal,
-            _ if self.url(EndpointKind::Personal).is_some() => EndpointKind::Personal,
-            _ => EndpointKind::Group,
+        let msgera = match event.chat_message() {
+            Some(m) if m.is_group => EndpointKind::Group,
+            Some(_) => EndpointKind::Personal,
+            None if self.url(EndpointKind::Personal).is_some() => EndpointKind::Personal,
+            None => EndpointKind::Group,
         };
         if wants(msgera) {
             out.push(msgera);

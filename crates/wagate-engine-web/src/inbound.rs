@@ -16,7 +16,7 @@ use whatsapp_rust::wacore_binary::JidExt;
 
 use crate::mapping::{lid_string, phone_of_pn, ts};
 use crate::structured;
-use wagate_core::content::{Details, MAX_MENTIONS};
+use wagate_core::content::{Details, MAX_MENTIONS, Quote};
 
 /// What converting an inbound message needs from the live session.
 #[async_trait]
@@ -58,6 +58,15 @@ fn mime_or(m: &Option<String>, default: &str) -> String {
 /// revokes and edits, poll votes, protocol traffic).
 pub(crate) fn classify(msg: &wa::Message) -> Option<Classified<'_>> {
     let base = msg.get_base_message();
+    // Reactions, edits and deletes act on another message; their details are read by
+    // `structured::received_action`.
+    if let Some(action) = structured::received_action(base) {
+        return Some(Classified {
+            kind: action.kind,
+            text: action.text,
+            attachment: None,
+        });
+    }
     let caption = msg.get_caption().map(str::to_owned);
     if let Some(m) = base.image_message.as_option() {
         return Some(Classified {
@@ -202,7 +211,7 @@ pub(crate) async fn convert(
         Some(a) => download(a, ctx, max_media_bytes, &info.id).await,
         None => None,
     };
-    let details = details(&im.message, classified.kind, ctx).await;
+    let details = details(&im.message, classified.kind, (&from, &from_lid), ctx).await;
     let text = match classified.text.filter(|t| !t.is_empty()) {
         Some(t) => Some(t),
         // A pin whose coordinates are off the globe: still say what came.
@@ -230,7 +239,13 @@ pub(crate) async fn convert(
 
 /// The structured content, quote and mentions of a received message; authors and
 /// mentioned people by phone where WhatsApp's LIDs can be resolved.
-async fn details(msg: &wa::Message, kind: MessageKind, ctx: &dyn InboundContext) -> Details {
+async fn details(
+    msg: &wa::Message,
+    kind: MessageKind,
+    sender: (&Option<Phone>, &Option<String>),
+    ctx: &dyn InboundContext,
+) -> Details {
+    let sender = (sender.0.clone(), sender.1.clone());
     let base = msg.get_base_message();
     let mut d = if matches!(
         kind,
@@ -240,6 +255,20 @@ async fn details(msg: &wa::Message, kind: MessageKind, ctx: &dyn InboundContext)
     } else {
         Details::default()
     };
+    if let Some(action) = structured::received_action(base) {
+        // In a one-to-one chat the target was written by the sender (their key says
+        // `from_me`) or by the device.
+        let by_sender = action.target_by_sender;
+        d.target = Some(Quote {
+            provider_message_id: action.target_id,
+            from_me: !by_sender,
+            from: if by_sender { sender.0.clone() } else { None },
+            from_lid: if by_sender { sender.1.clone() } else { None },
+            text: None,
+        });
+        d.emoji = action.emoji;
+        return d;
+    }
     let Some(info) = structured::received_context(base) else {
         return d;
     };

@@ -69,6 +69,12 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
             code: Some("invalid_contact".into()),
             reason: "a contact message needs at least one card".into(),
         }),
+        // Sent by the session itself (`send_action`): each has its own call.
+        OutgoingContent::Reaction { .. }
+        | OutgoingContent::Edit { .. }
+        | OutgoingContent::Delete { .. } => Err(EngineError::Internal(
+            "reactions, edits and deletes are sent by the session, not planned".into(),
+        )),
         OutgoingContent::Poll(p) => structured::poll_message(&p)
             .map(|m| Plan::Ready(Box::new(m)))
             .ok_or_else(|| EngineError::Rejected {
@@ -139,7 +145,10 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
                 MessageKind::Text
                 | MessageKind::Location
                 | MessageKind::Contact
-                | MessageKind::Poll => {
+                | MessageKind::Poll
+                | MessageKind::Reaction
+                | MessageKind::Edit
+                | MessageKind::Delete => {
                     return Err(EngineError::Rejected {
                         code: Some("invalid_kind".into()),
                         reason: format!("a {} message cannot carry a file", kind.as_str()),

@@ -4,8 +4,11 @@
 //! shape is unit-tested without a connection.
 
 use wagate_core::Phone;
-use wagate_core::content::{ContactCard, Details, Location, Poll, Quote, contacts_summary};
+use wagate_core::content::{
+    ContactCard, Details, Location, Poll, Quote, contacts_summary, received_emoji,
+};
 use wagate_core::engine::MessageContext;
+use wagate_core::message::MessageKind;
 use whatsapp_rust::prelude::{MessageBuilderExt, MessageExt, MessageField, wa};
 
 /// A location pin.
@@ -199,6 +202,62 @@ pub(crate) fn received_content(m: &wa::Message) -> Details {
     d
 }
 
+/// A received reaction, edit or delete: what it is, the key of the message it acts on
+/// (its id, and whether the *sender* wrote it), the reaction's emoji, an edit's new text.
+pub(crate) struct ReceivedAction {
+    pub(crate) kind: MessageKind,
+    pub(crate) target_id: String,
+    pub(crate) target_by_sender: bool,
+    pub(crate) emoji: Option<String>,
+    pub(crate) text: Option<String>,
+}
+
+/// The action a received message is, if it is one.
+pub(crate) fn received_action(m: &wa::Message) -> Option<ReceivedAction> {
+    use wa::message::protocol_message::Type;
+    let key_of = |k: &wa::MessageKey| {
+        k.id.clone()
+            .filter(|id| !id.is_empty())
+            .map(|id| (id, k.from_me.unwrap_or(false)))
+    };
+    if let Some(r) = m.reaction_message.as_option() {
+        let (target_id, by_sender) = key_of(r.key.as_option()?)?;
+        return Some(ReceivedAction {
+            kind: MessageKind::Reaction,
+            target_id,
+            target_by_sender: by_sender,
+            emoji: Some(received_emoji(r.text.as_deref().unwrap_or(""))),
+            text: None,
+        });
+    }
+    let p = m.protocol_message.as_option()?;
+    let (target_id, by_sender) = key_of(p.key.as_option()?)?;
+    match p.r#type {
+        Some(Type::REVOKE) => Some(ReceivedAction {
+            kind: MessageKind::Delete,
+            target_id,
+            target_by_sender: by_sender,
+            emoji: None,
+            text: None,
+        }),
+        Some(Type::MESSAGE_EDIT) => {
+            let text = p.edited_message.as_option().and_then(|e| {
+                e.text_content()
+                    .or_else(|| e.get_caption())
+                    .map(str::to_owned)
+            });
+            Some(ReceivedAction {
+                kind: MessageKind::Edit,
+                target_id,
+                target_by_sender: by_sender,
+                emoji: None,
+                text,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// A summary of received contact cards none of which had a usable number: what was sent,
 /// by name, so nothing a person sent reads as empty.
 pub(crate) fn unreadable_contacts_summary(m: &wa::Message) -> Option<String> {
@@ -343,6 +402,57 @@ mod tests {
             context_info(&ctx, Some(&own)),
         );
         assert!(received_context(&loc).is_some());
+    }
+
+    #[test]
+    fn reactions_edits_and_deletes_name_their_target() {
+        let key = |from_me: bool| {
+            MessageField::some(wa::MessageKey {
+                remote_jid: Some("15550009999@s.whatsapp.net".into()),
+                from_me: Some(from_me),
+                id: Some("3EB0TARGET".into()),
+                participant: None,
+            })
+        };
+        let reaction = wa::Message {
+            reaction_message: MessageField::some(wa::message::ReactionMessage {
+                key: key(false),
+                text: Some("👍".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = received_action(&reaction).unwrap();
+        assert_eq!(a.kind, MessageKind::Reaction);
+        assert_eq!(
+            (a.target_id.as_str(), a.target_by_sender),
+            ("3EB0TARGET", false)
+        );
+        assert_eq!(a.emoji.as_deref(), Some("👍"));
+        let edit = wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                key: key(true),
+                r#type: Some(wa::message::protocol_message::Type::MESSAGE_EDIT),
+                edited_message: MessageField::some(wa::Message::text("fixed")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let a = received_action(&edit).unwrap();
+        assert_eq!(
+            (a.kind, a.text.as_deref(), a.target_by_sender),
+            (MessageKind::Edit, Some("fixed"), true)
+        );
+        let revoke = wa::Message {
+            protocol_message: MessageField::some(wa::message::ProtocolMessage {
+                key: key(true),
+                r#type: Some(wa::message::protocol_message::Type::REVOKE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(received_action(&revoke).unwrap().kind, MessageKind::Delete);
+        assert!(received_action(&wa::Message::text("hi")).is_none());
     }
 
     #[test]

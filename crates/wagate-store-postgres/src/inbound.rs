@@ -6,7 +6,7 @@ use crate::error::map_sqlx;
 use crate::event::append;
 use crate::row::{count, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
-use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
+use wagate_core::event::{EventData, NewEvent};
 use wagate_core::lease::Fence;
 use wagate_core::message::InboundMessage;
 use wagate_core::store::{
@@ -73,10 +73,7 @@ impl InboundStore for PgStore {
         let event = NewEvent::new(
             m.account_id.clone(),
             m.device_uid.clone(),
-            EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(
-                m,
-                mime_type.map(str::to_owned),
-            ))),
+            EventData::received(m, mime_type.map(str::to_owned)),
             m.received_at,
         );
         let seq = append(&mut tx, &[event]).await?;
@@ -141,6 +138,27 @@ impl InboundStore for PgStore {
         })
     }
 
+    async fn get_inbound(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<InboundMessage> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i WHERE i.account_id = $1 AND i.id = $2"
+        ))
+        .bind(account.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref()
+            .map(inbound_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
     async fn find_inbound(
         &self,
         device: &DeviceUid,
@@ -170,7 +188,8 @@ impl InboundStore for PgStore {
             inbound_columns!(),
             " FROM inbound_messages i \
              WHERE i.device_uid = $1 AND i.from_phone = $2 AND NOT i.is_group \
-             AND i.read_at IS NULL ORDER BY i.received_at, i.id LIMIT $3"
+             AND i.read_at IS NULL AND i.kind NOT IN ('reaction', 'edit', 'delete') \
+             ORDER BY i.received_at, i.id LIMIT $3"
         ))
         .bind(device.as_str())
         .bind(chat.digits())

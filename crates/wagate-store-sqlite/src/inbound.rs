@@ -6,7 +6,7 @@ use crate::error::{corrupt, map_sqlx};
 use crate::row::{get, inbound_columns, inbound_from_row};
 use async_trait::async_trait;
 use sqlx::{QueryBuilder, Sqlite};
-use wagate_core::event::{EventData, NewEvent, ReceivedMessage};
+use wagate_core::event::{EventData, NewEvent};
 use wagate_core::lease::Fence;
 use wagate_core::message::InboundMessage;
 use wagate_core::store::{
@@ -35,9 +35,7 @@ impl InboundStore for SqliteStore {
                     let event = NewEvent::new(
                         m.account_id.clone(),
                         m.device_uid.clone(),
-                        EventData::MessageReceived(Box::new(ReceivedMessage::from_inbound(
-                            &m, mime_type,
-                        ))),
+                        EventData::received(&m, mime_type),
                         m.received_at,
                     );
                     let data =
@@ -51,7 +49,7 @@ impl InboundStore for SqliteStore {
                          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                          ON CONFLICT (device_uid, provider_message_id) DO NOTHING; \
                          INSERT INTO events (id, account_id, device_uid, type, data, created_at) \
-                         SELECT ?, ?, ?, 'message.received', ?, ? WHERE changes() > 0",
+                         SELECT ?, ?, ?, ?, ?, ? WHERE changes() > 0",
                     )
                     .bind(m.id.as_str())
                     .bind(m.account_id.as_str())
@@ -72,6 +70,7 @@ impl InboundStore for SqliteStore {
                     .bind(event.id.as_str())
                     .bind(m.account_id.as_str())
                     .bind(m.device_uid.as_str())
+                    .bind(event.data.event_type().as_str())
                     .bind(data)
                     .bind(millis(m.received_at))
                     .execute(&mut *conn)
@@ -166,6 +165,27 @@ impl InboundStore for SqliteStore {
         })
     }
 
+    async fn get_inbound(
+        &self,
+        account: &AccountId,
+        id: &MessageId,
+    ) -> StoreResult<InboundMessage> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            inbound_columns!(),
+            " FROM inbound_messages i WHERE i.account_id = ? AND i.id = ?"
+        ))
+        .bind(account.as_str())
+        .bind(id.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref()
+            .map(inbound_from_row)
+            .transpose()?
+            .ok_or(StoreError::NotFound)
+    }
+
     async fn find_inbound(
         &self,
         device: &DeviceUid,
@@ -195,7 +215,8 @@ impl InboundStore for SqliteStore {
             inbound_columns!(),
             " FROM inbound_messages i \
              WHERE i.device_uid = ? AND i.from_phone = ? AND i.is_group = 0 \
-             AND i.read_at IS NULL ORDER BY i.received_at, i.id LIMIT ?"
+             AND i.read_at IS NULL AND i.kind NOT IN ('reaction', 'edit', 'delete') \
+             ORDER BY i.received_at, i.id LIMIT ?"
         ))
         .bind(device.as_str())
         .bind(chat.digits())

@@ -838,6 +838,14 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
             text: Some("the question ✓".into()),
         }),
         mentions: vec![phone(8), phone(9)],
+        target: Some(Quote {
+            provider_message_id: "3EB0TARGET".into(),
+            from_me: true,
+            from: None,
+            from_lid: None,
+            text: None,
+        }),
+        emoji: Some("👍🏽".into()),
     };
     let mut new = outbound(&d, None, at(SEC));
     new.kind = MessageKind::Location;

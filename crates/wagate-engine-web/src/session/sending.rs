@@ -7,13 +7,17 @@ use crate::mapping::phone_of_pn;
 use crate::numbers::{self, Answer};
 use crate::outgoing::{self, Plan};
 use crate::structured;
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::debug;
 use wagate_core::Phone;
-use wagate_core::engine::{ChatState, EngineError, NumberCheck, OutgoingMessage};
+use wagate_core::engine::{
+    ChatState, EngineError, EngineEvent, NumberCheck, OutgoingContent, OutgoingMessage,
+};
 use whatsapp_rust::ContactError;
 use whatsapp_rust::prelude::*;
 use whatsapp_rust::upload::UploadOptions;
+use whatsapp_rust::{EditOptions, RevokeType};
 
 /// Longest typing indicator honoured.
 const MAX_TYPING: Duration = Duration::from_secs(60);
@@ -22,6 +26,19 @@ impl WebSession {
     pub(super) async fn send_message(&self, message: OutgoingMessage) -> Result<(), EngineError> {
         let client = self.inner.online_client()?;
         let id = message.provider_message_id.clone();
+        if let Some(result) = self.send_action(&client, &message).await {
+            return match result {
+                Ok(()) => {
+                    self.inner.counters.sent();
+                    Ok(())
+                }
+                Err(e) => {
+                    self.inner.counters.send_failed();
+                    debug!(device.uid = %self.inner.uid, message.provider_id = %id, error = %e, "send failed");
+                    Err(e)
+                }
+            };
+        }
         let own = client.pn().as_ref().and_then(phone_of_pn);
         let context = structured::context_info(&message.context, own.as_ref());
         let result = async {
@@ -67,6 +84,74 @@ impl WebSession {
                 Err(e)
             }
         }
+    }
+
+    /// Reactions, edits and deletes, which act on another message (`None` for anything
+    /// else). A reaction and an edit go under the message's own id, so a resend is shown
+    /// once and the server's ack finds it; whatsapp-rust picks a delete's stanza id itself,
+    /// so its ack cannot be matched and the delete counts as taken once the stanza is
+    /// sent (reported as the server ack here; deleting twice changes nothing).
+    async fn send_action(
+        &self,
+        client: &Arc<Client>,
+        message: &OutgoingMessage,
+    ) -> Option<Result<(), EngineError>> {
+        let chat = Jid::pn(message.to.digits());
+        let pid = message.provider_message_id.clone();
+        let result = match &message.content {
+            OutgoingContent::Reaction { target, emoji } => {
+                let key = wa::MessageKey {
+                    remote_jid: Some(chat.to_string()),
+                    from_me: Some(target.from_me),
+                    id: Some(target.provider_message_id.clone()),
+                    participant: None,
+                };
+                let reaction = whatsapp_rust::wacore::proto_helpers::build_reaction_message(
+                    key,
+                    emoji.as_str(),
+                    chrono::Utc::now().timestamp_millis(),
+                );
+                client
+                    .send_message_with_options(
+                        chat,
+                        reaction,
+                        SendOptions::default().with_message_id(pid),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(send_error)
+            }
+            OutgoingContent::Edit { target, text } => client
+                .edit_message_with_options(
+                    chat,
+                    target.provider_message_id.clone(),
+                    wa::Message::text(text.clone()),
+                    EditOptions::default().with_stanza_id(pid),
+                )
+                .await
+                .map(|_| ())
+                .map_err(send_error),
+            OutgoingContent::Delete { target } => {
+                let revoked = client
+                    .revoke_message(chat, target.provider_message_id.clone(), RevokeType::Sender)
+                    .await
+                    .map_err(send_error);
+                match revoked {
+                    Ok(()) => self
+                        .inner
+                        .events
+                        .emit(EngineEvent::ServerAck {
+                            provider_message_id: pid,
+                            error: None,
+                        })
+                        .await
+                        .map_err(|e| EngineError::Transient(e.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => return None,
+        };
+        Some(result)
     }
 
     pub(super) async fn check(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError> {

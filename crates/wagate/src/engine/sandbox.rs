@@ -510,6 +510,7 @@ impl SandboxNetwork {
                 let text = match &t.message.content {
                     OutgoingContent::Text { text } => Some(text.clone()),
                     OutgoingContent::Media { caption, .. } => caption.clone(),
+                    OutgoingContent::Edit { text, .. } => Some(text.clone()),
                     other => content_details(other).summary(),
                 };
                 st.shown
@@ -936,6 +937,11 @@ impl EngineSession for SandboxSession {
 /// What the recipient sandbox device sees of a message from another sandbox device.
 fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessage {
     let mut details = content_details(&m.content);
+    // What a reaction, edit or delete acts on, as the recipient knows that message.
+    details.target = details
+        .target
+        .take()
+        .map(|q| quote_seen_by(&q, &sender.phone, &m.to));
     details.reply_to = m
         .context
         .reply_to
@@ -947,6 +953,9 @@ fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessag
         OutgoingContent::Location(_) => (MessageKind::Location, None, None),
         OutgoingContent::Contacts(_) => (MessageKind::Contact, None, None),
         OutgoingContent::Poll(_) => (MessageKind::Poll, None, None),
+        OutgoingContent::Reaction { .. } => (MessageKind::Reaction, None, None),
+        OutgoingContent::Edit { text, .. } => (MessageKind::Edit, Some(text.clone()), None),
+        OutgoingContent::Delete { .. } => (MessageKind::Delete, None, None),
         OutgoingContent::Media {
             kind,
             data,
@@ -993,6 +1002,15 @@ fn content_details(content: &OutgoingContent) -> Details {
         },
         OutgoingContent::Poll(p) => Details {
             poll: Some(p.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::Reaction { target, emoji } => Details {
+            target: Some(target.clone()),
+            emoji: Some(emoji.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::Edit { target, .. } | OutgoingContent::Delete { target } => Details {
+            target: Some(target.clone()),
             ..Details::default()
         },
         OutgoingContent::Text { .. } | OutgoingContent::Media { .. } => Details::default(),

@@ -163,7 +163,7 @@ impl DeviceEventSink {
             kind: m.kind,
             // A location, contact or poll says what it is in text too, for readers of
             // `text` only.
-            text: m.text.or_else(|| m.details.summary()),
+            text: m.text.or_else(|| m.details.summary_of(m.kind)),
             media_id,
             details: m.details,
             is_group: m.is_group,

@@ -259,6 +259,24 @@ impl SendWorker {
                 OutgoingContent::Contacts(m.details.contacts.clone())
             }
             (MessageKind::Contact, _) => return Err(missing("contact cards")),
+            (MessageKind::Reaction | MessageKind::Edit | MessageKind::Delete, _) => {
+                let target = m
+                    .details
+                    .target
+                    .clone()
+                    .ok_or_else(|| missing("target message"))?;
+                match m.kind {
+                    MessageKind::Reaction => OutgoingContent::Reaction {
+                        target,
+                        emoji: m.details.emoji.clone().unwrap_or_default(),
+                    },
+                    MessageKind::Edit => OutgoingContent::Edit {
+                        target,
+                        text: m.text.clone().ok_or_else(|| missing("new text"))?,
+                    },
+                    _ => OutgoingContent::Delete { target },
+                }
+            }
             (MessageKind::Poll, _) => match &m.details.poll {
                 Some(p) if p.secret_bytes().is_some() => OutgoingContent::Poll(p.clone()),
                 _ => return Err(missing("poll with its secret")),

@@ -54,6 +54,35 @@ pub struct ReplyRef {
     pub field: &'static str,
 }
 
+/// What a caller does to an existing message ([`MessagingService::action`]).
+#[derive(Debug, Clone)]
+pub enum MessageAction {
+    /// React with an emoji (`""` removes the reaction).
+    React(String),
+    /// Replace the text of a text message the device sent.
+    Edit(Spintax),
+    /// Delete a message the device sent, for everyone.
+    Delete,
+}
+
+impl MessageAction {
+    fn kind(&self) -> MessageKind {
+        match self {
+            Self::React(_) => MessageKind::Reaction,
+            Self::Edit(_) => MessageKind::Edit,
+            Self::Delete => MessageKind::Delete,
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        match self {
+            Self::React(_) => "reacted to",
+            Self::Edit(_) => "edited",
+            Self::Delete => "deleted",
+        }
+    }
+}
+
 /// Where a live-session call ran ([`MessagingService::live`]).
 enum Live {
     Here(Arc<dyn wagate_core::engine::EngineSession>),
@@ -268,7 +297,7 @@ impl MessagingService {
         // for it can be read.
         details.poll = details.poll.map(|p| p.with_new_secret());
         // Structured content is summarised as the message's text, for lists and readers.
-        let text = match details.summary() {
+        let text = match details.summary_of(kind) {
             Some(summary) => Some(summary),
             // The expansion is chosen once, here, and stored: retries send the same text.
             None => req.text.map(|t| t.expand()),
@@ -525,6 +554,138 @@ impl MessagingService {
                 "mediaId".into(),
                 format!("must be {wanted}{purpose} (this one is {mime})"),
             )
+        })
+    }
+
+    /// The send that carries `action` on the message `target` (one the account's devices
+    /// sent or received), from the device that has the message, into its chat: a message
+    /// of its own in the outbox, with its own id, status and budget count. Edits and
+    /// deletes apply to the device's own sent messages, within WhatsApp's windows
+    /// ([`wagate_core::content::EDIT_WINDOW`], [`wagate_core::content::DELETE_WINDOW`]);
+    /// only texts are edited. Refusals are `NotFound` (no such message) or `Conflict`
+    /// (why not this one).
+    pub async fn action(
+        &self,
+        account: &AccountId,
+        target: &MessageId,
+        action: MessageAction,
+        client_message_id: Option<String>,
+        dialect: Dialect,
+    ) -> ServiceResult<SendRequest> {
+        let conflict = |why: String| ServiceError::Conflict(why);
+        let (device_uid, to, quote) = match self
+            .store
+            .get_message_with_history(account, target)
+            .await
+        {
+            Ok((m, history)) => {
+                if m.kind.is_action() {
+                    return Err(conflict(format!(
+                        "message {target} is a {} itself; act on the message it is about",
+                        m.kind.as_str()
+                    )));
+                }
+                if !matches!(action, MessageAction::React(_)) {
+                    let sent_at = history
+                        .iter()
+                        .find(|h| h.status == MessageStatus::Sent)
+                        .map(|h| h.at);
+                    let Some(sent_at) = sent_at.filter(|_| m.status != MessageStatus::Failed)
+                    else {
+                        return Err(conflict(format!(
+                            "message {target} is {}: WhatsApp does not have it, so it cannot be {}",
+                            m.status.as_str(),
+                            action.verb()
+                        )));
+                    };
+                    let window = match action {
+                        MessageAction::Edit(_) => wagate_core::content::EDIT_WINDOW,
+                        _ => wagate_core::content::DELETE_WINDOW,
+                    };
+                    let age = (time::now() - sent_at).to_std().unwrap_or_default();
+                    if age > window {
+                        return Err(conflict(format!(
+                            "message {target} was sent {} minutes ago; WhatsApp lets a message be {} for {} minutes only",
+                            age.as_secs() / 60,
+                            action.verb(),
+                            window.as_secs() / 60
+                        )));
+                    }
+                    if matches!(action, MessageAction::Edit(_)) && m.kind != MessageKind::Text {
+                        return Err(conflict(format!(
+                            "message {target} is a {}; only text messages can be edited",
+                            m.kind.as_str()
+                        )));
+                    }
+                }
+                let quote = Quote {
+                    provider_message_id: m.provider_message_id,
+                    from_me: true,
+                    from: None,
+                    from_lid: None,
+                    text: m.text,
+                };
+                (m.device_uid, m.to, quote)
+            }
+            Err(StoreError::NotFound) => {
+                let m = match self.store.get_inbound(account, target).await {
+                    Err(StoreError::NotFound) => return Err(ServiceError::NotFound("message")),
+                    other => other?,
+                };
+                if !matches!(action, MessageAction::React(_)) {
+                    return Err(conflict(format!(
+                        "message {target} was received from someone else: only its sender can have it {}",
+                        action.verb()
+                    )));
+                }
+                if m.kind.is_action() {
+                    return Err(conflict(format!(
+                        "message {target} is a {} itself; react to the message it is about",
+                        m.kind.as_str()
+                    )));
+                }
+                if m.is_group {
+                    return Err(conflict(format!(
+                        "message {target} is in a group; reactions in groups are not supported yet"
+                    )));
+                }
+                let Some(from) = m.from.clone() else {
+                    return Err(conflict(format!(
+                        "the sender of message {target} is known by LID only; their number is needed to react"
+                    )));
+                };
+                let quote = Quote {
+                    provider_message_id: m.provider_message_id,
+                    from_me: false,
+                    from: m.from,
+                    from_lid: m.from_lid,
+                    text: m.text,
+                };
+                (m.device_uid, from, quote)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let kind = action.kind();
+        let (text, emoji) = match action {
+            MessageAction::React(e) => (None, Some(e)),
+            MessageAction::Edit(t) => (Some(t), None),
+            MessageAction::Delete => (None, None),
+        };
+        Ok(SendRequest {
+            device_uid,
+            to,
+            kind: SendKind::Exactly(kind),
+            text,
+            media_id: None,
+            details: Details {
+                target: Some(quote),
+                emoji,
+                ..Details::default()
+            },
+            reply_to: None,
+            client_message_id,
+            send_at: None,
+            dialect,
         })
     }
 

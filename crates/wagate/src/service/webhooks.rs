@@ -32,7 +32,7 @@ pub fn parse_event_types(names: Option<&[String]>, field: &str) -> ServiceResult
         let t = EventType::parse(n).ok_or_else(|| {
             ServiceError::Invalid(
                 format!("{field}[{i}]"),
-                "must be message.received, message.status or device.status".into(),
+                format!("must be {}", EventType::names()),
             )
         })?;
         if !out.contains(&t) {

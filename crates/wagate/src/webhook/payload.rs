@@ -6,12 +6,12 @@
 //! the same style for the rest. Rendering is a pure function of the event, so every retry
 //! of a delivery carries the same bytes (media links expire a fixed time after the event).
 
-use crate::http::msgera::details::DetailsBody;
+use crate::http::msgera::details::{DetailsBody, QuoteBody};
 use crate::keys::MediaLinkKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
-use wagate_core::content::Details;
+use wagate_core::content::{Details, Quote};
 use wagate_core::event::{
     DeviceStatusChanged, Event, EventData, MessageStatusChanged, ReceivedMessage,
 };
@@ -85,6 +85,36 @@ pub struct MsgeraMessageReceived {
     /// `replyTo` (the quoted message) and `mentions`.
     #[serde(flatten)]
     pub details: DetailsBody,
+}
+
+/// `message.reaction`, `message.edited` and `message.deleted` (opt-in), to a Msgera
+/// URL: someone acted on a message in a chat of the device.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MsgeraChatAction {
+    pub event_id: String,
+    /// `message.reaction`, `message.edited` or `message.deleted`.
+    pub event: String,
+    pub session_id: String,
+    pub tenant_id: String,
+    /// Who reacted, edited or deleted (E.164; `null` when hidden behind a LID).
+    pub from: Option<String>,
+    pub from_lid: Option<String>,
+    pub from_name: Option<String>,
+    /// The message acted on: `providerMessageId`, `fromMe` (the device's own), `from`,
+    /// `text` when known.
+    pub target: Option<QuoteBody>,
+    /// `message.reaction`: the emoji, `""` when the reaction was removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// `message.edited`: the new text; otherwise a summary.
+    pub text: Option<String>,
+    /// WhatsApp's id of the reaction, edit or delete itself.
+    pub provider_message_id: String,
+    pub timestamp: String,
+    pub is_group: bool,
+    pub group_id: Option<String>,
+    pub group_name: Option<String>,
 }
 
 /// `message.status` (opt-in), to a Msgera URL.
@@ -167,6 +197,12 @@ pub struct MegaMessage {
     /// Numbers (digits) the message mentions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mentions: Option<Vec<String>>,
+    /// Reactions, edits and deletes: the message acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<MegaQuote>,
+    /// Reactions: the emoji (`""`: removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -202,6 +238,19 @@ pub struct MegaQuote {
     pub text: Option<String>,
 }
 
+fn mega_quote(q: &Quote) -> MegaQuote {
+    MegaQuote {
+        id: q.provider_message_id.clone(),
+        from_me: q.from_me,
+        from: q.from.as_ref().map(|p| p.digits().to_owned()).or_else(|| {
+            q.from_lid
+                .as_ref()
+                .map(|l| l.split('@').next().unwrap_or(l).to_owned())
+        }),
+        text: q.text.clone(),
+    }
+}
+
 impl MegaMessage {
     fn with_details(mut self, d: &Details) -> Self {
         self.location = d.location.as_ref().map(|l| MegaLocation {
@@ -224,18 +273,11 @@ impl MegaMessage {
             options: p.options.clone(),
             multiple_answers: p.multiple_answers,
         });
-        self.reply_to = d.reply_to.as_ref().map(|q| MegaQuote {
-            id: q.provider_message_id.clone(),
-            from_me: q.from_me,
-            from: q.from.as_ref().map(|p| p.digits().to_owned()).or_else(|| {
-                q.from_lid
-                    .as_ref()
-                    .map(|l| l.split('@').next().unwrap_or(l).to_owned())
-            }),
-            text: q.text.clone(),
-        });
+        self.reply_to = d.reply_to.as_ref().map(mega_quote);
         self.mentions = (!d.mentions.is_empty())
             .then(|| d.mentions.iter().map(|p| p.digits().to_owned()).collect());
+        self.target = d.target.as_ref().map(mega_quote);
+        self.emoji = d.emoji.clone();
         self
     }
 }
@@ -243,7 +285,8 @@ impl MegaMessage {
 /// MegaMsg's "Message Received" webhook.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MegaMessageReceived {
-    /// Always `message`.
+    /// `message`; for the opt-in chat events their type (`message.reaction`,
+    /// `message.edited`, `message.deleted`).
     #[serde(rename = "type")]
     pub kind: String,
     pub message: MegaMessage,
@@ -340,12 +383,36 @@ fn msgera_device(e: &Event, d: &DeviceStatusChanged) -> MsgeraDeviceStatus {
     }
 }
 
+fn msgera_action(e: &Event, m: &ReceivedMessage) -> MsgeraChatAction {
+    let details = DetailsBody::from_details(&m.details);
+    MsgeraChatAction {
+        event_id: e.id.to_string(),
+        event: e.data.event_type().as_str().to_owned(),
+        session_id: e.device_uid.to_string(),
+        tenant_id: e.account_id.to_string(),
+        from: m.from.as_ref().map(|p| p.e164()),
+        from_lid: m.from_lid.clone(),
+        from_name: m.from_name.clone(),
+        target: details.target,
+        emoji: m.details.emoji.clone(),
+        text: m.text.clone(),
+        provider_message_id: m.provider_message_id.clone(),
+        timestamp: iso_millis(m.timestamp),
+        is_group: m.is_group,
+        group_id: m.group_id.clone(),
+        group_name: m.group_name.clone(),
+    }
+}
+
 /// The Msgera rendering of any event (webhooks and the live stream).
 pub fn msgera(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>> {
     match &event.data {
         EventData::MessageReceived(m) => serde_json::to_vec(&msgera_received(event, m, links)),
         EventData::MessageStatus(s) => serde_json::to_vec(&msgera_status(event, s)),
         EventData::DeviceStatus(d) => serde_json::to_vec(&msgera_device(event, d)),
+        EventData::MessageReaction(m)
+        | EventData::MessageEdited(m)
+        | EventData::MessageDeleted(m) => serde_json::to_vec(&msgera_action(event, m)),
     }
 }
 
@@ -353,14 +420,22 @@ pub fn msgera(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>>
 pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>> {
     let timestamp = iso_offset(event.created_at);
     match &event.data {
-        EventData::MessageReceived(m) => {
+        EventData::MessageReceived(m)
+        | EventData::MessageReaction(m)
+        | EventData::MessageEdited(m)
+        | EventData::MessageDeleted(m) => {
+            // `message` for the seed's inbound event; the event's own type otherwise.
+            let kind = match &event.data {
+                EventData::MessageReceived(_) => "message",
+                other => other.event_type().as_str(),
+            };
             let from = match (&m.from, &m.from_lid) {
                 (Some(p), _) => p.digits().to_owned(),
                 (None, Some(lid)) => lid.split('@').next().unwrap_or(lid).to_owned(),
                 (None, None) => String::new(),
             };
             serde_json::to_vec(&MegaMessageReceived {
-                kind: "message".into(),
+                kind: kind.into(),
                 message: MegaMessage {
                     id: m.provider_message_id.clone(),
                     from,
@@ -382,6 +457,8 @@ pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>
                     poll: None,
                     reply_to: None,
                     mentions: None,
+                    target: None,
+                    emoji: None,
                 }
                 .with_details(&m.details),
                 timestamp,

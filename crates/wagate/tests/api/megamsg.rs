@@ -990,3 +990,59 @@ async fn megamsg_sends_locations_contacts_polls_and_replies() {
         assert_invalid(status, &reply, field);
     }
 }
+
+#[tokio::test]
+async fn megamsg_reacts_to_a_message_of_the_instance() {
+    let app = TestApp::spawn().await;
+    let i = connected_instance(&app).await;
+    let to = "+201234567890";
+    let (status, reply) = send(&app, &i, json!({ "phone_number": to, "text": "hi" })).await;
+    let id = assert_sent(status, &reply, to, "text");
+    let (status, reply) = send(
+        &app,
+        &i,
+        json!({ "phone_number": to, "type": "reaction", "message_id": id, "emoji": "❤️" }),
+    )
+    .await;
+    let reaction = assert_sent(status, &reply, to, "reaction");
+    let read = app.wait_message_status(&reaction, "delivered").await;
+    assert_eq!(read["emoji"], "❤️");
+    assert_eq!(read["target"]["fromMe"], true);
+    let other = connected_instance(&app).await;
+    for (instance, body, field) in [
+        (
+            &i,
+            json!({ "phone_number": to, "type": "reaction", "message_id": id }),
+            "emoji",
+        ),
+        (
+            &i,
+            json!({ "phone_number": to, "type": "reaction", "emoji": "👍" }),
+            "message_id",
+        ),
+        (
+            &i,
+            json!({ "phone_number": to, "type": "reaction", "message_id": "nope", "emoji": "👍" }),
+            "message_id",
+        ),
+        (
+            &i,
+            json!({ "phone_number": to, "type": "reaction", "message_id": id, "emoji": "yes" }),
+            "emoji",
+        ),
+        (
+            &i,
+            json!({ "phone_number": "+201234567891", "type": "reaction", "message_id": id, "emoji": "👍" }),
+            "phone_number",
+        ),
+        // Another instance's message is not this one's to react to.
+        (
+            &other,
+            json!({ "phone_number": to, "type": "reaction", "message_id": id, "emoji": "👍" }),
+            "message_id",
+        ),
+    ] {
+        let (status, reply) = send(&app, instance, body).await;
+        assert_invalid(status, &reply, field);
+    }
+}

@@ -342,3 +342,177 @@ async fn structured_sends_keep_idempotency_and_budgets() {
         .await;
     assert_error(status, &refused, StatusCode::TOO_MANY_REQUESTS);
 }
+
+#[tokio::test]
+async fn reactions_edits_and_deletes_reach_the_other_side_and_refuse_what_cannot_be() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("shop").await;
+    let b = app.connected_device("customer").await;
+    let (a_uid, b_uid) = (
+        a["deviceUid"].as_str().unwrap(),
+        b["deviceUid"].as_str().unwrap(),
+    );
+    let (a_phone, b_phone) = (
+        a["phoneNumber"].as_str().unwrap(),
+        b["phoneNumber"].as_str().unwrap(),
+    );
+    let original = app
+        .send_text(a_uid, b_phone, "Your order ships tomorow")
+        .await;
+    let original_id = original["messageId"].as_str().unwrap();
+    app.wait_message_status(original_id, "read").await;
+    let at_b = inbound_at(&app, b_uid, original["providerMessageId"].as_str().unwrap()).await;
+
+    // The customer reacts to what they received.
+    let reaction = accepted(
+        &app,
+        &format!(
+            "/v1/developer/messages/{}/reaction",
+            at_b["messageId"].as_str().unwrap()
+        ),
+        json!({ "emoji": "👍" }),
+    )
+    .await;
+    assert_eq!(reaction["type"], "reaction");
+    assert_eq!(reaction["deviceUid"], b_uid);
+    assert_eq!(reaction["to"], a_phone);
+    assert_eq!(reaction["emoji"], "👍");
+    assert_eq!(
+        reaction["target"]["providerMessageId"],
+        original["providerMessageId"]
+    );
+    assert_eq!(reaction["target"]["fromMe"], false);
+    app.wait_message_status(reaction["messageId"].as_str().unwrap(), "delivered")
+        .await;
+    let got = inbound_at(&app, a_uid, reaction["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["type"], "reaction");
+    assert_eq!(got["emoji"], "👍");
+    assert_eq!(got["text"], "Reacted 👍");
+    assert_eq!(
+        got["target"]["providerMessageId"],
+        original["providerMessageId"]
+    );
+    assert_eq!(got["target"]["fromMe"], true);
+
+    // The shop fixes its text, then deletes it.
+    let (status, edit) = app
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/v1/developer/messages/{original_id}"),
+            Some(json!({ "text": "Your order ships tomorrow" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{edit}");
+    let edit = edit["data"].clone();
+    assert_eq!(edit["type"], "edit");
+    assert_eq!(edit["text"], "Your order ships tomorrow");
+    assert_eq!(edit["target"]["fromMe"], true);
+    let got = inbound_at(&app, b_uid, edit["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["type"], "edit");
+    assert_eq!(got["text"], "Your order ships tomorrow");
+    assert_eq!(
+        got["target"]["providerMessageId"],
+        original["providerMessageId"]
+    );
+    assert_eq!(got["target"]["fromMe"], false);
+    assert_eq!(got["target"]["from"], a_phone);
+    let (status, deleted) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/developer/messages/{original_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{deleted}");
+    assert_eq!(deleted["data"]["type"], "delete");
+    let got = inbound_at(
+        &app,
+        b_uid,
+        deleted["data"]["providerMessageId"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(got["type"], "delete");
+    assert_eq!(got["text"], "Deleted a message");
+
+    // What cannot be done says why.
+    let app = &app;
+    let patch = |id: String, body: Value| async move {
+        app.call(
+            reqwest::Method::PATCH,
+            &format!("/v1/developer/messages/{id}"),
+            Some(body),
+        )
+        .await
+    };
+    let someone_elses = at_b["messageId"].as_str().unwrap().to_owned();
+    let (status, reply) = patch(someone_elses.clone(), json!({ "text": "mine now" })).await;
+    let why = assert_error(status, &reply, StatusCode::CONFLICT);
+    assert!(why.contains("only its sender"), "{why}");
+    let (status, reply) = patch(
+        reaction["messageId"].as_str().unwrap().to_owned(),
+        json!({ "text": "x" }),
+    )
+    .await;
+    assert_error(status, &reply, StatusCode::CONFLICT);
+    let loc = accepted(
+        app,
+        "/v1/developer/messages/send-location",
+        json!({ "deviceUid": a_uid, "to": b_phone, "latitude": 1, "longitude": 2 }),
+    )
+    .await;
+    app.wait_message_status(loc["messageId"].as_str().unwrap(), "sent")
+        .await;
+    let (status, reply) = patch(
+        loc["messageId"].as_str().unwrap().to_owned(),
+        json!({ "text": "x" }),
+    )
+    .await;
+    let why = assert_error(status, &reply, StatusCode::CONFLICT);
+    assert!(why.contains("only text messages"), "{why}");
+    let when = (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+    let later = accepted(
+        app,
+        "/v1/developer/messages/send",
+        json!({ "deviceUid": a_uid, "to": b_phone, "text": "later", "sendAt": when }),
+    )
+    .await;
+    let (status, reply) = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!(
+                "/v1/developer/messages/{}",
+                later["messageId"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    let why = assert_error(status, &reply, StatusCode::CONFLICT);
+    assert!(why.contains("queued"), "{why}");
+    let (status, reply) = patch(
+        "msg_01m8qjb7xsxzzr24q4jhzsqhaw".into(),
+        json!({ "text": "x" }),
+    )
+    .await;
+    assert_error(status, &reply, StatusCode::NOT_FOUND);
+    let (status, reply) = patch(original_id.to_owned(), json!({ "text": " " })).await;
+    assert_invalid(status, &reply, "text");
+    for emoji in ["ok", "👍👍👍👍👍👍👍👍👍👍👍👍👍👍👍👍👍"] {
+        let (status, reply) = app
+            .post(
+                &format!("/v1/developer/messages/{original_id}/reaction"),
+                json!({ "emoji": emoji }),
+            )
+            .await;
+        assert_invalid(status, &reply, "emoji");
+    }
+    // Removing a reaction is a reaction with no emoji.
+    let removed = accepted(
+        app,
+        &format!("/v1/developer/messages/{someone_elses}/reaction"),
+        json!({ "emoji": "" }),
+    )
+    .await;
+    let got = inbound_at(app, a_uid, removed["providerMessageId"].as_str().unwrap()).await;
+    assert_eq!(got["emoji"], "");
+    assert_eq!(got["text"], "Removed a reaction");
+}

@@ -1166,3 +1166,107 @@ async fn structured_messages_arrive_with_their_details_in_both_formats() {
                 "from": shop_phone.trim_start_matches('+'), "text": m["text"] })
     );
 }
+
+/// Reactions, edits and deletes are opt-in event types: a receiver on the defaults never
+/// sees them; one that opted in gets them in its format, to the chat's URL.
+#[tokio::test]
+async fn reactions_edits_and_deletes_are_opt_in_events_in_both_formats() {
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_with(webhook_config).await;
+    let shop = app.connected_device("shop").await;
+    let customer = app.connected_device("customer").await;
+    let (shop_uid, customer_uid) = (
+        shop["deviceUid"].as_str().unwrap(),
+        customer["deviceUid"].as_str().unwrap(),
+    );
+    // The shop's personal URL takes the defaults; its instance URL opts in.
+    set_webhooks(
+        &app,
+        shop_uid,
+        json!({ "personalWebhookUrl": rx.url("/personal"), "isActive": true }),
+    )
+    .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/developer/devices/{shop_uid}/instance-webhook"),
+            Some(json!({ "url": rx.url("/mega"), "events": ["message.reaction", "message.edited", "message.deleted"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The customer's personal URL opts in too.
+    set_webhooks(
+        &app,
+        customer_uid,
+        json!({ "personalWebhookUrl": rx.url("/customer"), "isActive": true,
+                "events": ["message.received", "message.edited", "message.deleted"] }),
+    )
+    .await;
+
+    let sent = app
+        .send_text(shop_uid, customer["phoneNumber"].as_str().unwrap(), "hello")
+        .await;
+    let received = rx.wait_for(1).await;
+    assert_eq!(received[0].path, "/customer");
+    let (_, inbox) = app
+        .get(&format!("/v1/developer/inbound?deviceUid={customer_uid}"))
+        .await;
+    let at_customer = inbox["data"]["items"][0]["messageId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, reaction) = app
+        .post(
+            &format!("/v1/developer/messages/{at_customer}/reaction"),
+            json!({ "emoji": "🎉" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{reaction}");
+    let (status, edit) = app
+        .call(
+            Method::PATCH,
+            &format!(
+                "/v1/developer/messages/{}",
+                sent["messageId"].as_str().unwrap()
+            ),
+            Some(json!({ "text": "hello again" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{edit}");
+    let got = rx.wait_for(3).await;
+    let mega = got
+        .iter()
+        .find(|r| r.path == "/mega")
+        .expect("the reaction")
+        .json();
+    assert_eq!(mega["type"], "message.reaction");
+    assert_eq!(mega["message"]["type"], "reaction");
+    assert_eq!(mega["message"]["emoji"], "🎉");
+    assert_eq!(mega["message"]["target"]["id"], sent["providerMessageId"]);
+    assert_eq!(mega["message"]["target"]["from_me"], true);
+    let edited = got
+        .iter()
+        .find(|r| r.path == "/customer" && r.body.contains("message.edited"))
+        .expect("the edit")
+        .json();
+    assert_eq!(edited["event"], "message.edited");
+    assert_eq!(edited["text"], "hello again");
+    assert_eq!(edited["from"], shop["phoneNumber"]);
+    assert_eq!(
+        edited["target"]["providerMessageId"],
+        sent["providerMessageId"]
+    );
+    assert_eq!(edited["target"]["fromMe"], false);
+    assert_eq!(
+        edited["providerMessageId"],
+        edit["data"]["providerMessageId"]
+    );
+    assert!(edited["eventId"].as_str().unwrap().starts_with("evt_"));
+    // Nothing of the reaction at the shop's default-events URL, nor of the edit's echo.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        rx.got().iter().all(|r| r.path != "/personal"),
+        "{:?}",
+        rx.got()
+    );
+}

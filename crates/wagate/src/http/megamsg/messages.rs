@@ -11,7 +11,9 @@ use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
 use crate::http::msgera::messages as msgera_messages;
 use crate::http::msgera::structured::{ContactInput, contact_cards};
 use crate::service::media::InlineMedia;
-use crate::service::messaging::{ReplyRef, SendKind, SendRequest, SyncSend, parse_text};
+use crate::service::messaging::{
+    MessageAction, ReplyRef, SendKind, SendRequest, SyncSend, parse_text,
+};
 use crate::service::{ServiceError, Services};
 use axum::Json;
 use axum::extract::State;
@@ -24,7 +26,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::ToSchema;
-use wagate_core::content::{Details, Location, Poll};
+use wagate_core::content::{Details, Location, Poll, check_emoji};
 use wagate_core::media::MAX_MEDIA_BYTES;
 use wagate_core::message::{Dialect, MessageKind};
 use wagate_core::{MessageId, Phone, Spintax};
@@ -34,8 +36,8 @@ use wagate_core::{MessageId, Phone, Spintax};
 pub struct SendMessageRequest {
     /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[1-9][0-9]{6,14}$`, E.164).
     pub phone_number: String,
-    /// `text` (default), `image`, `audio`, `video`, `document`, `location`, `contact` or
-    /// `poll`.
+    /// `text` (default), `image`, `audio`, `video`, `document`, `location`, `contact`,
+    /// `poll` or `reaction`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// The message; required for `text`. Spintax such as `{Hi|Hello}` is expanded. With a
@@ -74,6 +76,11 @@ pub struct SendMessageRequest {
     pub reply_to: Option<String>,
     /// Phone numbers mentioned in a text or caption (write `@<digits>` where each shows).
     pub mentions: Option<Vec<String>>,
+    /// `reaction`: the message reacted to (a `msg_…` id sent or received by this instance,
+    /// in the chat with `phone_number`).
+    pub message_id: Option<String>,
+    /// `reaction`: one emoji; `""` removes the reaction.
+    pub emoji: Option<String>,
 }
 
 /// MegaMsg's success reply, plus the message id to follow the message's status with
@@ -115,6 +122,7 @@ enum MegaType {
     Location,
     Contact,
     Poll,
+    Reaction,
 }
 
 impl MegaType {
@@ -128,6 +136,7 @@ impl MegaType {
             "location" => Self::Location,
             "contact" => Self::Contact,
             "poll" => Self::Poll,
+            "reaction" => Self::Reaction,
             _ => return None,
         })
     }
@@ -142,7 +151,10 @@ impl MegaType {
 
     /// Whether the type is structured content (no text, no file).
     fn is_structured(self) -> bool {
-        matches!(self, Self::Location | Self::Contact | Self::Poll)
+        matches!(
+            self,
+            Self::Location | Self::Contact | Self::Poll | Self::Reaction
+        )
     }
 
     fn as_str(self) -> &'static str {
@@ -155,6 +167,7 @@ impl MegaType {
             Self::Location => "location",
             Self::Contact => "contact",
             Self::Poll => "poll",
+            Self::Reaction => "reaction",
         }
     }
 
@@ -169,6 +182,7 @@ impl MegaType {
             Self::Location => MessageKind::Location,
             Self::Contact => MessageKind::Contact,
             Self::Poll => MessageKind::Poll,
+            Self::Reaction => MessageKind::Reaction,
         }
     }
 }
@@ -186,6 +200,8 @@ struct Valid {
     /// A location, contact cards or a poll, and the mentions.
     details: Details,
     reply_to: Option<ReplyRef>,
+    /// `reaction`: the message reacted to and the emoji.
+    reaction: Option<(MessageId, String)>,
 }
 
 const MEDIA_TYPES: &str = "image, audio, video or document";
@@ -211,6 +227,13 @@ fn structured(p: &mut FieldErrors, kind: MegaType, req: &SendMessageRequest) -> 
         "multiple_answers",
         MegaType::Poll,
     );
+    only_for(
+        p,
+        req.message_id.is_some(),
+        "message_id",
+        MegaType::Reaction,
+    );
+    only_for(p, req.emoji.is_some(), "emoji", MegaType::Reaction);
     let mut details = Details::default();
     match kind {
         MegaType::Location => match (req.latitude, req.longitude) {
@@ -247,6 +270,25 @@ fn structured(p: &mut FieldErrors, kind: MegaType, req: &SendMessageRequest) -> 
                 }
             }
         },
+        MegaType::Reaction => {
+            match req.message_id.as_deref().map(MessageId::parse) {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => p.add(
+                    "message_id",
+                    "must be a message id (msg_…) sent or received by this instance",
+                ),
+                None => p.add("message_id", "is required when type is reaction"),
+            }
+            match &req.emoji {
+                Some(e) => {
+                    p.check(check_emoji(e));
+                }
+                None => p.add("emoji", "is required when type is reaction (\"\" removes)"),
+            }
+            if req.reply_to.is_some() {
+                p.add("reply_to", "is not used by type reaction");
+            }
+        }
         _ => {}
     }
     if kind.is_structured() {
@@ -388,6 +430,12 @@ fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
         file_name: non_empty(req.file_name),
         details,
         reply_to,
+        reaction: match (kind, req.message_id, req.emoji) {
+            (MegaType::Reaction, Some(id), Some(emoji)) => {
+                MessageId::parse(&id).ok().map(|id| (id, emoji))
+            }
+            _ => None,
+        },
     })
 }
 
@@ -543,28 +591,58 @@ pub async fn send_message(
     };
     let message_kind = v.kind.kind(v.ptt);
     let wait = s.messaging.sync_wait();
+    let request = match v.reaction {
+        Some((target, emoji)) => {
+            let r = s
+                .messaging
+                .action(
+                    &instance.0.account_id,
+                    &target,
+                    MessageAction::React(emoji),
+                    None,
+                    Dialect::Megamsg,
+                )
+                .await
+                .map_err(|e| match e {
+                    ServiceError::NotFound(_) => ApiError::invalid(
+                        "message_id",
+                        "no message with this id was sent or received by this instance",
+                    ),
+                    other => mega_error(other),
+                })?;
+            if r.device_uid != instance.0.uid {
+                return Err(ApiError::invalid(
+                    "message_id",
+                    "no message with this id was sent or received by this instance",
+                ));
+            }
+            if r.to != v.to {
+                return Err(ApiError::invalid(
+                    "phone_number",
+                    format!("is not the chat of message_id (that is {})", r.to),
+                ));
+            }
+            r
+        }
+        None => SendRequest {
+            device_uid: instance.0.uid.clone(),
+            to: v.to.clone(),
+            kind: match message_kind {
+                MessageKind::Text => SendKind::Text,
+                media => SendKind::Exactly(media),
+            },
+            text: v.text,
+            media_id: None,
+            details: v.details,
+            reply_to: v.reply_to,
+            client_message_id: None,
+            send_at: None,
+            dialect: Dialect::Megamsg,
+        },
+    };
     let outcome = s
         .messaging
-        .send_and_wait(
-            &instance.0,
-            SendRequest {
-                device_uid: instance.0.uid.clone(),
-                to: v.to.clone(),
-                kind: match message_kind {
-                    MessageKind::Text => SendKind::Text,
-                    media => SendKind::Exactly(media),
-                },
-                text: v.text,
-                media_id: None,
-                details: v.details,
-                reply_to: v.reply_to,
-                client_message_id: None,
-                send_at: None,
-                dialect: Dialect::Megamsg,
-            },
-            media,
-            wait,
-        )
+        .send_and_wait(&instance.0, request, media, wait)
         .await
         .map_err(mega_error)?;
     match outcome {

@@ -1,5 +1,6 @@
 //! How a message's [`Details`] read in Msgera replies: the location, contact cards and
-//! poll it carries, the message it quotes and whom it mentions. Shared by sent and
+//! poll it carries, the message it quotes and whom it mentions, the message a reaction,
+//! edit or delete acts on. Shared by sent and
 //! received messages; every part is left out when the message has none, so replies about
 //! plain texts and media keep their shape.
 
@@ -66,6 +67,12 @@ pub struct DetailsBody {
     /// Phone numbers (E.164) the message mentions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mentions: Option<Vec<String>>,
+    /// On reactions, edits and deletes: the message acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<QuoteBody>,
+    /// On reactions: the emoji (`""`: the reaction was removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
 }
 
 fn location(l: &Location) -> LocationBody {
@@ -111,6 +118,8 @@ impl DetailsBody {
             reply_to: d.reply_to.as_ref().map(quote),
             mentions: (!d.mentions.is_empty())
                 .then(|| d.mentions.iter().map(|p| p.e164()).collect()),
+            target: d.target.as_ref().map(quote),
+            emoji: d.emoji.clone(),
         }
     }
 }

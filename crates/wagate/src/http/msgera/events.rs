@@ -31,7 +31,8 @@ use wagate_core::event::EventType;
 pub struct EventsQuery {
     /// Only this device's events.
     pub device_uid: Option<String>,
-    /// Comma-separated: message.received, message.status, device.status (default all).
+    /// Comma-separated: message.received, message.status, device.status, message.reaction,
+    /// message.edited, message.deleted (default all).
     pub types: Option<String>,
 }
 
@@ -78,10 +79,7 @@ pub async fn stream_events(
             continue;
         }
         types.push(EventType::parse(name).ok_or_else(|| {
-            ApiError::invalid(
-                "types",
-                "must list message.received, message.status or device.status",
-            )
+            ApiError::invalid("types", format!("must list {}", EventType::names()))
         })?);
     }
     let resume = match headers.get("last-event-id") {

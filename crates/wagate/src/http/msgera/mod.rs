@@ -1,6 +1,7 @@
 //! The Msgera dialect: `/v1/developer/*` with `X-API-Key`, `{"ok": true, "data": …}`
 //! replies, camelCase fields and strict bodies (unknown fields are rejected).
 
+pub mod actions;
 pub mod chats;
 pub mod details;
 pub mod devices;
@@ -82,7 +83,13 @@ pub fn router() -> Router<Services> {
         )
         .route(
             "/v1/developer/messages/{message_id}",
-            get(messages::get_message),
+            get(messages::get_message)
+                .patch(actions::edit)
+                .delete(actions::delete),
+        )
+        .route(
+            "/v1/developer/messages/{message_id}/reaction",
+            post(actions::react),
         )
         .route("/v1/developer/presence", post(presence::set_presence))
         .route("/v1/developer/chats/read", post(chats::read_chat))

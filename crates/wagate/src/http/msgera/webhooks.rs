@@ -35,7 +35,8 @@ pub struct WebhooksBody {
     pub group_webhook_url: Option<String>,
     pub is_active: bool,
     /// Event types the personal and group URLs receive: `message.received` (default),
-    /// `message.status`, `device.status`.
+    /// `message.status`, `device.status`, `message.reaction`, `message.edited`,
+    /// `message.deleted`.
     pub events: Vec<String>,
     /// The MegaMsg-format instance webhook, if set.
     pub instance_webhook_url: Option<String>,
