@@ -421,6 +421,61 @@ pub async fn locations_contacts_polls_and_replies_reach_the_peer<H: Harness + ?S
     stop_and_forget(h, session, &device).await;
 }
 
+/// A reaction to a message the device sent reaches the peer naming that message (the
+/// device's, to the peer), and so does an edit with its new text.
+pub async fn reactions_and_edits_reach_the_peer<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let original = text_to(&peer, "conformance: ships tomorow");
+    let target = Quote {
+        provider_message_id: original.provider_message_id.clone(),
+        from_me: true,
+        from: None,
+        from_lid: None,
+        text: Some("conformance: ships tomorow".into()),
+    };
+    let sends = [
+        original.clone(),
+        message_to(
+            &peer,
+            OutgoingContent::Reaction {
+                target: target.clone(),
+                emoji: "👍".into(),
+            },
+            Default::default(),
+        ),
+        message_to(
+            &peer,
+            OutgoingContent::Edit {
+                target: target.clone(),
+                text: "conformance: ships tomorrow".into(),
+            },
+            Default::default(),
+        ),
+    ];
+    for m in &sends {
+        let pid = m.provider_message_id.clone();
+        session.send(m.clone()).await.expect("the engine takes it");
+        let error = events
+            .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+            .await;
+        assert_eq!(error, None, "WhatsApp's server took {:?}", m.content);
+    }
+    let got = h.peer_received(&phone, &sends[1].provider_message_id).await;
+    assert_eq!(got.kind, MessageKind::Reaction);
+    assert_eq!(got.details.emoji.as_deref(), Some("👍"));
+    let seen = got.details.target.expect("the message reacted to");
+    assert_eq!(seen.provider_message_id, original.provider_message_id);
+    assert!(!seen.from_me, "to the peer it is the device's message");
+    let got = h.peer_received(&phone, &sends[2].provider_message_id).await;
+    assert_eq!(got.kind, MessageKind::Edit);
+    assert_eq!(got.text.as_deref(), Some("conformance: ships tomorrow"));
+    let seen = got.details.target.expect("the message edited");
+    assert_eq!(seen.provider_message_id, original.provider_message_id);
+    assert!(!seen.from_me);
+    stop_and_forget(h, session, &device).await;
+}
+
 /// Polls `check` until it holds, for at most the harness's patience.
 async fn until<H, F, Fut>(h: &H, what: &str, mut check: F)
 where

@@ -47,6 +47,7 @@ macro_rules! engine_conformance_tests {
             chat_states_reach_the_peer_and_a_stopped_session_refuses_them,
             marking_read_tells_the_sender,
             locations_contacts_polls_and_replies_reach_the_peer,
+            reactions_and_edits_reach_the_peer,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -244,7 +244,36 @@ fn pn(jid: &str) -> Option<Phone> {
 fn peer_saw(m: &wa::Message, bob: &str) -> PeerSaw {
     let mut details = Details::default();
     let mut text = None;
-    let kind = if let Some(l) = m.location_message.as_option() {
+    // An edit arrives wrapped (`editedMessage` around the protocol message).
+    let m = m.get_base_message();
+    // A reaction or an edit names its target by key; `from_me` there is the sender's view.
+    let target = |k: &wa::MessageKey| Quote {
+        provider_message_id: k.id.clone().unwrap(),
+        from_me: !k.from_me.unwrap_or(false),
+        from: None,
+        from_lid: None,
+        text: None,
+    };
+    let kind = if let Some(r) = m.reaction_message.as_option() {
+        details.target = r.key.as_option().map(target);
+        details.emoji = r.text.clone();
+        MessageKind::Reaction
+    } else if let Some(p) = m.protocol_message.as_option() {
+        details.target = p.key.as_option().map(target);
+        match p.r#type {
+            Some(wa::message::protocol_message::Type::MESSAGE_EDIT) => {
+                text = p.edited_message.as_option().and_then(|e| {
+                    e.conversation.clone().or_else(|| {
+                        e.extended_text_message
+                            .as_option()
+                            .and_then(|t| t.text.clone())
+                    })
+                });
+                MessageKind::Edit
+            }
+            _ => MessageKind::Delete,
+        }
+    } else if let Some(l) = m.location_message.as_option() {
         details.location = Location::received(
             l.degrees_latitude.unwrap(),
             l.degrees_longitude.unwrap(),
