@@ -651,6 +651,54 @@ async fn sandbox_form_sends_a_poll_and_a_location_in_reply() {
     assert_eq!(m["data"]["type"], "location", "{m}");
     assert_eq!(m["data"]["location"]["name"], "Tahrir Square", "{m}");
     assert_eq!(m["data"]["replyTo"]["fromMe"], true, "{m}");
+
+    // A reaction to the poll, then the location deleted for everyone: no chat to fill in,
+    // the message acted on decides it.
+    let kind = |k: &'static str| {
+        b.js(
+            "const k = document.getElementById('sb-kind'); k.value = arguments[0]; \
+             k.dispatchEvent(new Event('change')); \
+             return [document.getElementById('sb-to').disabled, \
+                     document.getElementById('sb-emoji').closest('div').hidden];",
+            json!([k]),
+        )
+    };
+    assert_eq!(kind("reaction").await, json!([true, false]));
+    b.fill("#sb-target", &poll).await;
+    b.click("#sb-send").await;
+    b.wait_text("#sb-curl", 10, |t| t.contains("/reaction"))
+        .await;
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
+    let reaction = b.wait_text("#sb-message-link", 10, |t| t != loc).await;
+    let (_, m) = app
+        .api(
+            Method::GET,
+            &format!("/v1/developer/messages/{reaction}"),
+            None,
+        )
+        .await;
+    assert_eq!(m["data"]["type"], "reaction", "{m}");
+    assert_eq!(m["data"]["emoji"], "👍", "{m}");
+    let (_, polled) = app
+        .api(Method::GET, &format!("/v1/developer/messages/{poll}"), None)
+        .await;
+    assert_eq!(
+        m["data"]["target"]["providerMessageId"], polled["data"]["providerMessageId"],
+        "{m}"
+    );
+    assert_eq!(kind("delete").await, json!([true, true]));
+    b.fill("#sb-target", &loc).await;
+    b.click("#sb-send").await;
+    let curl = b
+        .wait_text("#sb-curl", 10, |t| t.contains("-X DELETE"))
+        .await;
+    assert!(
+        curl.contains(&format!("/v1/developer/messages/{loc}")),
+        "{curl}"
+    );
+    b.wait_text("#sb-response", 10, |t| t.starts_with("HTTP 202"))
+        .await;
     b.quit().await;
     app.stop().await;
 }

@@ -282,6 +282,8 @@ async function sandboxPage() {
     h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"),
     h("option", { value: "location" }, "Location"), h("option", { value: "contact" }, "Contact card"),
     h("option", { value: "poll" }, "Poll"),
+    h("option", { value: "reaction" }, "Reaction to a message"), h("option", { value: "edit" }, "Edit a sent text"),
+    h("option", { value: "delete" }, "Delete a sent message for everyone"),
     h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"));
   // What locations, contact cards and polls need; each shown for its kind only.
   const lat = h("input", { id: "sb-lat", name: "latitude", value: "30.0444", inputmode: "decimal" });
@@ -296,6 +298,11 @@ async function sandboxPage() {
   const multiple = h("input", { id: "sb-multiple", name: "multipleAnswers", type: "checkbox" });
   const pollWrap = h("div", { hidden: true }, ...field("Question", question), ...field("Options (one per line, 2 to 12)", options),
     h("label", { for: "sb-multiple" }, multiple, " Voters may pick several"));
+  // Acting on a message already in a chat: which one, and (reactions) with what.
+  const target = h("input", { id: "sb-target", name: "messageId", placeholder: "msg_… of a message sent or received" });
+  const emoji = h("input", { id: "sb-emoji", name: "emoji", value: "👍" });
+  const emojiWrap = h("div", { hidden: true }, ...field("Emoji (empty removes the reaction)", emoji));
+  const targetWrap = h("div", { hidden: true }, ...field("Message id", target, "Edits and deletes: a message this device sent (15 minutes to edit, two days to delete)."), emojiWrap);
   const replyTo = h("input", { id: "sb-reply-to", name: "replyTo", placeholder: "msg_… or a received message's providerMessageId" });
   const replyWrap = h("div", {}, ...field("Reply to (optional)", replyTo, "Quotes that message above this one, in the same chat."));
   const state = h("select", { id: "sb-state", name: "state" },
@@ -316,18 +323,23 @@ async function sandboxPage() {
     // Chat actions are not messages: no text, no file.
     const action = kind.value === "presence" || kind.value === "read";
     const structured = ["location", "contact", "poll"].includes(kind.value);
+    const acting = ["reaction", "edit", "delete"].includes(kind.value);
+    targetWrap.hidden = !acting;
+    emojiWrap.hidden = kind.value !== "reaction";
     stateWrap.hidden = kind.value !== "presence";
     locWrap.hidden = kind.value !== "location";
     cardWrap.hidden = kind.value !== "contact";
     pollWrap.hidden = kind.value !== "poll";
-    replyWrap.hidden = action;
-    textLabel.hidden = text.hidden = action || structured;
-    fileWrap.hidden = kind.value === "text" || action || structured;
-    textLabel.textContent = kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
+    replyWrap.hidden = action || acting;
+    // The message acted on decides the chat.
+    to.disabled = acting;
+    textLabel.hidden = text.hidden = action || structured || (acting && kind.value !== "edit");
+    fileWrap.hidden = kind.value === "text" || action || structured || acting;
+    textLabel.textContent = kind.value === "edit" ? "New text" : kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
     // The sample text is for text messages: a file goes without a caption unless one is
     // typed, and a voice note can have none (so nothing hides in the disabled box).
     if (kind.value !== "text" && text.value === DEFAULT_TEXT) text.value = "";
-    if (kind.value === "text" && !text.value) text.value = DEFAULT_TEXT;
+    if ((kind.value === "text" || kind.value === "edit") && !text.value) text.value = DEFAULT_TEXT;
     if (kind.value === "voice") text.value = "";
     text.disabled = kind.value === "voice";
   });
@@ -345,6 +357,16 @@ async function sandboxPage() {
       lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
       r = await api("POST", endpoint, body);
+    } else if (["reaction", "edit", "delete"].includes(kind.value)) {
+      // The message acted on decides the device and the chat.
+      const id = encodeURIComponent(target.value.trim());
+      let method = "POST", endpoint = "/v1/developer/messages/" + id + "/reaction", body = { emoji: emoji.value };
+      if (kind.value === "edit") { method = "PATCH"; endpoint = "/v1/developer/messages/" + id; body = { text: text.value }; }
+      if (kind.value === "delete") { method = "DELETE"; endpoint = "/v1/developer/messages/" + id; body = undefined; }
+      lines.push("curl -s -X " + method + " " + base + endpoint + " -H \"X-API-Key: $KEY\"" +
+        (body ? " \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)) : ""));
+      curl.textContent = lines.join("\n\n");
+      r = await api(method, endpoint, body);
     } else if (kind.value === "text" || ["location", "contact", "poll"].includes(kind.value)) {
       const body = { deviceUid: device.value, to: to.value };
       let endpoint = "/v1/developer/messages/send";
@@ -394,7 +416,7 @@ async function sandboxPage() {
     if (r.status < 300 && r.body.data && r.body.data.messageId) watch(r.body.data.messageId);
   } },
   ...field("From device", device), ...field("Kind", kind), ...field("To (phone)", to, "Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
-  textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, replyWrap,
+  targetWrap, textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, replyWrap,
   h("button", { type: "submit", id: "sb-send" }, "Send"));
 
   function watch(id) {
