@@ -476,6 +476,33 @@ pub async fn reactions_and_edits_reach_the_peer<H: Harness + ?Sized>(h: &H) {
     stop_and_forget(h, session, &device).await;
 }
 
+/// The peer's reaction to a message of the device arrives as an inbound reaction naming
+/// that message as the device's own.
+pub async fn a_reaction_from_the_peer_names_the_device_message<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let m = text_to(&peer, "conformance: react to me");
+    let pid = m.provider_message_id.clone();
+    session.send(m).await.expect("the engine takes it");
+    let error = events
+        .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+        .await;
+    assert_eq!(error, None);
+    h.peer_reacts(&phone, &pid, "🙏").await;
+    let got = events
+        .wait_for("the reaction", h.patience(), |e| match e {
+            EngineEvent::Inbound(m) if m.kind == MessageKind::Reaction => Some((**m).clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(got.from.as_ref(), Some(&peer));
+    assert_eq!(got.details.emoji.as_deref(), Some("🙏"));
+    let target = got.details.target.expect("the message reacted to");
+    assert_eq!(target.provider_message_id, pid);
+    assert!(target.from_me, "the device's own message");
+    stop_and_forget(h, session, &device).await;
+}
+
 /// Polls `check` until it holds, for at most the harness's patience.
 async fn until<H, F, Fut>(h: &H, what: &str, mut check: F)
 where

@@ -54,6 +54,10 @@ pub trait Harness: Send + Sync {
     /// The peer writes `text` to the device linked to `device_phone`.
     async fn peer_sends(&self, device_phone: &Phone, text: &str);
 
+    /// The peer reacts with `emoji` to the message `provider_message_id` that the device
+    /// linked to `device_phone` sent it.
+    async fn peer_reacts(&self, device_phone: &Phone, provider_message_id: &str, emoji: &str);
+
     /// What the peer's chat with the device linked to `device_phone` shows of it right
     /// now: the last chat state the device set there, if any.
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState>;

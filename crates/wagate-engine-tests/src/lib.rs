@@ -48,6 +48,7 @@ macro_rules! engine_conformance_tests {
             marking_read_tells_the_sender,
             locations_contacts_polls_and_replies_reach_the_peer,
             reactions_and_edits_reach_the_peer,
+            a_reaction_from_the_peer_names_the_device_message,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

@@ -200,6 +200,22 @@ impl Harness for Web {
         peer_saw(&m, &self.bob.phone)
     }
 
+    /// Bob's client sends the reaction (its key names the device's message).
+    async fn peer_reacts(&self, device_phone: &Phone, provider_message_id: &str, emoji: &str) {
+        let chat = Jid::pn(device_phone.digits());
+        let key = wa::MessageKey {
+            remote_jid: Some(chat.to_string()),
+            from_me: Some(false),
+            id: Some(provider_message_id.to_owned()),
+            participant: None,
+        };
+        self.b
+            .client()
+            .send_reaction(chat, key, emoji)
+            .await
+            .unwrap();
+    }
+
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
         match self
             .sim

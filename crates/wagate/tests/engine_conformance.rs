@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wagate::config::SandboxConfig;
 use wagate::engine::sandbox::{SandboxEngine, SandboxNetwork};
+use wagate_core::content::Quote;
 use wagate_core::engine::{
     ChatState, DeviceContext, Engine, EngineEvent, EngineSession, OutgoingContent, OutgoingMessage,
     provider_message_id,
@@ -155,6 +156,29 @@ impl Harness for Sandbox {
             text: m.text,
             details: m.details,
         }
+    }
+
+    async fn peer_reacts(&self, device_phone: &Phone, target: &str, emoji: &str) {
+        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
+        let id = MessageId::new();
+        peer.send(OutgoingMessage {
+            provider_message_id: provider_message_id(&id),
+            id,
+            to: device_phone.clone(),
+            content: OutgoingContent::Reaction {
+                target: Quote {
+                    provider_message_id: target.to_owned(),
+                    from_me: false,
+                    from: Some(device_phone.clone()),
+                    from_lid: None,
+                    text: None,
+                },
+                emoji: emoji.to_owned(),
+            },
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
     }
 
     async fn peer_sends(&self, device_phone: &Phone, text: &str) {

@@ -181,6 +181,32 @@ pub fn parse_text(s: &str, field: &str) -> ServiceResult<Spintax> {
     Ok(t)
 }
 
+/// The quote of a received message `m` for a reply in the chat with `to`: it must have
+/// come from `to` (a reply quotes the chat it is in).
+fn received_quote(m: InboundMessage, to: &Phone, r: &ReplyRef) -> ServiceResult<Quote> {
+    if m.from.as_ref() != Some(to) {
+        return Err(ServiceError::Invalid(
+            r.field.into(),
+            format!(
+                "message {} came from {}, not from {to}",
+                r.reference,
+                m.from
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .or(m.from_lid)
+                    .unwrap_or_else(|| "an unknown sender".into())
+            ),
+        ));
+    }
+    Ok(Quote {
+        provider_message_id: m.provider_message_id,
+        from_me: false,
+        from: m.from,
+        from_lid: m.from_lid,
+        text: m.text,
+    })
+}
+
 /// What of a send's details and reply its `clientMessageId` stands for (the reply as
 /// named, not as resolved); `None` when it has neither.
 fn details_fingerprint(details: &Details, reply_to: Option<&ReplyRef>) -> Option<String> {
@@ -702,9 +728,24 @@ impl MessagingService {
         let invalid = |why: String| ServiceError::Invalid(r.field.into(), why);
         if let Ok(id) = MessageId::parse(&r.reference) {
             let m = match self.store.get_message(account, &id).await {
-                Err(StoreError::NotFound) => {
-                    return Err(invalid(format!("no message {id} was sent by this account")));
-                }
+                // Received messages have `msg_…` ids too (`GET /v1/developer/inbound`).
+                Err(StoreError::NotFound) => match self.store.get_inbound(account, &id).await {
+                    Ok(m) if &m.device_uid == device => {
+                        return received_quote(m, to, r);
+                    }
+                    Ok(m) => {
+                        return Err(invalid(format!(
+                            "message {id} was received by device {}, not by this one",
+                            m.device_uid
+                        )));
+                    }
+                    Err(StoreError::NotFound) => {
+                        return Err(invalid(format!(
+                            "no message {id} was sent or received by this account"
+                        )));
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 other => other?,
             };
             if &m.device_uid != device {
@@ -729,27 +770,10 @@ impl MessagingService {
         }
         let Some(m) = self.store.find_inbound(device, &r.reference).await? else {
             return Err(invalid(
-                "must be a message id (msg_…) sent by this device or the providerMessageId of a message it received".into(),
+                "must be a message id (msg_…) sent or received by this device, or the providerMessageId of a message it received".into(),
             ));
         };
-        if m.from.as_ref() != Some(to) {
-            return Err(invalid(format!(
-                "message {} came from {}, not from {to}",
-                r.reference,
-                m.from
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .or(m.from_lid)
-                    .unwrap_or_else(|| "an unknown sender".into())
-            )));
-        }
-        Ok(Quote {
-            provider_message_id: m.provider_message_id,
-            from_me: false,
-            from: m.from,
-            from_lid: m.from_lid,
-            text: m.text,
-        })
+        received_quote(m, to, r)
     }
 
     pub async fn get_message(

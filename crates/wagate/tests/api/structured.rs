@@ -157,6 +157,27 @@ async fn locations_contacts_polls_and_replies_round_trip_between_two_devices() {
     assert_eq!(got["replyTo"]["fromMe"], true);
     assert_eq!(got["replyTo"]["text"], poll["text"]);
 
+    // A received message can be quoted by its own `msg_…` id too, by its device only.
+    let poll_at_b = inbound_at(&app, b_uid, poll["providerMessageId"].as_str().unwrap()).await;
+    let again = accepted(
+        &app,
+        "/v1/developer/messages/send",
+        json!({ "deviceUid": b_uid, "to": a_phone, "text": "Morning after all",
+                "replyTo": poll_at_b["messageId"] }),
+    )
+    .await;
+    assert_eq!(
+        again["replyTo"]["providerMessageId"],
+        poll["providerMessageId"]
+    );
+    let (status, refused) = app
+        .post(
+            "/v1/developer/messages/send",
+            json!({ "deviceUid": a_uid, "to": b_phone, "text": "x", "replyTo": poll_at_b["messageId"] }),
+        )
+        .await;
+    assert_invalid(status, &refused, "replyTo");
+
     // A plain text keeps its shape: no empty structured keys.
     let plain = app.send_text(a_uid, b_phone, "plain").await;
     for key in ["location", "contacts", "poll", "replyTo", "mentions"] {

@@ -33,8 +33,8 @@ pub struct SendTextRequest {
     pub to: String,
     /// Message body (min 1 character). Supports spintax: `{Hi|Hello} there`.
     pub text: String,
-    /// Quote this message: a `msg_…` id sent by this device, or the `providerMessageId`
-    /// of a message it received, in the same chat.
+    /// Quote this message: the `msg_…` id of a message this device sent or received, or
+    /// the `providerMessageId` of a message it received, in the same chat.
     pub reply_to: Option<String>,
     /// Phone numbers to mention (write `@<digits>` in the text where each should show).
     pub mentions: Option<Vec<String>>,
