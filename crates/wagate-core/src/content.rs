@@ -89,6 +89,30 @@ pub struct Quote {
     pub text: Option<String>,
 }
 
+impl Quote {
+    /// The quote of a message the device sent.
+    pub fn of_sent(m: &crate::message::Message) -> Self {
+        Self {
+            provider_message_id: m.provider_message_id.clone(),
+            from_me: true,
+            from: None,
+            from_lid: None,
+            text: m.text.clone(),
+        }
+    }
+
+    /// The quote of a message the device received.
+    pub fn of_received(m: &crate::message::InboundMessage) -> Self {
+        Self {
+            provider_message_id: m.provider_message_id.clone(),
+            from_me: false,
+            from: m.from.clone(),
+            from_lid: m.from_lid.clone(),
+            text: m.text.clone(),
+        }
+    }
+}
+
 /// Everything a message carries besides its kind, text and media.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

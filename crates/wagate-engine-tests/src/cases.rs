@@ -375,12 +375,7 @@ pub async fn locations_contacts_polls_and_replies_reach_the_peer<H: Harness + ?S
         ),
     ];
     for m in &sends {
-        let pid = m.provider_message_id.clone();
-        session.send(m.clone()).await.expect("the engine takes it");
-        let error = events
-            .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
-            .await;
-        assert_eq!(error, None, "WhatsApp's server took {:?}", m.content);
+        sent_and_acked(h, &session, &events, m).await;
     }
     let saw = |i: usize| h.peer_received(&phone, &sends[i].provider_message_id);
     let got = saw(0).await;
@@ -454,12 +449,7 @@ pub async fn reactions_and_edits_reach_the_peer<H: Harness + ?Sized>(h: &H) {
         ),
     ];
     for m in &sends {
-        let pid = m.provider_message_id.clone();
-        session.send(m.clone()).await.expect("the engine takes it");
-        let error = events
-            .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
-            .await;
-        assert_eq!(error, None, "WhatsApp's server took {:?}", m.content);
+        sent_and_acked(h, &session, &events, m).await;
     }
     let got = h.peer_received(&phone, &sends[1].provider_message_id).await;
     assert_eq!(got.kind, MessageKind::Reaction);
@@ -483,11 +473,7 @@ pub async fn a_reaction_from_the_peer_names_the_device_message<H: Harness + ?Siz
     let peer = h.peer();
     let m = text_to(&peer, "conformance: react to me");
     let pid = m.provider_message_id.clone();
-    session.send(m).await.expect("the engine takes it");
-    let error = events
-        .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
-        .await;
-    assert_eq!(error, None);
+    sent_and_acked(h, &session, &events, &m).await;
     h.peer_reacts(&phone, &pid, "🙏").await;
     let got = events
         .wait_for("the reaction", h.patience(), |e| match e {
@@ -501,6 +487,21 @@ pub async fn a_reaction_from_the_peer_names_the_device_message<H: Harness + ?Siz
     assert_eq!(target.provider_message_id, pid);
     assert!(target.from_me, "the device's own message");
     stop_and_forget(h, session, &device).await;
+}
+
+/// Hands `m` to the session and waits for WhatsApp's server to take it without error.
+async fn sent_and_acked<H: Harness + ?Sized>(
+    h: &H,
+    session: &Arc<dyn EngineSession>,
+    events: &Recorder,
+    m: &OutgoingMessage,
+) {
+    let pid = m.provider_message_id.clone();
+    session.send(m.clone()).await.expect("the engine takes it");
+    let error = events
+        .wait_for("the server ack", h.patience(), |e| ack_of(e, &pid))
+        .await;
+    assert_eq!(error, None, "WhatsApp's server took {:?}", m.content);
 }
 
 /// Polls `check` until it holds, for at most the harness's patience.

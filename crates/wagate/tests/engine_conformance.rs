@@ -88,6 +88,21 @@ impl Sandbox {
         *self.peer_events.lock().unwrap() = Some(events);
     }
 
+    /// The peer's session sends `content` to the device linked to `device_phone`.
+    async fn peer_send(&self, device_phone: &Phone, content: OutgoingContent) {
+        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
+        let id = MessageId::new();
+        peer.send(OutgoingMessage {
+            provider_message_id: provider_message_id(&id),
+            id,
+            to: device_phone.clone(),
+            content,
+            context: Default::default(),
+        })
+        .await
+        .unwrap();
+    }
+
     fn next_uid(&self) -> (DeviceUid, u32) {
         let n = self.devices.fetch_add(1, Ordering::SeqCst) + 1;
         (DeviceUid::parse(&format!("dev_conformance{n}")).unwrap(), n)
@@ -159,40 +174,26 @@ impl Harness for Sandbox {
     }
 
     async fn peer_reacts(&self, device_phone: &Phone, target: &str, emoji: &str) {
-        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
-        let id = MessageId::new();
-        peer.send(OutgoingMessage {
-            provider_message_id: provider_message_id(&id),
-            id,
-            to: device_phone.clone(),
-            content: OutgoingContent::Reaction {
-                target: Quote {
-                    provider_message_id: target.to_owned(),
-                    from_me: false,
-                    from: Some(device_phone.clone()),
-                    from_lid: None,
-                    text: None,
-                },
+        let target = Quote {
+            provider_message_id: target.to_owned(),
+            from_me: false,
+            from: Some(device_phone.clone()),
+            from_lid: None,
+            text: None,
+        };
+        self.peer_send(
+            device_phone,
+            OutgoingContent::Reaction {
+                target,
                 emoji: emoji.to_owned(),
             },
-            context: Default::default(),
-        })
-        .await
-        .unwrap();
+        )
+        .await;
     }
 
     async fn peer_sends(&self, device_phone: &Phone, text: &str) {
-        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
-        let id = MessageId::new();
-        peer.send(OutgoingMessage {
-            provider_message_id: provider_message_id(&id),
-            id,
-            to: device_phone.clone(),
-            content: OutgoingContent::Text { text: text.into() },
-            context: Default::default(),
-        })
-        .await
-        .unwrap();
+        self.peer_send(device_phone, OutgoingContent::Text { text: text.into() })
+            .await;
     }
 
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {

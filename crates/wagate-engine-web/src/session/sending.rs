@@ -26,55 +26,12 @@ impl WebSession {
     pub(super) async fn send_message(&self, message: OutgoingMessage) -> Result<(), EngineError> {
         let client = self.inner.online_client()?;
         let id = message.provider_message_id.clone();
-        if let Some(result) = self.send_action(&client, &message).await {
-            return match result {
-                Ok(()) => {
-                    self.inner.counters.sent();
-                    Ok(())
-                }
-                Err(e) => {
-                    self.inner.counters.send_failed();
-                    debug!(device.uid = %self.inner.uid, message.provider_id = %id, error = %e, "send failed");
-                    Err(e)
-                }
-            };
-        }
-        let own = client.pn().as_ref().and_then(phone_of_pn);
-        let context = structured::context_info(&message.context, own.as_ref());
-        let result = async {
-            let content = message.content;
-            let plan = tokio::task::spawn_blocking(move || outgoing::plan(content))
-                .await
-                .map_err(|e| EngineError::Internal(format!("media preparation panicked: {e}")))??;
-            let msg = match plan {
-                Plan::Ready(m) => *m,
-                Plan::Upload {
-                    media_type,
-                    data,
-                    shape,
-                } => {
-                    let upload = client
-                        .upload(data, media_type, UploadOptions::default())
-                        .await
-                        .map_err(|e| {
-                            EngineError::Transient(format!("media upload failed: {e:#}"))
-                        })?;
-                    outgoing::build(shape, upload.into())
-                }
-            };
-            let msg = structured::with_context(msg, context);
-            client
-                .send_message_with_options(
-                    Jid::pn(message.to.digits()),
-                    msg,
-                    SendOptions::default().with_message_id(id.clone()),
-                )
-                .await
-                .map_err(send_error)
-        }
-        .await;
+        let result = match self.send_action(&client, &message).await {
+            Some(acted) => acted,
+            None => self.send_content(&client, message).await,
+        };
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.inner.counters.sent();
                 Ok(())
             }
@@ -84,6 +41,45 @@ impl WebSession {
                 Err(e)
             }
         }
+    }
+
+    /// A message with content of its own: planned (media prepared off the async threads),
+    /// uploaded when it carries a file, given its quote and mentions, sent under its id.
+    async fn send_content(
+        &self,
+        client: &Arc<Client>,
+        message: OutgoingMessage,
+    ) -> Result<(), EngineError> {
+        let own = client.pn().as_ref().and_then(phone_of_pn);
+        let context = structured::context_info(&message.context, own.as_ref());
+        let content = message.content;
+        let plan = tokio::task::spawn_blocking(move || outgoing::plan(content))
+            .await
+            .map_err(|e| EngineError::Internal(format!("media preparation panicked: {e}")))??;
+        let msg = match plan {
+            Plan::Ready(m) => *m,
+            Plan::Upload {
+                media_type,
+                data,
+                shape,
+            } => {
+                let upload = client
+                    .upload(data, media_type, UploadOptions::default())
+                    .await
+                    .map_err(|e| EngineError::Transient(format!("media upload failed: {e:#}")))?;
+                outgoing::build(shape, upload.into())
+            }
+        };
+        let msg = structured::with_context(msg, context);
+        client
+            .send_message_with_options(
+                Jid::pn(message.to.digits()),
+                msg,
+                SendOptions::default().with_message_id(message.provider_message_id),
+            )
+            .await
+            .map(|_| ())
+            .map_err(send_error)
     }
 
     /// Reactions, edits and deletes, which act on another message (`None` for anything

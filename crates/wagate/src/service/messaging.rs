@@ -198,13 +198,7 @@ fn received_quote(m: InboundMessage, to: &Phone, r: &ReplyRef) -> ServiceResult<
             ),
         ));
     }
-    Ok(Quote {
-        provider_message_id: m.provider_message_id,
-        from_me: false,
-        from: m.from,
-        from_lid: m.from_lid,
-        text: m.text,
-    })
+    Ok(Quote::of_received(&m))
 }
 
 /// What of a send's details and reply its `clientMessageId` stands for (the reply as
@@ -644,13 +638,7 @@ impl MessagingService {
                         )));
                     }
                 }
-                let quote = Quote {
-                    provider_message_id: m.provider_message_id,
-                    from_me: true,
-                    from: None,
-                    from_lid: None,
-                    text: m.text,
-                };
+                let quote = Quote::of_sent(&m);
                 (m.device_uid, m.to, quote)
             }
             Err(StoreError::NotFound) => {
@@ -680,13 +668,7 @@ impl MessagingService {
                         "the sender of message {target} is known by LID only; their number is needed to react"
                     )));
                 };
-                let quote = Quote {
-                    provider_message_id: m.provider_message_id,
-                    from_me: false,
-                    from: m.from,
-                    from_lid: m.from_lid,
-                    text: m.text,
-                };
+                let quote = Quote::of_received(&m);
                 (m.device_uid, from, quote)
             }
             Err(e) => return Err(e.into()),
@@ -760,13 +742,7 @@ impl MessagingService {
                     m.to
                 )));
             }
-            return Ok(Quote {
-                provider_message_id: m.provider_message_id,
-                from_me: true,
-                from: None,
-                from_lid: None,
-                text: m.text,
-            });
+            return Ok(Quote::of_sent(&m));
         }
         let Some(m) = self.store.find_inbound(device, &r.reference).await? else {
             return Err(invalid(

@@ -275,8 +275,24 @@ async fn failed_webhook_is_redelivered_from_the_dashboard() {
 
     go(&b, &format!("#/webhooks?device={uid}")).await;
     b.fill("#wh-personal", &hook).await;
+    // The opt-in chat events are offered too.
+    b.click("#wh-ev-message-reaction").await;
     b.click("#wh-save").await;
     b.wait_text("#wh-result", 10, |t| t == "Saved.").await;
+    let (_, saved) = app
+        .api(
+            Method::GET,
+            &format!("/v1/developer/webhooks?deviceUid={uid}"),
+            None,
+        )
+        .await;
+    assert!(
+        saved["data"]["events"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("message.reaction")),
+        "{saved}"
+    );
 
     let (status, body) = app
         .api(

@@ -59,7 +59,7 @@ fn to_sse(item: FeedItem, links: &MediaLinker) -> SseEvent {
 /// `data` is the event's Msgera webhook payload; `event` is its type.
 #[utoipa::path(get, path = "/v1/developer/events", tag = "webhooks", security(("apiKey" = [])), params(EventsQuery,
         ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "text/event-stream of message.received, message.status and device.status", content_type = "text/event-stream"),
+    responses((status = 200, description = "text/event-stream of every event type (message.received, message.status, device.status, message.reaction, message.edited, message.deleted)", content_type = "text/event-stream"),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn stream_events(
     State(s): State<Services>,

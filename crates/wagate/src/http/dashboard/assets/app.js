@@ -8,7 +8,7 @@ const main = document.getElementById("main");
 const flash = document.getElementById("flash");
 const DEFAULT_TO = "+201001234567";
 const TERMINAL = ["read", "played", "failed"];
-const EVENTS = ["message.received", "message.status", "device.status"];
+const EVENTS = ["message.received", "message.status", "device.status", "message.reaction", "message.edited", "message.deleted"];
 let timers = [];
 let generation = 0;
 
