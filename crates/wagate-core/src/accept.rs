@@ -114,7 +114,7 @@ mod tests {
             id: MessageId::new(),
             account_id: account.clone(),
             device_uid: DeviceUid::new(),
-            to: Phone::parse("+201001234567").unwrap(),
+            to: Phone::parse("+201001234567").unwrap().into(),
             kind: MessageKind::Text,
             text: Some("hi".into()),
             media_id: None,

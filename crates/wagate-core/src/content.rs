@@ -133,6 +133,12 @@ pub struct Details {
     /// A reaction's emoji; empty when the reaction was removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emoji: Option<String>,
+    /// What changed in a group's membership (received `participants` messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_change: Option<crate::chat::GroupChange>,
+    /// A poll vote's options (`poll_vote` messages; empty: the vote was taken back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<Vec<String>>,
 }
 
 /// Why a caller's content was refused: the field (relative to the request body) and why.
@@ -492,6 +498,29 @@ impl Details {
                 _ => "Removed a reaction".to_owned(),
             }),
             MessageKind::Delete => Some("Deleted a message".to_owned()),
+            MessageKind::PollVote => Some(match self.vote.as_deref() {
+                Some(v) if !v.is_empty() => format!("Voted: {}", v.join(", ")),
+                _ => "Took back a vote".to_owned(),
+            }),
+            MessageKind::Participants => self.group_change.as_ref().map(|c| {
+                let who: Vec<String> = c
+                    .participants
+                    .iter()
+                    .map(|m| match (&m.phone, &m.lid) {
+                        (Some(p), _) => p.e164(),
+                        (None, Some(l)) => l.clone(),
+                        (None, None) => "someone".to_owned(),
+                    })
+                    .collect();
+                let verb = match c.action {
+                    crate::chat::MembershipChange::Add => "Added",
+                    crate::chat::MembershipChange::Remove => "Removed",
+                    crate::chat::MembershipChange::Promote => "Made admin",
+                    crate::chat::MembershipChange::Demote => "Dismissed as admin",
+                    crate::chat::MembershipChange::Leave => "Left",
+                };
+                format!("{verb}: {}", who.join(", "))
+            }),
             MessageKind::Edit => None,
             _ => self.summary(),
         }
@@ -535,6 +564,69 @@ impl Details {
         }
         d.to_json()
     }
+}
+
+/// A vote a caller casts in `poll`: each option one of the poll's, once; at most one
+/// unless the poll allows several; none takes the vote back.
+pub fn check_vote(poll: &Poll, options: &[String]) -> Result<(), ContentError> {
+    if !poll.multiple_answers && options.len() > 1 {
+        return Err(refuse(
+            "options",
+            "this poll takes one answer; pick one option (or none to take the vote back)",
+        ));
+    }
+    for (i, o) in options.iter().enumerate() {
+        if !poll.options.contains(o) {
+            return Err(refuse(
+                format!("options[{i}]"),
+                format!(
+                    "is not an option of the poll (its options: {})",
+                    poll.options.join(", ")
+                ),
+            ));
+        }
+        if options[..i].contains(o) {
+            return Err(refuse(format!("options[{i}]"), "repeats an earlier option"));
+        }
+    }
+    Ok(())
+}
+
+/// One option of a poll with the votes it has now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OptionTally {
+    pub option: String,
+    pub votes: usize,
+    /// Who picked it (phones in E.164, or LIDs when the number is unknown).
+    pub voters: Vec<String>,
+}
+
+/// A poll's results: each voter's latest vote counts (a new vote replaces their earlier
+/// one; an empty one takes it back), in the poll's order of options. `votes` are (voter,
+/// options picked), oldest first; options no longer in the poll are ignored.
+pub fn tally(poll: &Poll, votes: &[(String, Vec<String>)]) -> Vec<OptionTally> {
+    let mut latest: Vec<(&str, &[String])> = Vec::new();
+    for (voter, picked) in votes {
+        match latest.iter_mut().find(|(v, _)| v == voter) {
+            Some(slot) => slot.1 = picked,
+            None => latest.push((voter, picked)),
+        }
+    }
+    poll.options
+        .iter()
+        .map(|option| {
+            let voters: Vec<String> = latest
+                .iter()
+                .filter(|(_, picked)| picked.contains(option))
+                .map(|(v, _)| (*v).to_owned())
+                .collect();
+            OptionTally {
+                option: option.clone(),
+                votes: voters.len(),
+                voters,
+            }
+        })
+        .collect()
 }
 
 /// Checks a reaction a caller sends: `""` removes one; otherwise a short run of
@@ -598,6 +690,54 @@ pub fn check_mentions(mentions: &[Phone]) -> Result<(), ContentError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_voters_latest_vote_counts() {
+        let poll = Poll::new("Lunch?", &["Yes".to_owned(), "No".to_owned()], false).unwrap();
+        let v = |who: &str, picked: &[&str]| {
+            (
+                who.to_owned(),
+                picked.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+            )
+        };
+        let t = tally(
+            &poll,
+            &[
+                v("+1", &["Yes"]),
+                v("+2", &["Yes"]),
+                v("+1", &["No"]),
+                v("+2", &[]),
+                v("+3", &["Gone"]),
+            ],
+        );
+        assert_eq!(
+            t.iter()
+                .map(|o| (o.option.as_str(), o.votes))
+                .collect::<Vec<_>>(),
+            [("Yes", 0), ("No", 1)]
+        );
+        assert_eq!(t[1].voters, ["+1"]);
+        assert!(check_vote(&poll, &["Yes".into()]).is_ok());
+        assert!(check_vote(&poll, &[]).is_ok(), "none takes the vote back");
+        assert_eq!(
+            check_vote(&poll, &["Yes".into(), "No".into()])
+                .unwrap_err()
+                .field,
+            "options"
+        );
+        assert_eq!(
+            check_vote(&poll, &["Maybe".into()]).unwrap_err().field,
+            "options[0]"
+        );
+        let multi = Poll::new("Days?", &["Mon".to_owned(), "Tue".to_owned()], true).unwrap();
+        assert!(check_vote(&multi, &["Mon".into(), "Tue".into()]).is_ok());
+        assert_eq!(
+            check_vote(&multi, &["Mon".into(), "Mon".into()])
+                .unwrap_err()
+                .field,
+            "options[1]"
+        );
+    }
 
     fn phone(s: &str) -> Phone {
         Phone::parse(s).unwrap()

@@ -9,6 +9,7 @@
 //! The promises below are checked for every engine by the conformance suite in
 //! `crates/wagate-engine-tests`.
 
+use crate::chat::{GroupId, GroupInfo, MemberOutcome, MembershipChange, Recipient};
 use crate::content::{ContactCard, Details, Location, Poll, Quote};
 use crate::device::EngineKind;
 use crate::id::{DeviceUid, MessageId};
@@ -54,7 +55,7 @@ pub struct OutgoingMessage {
     pub id: MessageId,
     /// The id WhatsApp will know the message by ([`provider_message_id`]).
     pub provider_message_id: String,
-    pub to: Phone,
+    pub to: Recipient,
     pub content: OutgoingContent,
     /// The message it replies to, and whom it mentions (texts and captions).
     pub context: MessageContext,
@@ -98,6 +99,13 @@ pub enum OutgoingContent {
     /// `target`, a message the device sent, deleted for everyone.
     Delete {
         target: Quote,
+    },
+    /// A vote in the poll `target` (whose question, options and secret are `poll`):
+    /// `options` picked, none to take the vote back.
+    PollVote {
+        target: Quote,
+        poll: Poll,
+        options: Vec<String>,
     },
 }
 
@@ -183,6 +191,18 @@ impl ChatState {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
+}
+
+/// A received message to mark read: its WhatsApp id and, in a group, who sent it
+/// (WhatsApp addresses a group's read receipt to the sender).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadMark {
+    pub provider_message_id: String,
+    pub sender: Option<Phone>,
+}
+
+fn no_groups() -> EngineError {
+    EngineError::Unsupported("groups are not available on this engine".into())
 }
 
 /// Which receipt WhatsApp sent for an outbound message.
@@ -327,17 +347,58 @@ pub trait EngineSession: Send + Sync {
     async fn check_numbers(&self, numbers: &[Phone]) -> Result<Vec<NumberCheck>, EngineError>;
 
     /// Shows "typing…" in the chat for about `duration` (best effort).
-    async fn typing(&self, _to: &Phone, _duration: Duration) -> Result<(), EngineError> {
+    async fn typing(&self, _to: &Recipient, _duration: Duration) -> Result<(), EngineError> {
         Ok(())
     }
 
     /// Shows `state` in the chat with `to` until another state replaces it (WhatsApp
     /// clears typing by itself after a while). Refused with `NotConnected` offline.
-    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError>;
+    async fn chat_state(&self, to: &Recipient, state: ChatState) -> Result<(), EngineError>;
 
-    /// Tells the sender of each of `messages` (WhatsApp ids of messages received in the
-    /// one-to-one chat with `chat`) that they were read: blue ticks on their side.
-    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError>;
+    /// Tells the sender of each of `messages` (received in the chat `chat`) that they were
+    /// read: blue ticks on their side.
+    async fn mark_read(&self, chat: &Recipient, messages: &[ReadMark]) -> Result<(), EngineError>;
+
+    /// The groups the device is a member of (members not filled in; `size` is).
+    async fn groups(&self) -> Result<Vec<GroupInfo>, EngineError> {
+        Err(no_groups())
+    }
+
+    /// One group the device is in, with its members. `Rejected` with code `not_found`
+    /// when the group does not exist or the device is not in it.
+    async fn group_info(&self, _group: &GroupId) -> Result<GroupInfo, EngineError> {
+        Err(no_groups())
+    }
+
+    /// Creates a group with the device as its owner and `members` (at least one).
+    async fn create_group(
+        &self,
+        _subject: &str,
+        _members: &[Phone],
+    ) -> Result<GroupInfo, EngineError> {
+        Err(no_groups())
+    }
+
+    /// Adds, removes, promotes or demotes members (the device must be an admin); what
+    /// became of each. `Leave` is not asked for this way.
+    async fn change_members(
+        &self,
+        _group: &GroupId,
+        _change: MembershipChange,
+        _members: &[Phone],
+    ) -> Result<Vec<MemberOutcome>, EngineError> {
+        Err(no_groups())
+    }
+
+    /// Leaves the group.
+    async fn leave_group(&self, _group: &GroupId) -> Result<(), EngineError> {
+        Err(no_groups())
+    }
+
+    /// The group's invite link (`https://chat.whatsapp.com/…`); admins only.
+    async fn invite_link(&self, _group: &GroupId) -> Result<String, EngineError> {
+        Err(no_groups())
+    }
 
     /// Requests a pair code to link by phone number instead of QR.
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError>;

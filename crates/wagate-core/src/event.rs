@@ -4,6 +4,7 @@
 //! Every event has a stable id (receivers dedupe on it) and a store-assigned sequence
 //! number (the live stream resumes from it).
 
+use crate::chat::Recipient;
 use crate::content::Details;
 use crate::device::{Device, DeviceStatus};
 use crate::id::{AccountId, DeviceUid, EventId, MessageId};
@@ -27,16 +28,22 @@ pub enum EventType {
     MessageEdited,
     #[serde(rename = "message.deleted")]
     MessageDeleted,
+    #[serde(rename = "group.participants")]
+    GroupParticipants,
+    #[serde(rename = "poll.vote")]
+    PollVote,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 8] = [
         Self::MessageReceived,
         Self::MessageStatus,
         Self::DeviceStatus,
         Self::MessageReaction,
         Self::MessageEdited,
         Self::MessageDeleted,
+        Self::GroupParticipants,
+        Self::PollVote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -47,6 +54,8 @@ impl EventType {
             Self::MessageReaction => "message.reaction",
             Self::MessageEdited => "message.edited",
             Self::MessageDeleted => "message.deleted",
+            Self::GroupParticipants => "group.participants",
+            Self::PollVote => "poll.vote",
         }
     }
 
@@ -84,6 +93,14 @@ pub enum EventData {
     /// Someone deleted a message they had sent, for everyone.
     #[serde(rename = "message.deleted")]
     MessageDeleted(Box<ReceivedMessage>),
+    /// Members were added to, removed from, promoted or demoted in a group of the device,
+    /// or left it (`details.groupChange`; the actor is the message's sender).
+    #[serde(rename = "group.participants")]
+    GroupParticipants(Box<ReceivedMessage>),
+    /// Someone voted in a poll in a chat of the device (`details.target` is the poll,
+    /// `details.vote` what they picked now; an empty vote takes theirs back).
+    #[serde(rename = "poll.vote")]
+    PollVote(Box<ReceivedMessage>),
 }
 
 impl EventData {
@@ -95,6 +112,8 @@ impl EventData {
             Self::MessageReaction(_) => EventType::MessageReaction,
             Self::MessageEdited(_) => EventType::MessageEdited,
             Self::MessageDeleted(_) => EventType::MessageDeleted,
+            Self::GroupParticipants(_) => EventType::GroupParticipants,
+            Self::PollVote(_) => EventType::PollVote,
         }
     }
 
@@ -107,6 +126,8 @@ impl EventData {
             crate::message::MessageKind::Reaction => Self::MessageReaction(r),
             crate::message::MessageKind::Edit => Self::MessageEdited(r),
             crate::message::MessageKind::Delete => Self::MessageDeleted(r),
+            crate::message::MessageKind::Participants => Self::GroupParticipants(r),
+            crate::message::MessageKind::PollVote => Self::PollVote(r),
             _ => Self::MessageReceived(r),
         }
     }
@@ -117,7 +138,9 @@ impl EventData {
             Self::MessageReceived(m)
             | Self::MessageReaction(m)
             | Self::MessageEdited(m)
-            | Self::MessageDeleted(m) => Some(m),
+            | Self::MessageDeleted(m)
+            | Self::GroupParticipants(m)
+            | Self::PollVote(m) => Some(m),
             Self::MessageStatus(_) | Self::DeviceStatus(_) => None,
         }
     }
@@ -172,7 +195,7 @@ impl ReceivedMessage {
 pub struct MessageStatusChanged {
     pub message_id: MessageId,
     pub client_message_id: Option<String>,
-    pub recipient: Phone,
+    pub recipient: Recipient,
     pub status: MessageStatus,
     pub reason: Option<String>,
     pub timestamp: Timestamp,

@@ -7,6 +7,7 @@
 pub mod accept;
 pub mod account;
 pub mod backoff;
+pub mod chat;
 pub mod content;
 pub mod content_type;
 pub mod device;
@@ -23,6 +24,7 @@ pub mod text;
 pub mod time;
 pub mod webhook;
 
+pub use chat::{GroupId, Recipient};
 pub use id::{AccountId, ApiKeyId, DeviceUid, EventId, MediaId, MessageId};
 pub use phone::Phone;
 pub use spintax::Spintax;

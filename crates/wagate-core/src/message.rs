@@ -1,5 +1,6 @@
 //! Messages: outbound sends with their status lifecycle, and inbound messages received.
 
+use crate::chat::Recipient;
 use crate::content::Details;
 use crate::id::{AccountId, DeviceUid, MediaId, MessageId};
 use crate::phone::Phone;
@@ -112,10 +113,16 @@ pub enum MessageKind {
     Edit,
     /// A message the device sent, deleted for everyone.
     Delete,
+    /// Members added to, removed from, promoted or demoted in a group, or leaving it
+    /// (received only; [`crate::chat::GroupChange`] in the details).
+    Participants,
+    /// A vote in a poll (`details.target` is the poll, `details.vote` the options
+    /// picked; none picked takes the vote back).
+    PollVote,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 13] = [
+    pub const ALL: [MessageKind; 15] = [
         Self::Text,
         Self::Image,
         Self::Video,
@@ -129,6 +136,8 @@ impl MessageKind {
         Self::Reaction,
         Self::Edit,
         Self::Delete,
+        Self::Participants,
+        Self::PollVote,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -146,6 +155,8 @@ impl MessageKind {
             Self::Reaction => "reaction",
             Self::Edit => "edit",
             Self::Delete => "delete",
+            Self::Participants => "participants",
+            Self::PollVote => "poll_vote",
         }
     }
 
@@ -163,14 +174,20 @@ impl MessageKind {
                 | Self::Reaction
                 | Self::Edit
                 | Self::Delete
+                | Self::Participants
+                | Self::PollVote
         )
     }
 
-    /// Whether the message acts on another one (its `details.target`) rather than being
-    /// read on its own: reactions, edits and deletes. Received ones are announced by
-    /// their own event types, not as `message.received`.
+    /// Whether the message acts on another one or on the chat rather than being read on
+    /// its own: reactions, edits and deletes (on their `details.target`) and group
+    /// membership changes. Received ones are announced by their own event types, not as
+    /// `message.received`, and never count as unread.
     pub fn is_action(self) -> bool {
-        matches!(self, Self::Reaction | Self::Edit | Self::Delete)
+        matches!(
+            self,
+            Self::Reaction | Self::Edit | Self::Delete | Self::Participants | Self::PollVote
+        )
     }
 }
 
@@ -206,7 +223,7 @@ pub struct Message {
     pub id: MessageId,
     pub account_id: AccountId,
     pub device_uid: DeviceUid,
-    pub to: Phone,
+    pub to: Recipient,
     pub kind: MessageKind,
     /// The text or caption actually sent (spintax already expanded).
     pub text: Option<String>,
@@ -321,7 +338,7 @@ pub struct StatusStep {
 pub struct RequestIdentity<'a> {
     /// The dialect and kind of send (`msgera:text`, `megamsg:image`, …).
     pub endpoint: &'a str,
-    pub to: &'a Phone,
+    pub to: &'a Recipient,
     /// Text or caption as written (a spintax template).
     pub text: Option<&'a str>,
     pub media: Option<&'a MediaId>,
@@ -348,7 +365,7 @@ impl RequestIdentity<'_> {
             }
         };
         part(b"e", Some(self.endpoint.as_bytes()));
-        part(b"t", Some(self.to.digits().as_bytes()));
+        part(b"t", Some(self.to.key().as_bytes()));
         part(b"x", self.text.map(str::as_bytes));
         part(b"m", self.media.map(|m| m.as_str().as_bytes()));
         let at = self.send_at.map(|t| crate::time::millis(t).to_be_bytes());
@@ -374,7 +391,7 @@ pub struct NewOutboundMessage {
     pub id: MessageId,
     pub account_id: AccountId,
     pub device_uid: DeviceUid,
-    pub to: Phone,
+    pub to: Recipient,
     pub kind: MessageKind,
     pub text: Option<String>,
     pub media_id: Option<MediaId>,
@@ -502,8 +519,9 @@ mod tests {
 
     #[test]
     fn request_hashes_tell_requests_apart() {
-        let to = Phone::parse("+201001234567").unwrap();
-        let other = Phone::parse("+201001234568").unwrap();
+        let to = Recipient::Phone(Phone::parse("+201001234567").unwrap());
+        let other = Recipient::Phone(Phone::parse("+201001234568").unwrap());
+        let group = Recipient::Group(crate::GroupId::parse("120363012345678901@g.us").unwrap());
         let media = MediaId::new();
         let base = RequestIdentity {
             endpoint: "msgera:text",
@@ -522,6 +540,7 @@ mod tests {
                 ..base
             },
             RequestIdentity { to: &other, ..base },
+            RequestIdentity { to: &group, ..base },
             RequestIdentity {
                 text: Some("{Hi|Hello} "),
                 ..base
@@ -593,7 +612,7 @@ mod tests {
             id: MessageId::new(),
             account_id: AccountId::new(),
             device_uid: DeviceUid::new(),
-            to: Phone::parse("+201001234567").unwrap(),
+            to: Phone::parse("+201001234567").unwrap().into(),
             kind: MessageKind::Text,
             text: Some("hi".into()),
             media_id: None,

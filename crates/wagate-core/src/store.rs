@@ -34,13 +34,13 @@
 //! seqs at commit from a single counter row, so that rules 1 and 2 hold.
 
 use crate::account::{Account, ApiKey, ApiKeyCredential, DashboardSession, NewApiKey};
+use crate::chat::Recipient;
 use crate::device::{Device, DevicePatch, DeviceStateChange, NewDevice};
 use crate::event::{Event, EventType};
 use crate::id::{AccountId, ApiKeyId, DeviceUid, MediaId, MessageId};
 use crate::lease::{DeviceLease, Fence, NodeInfo};
 use crate::media::Media;
 use crate::message::{InboundMessage, Message, MessageStatus, NewOutboundMessage, StatusChange};
-use crate::phone::Phone;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use tokio::sync::{broadcast, watch};
@@ -209,7 +209,7 @@ pub struct BudgetUsage {
 pub struct MessageFilter {
     pub device_uid: Option<DeviceUid>,
     pub status: Option<MessageStatus>,
-    pub to: Option<Phone>,
+    pub to: Option<Recipient>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
 }
@@ -386,13 +386,21 @@ pub trait InboundStore: Send + Sync {
         device: &DeviceUid,
         provider_message_id: &str,
     ) -> StoreResult<Option<InboundMessage>>;
-    /// The device's messages from `chat` (a one-to-one chat: the sender's number) not yet
-    /// marked read, oldest first, at most `limit`.
+    /// The device's messages in `chat` (a one-to-one chat: the sender's number; or a
+    /// group) not yet marked read, oldest first, at most `limit`; notices and actions
+    /// (reactions, edits, deletes, votes, membership changes) are never unread.
     async fn unread_inbound(
         &self,
         device: &DeviceUid,
-        chat: &Phone,
+        chat: &Recipient,
         limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>>;
+    /// The votes the device received for its poll (or a poll it received) with WhatsApp's
+    /// id `poll_provider_message_id`, oldest first.
+    async fn poll_votes(
+        &self,
+        device: &DeviceUid,
+        poll_provider_message_id: &str,
     ) -> StoreResult<Vec<InboundMessage>>;
     /// Marks the device's inbound messages `ids` read at `at`; one already read keeps its
     /// time. Returns how many were newly marked.

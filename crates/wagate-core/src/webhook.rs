@@ -329,7 +329,7 @@ mod tests {
         let status = EventData::MessageStatus(crate::event::MessageStatusChanged {
             message_id: crate::MessageId::new(),
             client_message_id: None,
-            recipient: crate::Phone::parse("+201001234567").unwrap(),
+            recipient: crate::Phone::parse("+201001234567").unwrap().into(),
             status: crate::message::MessageStatus::Sent,
             reason: None,
             timestamp: now(),

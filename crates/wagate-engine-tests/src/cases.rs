@@ -3,13 +3,14 @@
 
 use crate::{Harness, Recorder};
 use std::sync::Arc;
+use wagate_core::chat::{GroupRole, MembershipChange};
 use wagate_core::content::{ContactCard, Location, Poll, Quote};
 use wagate_core::engine::{
     ChatState, DeviceContext, EngineError, EngineEvent, EngineSession, IncomingMessage,
-    MessageContext, OutgoingContent, OutgoingMessage, ReceiptKind, provider_message_id,
+    MessageContext, OutgoingContent, OutgoingMessage, ReadMark, ReceiptKind, provider_message_id,
 };
 use wagate_core::message::MessageKind;
-use wagate_core::{MessageId, Phone};
+use wagate_core::{GroupId, MessageId, Phone, Recipient};
 
 /// Starting a linked device resumes it: `Connecting` first, then `Connected` with the
 /// number it was linked to, and no linking (QR or pair code) on the way.
@@ -275,7 +276,7 @@ pub async fn chat_states_reach_the_peer_and_a_stopped_session_refuses_them<H: Ha
     let (device, session, _events, phone) = online(h).await;
     for state in ChatState::ALL {
         session
-            .chat_state(&h.peer(), state)
+            .chat_state(&h.peer().into(), state)
             .await
             .expect("an online device sets a chat state");
         until(h, &format!("the peer's chat to show {state:?}"), || async {
@@ -286,7 +287,7 @@ pub async fn chat_states_reach_the_peer_and_a_stopped_session_refuses_them<H: Ha
     session.stop().await;
     assert!(
         session
-            .chat_state(&h.peer(), ChatState::Typing)
+            .chat_state(&h.peer().into(), ChatState::Typing)
             .await
             .is_err(),
         "a stopped session refuses"
@@ -307,8 +308,12 @@ pub async fn marking_read_tells_the_sender<H: Harness + ?Sized>(h: &H) {
             inbound_text(e, text)
         })
         .await;
+    let mark = ReadMark {
+        provider_message_id: m.provider_message_id.clone(),
+        sender: None,
+    };
     session
-        .mark_read(&h.peer(), std::slice::from_ref(&m.provider_message_id))
+        .mark_read(&h.peer().into(), &[mark])
         .await
         .expect("an online device marks a message read");
     until(h, "the read receipt at the peer", || async {
@@ -489,6 +494,251 @@ pub async fn a_reaction_from_the_peer_names_the_device_message<H: Harness + ?Siz
     stop_and_forget(h, session, &device).await;
 }
 
+/// A group the device creates with the peer: listed, read with its members and their roles;
+/// a text the device sends there reaches the peer in the group, a reaction to the peer's
+/// message names it; the peer's message there reaches the device as a group message from
+/// the peer's number, and marking it read tells the peer.
+pub async fn a_group_with_the_peer_gets_messages_both_ways<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let created = session
+        .create_group("Conformance team", std::slice::from_ref(&peer))
+        .await
+        .expect("an online device creates a group");
+    let group = created.id.clone();
+    assert_eq!(created.subject, "Conformance team");
+    assert_eq!(created.own_role, Some(GroupRole::Owner), "{created:#?}");
+
+    let listed = session.groups().await.expect("the device lists its groups");
+    let mine = listed
+        .iter()
+        .find(|g| g.id == group)
+        .unwrap_or_else(|| panic!("the new group is listed: {listed:#?}"));
+    assert_eq!((mine.size, mine.own_role), (2, Some(GroupRole::Owner)));
+
+    let info = session
+        .group_info(&group)
+        .await
+        .expect("the device reads it");
+    assert_eq!(info.subject, "Conformance team");
+    let mut roles: Vec<(Option<Phone>, GroupRole)> = info
+        .members
+        .iter()
+        .map(|m| (m.phone.clone(), m.role))
+        .collect();
+    roles.sort_by_key(|(p, _)| p.as_ref().map(|p| p.digits().to_owned()));
+    let mut want = vec![
+        (Some(phone.clone()), GroupRole::Owner),
+        (Some(peer.clone()), GroupRole::Member),
+    ];
+    want.sort_by_key(|(p, _)| p.as_ref().map(|p| p.digits().to_owned()));
+    assert_eq!(roles, want, "members by number, with their roles");
+
+    let text = "conformance: hello, team";
+    let hello = message_in(
+        group.clone().into(),
+        OutgoingContent::Text { text: text.into() },
+        Default::default(),
+    );
+    sent_and_acked(h, &session, &events, &hello).await;
+    let got = h.peer_received(&phone, &hello.provider_message_id).await;
+    assert_eq!(
+        (got.kind, got.text.as_deref(), got.group.as_ref()),
+        (MessageKind::Text, Some(text), Some(&group))
+    );
+
+    let reply = "conformance: hello from the peer, team";
+    h.peer_sends_to_group(&group, reply).await;
+    let m = events
+        .wait_for("the peer's group message", h.patience(), |e| {
+            inbound_text(e, reply)
+        })
+        .await;
+    assert!(m.is_group, "a group message: {m:#?}");
+    assert_eq!(m.group_id.as_deref(), Some(group.as_str()));
+    assert_eq!(m.from.as_ref(), Some(&peer), "from the peer's number");
+
+    let reaction = message_in(
+        group.clone().into(),
+        OutgoingContent::Reaction {
+            target: Quote {
+                provider_message_id: m.provider_message_id.clone(),
+                from_me: false,
+                from: Some(peer.clone()),
+                from_lid: m.from_lid.clone(),
+                text: None,
+            },
+            emoji: "🎉".into(),
+        },
+        Default::default(),
+    );
+    sent_and_acked(h, &session, &events, &reaction).await;
+    let got = h.peer_received(&phone, &reaction.provider_message_id).await;
+    assert_eq!(got.kind, MessageKind::Reaction);
+    assert_eq!(got.group.as_ref(), Some(&group));
+    let target = got.details.target.expect("the message reacted to");
+    assert_eq!(target.provider_message_id, m.provider_message_id);
+    assert!(target.from_me, "to the peer it is the peer's own message");
+
+    let mark = ReadMark {
+        provider_message_id: m.provider_message_id.clone(),
+        sender: Some(peer.clone()),
+    };
+    session
+        .mark_read(&group.clone().into(), &[mark])
+        .await
+        .expect("an online device marks a group message read");
+    until(h, "the group read receipt at the peer", || async {
+        h.peer_got_read_in_group(&phone, &group, &m.provider_message_id)
+            .await
+    })
+    .await;
+    stop_and_forget(h, session, &device).await;
+}
+
+/// Member changes by the device reach the peer (added at creation, promoted, removed, added
+/// again), each done per member; the peer leaving reaches the device as a `participants`
+/// message from the peer; in the peer's group the device is a member, not an admin, and is
+/// refused; a group the device is not in is not found.
+pub async fn membership_changes_reach_the_members<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let group = session
+        .create_group("Conformance members", std::slice::from_ref(&peer))
+        .await
+        .expect("an online device creates a group")
+        .id;
+    let saw = |change: MembershipChange, n: usize| {
+        let group = group.clone();
+        let peer = peer.clone();
+        async move {
+            let seen = h.peer_saw_changes(&group).await;
+            seen.iter()
+                .filter(|(c, who)| *c == change && who.as_slice() == std::slice::from_ref(&peer))
+                .count()
+                >= n
+        }
+    };
+    until(h, "the peer told it was added", || {
+        saw(MembershipChange::Add, 1)
+    })
+    .await;
+
+    let done = |out: &[wagate_core::chat::MemberOutcome], change| {
+        assert_eq!(out.len(), 1, "one outcome per member: {out:#?}");
+        assert_eq!((&out[0].phone, out[0].change), (&peer, change));
+    };
+    let promote = session
+        .change_members(
+            &group,
+            MembershipChange::Promote,
+            std::slice::from_ref(&peer),
+        )
+        .await
+        .expect("the owner promotes");
+    done(&promote, MembershipChange::Promote);
+    assert_eq!(promote[0].error, None, "{promote:#?}");
+    until(h, "the peer told it was promoted", || {
+        saw(MembershipChange::Promote, 1)
+    })
+    .await;
+    let info = session.group_info(&group).await.expect("read the group");
+    let role_of_peer = info
+        .members
+        .iter()
+        .find(|m| m.phone.as_ref() == Some(&peer))
+        .map(|m| m.role);
+    assert_eq!(role_of_peer, Some(GroupRole::Admin), "{info:#?}");
+
+    let again = session
+        .change_members(&group, MembershipChange::Add, std::slice::from_ref(&peer))
+        .await
+        .expect("a refusal for one member is not a failed call");
+    done(&again, MembershipChange::Add);
+    assert!(again[0].error.is_some(), "already a member: {again:#?}");
+
+    let removed = session
+        .change_members(
+            &group,
+            MembershipChange::Remove,
+            std::slice::from_ref(&peer),
+        )
+        .await
+        .expect("the owner removes");
+    assert_eq!(removed[0].error, None, "{removed:#?}");
+    until(h, "the removed peer told", || {
+        saw(MembershipChange::Remove, 1)
+    })
+    .await;
+    let info = session.group_info(&group).await.expect("read the group");
+    assert!(
+        info.members.iter().all(|m| m.phone.as_ref() != Some(&peer)),
+        "the peer is out: {info:#?}"
+    );
+    assert_eq!(info.size, 1);
+
+    let added = session
+        .change_members(&group, MembershipChange::Add, std::slice::from_ref(&peer))
+        .await
+        .expect("the owner adds");
+    assert_eq!(added[0].error, None, "{added:#?}");
+    until(h, "the peer told it was added again", || {
+        saw(MembershipChange::Add, 2)
+    })
+    .await;
+
+    h.peer_leaves_group(&group).await;
+    let left = events
+        .wait_for("the peer leaving, at the device", h.patience(), |e| {
+            participants_in(e, &group, MembershipChange::Leave)
+        })
+        .await;
+    assert!(left.is_group);
+    assert_eq!(left.from.as_ref(), Some(&peer), "the peer left by themself");
+    assert_eq!(phones_of(&left), vec![Some(peer.clone())]);
+    assert!(!left.provider_message_id.is_empty());
+
+    let theirs = h
+        .peer_creates_group("Conformance peer's group", std::slice::from_ref(&phone))
+        .await;
+    let joined = events
+        .wait_for("the device told it was added", h.patience(), |e| {
+            participants_in(e, &theirs, MembershipChange::Add)
+        })
+        .await;
+    assert_eq!(joined.from.as_ref(), Some(&peer), "added by the peer");
+    assert_eq!(phones_of(&joined), vec![Some(phone.clone())]);
+    let info = session
+        .group_info(&theirs)
+        .await
+        .expect("a member reads the group");
+    assert_eq!(info.own_role, Some(GroupRole::Member));
+    let refused = session
+        .change_members(
+            &theirs,
+            MembershipChange::Remove,
+            std::slice::from_ref(&peer),
+        )
+        .await;
+    assert_eq!(rejected_code(refused).as_deref(), Some("forbidden"));
+
+    let unknown = GroupId::parse("120363999999999999@g.us").unwrap();
+    assert_eq!(
+        rejected_code(session.group_info(&unknown).await).as_deref(),
+        Some("not_found")
+    );
+    assert_eq!(
+        rejected_code(
+            session
+                .change_members(&unknown, MembershipChange::Add, std::slice::from_ref(&peer))
+                .await
+        )
+        .as_deref(),
+        Some("not_found")
+    );
+    stop_and_forget(h, session, &device).await;
+}
+
 /// Hands `m` to the session and waits for WhatsApp's server to take it without error.
 async fn sent_and_acked<H: Harness + ?Sized>(
     h: &H,
@@ -565,13 +815,53 @@ fn text_to(to: &Phone, text: &str) -> OutgoingMessage {
 }
 
 fn message_to(to: &Phone, content: OutgoingContent, context: MessageContext) -> OutgoingMessage {
+    message_in(Recipient::Phone(to.clone()), content, context)
+}
+
+fn message_in(to: Recipient, content: OutgoingContent, context: MessageContext) -> OutgoingMessage {
     let id = MessageId::new();
     OutgoingMessage {
         provider_message_id: provider_message_id(&id),
         id,
-        to: to.clone(),
+        to,
         content,
         context,
+    }
+}
+
+/// The `participants` message (a membership change) in `group` with `action`.
+fn participants_in(
+    e: &EngineEvent,
+    group: &GroupId,
+    action: MembershipChange,
+) -> Option<IncomingMessage> {
+    match e {
+        EngineEvent::Inbound(m)
+            if m.kind == MessageKind::Participants
+                && m.group_id.as_deref() == Some(group.as_str())
+                && m.details
+                    .group_change
+                    .as_ref()
+                    .is_some_and(|c| c.action == action) =>
+        {
+            Some((**m).clone())
+        }
+        _ => None,
+    }
+}
+
+fn phones_of(m: &IncomingMessage) -> Vec<Option<Phone>> {
+    m.details
+        .group_change
+        .as_ref()
+        .map(|c| c.participants.iter().map(|p| p.phone.clone()).collect())
+        .unwrap_or_default()
+}
+
+fn rejected_code(r: Result<impl std::fmt::Debug, EngineError>) -> Option<String> {
+    match r {
+        Err(EngineError::Rejected { code, .. }) => code,
+        other => panic!("expected a refusal, got {other:?}"),
     }
 }
 

@@ -1,15 +1,17 @@
 //! What each engine's test file provides: the engine, and the world around it — the other
-//! side of WhatsApp (a peer that receives, reads and writes), numbers on and off WhatsApp,
-//! devices fresh or already linked, and what a restart of the gateway means there.
+//! side of WhatsApp (a peer that receives, reads and writes, alone or in groups), numbers on
+//! and off WhatsApp, devices fresh or already linked, and what a restart of the gateway
+//! means there.
 
 use crate::recorder::Recorder;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-use wagate_core::Phone;
+use wagate_core::chat::MembershipChange;
 use wagate_core::content::Details;
 use wagate_core::engine::{ChatState, DeviceContext, Engine};
 use wagate_core::message::MessageKind;
+use wagate_core::{GroupId, Phone};
 
 /// A message as the peer's phone shows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,6 +22,8 @@ pub struct PeerSaw {
     /// Location, contacts, poll (without its secret unless the peer's side reads it),
     /// the quote as the peer sees it, and the people mentioned.
     pub details: Details,
+    /// The group it was sent in; `None` in the one-to-one chat.
+    pub group: Option<GroupId>,
 }
 
 /// One engine under test and the WhatsApp it talks to. Methods panic when the world cannot
@@ -70,6 +74,28 @@ pub trait Harness: Send + Sync {
     /// Whether the peer was told that the device linked to `device_phone` read the
     /// peer's message `provider_message_id` (a read receipt reached it).
     async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool;
+
+    /// Whether the peer was told that the device linked to `device_phone` read the
+    /// peer's message `provider_message_id` in `group`.
+    async fn peer_got_read_in_group(
+        &self,
+        device_phone: &Phone,
+        group: &GroupId,
+        provider_message_id: &str,
+    ) -> bool;
+
+    /// The peer writes `text` in `group` (a group it is in).
+    async fn peer_sends_to_group(&self, group: &GroupId, text: &str);
+
+    /// The peer creates a group named `subject` with `members` (the peer owns it).
+    async fn peer_creates_group(&self, subject: &str, members: &[Phone]) -> GroupId;
+
+    /// The peer leaves `group`.
+    async fn peer_leaves_group(&self, group: &GroupId);
+
+    /// The membership changes in `group` the peer's phone was told of so far, in order:
+    /// what changed and whose numbers (right now, without waiting).
+    async fn peer_saw_changes(&self, group: &GroupId) -> Vec<(MembershipChange, Vec<Phone>)>;
 
     /// The gateway's process restarts, every session stopped before; WhatsApp's side keeps
     /// what it holds (its offline queues, what it still owes).

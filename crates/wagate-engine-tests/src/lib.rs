@@ -1,7 +1,7 @@
 //! The conformance suite every implementation of [`wagate_core::engine::Engine`] must
 //! pass, so the sandbox, whatsapp-web and the next engine behave the same to the device
 //! runtime: start and link, send → server ack → receipts, number checks, at-least-once
-//! receiving, stop and logout.
+//! receiving, stop and logout, groups.
 //!
 //! Each case is a public async function taking a [`Harness`]: the engine under test and
 //! the world around it (a peer, numbers on and off WhatsApp, linked devices, a restart).
@@ -49,6 +49,8 @@ macro_rules! engine_conformance_tests {
             locations_contacts_polls_and_replies_reach_the_peer,
             reactions_and_edits_reach_the_peer,
             a_reaction_from_the_peer_names_the_device_message,
+            a_group_with_the_peer_gets_messages_both_ways,
+            membership_changes_reach_the_members,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {

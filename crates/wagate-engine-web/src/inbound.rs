@@ -257,13 +257,28 @@ async fn details(
     };
     if let Some(action) = structured::received_action(base) {
         // In a one-to-one chat the target was written by the sender (their key says
-        // `from_me`) or by the device.
+        // `from_me`) or by the device; in a group the key names any other author
+        // (`participant`), who may be the device or a third member.
         let by_sender = action.target_by_sender;
+        let author = match action.target_author.as_deref().map(str::parse::<Jid>) {
+            Some(Ok(j)) => {
+                let j = j.to_non_ad();
+                Some((ctx.phone_of(&j, None).await, lid_string(&j)))
+            }
+            _ => None,
+        };
+        let own = ctx.own_phone();
+        let (from_me, from, from_lid) = match author {
+            _ if by_sender => (false, sender.0.clone(), sender.1.clone()),
+            Some((phone, _)) if phone.is_some() && phone == own => (true, None, None),
+            Some((phone, lid)) if phone.is_some() || lid.is_some() => (false, phone, lid),
+            _ => (true, None, None),
+        };
         d.target = Some(Quote {
             provider_message_id: action.target_id,
-            from_me: !by_sender,
-            from: if by_sender { sender.0.clone() } else { None },
-            from_lid: if by_sender { sender.1.clone() } else { None },
+            from_me,
+            from,
+            from_lid,
             text: None,
         });
         d.emoji = action.emoji;

@@ -11,6 +11,7 @@ mod audio;
 mod canary;
 mod config;
 mod engine;
+mod group_update;
 mod inbound;
 mod mapping;
 mod numbers;

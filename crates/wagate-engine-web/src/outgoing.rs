@@ -75,6 +75,9 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
         | OutgoingContent::Delete { .. } => Err(EngineError::Internal(
             "reactions, edits and deletes are sent by the session, not planned".into(),
         )),
+        OutgoingContent::PollVote { .. } => Err(EngineError::Internal(
+            "poll votes are sent by the session, not planned".into(),
+        )),
         OutgoingContent::Poll(p) => structured::poll_message(&p)
             .map(|m| Plan::Ready(Box::new(m)))
             .ok_or_else(|| EngineError::Rejected {
@@ -148,7 +151,9 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
                 | MessageKind::Poll
                 | MessageKind::Reaction
                 | MessageKind::Edit
-                | MessageKind::Delete => {
+                | MessageKind::Delete
+                | MessageKind::Participants
+                | MessageKind::PollVote => {
                     return Err(EngineError::Rejected {
                         code: Some("invalid_kind".into()),
                         reason: format!("a {} message cannot carry a file", kind.as_str()),

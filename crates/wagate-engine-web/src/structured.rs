@@ -7,9 +7,10 @@ use wagate_core::Phone;
 use wagate_core::content::{
     ContactCard, Details, Location, Poll, Quote, contacts_summary, received_emoji,
 };
-use wagate_core::engine::MessageContext;
+use wagate_core::engine::{EngineError, MessageContext};
 use wagate_core::message::MessageKind;
 use whatsapp_rust::prelude::{MessageBuilderExt, MessageExt, MessageField, wa};
+use whatsapp_rust::wacore_binary::JidExt;
 
 /// A location pin.
 pub(crate) fn location_message(l: &Location) -> wa::Message {
@@ -208,6 +209,8 @@ pub(crate) struct ReceivedAction {
     pub(crate) kind: MessageKind,
     pub(crate) target_id: String,
     pub(crate) target_by_sender: bool,
+    /// In a group, who wrote the target (the key's `participant`) when someone else did.
+    pub(crate) target_author: Option<String>,
     pub(crate) emoji: Option<String>,
     pub(crate) text: Option<String>,
 }
@@ -218,25 +221,28 @@ pub(crate) fn received_action(m: &wa::Message) -> Option<ReceivedAction> {
     let key_of = |k: &wa::MessageKey| {
         k.id.clone()
             .filter(|id| !id.is_empty())
-            .map(|id| (id, k.from_me.unwrap_or(false)))
+            .map(|id| (id, k.from_me.unwrap_or(false), k.participant.clone()))
     };
     if let Some(r) = m.reaction_message.as_option() {
-        let (target_id, by_sender) = key_of(r.key.as_option()?)?;
+        let (target_id, by_sender, author) = key_of(r.key.as_option()?)?;
         return Some(ReceivedAction {
             kind: MessageKind::Reaction,
             target_id,
             target_by_sender: by_sender,
+            target_author: author.filter(|_| !by_sender),
             emoji: Some(received_emoji(r.text.as_deref().unwrap_or(""))),
             text: None,
         });
     }
     let p = m.protocol_message.as_option()?;
-    let (target_id, by_sender) = key_of(p.key.as_option()?)?;
+    let (target_id, by_sender, author) = key_of(p.key.as_option()?)?;
+    let author = author.filter(|_| !by_sender);
     match p.r#type {
         Some(Type::REVOKE) => Some(ReceivedAction {
             kind: MessageKind::Delete,
             target_id,
             target_by_sender: by_sender,
+            target_author: author,
             emoji: None,
             text: None,
         }),
@@ -250,6 +256,7 @@ pub(crate) fn received_action(m: &wa::Message) -> Option<ReceivedAction> {
                 kind: MessageKind::Edit,
                 target_id,
                 target_by_sender: by_sender,
+                target_author: author,
                 emoji: None,
                 text,
             })
@@ -307,9 +314,108 @@ pub(crate) fn received_quote(
     })
 }
 
+/// What a vote names ([`poll_vote_message`]).
+pub(crate) struct Vote<'a> {
+    pub chat: &'a whatsapp_rust::Jid,
+    pub poll_id: &'a str,
+    pub creator: &'a whatsapp_rust::Jid,
+    pub voter: &'a whatsapp_rust::Jid,
+    pub from_me: bool,
+    pub secret: &'a [u8],
+    pub options: &'a [String],
+}
+
+/// The `pollUpdateMessage` of a vote: the SHA-256 of each picked option's name,
+/// AES-GCM-encrypted under a key derived from the poll's secret, its id, its creator and
+/// the voter (wacore `poll.rs`); no options takes the vote back.
+pub(crate) fn poll_vote_message(v: Vote<'_>) -> Result<wa::Message, EngineError> {
+    use whatsapp_rust::wacore::poll;
+    let hashes: Vec<Vec<u8>> = v
+        .options
+        .iter()
+        .map(|o| poll::compute_option_hash(o).to_vec())
+        .collect();
+    let (payload, iv) = poll::encrypt_poll_vote_with_secret(
+        &hashes,
+        v.secret,
+        v.poll_id,
+        &v.creator.to_non_ad().to_string(),
+        &v.voter.to_string(),
+    )
+    .map_err(|e| EngineError::Internal(format!("the vote could not be encrypted: {e}")))?;
+    let update = wa::message::PollUpdateMessage {
+        poll_creation_message_key: MessageField::some(wa::MessageKey {
+            remote_jid: Some(v.chat.to_string()),
+            from_me: Some(v.from_me),
+            id: Some(v.poll_id.to_owned()),
+            participant: v.chat.is_group().then(|| v.creator.to_non_ad().to_string()),
+        }),
+        vote: MessageField::some(wa::message::PollEncValue {
+            enc_payload: Some(payload),
+            enc_iv: Some(iv.to_vec()),
+        }),
+        // As WhatsApp Web: no metadata (an empty one would add stray bytes).
+        metadata: MessageField::none(),
+        sender_timestamp_ms: Some(chrono::Utc::now().timestamp_millis()),
+    };
+    Ok(wa::Message {
+        poll_update_message: MessageField::some(update),
+        ..Default::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A vote opens under the key its recipient derives (the poll's secret, id, creator
+    /// and the voter), naming the options picked by their hashes; in a group the key
+    /// names the poll's author.
+    #[test]
+    fn a_vote_opens_under_the_polls_key() {
+        use whatsapp_rust::Jid;
+        use whatsapp_rust::wacore::poll;
+        let (chat, creator, voter) = (
+            Jid::group("120363012345678901"),
+            Jid::pn("201001234567"),
+            Jid::pn("447700900123"),
+        );
+        let secret = [7u8; 32];
+        let options = ["Evening".to_owned()];
+        let m = poll_vote_message(Vote {
+            chat: &chat,
+            poll_id: "3EB0POLL",
+            creator: &creator,
+            voter: &voter,
+            from_me: false,
+            secret: &secret,
+            options: &options,
+        })
+        .unwrap();
+        let update = m.poll_update_message.as_option().unwrap();
+        let key = update.poll_creation_message_key.as_option().unwrap();
+        assert_eq!(key.id.as_deref(), Some("3EB0POLL"));
+        assert_eq!(
+            key.participant.as_deref(),
+            Some("201001234567@s.whatsapp.net")
+        );
+        let vote = update.vote.as_option().unwrap();
+        let picked = poll::decrypt_poll_vote_with_fallback(
+            poll::PollVoteCiphertext {
+                enc_payload: vote.enc_payload.as_deref().unwrap(),
+                enc_iv: vote.enc_iv.as_deref().unwrap(),
+            },
+            &secret,
+            "3EB0POLL",
+            poll::PollVoteAddressing {
+                poll_creator_jid: "201001234567@s.whatsapp.net",
+                voter_jid: "447700900123@s.whatsapp.net",
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(picked, [poll::compute_option_hash("Evening").to_vec()]);
+    }
 
     fn phone(s: &str) -> Phone {
         Phone::parse(s).unwrap()

@@ -4,7 +4,8 @@
 //! The world: one simulated account per device under test (linked by QR for a new device,
 //! or with keys seeded into its store file for a linked one), and Bob, a running
 //! whatsapp-rust client, as the peer: he receives (his client sends the delivery receipt),
-//! his phone sends read receipts when asked, and he writes. A restart is a new `WebEngine`
+//! his phone sends read receipts when asked, and he writes, creates groups and leaves them;
+//! what his client was told of a group's changes is read from its `GroupUpdate` events. A restart is a new `WebEngine`
 //! on the same data directory; the simulator keeps its offline queues. Run with
 //! `RUST_LIB_BACKTRACE=0`.
 
@@ -16,13 +17,17 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wagate_core::chat::MembershipChange;
 use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
 use wagate_core::engine::{ChatState, DeviceContext, Engine, EngineEvent};
 use wagate_core::message::MessageKind;
-use wagate_core::{DeviceUid, Phone};
+use wagate_core::{DeviceUid, GroupId, Phone};
 use wagate_engine_tests::{Harness, PeerSaw, Recorder};
 use wagate_engine_web::whatsapp_rust::prelude::*;
 use wagate_engine_web::whatsapp_rust::store::SqliteStore;
+use wagate_engine_web::whatsapp_rust::wacore::stanza::groups::GroupNotificationAction;
+use wagate_engine_web::whatsapp_rust::wacore_binary::{JidExt, Node, NodeValue};
+use wagate_engine_web::whatsapp_rust::{GroupCreateOptions, GroupParticipantOptions};
 use wagate_engine_web::{WebEngine, WebEngineConfig};
 use wagate_wa_sim::{Account, ReceiptKind, SimClient, Simulator};
 
@@ -197,7 +202,13 @@ impl Harness for Web {
             device_phone.digits(),
             "from the device"
         );
-        peer_saw(&m, &self.bob.phone)
+        let mut saw = peer_saw(&m, &self.bob.phone);
+        saw.group = info
+            .source
+            .chat
+            .is_group()
+            .then(|| GroupId::parse(&info.source.chat.to_non_ad().to_string()).unwrap());
+        saw
     }
 
     /// Bob's client sends the reaction (its key names the device's message).
@@ -237,6 +248,90 @@ impl Harness for Web {
             .any(|id| id == provider_message_id)
     }
 
+    async fn peer_got_read_in_group(
+        &self,
+        device_phone: &Phone,
+        _group: &GroupId,
+        provider_message_id: &str,
+    ) -> bool {
+        self.peer_got_read(device_phone, provider_message_id).await
+    }
+
+    async fn peer_sends_to_group(&self, group: &GroupId, text: &str) {
+        self.b
+            .client()
+            .send_text(Jid::group(group.user()), text)
+            .await
+            .unwrap();
+    }
+
+    async fn peer_creates_group(&self, subject: &str, members: &[Phone]) -> GroupId {
+        let options = GroupCreateOptions::new(subject).with_participants(
+            members
+                .iter()
+                .map(|p| GroupParticipantOptions::from_phone(Jid::pn(p.digits())))
+                .collect(),
+        );
+        let created = self
+            .b
+            .client()
+            .groups()
+            .create_group(options)
+            .await
+            .unwrap();
+        GroupId::parse(&created.metadata.id.to_non_ad().to_string()).unwrap()
+    }
+
+    async fn peer_leaves_group(&self, group: &GroupId) {
+        self.b
+            .client()
+            .groups()
+            .leave(Jid::group(group.user()))
+            .await
+            .unwrap();
+    }
+
+    /// Bob's client's `GroupUpdate` events for the group, read independently of the
+    /// engine's own conversion (being added to a new group is its `create`).
+    async fn peer_saw_changes(&self, group: &GroupId) -> Vec<(MembershipChange, Vec<Phone>)> {
+        let phones = |jids: &mut dyn Iterator<Item = &Jid>| -> Vec<Phone> {
+            jids.filter_map(|j| Phone::parse(&j.user).ok()).collect()
+        };
+        self.b
+            .events
+            .snapshot()
+            .iter()
+            .filter_map(|e| match &**e {
+                Event::GroupUpdate(u) if u.group_jid.user == group.user() => Some(u.clone()),
+                _ => None,
+            })
+            .filter_map(|u| {
+                Some(match &u.action {
+                    GroupNotificationAction::Add { participants, .. } => (
+                        MembershipChange::Add,
+                        phones(&mut participants.iter().map(|p| &p.jid)),
+                    ),
+                    GroupNotificationAction::Remove { participants, .. } => (
+                        MembershipChange::Remove,
+                        phones(&mut participants.iter().map(|p| &p.jid)),
+                    ),
+                    GroupNotificationAction::Promote { participants } => (
+                        MembershipChange::Promote,
+                        phones(&mut participants.iter().map(|p| &p.jid)),
+                    ),
+                    GroupNotificationAction::Demote { participants } => (
+                        MembershipChange::Demote,
+                        phones(&mut participants.iter().map(|p| &p.jid)),
+                    ),
+                    GroupNotificationAction::Create { raw } => {
+                        (MembershipChange::Add, created_members(raw))
+                    }
+                    _ => return None,
+                })
+            })
+            .collect()
+    }
+
     /// A new engine on the same data directory; the simulator lives on.
     async fn restart(&self) {
         let restarted = engine(&self.sim, self.dir.path());
@@ -248,6 +343,30 @@ impl Harness for Web {
     fn patience(&self) -> Duration {
         Duration::from_secs(60)
     }
+}
+
+/// The members a `<create>` notification names but its creator (the super admin).
+fn created_members(raw: &Node) -> Vec<Phone> {
+    let group = if raw.tag == "group" {
+        Some(raw)
+    } else {
+        raw.get_optional_child("group")
+    };
+    group
+        .and_then(Node::children)
+        .unwrap_or_default()
+        .iter()
+        .filter(|n| {
+            n.tag == "participant"
+                && n.attrs
+                    .get("type")
+                    .map(|t| t.as_str().into_owned())
+                    .as_deref()
+                    != Some("superadmin")
+        })
+        .filter_map(|n| n.attrs.get("jid").and_then(NodeValue::to_jid))
+        .filter_map(|j| Phone::parse(&j.user).ok())
+        .collect()
 }
 
 /// A person by the user part of a `…@s.whatsapp.net` JID.
@@ -357,6 +476,7 @@ fn peer_saw(m: &wa::Message, bob: &str) -> PeerSaw {
         kind,
         text,
         details,
+        group: None,
     }
 }
 

@@ -150,7 +150,9 @@ async fn unreachable_server_backs_off_then_stop_and_forget_clean_up() {
         Err(EngineError::NotConnected(_))
     ));
     assert!(matches!(
-        session.typing(&phone, Duration::from_secs(1)).await,
+        session
+            .typing(&phone.clone().into(), Duration::from_secs(1))
+            .await,
         Err(EngineError::NotConnected(_))
     ));
 

@@ -204,7 +204,7 @@ fn outgoing(to: &Account, content: OutgoingContent) -> OutgoingMessage {
     OutgoingMessage {
         provider_message_id: provider_message_id(&id),
         id,
-        to: Phone::parse(&to.phone).unwrap(),
+        to: Phone::parse(&to.phone).unwrap().into(),
         content,
         context: Default::default(),
     }
@@ -438,7 +438,7 @@ async fn links_by_qr_sends_receives_and_resumes_after_restart() {
 
     // Typing is accepted (best effort).
     session
-        .typing(&bob_phone, Duration::from_millis(100))
+        .typing(&bob_phone.clone().into(), Duration::from_millis(100))
         .await
         .unwrap();
 

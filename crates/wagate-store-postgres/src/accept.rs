@@ -134,7 +134,7 @@ async fn write(
         .bind(message.id.as_str())
         .bind(message.account_id.as_str())
         .bind(message.device_uid.as_str())
-        .bind(message.to.digits())
+        .bind(message.to.key())
         .bind(message.kind.as_str())
         .bind(message.text.as_deref())
         .bind(message.media_id.as_ref().map(|x| x.as_str()))

@@ -13,7 +13,7 @@ use wagate_core::store::{
     InboundOutcome, InboundStore, Page, PageRequest, StoreError, StoreResult,
 };
 use wagate_core::time::{Timestamp, millis};
-use wagate_core::{AccountId, DeviceUid, MessageId, Phone};
+use wagate_core::{AccountId, DeviceUid, MessageId, Recipient};
 
 #[async_trait]
 impl InboundStore for PgStore {
@@ -33,8 +33,8 @@ impl InboundStore for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO inbound_messages (id, account_id, device_uid, provider_message_id, \
              from_phone, from_lid, from_name, kind, text, media_id, is_group, group_id, \
-             group_name, timestamp, received_at, details) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+             group_name, timestamp, received_at, details, target_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
              ON CONFLICT (device_uid, provider_message_id) DO NOTHING",
         )
         .bind(m.id.as_str())
@@ -53,6 +53,12 @@ impl InboundStore for PgStore {
         .bind(millis(m.timestamp))
         .bind(millis(m.received_at))
         .bind(m.details.to_json())
+        .bind(
+            m.details
+                .target
+                .as_ref()
+                .map(|t| t.provider_message_id.as_str()),
+        )
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
@@ -180,20 +186,47 @@ impl InboundStore for PgStore {
     async fn unread_inbound(
         &self,
         device: &DeviceUid,
-        chat: &Phone,
+        chat: &Recipient,
         limit: u32,
+    ) -> StoreResult<Vec<InboundMessage>> {
+        // A one-to-one chat is its sender's number; a group chat, the group's id.
+        let chat_clause = match chat {
+            Recipient::Phone(_) => "i.from_phone = $2 AND NOT i.is_group",
+            Recipient::Group(_) => "i.group_id = $2 AND i.is_group",
+        };
+        let sql = format!(
+            "SELECT {} FROM inbound_messages i \
+             WHERE i.device_uid = $1 AND {chat_clause} \
+             AND i.read_at IS NULL \
+             AND i.kind NOT IN ('reaction', 'edit', 'delete', 'participants', 'poll_vote') \
+             ORDER BY i.received_at, i.id LIMIT $3",
+            inbound_columns!()
+        );
+        // Only the constants above are spliced in; the values are bound.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(device.as_str())
+            .bind(chat.key())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_sqlx)?;
+        rows.iter().map(inbound_from_row).collect()
+    }
+
+    async fn poll_votes(
+        &self,
+        device: &DeviceUid,
+        poll_provider_message_id: &str,
     ) -> StoreResult<Vec<InboundMessage>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             inbound_columns!(),
             " FROM inbound_messages i \
-             WHERE i.device_uid = $1 AND i.from_phone = $2 AND NOT i.is_group \
-             AND i.read_at IS NULL AND i.kind NOT IN ('reaction', 'edit', 'delete') \
-             ORDER BY i.received_at, i.id LIMIT $3"
+             WHERE i.device_uid = $1 AND i.target_id = $2 AND i.kind = 'poll_vote' \
+             ORDER BY i.timestamp, i.received_at, i.id"
         ))
         .bind(device.as_str())
-        .bind(chat.digits())
-        .bind(i64::from(limit))
+        .bind(poll_provider_message_id)
         .fetch_all(&self.pool)
         .await
         .map_err(map_sqlx)?;

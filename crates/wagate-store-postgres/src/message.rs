@@ -104,7 +104,7 @@ impl MessageStore for PgStore {
                 q = q.bind(s.as_str());
             }
             if let Some(to) = &filter.to {
-                q = q.bind(to.digits().to_owned());
+                q = q.bind(to.key().to_owned());
             }
             if let Some(t) = filter.since {
                 q = q.bind(millis(t));

@@ -14,7 +14,7 @@ use wagate_core::media::Media;
 use wagate_core::message::{Dialect, InboundMessage, Message, MessageKind, MessageStatus};
 use wagate_core::store::StoreResult;
 use wagate_core::time::{Timestamp, from_millis};
-use wagate_core::{AccountId, ApiKeyId, DeviceUid, EventId, MediaId, MessageId, Phone};
+use wagate_core::{AccountId, ApiKeyId, DeviceUid, EventId, MediaId, MessageId, Phone, Recipient};
 
 macro_rules! api_key_columns {
     () => {
@@ -164,7 +164,7 @@ pub(crate) fn message_from_row(row: &PgRow) -> StoreResult<Message> {
         id,
         account_id: parsed(row, "account_id", AccountId::parse)?,
         device_uid: parsed(row, "device_uid", DeviceUid::parse)?,
-        to: parsed(row, "to_phone", Phone::parse)?,
+        to: parsed(row, "to_phone", Recipient::parse)?,
         kind: parsed(row, "kind", |s| some(MessageKind::parse(s)))?,
         text: get(row, "text")?,
         media_id: opt_parsed(row, "media_id", MediaId::parse)?,

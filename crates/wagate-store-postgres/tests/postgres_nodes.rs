@@ -185,7 +185,7 @@ async fn two_nodes_never_claim_one_send_job() {
             id: MessageId::new(),
             account_id: d.account_id.clone(),
             device_uid: d.uid.clone(),
-            to: Phone::parse("+491500000001").unwrap(),
+            to: Phone::parse("+491500000001").unwrap().into(),
             kind: MessageKind::Text,
             text: Some("hello".into()),
             media_id: None,

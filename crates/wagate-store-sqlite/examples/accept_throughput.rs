@@ -74,7 +74,7 @@ async fn main() {
                     id: MessageId::new(),
                     account_id: account.clone(),
                     device_uid: device.clone(),
-                    to: Phone::parse("+491511234567").unwrap(),
+                    to: Phone::parse("+491511234567").unwrap().into(),
                     kind: MessageKind::Text,
                     text: Some("hello there".into()),
                     media_id: None,

@@ -225,7 +225,7 @@ fn created_row(r: &AcceptRequest, message: &Message) -> Value {
         message.id.as_str(),
         message.account_id.as_str(),
         message.device_uid.as_str(),
-        message.to.digits(),
+        message.to.key(),
         message.kind.as_str(),
         message.text,
         message.media_id.as_ref().map(|x| x.as_str()),

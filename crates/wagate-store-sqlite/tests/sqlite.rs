@@ -67,7 +67,7 @@ fn message(account: &AccountId, device: &DeviceUid, id: MessageId, ms: i64) -> N
         id,
         account_id: account.clone(),
         device_uid: device.clone(),
-        to: Phone::parse("+4915112345678").unwrap(),
+        to: Phone::parse("+4915112345678").unwrap().into(),
         kind: MessageKind::Text,
         text: Some("hi".into()),
         media_id: None,

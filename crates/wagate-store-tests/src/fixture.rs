@@ -143,7 +143,7 @@ pub(crate) fn outbound(
         id: MessageId::new(),
         account_id: device.account_id.clone(),
         device_uid: device.uid.clone(),
-        to: phone(1),
+        to: phone(1).into(),
         kind: MessageKind::Text,
         text: Some("hello".into()),
         media_id: None,

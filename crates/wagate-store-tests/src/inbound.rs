@@ -8,7 +8,7 @@ use wagate_core::store::{
     AccountStore, DeviceStore, EventStore, InboundStore, MediaStore, MessageStore, SendQueue,
 };
 use wagate_core::store::{InboundOutcome, PageRequest};
-use wagate_core::{DeviceUid, MediaId, MessageId};
+use wagate_core::{DeviceUid, MediaId, MessageId, Recipient};
 
 fn inbound(
     account: &wagate_core::AccountId,
@@ -161,17 +161,15 @@ pub async fn unread_inbound_per_chat_and_marked_read_once(f: impl StoreFactory) 
         .await
         .unwrap();
 
-    let unread = s.unread_inbound(&d.uid, &phone(5), 100).await.unwrap();
+    let chat5 = Recipient::Phone(phone(5));
+    let unread = s.unread_inbound(&d.uid, &chat5, 100).await.unwrap();
     let ids: Vec<&str> = unread
         .iter()
         .map(|m| m.provider_message_id.as_str())
         .collect();
     assert_eq!(ids, ["R1", "R2"], "oldest first, this chat only");
     assert!(unread.iter().all(|m| m.read_at.is_none()));
-    assert_eq!(
-        s.unread_inbound(&d.uid, &phone(5), 1).await.unwrap().len(),
-        1
-    );
+    assert_eq!(s.unread_inbound(&d.uid, &chat5, 1).await.unwrap().len(), 1);
 
     // Another device's id is not this device's to mark.
     let mut asked: Vec<MessageId> = unread.iter().map(|m| m.id.clone()).collect();
@@ -181,7 +179,7 @@ pub async fn unread_inbound_per_chat_and_marked_read_once(f: impl StoreFactory) 
         Ok(2)
     );
     assert!(
-        s.unread_inbound(&d.uid, &phone(5), 100)
+        s.unread_inbound(&d.uid, &chat5, 100)
             .await
             .unwrap()
             .is_empty()
@@ -201,11 +199,75 @@ pub async fn unread_inbound_per_chat_and_marked_read_once(f: impl StoreFactory) 
         assert_eq!(m.read_at, expected, "{}", m.provider_message_id);
     }
     assert_eq!(
-        s.unread_inbound(&other.uid, &phone(5), 100)
+        s.unread_inbound(&other.uid, &chat5, 100)
             .await
             .unwrap()
             .len(),
         1
     );
     assert_eq!(s.mark_inbound_read(&d.uid, &[], at(SEC)).await, Ok(0));
+
+    // A group chat is its id: its messages, whoever sent them; not its notices.
+    let group = Recipient::parse("120363000000000000@g.us").unwrap();
+    let mut notice = inbound(&a, &d.uid, "R6", 6);
+    notice.is_group = true;
+    notice.group_id = in_a_group.group_id.clone();
+    notice.kind = MessageKind::Participants;
+    s.record_inbound(&held, &notice, None).await.unwrap();
+    let unread = s.unread_inbound(&d.uid, &group, 100).await.unwrap();
+    let ids: Vec<&str> = unread
+        .iter()
+        .map(|m| m.provider_message_id.as_str())
+        .collect();
+    assert_eq!(ids, ["R4"]);
+}
+
+/// A poll's votes: the vote messages naming it, oldest first, on that device only.
+pub async fn poll_votes_are_found_by_their_poll(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let other = device(s, &a).await;
+    let vote = |device: &DeviceUid, pid: &str, secs: i64, poll: &str, picked: &[&str]| {
+        let mut m = inbound(&a, device, pid, secs);
+        m.kind = MessageKind::PollVote;
+        m.details.target = Some(wagate_core::content::Quote {
+            provider_message_id: poll.into(),
+            from_me: true,
+            from: None,
+            from_lid: None,
+            text: None,
+        });
+        m.details.vote = Some(picked.iter().map(|p| (*p).to_owned()).collect());
+        m
+    };
+    let held = fence(s, &d.uid).await;
+    for m in [
+        vote(&d.uid, "V2", 2, "POLL", &["No"]),
+        vote(&d.uid, "V1", 1, "POLL", &["Yes"]),
+        vote(&d.uid, "V3", 3, "OTHER", &["Yes"]),
+    ] {
+        s.record_inbound(&held, &m, None).await.unwrap();
+    }
+    s.record_inbound(
+        &fence(s, &other.uid).await,
+        &vote(&other.uid, "V4", 4, "POLL", &["Yes"]),
+        None,
+    )
+    .await
+    .unwrap();
+    let votes = s.poll_votes(&d.uid, "POLL").await.unwrap();
+    let got: Vec<(&str, Option<&Vec<String>>)> = votes
+        .iter()
+        .map(|m| (m.provider_message_id.as_str(), m.details.vote.as_ref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("V1", Some(&vec!["Yes".to_owned()])),
+            ("V2", Some(&vec!["No".to_owned()]))
+        ]
+    );
+    assert!(s.poll_votes(&d.uid, "NONE").await.unwrap().is_empty());
 }

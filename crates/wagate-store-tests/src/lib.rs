@@ -100,6 +100,7 @@ macro_rules! store_conformance_tests {
             budget_usage_counts_rolling_windows,
             inbound_dedupes_per_device_and_appends_events,
             unread_inbound_per_chat_and_marked_read_once,
+            poll_votes_are_found_by_their_poll,
             media_is_isolated_between_accounts,
             events_filter_by_account_type_and_position,
             events_seq_follows_commit_order_under_concurrency,

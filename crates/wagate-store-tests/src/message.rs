@@ -464,7 +464,7 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         EventData::MessageStatus(MessageStatusChanged {
             message_id: m.id.clone(),
             client_message_id: Some("c1".into()),
-            recipient: phone(1),
+            recipient: phone(1).into(),
             status,
             reason: reason.map(str::to_owned),
             timestamp: at(secs * SEC),
@@ -702,7 +702,7 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
     for i in 0..7 {
         let (dev, to) = if i % 2 == 0 { (&d1, 1) } else { (&d2, 2) };
         let mut new = outbound(dev, None, at(i * MIN));
-        new.to = phone(to);
+        new.to = phone(to).into();
         ids.push(send(s, &new).await.id);
     }
     send(s, &outbound(&foreign, None, t0())).await;
@@ -772,7 +772,7 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
     assert_eq!(list(queued, 1, 10).await.total, 5);
 
     let by_recipient = MessageFilter {
-        to: Some(phone(1)),
+        to: Some(phone(1).into()),
         ..MessageFilter::default()
     };
     let p = list(by_recipient, 1, 10).await;
@@ -800,14 +800,14 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
     let combined = MessageFilter {
         device_uid: Some(d1.uid.clone()),
         status: Some(MessageStatus::Queued),
-        to: Some(phone(1)),
+        to: Some(phone(1).into()),
         since: Some(at(MIN)),
         until: Some(at(7 * MIN)),
     };
     let p = list(combined, 1, 10).await;
     assert_eq!((p.total, idx(&p)), (2, vec![6, 2]));
     let nobody = MessageFilter {
-        to: Some(phone(3)),
+        to: Some(phone(3).into()),
         ..MessageFilter::default()
     };
     assert_eq!(list(nobody, 1, 10).await.total, 0);
@@ -846,6 +846,15 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
             text: None,
         }),
         emoji: Some("👍🏽".into()),
+        group_change: Some(wagate_core::chat::GroupChange {
+            action: wagate_core::chat::MembershipChange::Promote,
+            participants: vec![wagate_core::chat::GroupMember {
+                phone: Some(phone(9)),
+                lid: Some("456@lid".into()),
+                role: wagate_core::chat::GroupRole::Admin,
+            }],
+        }),
+        vote: Some(vec!["a".into(), "b".into()]),
     };
     let mut new = outbound(&d, None, at(SEC));
     new.kind = MessageKind::Location;

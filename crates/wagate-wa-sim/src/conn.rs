@@ -260,9 +260,10 @@ impl Conn {
         }
     }
 
-    /// The client confirms a message or a receipt: the server may forget it.
+    /// The client confirms a message, a receipt or a notification: the server may forget it.
     fn client_ack(&mut self, ack: &Node) {
-        let Some(class) = stanza::attr(ack, "class").filter(|c| c == "message" || c == "receipt")
+        let Some(class) = stanza::attr(ack, "class")
+            .filter(|c| c == "message" || c == "receipt" || c == "notification")
         else {
             return;
         };

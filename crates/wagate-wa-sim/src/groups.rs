@@ -3,8 +3,9 @@
 //! invite link. Groups address their members by phone number (`addressing_mode="pn"`); the
 //! shapes are what whatsapp-rust 0.7 parses (wacore `iq/groups.rs`), and the error codes
 //! (403 not an admin or not a member, 404 unknown, 409 already a member) are plausible
-//! choices, not captured traffic. Group messages (sender keys) and `w:gp2` notifications
-//! are the next steps (docs/plans/groups.md).
+//! choices, not captured traffic. Every change is announced to the members' devices as a
+//! `w:gp2` notification, and group messages, receipts and chat states are relayed by
+//! [`crate::group_relay`].
 
 use tracing::{debug, warn};
 use whatsapp_rust::Jid;
@@ -12,20 +13,22 @@ use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 
 use crate::conn::{Conn, Replies};
+use crate::group_relay::{change_node, notify};
 use crate::stanza::{self, attr, child, children, iq_error, iq_result, jid_attr};
 use crate::world::{GroupRecord, GroupRole, World};
 
 pub(crate) fn handle(conn: &mut Conn, iq: &Node, id: &str, action: &str) -> Replies {
-    let Some((pn, _)) = conn.me.clone() else {
+    let Some((pn, device)) = conn.me.clone() else {
         return Replies::one(iq_error(id, 401, "not-authorized"));
     };
     let mut world = conn.shared.lock();
+    let me = (pn.as_str(), device);
     let reply = match action {
-        "create" => create(&mut world, iq, id, &pn),
+        "create" => create(&mut world, iq, id, me),
         "query" => query(&world, iq, id, &pn),
         "participating" => participating(&world, id, &pn),
-        "add" | "remove" | "promote" | "demote" => change(&mut world, iq, id, &pn, action),
-        "leave" => leave(&mut world, iq, id, &pn),
+        "add" | "remove" | "promote" | "demote" => change(&mut world, iq, id, me, action),
+        "leave" => leave(&mut world, iq, id, me),
         "invite" => invite(&mut world, iq, id, &pn),
         _ => {
             warn!(stanza = %stanza::show(iq), "group request not simulated");
@@ -36,8 +39,10 @@ pub(crate) fn handle(conn: &mut Conn, iq: &Node, id: &str, action: &str) -> Repl
 }
 
 /// `<create subject><participant jid/>*</create>`: the creator is its super admin; the
-/// numbers that are on (simulated) WhatsApp join, the others are left out.
-fn create(world: &mut World, iq: &Node, id: &str, creator: &str) -> Node {
+/// numbers that are on (simulated) WhatsApp join, the others are left out. The members'
+/// devices are told with `<create><group/></create>`.
+fn create(world: &mut World, iq: &Node, id: &str, actor: (&str, u16)) -> Node {
+    let creator = actor.0;
     let Some(spec) = child(iq, "create") else {
         return iq_error(id, 400, "bad-request");
     };
@@ -65,7 +70,11 @@ fn create(world: &mut World, iq: &Node, id: &str, creator: &str) -> Node {
         invite_code: invite_code(world),
     };
     let node = group_node(&group);
+    let told: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
+    let group_id = group.id.clone();
     world.groups.insert(group.id.clone(), group);
+    let created = NodeBuilder::new("create").children([node.clone()]).build();
+    notify(world, &group_id, &told, actor, created);
     iq_result(id, vec![node])
 }
 
@@ -99,8 +108,10 @@ fn member_of<'w>(
 }
 
 /// `<add|remove|promote|demote><participant jid/>*</…>`, by an admin: each participant
-/// answered on its own (`error` when that one could not be changed).
-fn change(world: &mut World, iq: &Node, id: &str, me: &str, action: &str) -> Node {
+/// answered on its own (`error` when that one could not be changed). The members (and those
+/// removed) are told of the changes made.
+fn change(world: &mut World, iq: &Node, id: &str, actor: (&str, u16), action: &str) -> Node {
+    let me = actor.0;
     let Some(spec) = child(iq, action) else {
         return iq_error(id, 400, "bad-request");
     };
@@ -121,17 +132,23 @@ fn change(world: &mut World, iq: &Node, id: &str, me: &str, action: &str) -> Nod
         return iq_error(id, 403, "forbidden");
     }
     let mut answers = Vec::with_capacity(asked.len());
+    let mut done: Vec<String> = Vec::new();
     for (jid, pn) in asked {
         let error = match (action, pn) {
             (_, None) => Some("404"),
             ("add", Some(pn)) if group.is_member(&pn) => Some("409"),
             ("add", Some(pn)) => {
-                group.participants.push((pn, GroupRole::Member));
+                group.participants.push((pn.clone(), GroupRole::Member));
+                done.push(pn);
                 None
             }
             (_, Some(pn)) if !group.is_member(&pn) => Some("404"),
+            // The creator cannot be removed (our choice: WhatsApp's own answer is not
+            // captured).
+            ("remove", Some(pn)) if group.creator == pn => Some("406"),
             ("remove", Some(pn)) => {
                 group.participants.retain(|(p, _)| *p != pn);
+                done.push(pn);
                 None
             }
             (_, Some(pn)) => {
@@ -145,6 +162,7 @@ fn change(world: &mut World, iq: &Node, id: &str, me: &str, action: &str) -> Nod
                         *r = role;
                     }
                 }
+                done.push(pn);
                 None
             }
         };
@@ -154,34 +172,57 @@ fn change(world: &mut World, iq: &Node, id: &str, me: &str, action: &str) -> Nod
         }
         answers.push(answer.build());
     }
-    iq_result(
-        id,
-        vec![
-            NodeBuilder::new(match action {
-                "add" => "add",
-                "remove" => "remove",
-                "promote" => "promote",
-                _ => "demote",
-            })
-            .children(answers)
-            .build(),
-        ],
-    )
+    let tag = match action {
+        "add" => "add",
+        "remove" => "remove",
+        "promote" => "promote",
+        _ => "demote",
+    };
+    if !done.is_empty() {
+        let mut told: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
+        if tag == "remove" {
+            told.extend(done.iter().cloned());
+        }
+        let group_id = group.id.clone();
+        notify(world, &group_id, &told, actor, change_node(tag, &done));
+    }
+    iq_result(id, vec![NodeBuilder::new(tag).children(answers).build()])
 }
 
-/// `<leave><group id/>*</leave>` (to `g.us`): the account leaves each group it names.
-fn leave(world: &mut World, iq: &Node, id: &str, me: &str) -> Node {
+/// `<leave><group id/>*</leave>` (to `g.us`): the account leaves each group it names; the
+/// other members (and its own other devices) are told it removed itself. A 404 when it
+/// was in none of them (our choice).
+fn leave(world: &mut World, iq: &Node, id: &str, actor: (&str, u16)) -> Node {
+    let me = actor.0;
     let Some(spec) = child(iq, "leave") else {
         return iq_error(id, 400, "bad-request");
     };
+    let mut left = Vec::new();
     for g in children(spec).iter().filter(|n| n.tag == "group") {
         let Some(group_id) = attr(g, "id") else {
             continue;
         };
         let user = group_id.split('@').next().unwrap_or_default().to_owned();
-        if let Some(group) = world.groups.get_mut(&user) {
+        if let Some(group) = world.groups.get_mut(&user)
+            && group.is_member(me)
+        {
             group.participants.retain(|(p, _)| p != me);
+            let mut told: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
+            told.push(me.to_owned());
+            left.push((user, told));
         }
+    }
+    if left.is_empty() {
+        return iq_error(id, 404, "item-not-found");
+    }
+    for (group_id, told) in left {
+        notify(
+            world,
+            &group_id,
+            &told,
+            actor,
+            change_node("remove", &[me.to_owned()]),
+        );
     }
     iq_result(id, vec![])
 }
@@ -194,10 +235,11 @@ fn invite(world: &mut World, iq: &Node, id: &str, me: &str) -> Node {
         Ok(g) => g,
         Err((code, text)) => return iq_error(id, code, text),
     };
+    // Only admins see or reset the link (non-admins get 403 on WhatsApp too).
+    if !group.is_admin(me) {
+        return iq_error(id, 403, "forbidden");
+    }
     if let Some(code) = fresh {
-        if !group.is_admin(me) {
-            return iq_error(id, 403, "forbidden");
-        }
         group.invite_code = code;
     }
     iq_result(

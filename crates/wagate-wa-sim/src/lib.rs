@@ -7,8 +7,9 @@
 //! map, usync (lid, devices with key-index lists, contact), message relay with server acks,
 //! receipt relay, chat states, offline queues, QR pairing by the simulated phone,
 //! `media_conn` with a fake CDN, groups (creating one, its metadata, the groups an account
-//! is in, member changes by admins, leaving, the invite link; members addressed by phone
-//! number — group messages are not relayed yet), and fault injection. Stanza shapes are what whatsapp-rust 0.7 *accepts*, not captured
+//! is in, member changes by admins, leaving, the invite link, `w:gp2` notifications of each
+//! change, group messages fanned out with their sender keys, group receipts and chat
+//! states; members addressed by phone number), and fault injection. Stanza shapes are what whatsapp-rust 0.7 *accepts*, not captured
 //! WhatsApp traffic: the simulator proves wagate's wiring and state machines, not protocol
 //! conformance. Every stanza it does not understand is answered safely and logged with
 //! `tracing::warn!`, so a protocol-crate upgrade shows what changed.
@@ -44,6 +45,7 @@ use whatsapp_rust::{Jid, Server};
 
 mod adv;
 mod conn;
+mod group_relay;
 mod groups;
 mod harness;
 mod iq;

@@ -1,4 +1,5 @@
-//! Message and receipt relay between devices, with server acks.
+//! Message and receipt relay between devices, with server acks (group messages, receipts
+//! and chat states are handed to [`crate::group_relay`]).
 //!
 //! The server never decrypts: each `<to jid><enc/></to>` of a client's fan-out is copied
 //! untouched into a `<message>` for that device. The sender's `from` is written in the namespace
@@ -11,6 +12,7 @@ use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 
 use crate::conn::{Conn, Replies};
+use crate::group_relay;
 use crate::stanza::{self, SERVER, attr, child, children, copy_attr, jid_attr};
 
 fn ack(class: &str, id: &str, from: Option<&Node>, error: Option<&str>) -> Node {
@@ -43,6 +45,14 @@ pub(crate) fn message(conn: &mut Conn, msg: &Node) -> Replies {
         debug!(%pn, device, %code, id, "injected nack");
         return Replies::one(ack("message", &id, Some(msg), Some(&code)));
     }
+    if to.server == whatsapp_rust::Server::Group {
+        let relayed = group_relay::message(&mut world, msg, &to, &pn, device);
+        if relayed.is_ok() {
+            *world.messages_taken.entry(id.clone()).or_insert(0) += 1;
+        }
+        drop(world);
+        return Replies::one(ack("message", &id, Some(msg), relayed.err()));
+    }
 
     // Either a fan-out (`<participants><to jid><enc/></to>…`) or a single-device stanza (retries,
     // peer messages to the own phone) with `<enc>` directly inside.
@@ -69,7 +79,7 @@ pub(crate) fn message(conn: &mut Conn, msg: &Node) -> Replies {
         }
     }
     if targets.is_empty() {
-        warn!(stanza = %stanza::show(msg), "message with no per-device payload (groups are not simulated); acked, not delivered");
+        warn!(stanza = %stanza::show(msg), "message with no per-device payload; acked, not delivered");
     }
 
     let Some(sender) = world.accounts.get(&pn) else {
@@ -142,6 +152,10 @@ pub(crate) fn receipt(conn: &mut Conn, receipt: &Node) -> Replies {
         return Replies::one(server_ack);
     };
     let mut world = conn.shared.lock();
+    if to.server == whatsapp_rust::Server::Group {
+        group_relay::receipt(&mut world, receipt, &to, &pn, device);
+        return Replies::one(server_ack);
+    }
     let Some(target_pn) = world.account_pn(&to) else {
         debug!(%to, "receipt for an unknown account; acked, not relayed");
         return Replies::one(server_ack);
@@ -193,6 +207,10 @@ pub(crate) fn chatstate(conn: &mut Conn, node: &Node) -> Replies {
         }
     };
     let mut world = conn.shared.lock();
+    if to.server == whatsapp_rust::Server::Group {
+        group_relay::chatstate(&mut world, &to, shown, state, &pn, device);
+        return Replies::none();
+    }
     let Some(target_pn) = world.account_pn(&to) else {
         return Replies::none();
     };

@@ -67,7 +67,8 @@ pub(crate) struct DeviceRecord {
     /// True after the connection sent `<active/>`: only then are stanzas sent directly.
     pub(crate) online: bool,
     pub(crate) queue: Vec<Node>,
-    /// Messages and receipts written to the connection but not yet acked by the client. Like
+    /// Messages, receipts and notifications written to the connection but not yet acked by
+    /// the client. Like
     /// WhatsApp, the server keeps them until the `<ack>` (`class` = the stanza's tag); if the
     /// connection dies, or another login replaces it, first, they are queued again, so a
     /// stanza racing a disconnect, or read by a client that was paused meanwhile, is
@@ -85,7 +86,7 @@ pub(crate) struct DeviceRecord {
 impl DeviceRecord {
     /// Records that `node` was written to this device's connection.
     pub(crate) fn sent(&mut self, node: &Node) {
-        if node.tag == "message" || node.tag == "receipt" {
+        if node.tag == "message" || node.tag == "receipt" || node.tag == "notification" {
             self.unacked.push(node.clone());
         }
         if node.tag == "message"

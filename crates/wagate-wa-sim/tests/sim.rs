@@ -639,7 +639,7 @@ async fn groups_are_created_and_their_members_read_them() {
 }
 
 /// Admins change the members (each answered on its own), members may not; an admin gets
-/// and resets the invite link; a member leaves.
+/// and resets the invite link (members do not see it); a member leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_members_change_by_admins_and_leave() {
     let Pair { sim, a, b, bob, .. } = pair().await;
@@ -745,21 +745,24 @@ async fn group_members_change_by_admins_and_leave() {
         .await
         .unwrap();
     assert!(link.starts_with("https://chat.whatsapp.com/"), "{link}");
-    let again = b
+    let again = a
         .client()
         .groups()
         .get_invite_link(group.clone(), false)
         .await
         .unwrap();
-    assert_eq!(link, again, "the same link for every member");
-    assert!(
-        b.client()
-            .groups()
-            .get_invite_link(group.clone(), true)
-            .await
-            .is_err(),
-        "only admins reset it"
-    );
+    assert_eq!(link, again, "the same link until it is reset");
+    // Groups are created with `member_link_mode=admin_link`: only admins see the link.
+    for reset in [false, true] {
+        assert!(
+            b.client()
+                .groups()
+                .get_invite_link(group.clone(), reset)
+                .await
+                .is_err(),
+            "only admins see or reset it"
+        );
+    }
     let reset = a
         .client()
         .groups()
@@ -778,4 +781,85 @@ async fn group_members_change_by_admins_and_leave() {
             .is_empty()
     );
     assert_eq!(members(&a).await, [("15550000001".into(), true)]);
+}
+
+/// A group message is fanned out with its sender key to every other member device (the
+/// creator's first send distributes it), both ways; a member's delivery receipt reaches
+/// the author from the group; members are told of the changes (`w:gp2`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_receipts_and_notifications_reach_the_members() {
+    let Pair {
+        a, b, alice, bob, ..
+    } = pair().await;
+    let options = whatsapp_rust::GroupCreateOptions::builder()
+        .subject("Relay")
+        .participants(vec![whatsapp_rust::GroupParticipantOptions::from_phone(
+            bob.pn_jid(),
+        )])
+        .build();
+    let group = a
+        .client()
+        .groups()
+        .create_group(options)
+        .await
+        .unwrap()
+        .metadata
+        .id;
+    b.wait_for(ONLINE, |e| match e {
+        Event::GroupUpdate(u) if u.group_jid == group => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+
+    let sent = a
+        .client()
+        .send_text(group.clone(), "hello team")
+        .await
+        .unwrap()
+        .message_id;
+    let (_, info) = b
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hello team"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.chat, group);
+    assert!(info.source.is_group);
+    assert_eq!(info.source.sender.user, alice.phone);
+    a.wait_for(ONLINE, |e| match e {
+        Event::Receipt(r) if r.message_ids.contains(&sent) && r.source.chat == group => Some(()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+
+    b.client().send_text(group.clone(), "hi all").await.unwrap();
+    let (_, info) = a
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hi all"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.chat, group);
+    assert_eq!(info.source.sender.user, bob.phone);
+
+    a.client()
+        .groups()
+        .promote_participants(group.clone(), &[bob.pn_jid()])
+        .await
+        .unwrap();
+    b.wait_for(ONLINE, |e| match e {
+        Event::GroupUpdate(u) if u.group_jid == group && u.action.tag_name() == "promote" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+    .unwrap();
+    b.client().groups().leave(group.clone()).await.unwrap();
+    a.wait_for(ONLINE, |e| match e {
+        Event::GroupUpdate(u) if u.group_jid == group && u.action.tag_name() == "remove" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+    .unwrap();
 }

@@ -3,7 +3,8 @@
 //! The world: a sandbox network journaled in a temporary directory (so a "restart" is what
 //! it is for the application: the connections drop and the network reopens from its
 //! journal, handing out what it still owes), and a second sandbox device as the peer, which
-//! receives, reads (by itself, after the configured delays) and writes.
+//! receives, reads (by itself, after the configured delays), writes, and creates, writes in
+//! and leaves groups; what it was told of a group's changes are its `participants` messages.
 
 // Test support panics on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -15,12 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wagate::config::SandboxConfig;
 use wagate::engine::sandbox::{SandboxEngine, SandboxNetwork};
+use wagate_core::chat::MembershipChange;
 use wagate_core::content::Quote;
 use wagate_core::engine::{
     ChatState, DeviceContext, Engine, EngineEvent, EngineSession, OutgoingContent, OutgoingMessage,
     provider_message_id,
 };
-use wagate_core::{DeviceUid, MessageId, Phone};
+use wagate_core::message::MessageKind;
+use wagate_core::{DeviceUid, GroupId, MessageId, Phone, Recipient};
 use wagate_engine_tests::{Harness, PeerSaw, Recorder};
 
 /// The peer's number (another sandbox device).
@@ -88,19 +91,32 @@ impl Sandbox {
         *self.peer_events.lock().unwrap() = Some(events);
     }
 
-    /// The peer's session sends `content` to the device linked to `device_phone`.
-    async fn peer_send(&self, device_phone: &Phone, content: OutgoingContent) {
-        let peer = self.peer.lock().unwrap().clone().expect("the peer runs");
+    fn peer_session(&self) -> Arc<dyn EngineSession> {
+        self.peer.lock().unwrap().clone().expect("the peer runs")
+    }
+
+    fn peer_recorder(&self) -> Arc<Recorder> {
+        self.peer_events
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("the peer runs")
+    }
+
+    /// The peer's session sends `content` to `to` (the device linked to a number, or a
+    /// group).
+    async fn peer_send(&self, to: impl Into<Recipient>, content: OutgoingContent) {
         let id = MessageId::new();
-        peer.send(OutgoingMessage {
-            provider_message_id: provider_message_id(&id),
-            id,
-            to: device_phone.clone(),
-            content,
-            context: Default::default(),
-        })
-        .await
-        .unwrap();
+        self.peer_session()
+            .send(OutgoingMessage {
+                provider_message_id: provider_message_id(&id),
+                id,
+                to: to.into(),
+                content,
+                context: Default::default(),
+            })
+            .await
+            .unwrap();
     }
 
     fn next_uid(&self) -> (DeviceUid, u32) {
@@ -151,12 +167,7 @@ impl Harness for Sandbox {
     async fn peer_reads(&self, _device_phone: &Phone, _provider_message_id: &str) {}
 
     async fn peer_received(&self, device_phone: &Phone, provider_message_id: &str) -> PeerSaw {
-        let events = self
-            .peer_events
-            .lock()
-            .unwrap()
-            .clone()
-            .expect("the peer runs");
+        let events = self.peer_recorder();
         let m = events
             .wait_for("the message at the peer", self.patience(), |e| match e {
                 EngineEvent::Inbound(m) if m.provider_message_id == provider_message_id => {
@@ -170,6 +181,7 @@ impl Harness for Sandbox {
             kind: m.kind,
             text: m.text,
             details: m.details,
+            group: m.group_id.as_deref().map(|g| GroupId::parse(g).unwrap()),
         }
     }
 
@@ -182,7 +194,7 @@ impl Harness for Sandbox {
             text: None,
         };
         self.peer_send(
-            device_phone,
+            device_phone.clone(),
             OutgoingContent::Reaction {
                 target,
                 emoji: emoji.to_owned(),
@@ -192,8 +204,11 @@ impl Harness for Sandbox {
     }
 
     async fn peer_sends(&self, device_phone: &Phone, text: &str) {
-        self.peer_send(device_phone, OutgoingContent::Text { text: text.into() })
-            .await;
+        self.peer_send(
+            device_phone.clone(),
+            OutgoingContent::Text { text: text.into() },
+        )
+        .await;
     }
 
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
@@ -206,6 +221,58 @@ impl Harness for Sandbox {
             .marked_read(device_phone.digits(), self.peer().digits())
             .iter()
             .any(|id| id == provider_message_id)
+    }
+
+    async fn peer_got_read_in_group(
+        &self,
+        device_phone: &Phone,
+        group: &GroupId,
+        provider_message_id: &str,
+    ) -> bool {
+        self.network()
+            .marked_read(device_phone.digits(), group.as_str())
+            .iter()
+            .any(|id| id == provider_message_id)
+    }
+
+    async fn peer_sends_to_group(&self, group: &GroupId, text: &str) {
+        self.peer_send(group.clone(), OutgoingContent::Text { text: text.into() })
+            .await;
+    }
+
+    async fn peer_creates_group(&self, subject: &str, members: &[Phone]) -> GroupId {
+        self.peer_session()
+            .create_group(subject, members)
+            .await
+            .unwrap()
+            .id
+    }
+
+    async fn peer_leaves_group(&self, group: &GroupId) {
+        self.peer_session().leave_group(group).await.unwrap();
+    }
+
+    async fn peer_saw_changes(&self, group: &GroupId) -> Vec<(MembershipChange, Vec<Phone>)> {
+        self.peer_recorder()
+            .snapshot()
+            .iter()
+            .filter_map(|e| match e {
+                EngineEvent::Inbound(m)
+                    if m.kind == MessageKind::Participants
+                        && m.group_id.as_deref() == Some(group.as_str()) =>
+                {
+                    let c = m.details.group_change.as_ref()?;
+                    Some((
+                        c.action,
+                        c.participants
+                            .iter()
+                            .filter_map(|p| p.phone.clone())
+                            .collect(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     async fn restart(&self) {

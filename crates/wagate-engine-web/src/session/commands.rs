@@ -1,15 +1,17 @@
-//! The [`EngineSession`] commands: sending and pairing delegate to their modules; the
-//! session's life is here — `connect` starts a new round, `logout` unlinks and deletes the
+//! The [`EngineSession`] commands: sending, groups and pairing delegate to their modules;
+//! the session's life is here — `connect` starts a new round, `logout` unlinks and deletes the
 //! keys, `stop` ends the round and drains the pump so nothing is emitted after it returns.
 
 use super::{Phase, SHUTDOWN_GRACE, WebSession};
 use async_trait::async_trait;
 use std::time::Duration;
 use tracing::warn;
-use wagate_core::Phone;
+use wagate_core::chat::{GroupInfo, MemberOutcome, MembershipChange};
 use wagate_core::engine::{
     ChatState, EngineError, EngineEvent, EngineSession, NumberCheck, OutgoingMessage, PairCode,
+    ReadMark,
 };
+use wagate_core::{GroupId, Phone, Recipient};
 
 #[async_trait]
 impl EngineSession for WebSession {
@@ -21,16 +23,49 @@ impl EngineSession for WebSession {
         self.check(numbers).await
     }
 
-    async fn typing(&self, to: &Phone, duration: Duration) -> Result<(), EngineError> {
+    async fn typing(&self, to: &Recipient, duration: Duration) -> Result<(), EngineError> {
         self.show_typing(to, duration).await
     }
 
-    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError> {
+    async fn chat_state(&self, to: &Recipient, state: ChatState) -> Result<(), EngineError> {
         self.set_chat_state(to, state).await
     }
 
-    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError> {
+    async fn mark_read(&self, chat: &Recipient, messages: &[ReadMark]) -> Result<(), EngineError> {
         self.send_read_receipts(chat, messages).await
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupInfo>, EngineError> {
+        self.list_groups().await
+    }
+
+    async fn group_info(&self, group: &GroupId) -> Result<GroupInfo, EngineError> {
+        self.read_group(group).await
+    }
+
+    async fn create_group(
+        &self,
+        subject: &str,
+        members: &[Phone],
+    ) -> Result<GroupInfo, EngineError> {
+        self.new_group(subject, members).await
+    }
+
+    async fn change_members(
+        &self,
+        group: &GroupId,
+        change: MembershipChange,
+        members: &[Phone],
+    ) -> Result<Vec<MemberOutcome>, EngineError> {
+        self.change_group_members(group, change, members).await
+    }
+
+    async fn leave_group(&self, group: &GroupId) -> Result<(), EngineError> {
+        self.leave(group).await
+    }
+
+    async fn invite_link(&self, group: &GroupId) -> Result<String, EngineError> {
+        self.group_invite_link(group).await
     }
 
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError> {

@@ -16,13 +16,15 @@
 //! slots, dials, reconnect reports), `pump` (protocol events → wagate events, in order),
 //! `client_ctx` (what the mappings ask the live client), `durability` (the inbound hook),
 //! `commands` (the `EngineSession` commands and the session's life: connect, logout,
-//! stop), `sending` (send, number checks, typing), `pairing` (pair codes) and `errors`
-//! (protocol errors → [`EngineError`]).
+//! stop), `sending` (send, number checks, typing, chat states, read receipts), `groups`
+//! (the group calls), `pairing` (pair codes) and `errors` (protocol errors →
+//! [`EngineError`]).
 
 mod client_ctx;
 mod commands;
 mod durability;
 mod errors;
+mod groups;
 mod pairing;
 mod pump;
 mod round;

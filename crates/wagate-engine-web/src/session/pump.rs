@@ -5,7 +5,7 @@
 
 use super::client_ctx::ClientCtx;
 use super::{Inner, Phase, Work};
-use crate::{inbound, mapping};
+use crate::{group_update, inbound, mapping};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -134,6 +134,14 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
                 }
                 return;
             }
+            if let Event::GroupUpdate(update) = &*event {
+                // Acked by the protocol client on arrival: delivered at most once, like
+                // the messages above.
+                if let Some(m) = group_update::convert(update, &ctx).await {
+                    emit(inner, EngineEvent::Inbound(Box::new(m))).await;
+                }
+                return;
+            }
             if let Some(ev) = mapping::map_event(&event, &ctx).await {
                 emit(inner, ev).await;
             }
@@ -150,6 +158,7 @@ fn is_message_fact(event: &Event) -> bool {
             | Event::Receipt(_)
             | Event::UndecryptableMessage(_)
             | Event::Messages(_)
+            | Event::GroupUpdate(_)
     )
 }
 

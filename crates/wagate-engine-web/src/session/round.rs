@@ -260,6 +260,8 @@ impl EventHandler for Forwarder {
             EventKind::TemporaryBan,
             EventKind::ConnectFailure,
             EventKind::AppStateSyncFailed,
+            // Membership changes, reported as `participants` messages.
+            EventKind::GroupUpdate,
         ])
     }
 }

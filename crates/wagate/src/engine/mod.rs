@@ -4,6 +4,7 @@
 //! protocol crate is slow to build and its upgrades should touch one place.
 
 pub mod sandbox;
+mod sandbox_groups;
 mod sandbox_journal;
 mod sandbox_wire;
 

@@ -22,6 +22,7 @@
 //! time a message was shown there (WhatsApp shows an id once, so a message that reaches
 //! the recipient twice was resent under a new id).
 
+use super::sandbox_groups::{SandboxGroup, new_group_id};
 use super::sandbox_journal::{Journal, Owed, OwedInbound};
 use super::sandbox_wire::WireLog;
 use crate::config::SandboxConfig;
@@ -33,15 +34,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use wagate_core::chat::{GroupChange, GroupInfo, GroupMember, MemberOutcome, MembershipChange};
 use wagate_core::content::{Details, Quote};
 use wagate_core::device::EngineKind;
 use wagate_core::engine::{
     ChatState, DeviceContext, Engine, EngineError, EngineEvent, EngineEvents, EngineSession,
     IncomingMedia, IncomingMessage, NumberCheck, OutgoingContent, OutgoingMessage, PairCode,
-    ReceiptKind,
+    ReadMark, ReceiptKind,
 };
 use wagate_core::message::MessageKind;
-use wagate_core::{DeviceUid, Phone, time};
+use wagate_core::{DeviceUid, GroupId, Phone, Recipient, time};
 
 /// The simulated network shared by every sandbox device of a server.
 pub struct SandboxNetwork {
@@ -95,9 +97,12 @@ struct NetworkState {
     /// What each chat shows of its other side, by (recipient number, sender number): the
     /// last chat state a device set there. Ephemeral, as on WhatsApp: never journaled.
     chat_states: HashMap<(String, String), ChatState>,
-    /// Read receipts sent, by (reader's number, chat's number): the WhatsApp ids marked
-    /// read, in order. (The sandbox's recipients read everything by themselves anyway.)
+    /// Read receipts sent, by (reader's number, chat's number or group id): the WhatsApp
+    /// ids marked read, in order. (The sandbox's recipients read everything by themselves
+    /// anyway.)
     marked_read: HashMap<(String, String), Vec<String>>,
+    /// The groups, by id (journaled).
+    groups: HashMap<String, SandboxGroup>,
 }
 
 impl SandboxNetwork {
@@ -133,6 +138,7 @@ impl SandboxNetwork {
             state: Mutex::new(NetworkState {
                 delivered: replayed.seen,
                 owed: replayed.owed,
+                groups: replayed.groups,
                 ..NetworkState::default()
             }),
             journal: Some(journal),
@@ -166,11 +172,12 @@ impl SandboxNetwork {
         Ok(())
     }
 
-    /// Hands out what is owed for a replayed message: the message itself to a sandbox
-    /// recipient that has not committed it, else the receipts.
+    /// Hands out what is owed for a message: the message itself to every sandbox
+    /// recipient that has not committed it, else the receipts (nothing, for a group
+    /// notification).
     fn fulfil(self: &Arc<Self>, owed: &Owed) {
-        match &owed.inbound {
-            Some(inbound) => {
+        if owed.undelivered() {
+            for inbound in owed.recipients() {
                 if let Some(peer) = inbound.peer() {
                     self.deliver_later(
                         peer,
@@ -179,31 +186,39 @@ impl SandboxNetwork {
                     );
                 }
             }
-            None => {
-                if let Ok(sender) = DeviceUid::parse(&owed.sender) {
-                    self.schedule_receipts(sender, owed.pid.clone(), owed.voice);
-                }
-            }
+        } else if owed.notice {
+            self.settle(&owed.pid);
+        } else if let Ok(sender) = DeviceUid::parse(&owed.sender) {
+            self.schedule_receipts(sender, owed.pid.clone(), owed.voice);
         }
     }
 
-    /// The recipient committed a message: its receipts are owed now.
-    fn received(self: &Arc<Self>, pid: &str) {
+    /// Nothing more is owed for `pid`.
+    fn settle(&self, pid: &str) {
+        if self.state().owed.remove(pid).is_some()
+            && let Some(j) = &self.journal
+        {
+            j.done(pid);
+        }
+    }
+
+    /// The recipient device `peer` committed a message: once every recipient has, its
+    /// receipts are owed.
+    fn received(self: &Arc<Self>, pid: &str, peer: &str) {
         let owed = {
             let mut st = self.state();
             match st.owed.get_mut(pid) {
-                Some(o) if o.inbound.is_some() => {
-                    o.inbound = None;
-                    Some(o.clone())
-                }
-                _ => None,
+                Some(o) => o.received_by(peer).then(|| o.clone()),
+                None => None,
             }
         };
         if let Some(o) = owed {
             if let Some(j) = &self.journal {
-                j.received(pid);
+                j.received(pid, peer);
             }
-            self.fulfil(&o);
+            if !o.undelivered() {
+                self.fulfil(&o);
+            }
         }
     }
 
@@ -415,7 +430,7 @@ impl SandboxNetwork {
         let _handing = Handing::new(&self.handing);
         match session.events.emit(event).await {
             Ok(()) => match settles {
-                Settles::Received(pid) => self.received(&pid),
+                Settles::Received(pid) => self.received(&pid, session.uid.as_str()),
                 Settles::Receipt(pids, kind) => self.receipt_committed(&pids, kind),
                 Settles::Nothing => {}
             },
@@ -458,9 +473,9 @@ impl SandboxNetwork {
         }
     }
 
-    /// Which device answers for a number (online or not).
-    fn device_for(&self, phone: &Phone) -> Option<DeviceUid> {
-        self.state().by_phone.get(phone.digits()).cloned()
+    /// Which device answers for a number (digits; online or not).
+    fn device_for(&self, digits: &str) -> Option<DeviceUid> {
+        self.state().by_phone.get(digits).cloned()
     }
 
     fn take_pending(&self, uid: &DeviceUid) -> Vec<EngineEvent> {
@@ -485,14 +500,154 @@ impl SandboxNetwork {
     }
 }
 
+/// A group id the network does not know, or one the device is not in: WhatsApp answers
+/// both the same way (404), so nobody learns of groups they are not in.
+fn no_such_group(id: &GroupId) -> EngineError {
+    EngineError::Rejected {
+        code: Some("not_found".into()),
+        reason: format!("group {id} does not exist or the device is not a member"),
+    }
+}
+
+fn journal_failed(e: std::io::Error) -> EngineError {
+    EngineError::Transient(format!(
+        "the sandbox server could not record the change: {e}"
+    ))
+}
+
+impl SandboxNetwork {
+    /// Adds a group, journaled.
+    async fn add_group(&self, group: SandboxGroup) -> Result<(), EngineError> {
+        let written = {
+            let mut st = self.state();
+            st.groups.insert(group.id.to_string(), group.clone());
+            self.journal.as_ref().map(|j| j.group(&group))
+        };
+        match written {
+            Some(w) => w.await.map_err(journal_failed),
+            None => Ok(()),
+        }
+    }
+
+    /// Changes a group with `f` under the network's lock and journals the result in the
+    /// same order; `f`'s answer and the group as it then is. A group left empty is gone.
+    async fn change_group<T>(
+        &self,
+        id: &GroupId,
+        f: impl FnOnce(&mut SandboxGroup) -> Result<T, EngineError>,
+    ) -> Result<(T, SandboxGroup), EngineError> {
+        let (out, after, written) = {
+            let mut st = self.state();
+            let group = st
+                .groups
+                .get_mut(id.as_str())
+                .ok_or_else(|| no_such_group(id))?;
+            let out = f(group)?;
+            let after = group.clone();
+            if after.members.is_empty() {
+                st.groups.remove(id.as_str());
+            }
+            let written = self.journal.as_ref().map(|j| j.group(&after));
+            (out, after, written)
+        };
+        if let Some(w) = written {
+            w.await.map_err(journal_failed)?;
+        }
+        Ok((out, after))
+    }
+
+    fn group(&self, id: &GroupId) -> Option<SandboxGroup> {
+        self.state().groups.get(id.as_str()).cloned()
+    }
+
+    /// Tells the sandbox devices of `group`'s members (and of `also`, digits: members who
+    /// were just removed), except the actor's, that `who` were added, removed, promoted,
+    /// demoted or left: a `participants` message from the actor in the group, journaled
+    /// like a message so a restart does not lose it.
+    async fn notify(
+        self: &Arc<Self>,
+        actor: &SandboxSession,
+        group: &SandboxGroup,
+        change: MembershipChange,
+        who: Vec<Phone>,
+        also: &[String],
+    ) {
+        if who.is_empty() {
+            return;
+        }
+        let pid = wagate_core::engine::provider_message_id(&wagate_core::MessageId::new());
+        let message = IncomingMessage {
+            provider_message_id: pid.clone(),
+            from: Some(actor.phone.clone()),
+            from_lid: None,
+            from_name: Some(actor.name.clone()),
+            kind: MessageKind::Participants,
+            text: None,
+            media: None,
+            details: Details {
+                group_change: Some(GroupChange {
+                    action: change,
+                    participants: who
+                        .into_iter()
+                        .map(|p| GroupMember {
+                            phone: Some(p.clone()),
+                            lid: None,
+                            role: group
+                                .role_of(p.digits())
+                                .unwrap_or(wagate_core::chat::GroupRole::Member),
+                        })
+                        .collect(),
+                }),
+                ..Details::default()
+            },
+            is_group: true,
+            group_id: Some(group.id.to_string()),
+            group_name: Some(group.subject.clone()),
+            timestamp: time::now(),
+        };
+        let recipients: Vec<DeviceUid> = group
+            .numbers()
+            .chain(also.iter().map(String::as_str))
+            .filter(|n| *n != actor.phone.digits())
+            .filter_map(|n| self.device_for(n))
+            .collect();
+        if recipients.is_empty() {
+            return;
+        }
+        let owed = Owed {
+            pid: pid.clone(),
+            sender: actor.uid.as_str().to_owned(),
+            voice: false,
+            inbound: None,
+            group: recipients
+                .iter()
+                .map(|peer| OwedInbound::new(peer, &message))
+                .collect(),
+            notice: true,
+        };
+        if let Err(e) = self.accept(owed).await {
+            tracing::warn!(error = %e, "sandbox: a group notification could not be recorded");
+            return;
+        }
+        for peer in recipients {
+            self.deliver_later(
+                peer,
+                Duration::from_millis(5),
+                EngineEvent::Inbound(Box::new(message.clone())),
+            );
+        }
+    }
+}
+
 /// A message on its way to the simulated server.
 struct Taken {
     sender: DeviceUid,
     /// The sending device's events (for the server ack).
     events: Arc<dyn EngineEvents>,
     message: OutgoingMessage,
-    /// The sandbox device answering for the recipient's number, with what it will see.
-    to_peer: Option<(DeviceUid, IncomingMessage)>,
+    /// The sandbox devices answering for the recipient's number (or the group's
+    /// members), with what each will see.
+    to_peers: Vec<(DeviceUid, IncomingMessage)>,
 }
 
 impl SandboxNetwork {
@@ -501,7 +656,7 @@ impl SandboxNetwork {
     /// after `ack_after`, then delivers it (or schedules its receipts).
     async fn take(self: Arc<Self>, t: Taken, ack_after: Duration) -> Result<(), EngineError> {
         let pid = t.message.provider_message_id.clone();
-        let to = t.message.to.digits().to_owned();
+        let to = t.message.to.key().to_owned();
         let first_delivery = {
             let mut st = self.state();
             let first = st.delivered.insert(pid.clone());
@@ -527,15 +682,30 @@ impl SandboxNetwork {
                 ..
             }
         );
-        let to_peer = if first_delivery { t.to_peer } else { None };
+        let to_peers = if first_delivery {
+            t.to_peers
+        } else {
+            Vec::new()
+        };
         if first_delivery {
             // Like WhatsApp's server, the sandbox keeps what it accepted before it
             // acknowledges it, so a crash of this process cannot lose what it owes.
+            let mut inbound: Vec<OwedInbound> = to_peers
+                .iter()
+                .map(|(peer, m)| OwedInbound::new(peer, m))
+                .collect();
+            let (one, group) = if t.message.to.is_group() {
+                (None, inbound)
+            } else {
+                (inbound.pop(), Vec::new())
+            };
             let owed = Owed {
                 pid: pid.clone(),
                 sender: t.sender.as_str().to_owned(),
                 voice: is_voice,
-                inbound: to_peer.as_ref().map(|(peer, m)| OwedInbound::new(peer, m)),
+                inbound: one,
+                group,
+                notice: false,
             };
             if let Err(e) = self.accept(owed).await {
                 let mut st = self.state();
@@ -581,14 +751,16 @@ impl SandboxNetwork {
                 // The same message again: WhatsApp shows it once.
                 return;
             }
-            match to_peer {
-                // The recipient's phone acknowledges once it has the message.
-                Some((peer, incoming)) => self.deliver_later(
+            if to_peers.is_empty() {
+                self.schedule_receipts(uid, pid, is_voice);
+            }
+            // The recipients' phones acknowledge once they have the message.
+            for (peer, incoming) in to_peers {
+                self.deliver_later(
                     peer,
                     Duration::from_millis(5),
                     EngineEvent::Inbound(Box::new(incoming)),
-                ),
-                None => self.schedule_receipts(uid, pid, is_voice),
+                );
             }
         });
         Ok(())
@@ -689,11 +861,7 @@ impl Engine for SandboxEngine {
             let orphaned: Vec<String> = st
                 .owed
                 .values()
-                .filter(|o| {
-                    o.inbound
-                        .as_ref()
-                        .is_some_and(|i| i.peer == device.as_str())
-                })
+                .filter(|o| o.recipients().any(|i| i.peer == device.as_str()))
                 .map(|o| o.pid.clone())
                 .collect();
             (dropped, orphaned)
@@ -704,7 +872,7 @@ impl Engine for SandboxEngine {
             }
         }
         for pid in &orphaned {
-            self.network.received(pid);
+            self.network.received(pid, device.as_str());
         }
         Ok(())
     }
@@ -736,6 +904,24 @@ impl SandboxSession {
     fn cancel_tasks(&self) {
         self.token().cancel();
         self.connected.store(false, Ordering::SeqCst);
+    }
+
+    fn require_connected(&self) -> Result<(), EngineError> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(EngineError::NotConnected(
+                "the sandbox device is not connected".into(),
+            ))
+        }
+    }
+
+    /// The group, if the device is in it.
+    fn member_of(&self, id: &GroupId) -> Result<SandboxGroup, EngineError> {
+        self.network
+            .group(id)
+            .filter(|g| g.role_of(self.phone.digits()).is_some())
+            .ok_or_else(|| no_such_group(id))
     }
 
     /// Connects after the configured delay, then delivers what queued up meanwhile. One
@@ -786,13 +972,18 @@ impl EngineSession for SandboxSession {
                 "the sandbox device is not connected".into(),
             ));
         }
-        let to = message.to.digits();
+        let to = message.to.key();
         if to.ends_with("0000") {
             return Err(EngineError::Rejected {
                 code: Some("not_on_whatsapp".into()),
                 reason: format!("{} is not on WhatsApp", message.to),
             });
         }
+        // A group's members, as the server fans the message out to them.
+        let group = match &message.to {
+            Recipient::Group(g) => Some(self.member_of(g)?),
+            Recipient::Phone(_) => None,
+        };
         let pid = message.provider_message_id.clone();
         {
             let mut st = self.network.state();
@@ -818,15 +1009,29 @@ impl EngineSession for SandboxSession {
                 "simulated network hiccup (number ends in 0500)".into(),
             ));
         }
-        let to_peer = self
-            .network
-            .device_for(&message.to)
-            .map(|peer| (peer, incoming_from(self, &message)));
+        let to_peers = match (&message.to, &group) {
+            (Recipient::Phone(p), _) => self
+                .network
+                .device_for(p.digits())
+                .map(|peer| (peer, incoming_from(self, &message, p, None)))
+                .into_iter()
+                .collect(),
+            (Recipient::Group(_), Some(g)) => g
+                .numbers()
+                .filter(|n| *n != self.phone.digits())
+                .filter_map(|n| {
+                    let member = Phone::parse(n).ok()?;
+                    let peer = self.network.device_for(n)?;
+                    Some((peer, incoming_from(self, &message, &member, Some(g))))
+                })
+                .collect(),
+            (Recipient::Group(_), None) => Vec::new(),
+        };
         let taken = Taken {
             sender: self.uid.clone(),
             events: Arc::clone(&self.events),
             message,
-            to_peer,
+            to_peers,
         };
         let latency = Duration::from_millis(self.network.config.ack_delay_ms / 2);
         if latency.is_zero() {
@@ -867,20 +1072,20 @@ impl EngineSession for SandboxSession {
             .collect())
     }
 
-    async fn chat_state(&self, to: &Phone, state: ChatState) -> Result<(), EngineError> {
+    async fn chat_state(&self, to: &Recipient, state: ChatState) -> Result<(), EngineError> {
         if !self.is_connected() {
             return Err(EngineError::NotConnected(
                 "the sandbox device is not connected".into(),
             ));
         }
-        self.network.state().chat_states.insert(
-            (to.digits().to_owned(), self.phone.digits().to_owned()),
-            state,
-        );
+        self.network
+            .state()
+            .chat_states
+            .insert((to.key().to_owned(), self.phone.digits().to_owned()), state);
         Ok(())
     }
 
-    async fn mark_read(&self, chat: &Phone, messages: &[String]) -> Result<(), EngineError> {
+    async fn mark_read(&self, chat: &Recipient, messages: &[ReadMark]) -> Result<(), EngineError> {
         if !self.is_connected() {
             return Err(EngineError::NotConnected(
                 "the sandbox device is not connected".into(),
@@ -889,10 +1094,125 @@ impl EngineSession for SandboxSession {
         self.network
             .state()
             .marked_read
-            .entry((self.phone.digits().to_owned(), chat.digits().to_owned()))
+            .entry((self.phone.digits().to_owned(), chat.key().to_owned()))
             .or_default()
-            .extend(messages.iter().cloned());
+            .extend(messages.iter().map(|m| m.provider_message_id.clone()));
         Ok(())
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupInfo>, EngineError> {
+        self.require_connected()?;
+        let me = self.phone.digits();
+        let mut groups: Vec<GroupInfo> = self
+            .network
+            .state()
+            .groups
+            .values()
+            .filter(|g| g.role_of(me).is_some())
+            .map(|g| g.info(me, false))
+            .collect();
+        groups.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(groups)
+    }
+
+    async fn group_info(&self, group: &GroupId) -> Result<GroupInfo, EngineError> {
+        self.require_connected()?;
+        Ok(self.member_of(group)?.info(self.phone.digits(), true))
+    }
+
+    async fn create_group(
+        &self,
+        subject: &str,
+        members: &[Phone],
+    ) -> Result<GroupInfo, EngineError> {
+        self.require_connected()?;
+        let group = SandboxGroup::create(new_group_id(), subject, &self.phone, members);
+        if group.members.len() < 2 {
+            return Err(EngineError::Rejected {
+                code: Some("no_members".into()),
+                reason: "none of the participants is on WhatsApp".into(),
+            });
+        }
+        self.network.add_group(group.clone()).await?;
+        let added: Vec<Phone> = group
+            .numbers()
+            .filter(|n| *n != self.phone.digits())
+            .filter_map(|n| Phone::parse(n).ok())
+            .collect();
+        self.network
+            .notify(self, &group, MembershipChange::Add, added, &[])
+            .await;
+        Ok(group.info(self.phone.digits(), true))
+    }
+
+    async fn change_members(
+        &self,
+        group: &GroupId,
+        change: MembershipChange,
+        members: &[Phone],
+    ) -> Result<Vec<MemberOutcome>, EngineError> {
+        self.require_connected()?;
+        self.member_of(group)?;
+        let actor = self.phone.digits().to_owned();
+        let (outcomes, after) = self
+            .network
+            .change_group(group, |g| {
+                g.change(&actor, change, members)
+                    .map_err(|reason| EngineError::Rejected {
+                        code: Some("forbidden".into()),
+                        reason,
+                    })
+            })
+            .await?;
+        let done: Vec<Phone> = outcomes
+            .iter()
+            .filter(|o| o.error.is_none())
+            .map(|o| o.phone.clone())
+            .collect();
+        // Removed members hear of it too (it is how their phone learns it is out).
+        let removed: Vec<String> = match change {
+            MembershipChange::Remove => done.iter().map(|p| p.digits().to_owned()).collect(),
+            _ => Vec::new(),
+        };
+        self.network
+            .notify(self, &after, change, done, &removed)
+            .await;
+        Ok(outcomes)
+    }
+
+    async fn leave_group(&self, group: &GroupId) -> Result<(), EngineError> {
+        self.require_connected()?;
+        self.member_of(group)?;
+        let me_digits = self.phone.digits().to_owned();
+        let (_, after) = self
+            .network
+            .change_group(group, |g| Ok(g.leave(&me_digits)))
+            .await?;
+        self.network
+            .notify(
+                self,
+                &after,
+                MembershipChange::Leave,
+                vec![self.phone.clone()],
+                &[],
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn invite_link(&self, group: &GroupId) -> Result<String, EngineError> {
+        self.require_connected()?;
+        let g = self.member_of(group)?;
+        if !g
+            .role_of(self.phone.digits())
+            .is_some_and(wagate_core::chat::GroupRole::is_admin)
+        {
+            return Err(EngineError::Rejected {
+                code: Some("forbidden".into()),
+                reason: format!("only the admins of group {group} can see its invite link"),
+            });
+        }
+        Ok(format!("https://chat.whatsapp.com/{}", g.invite))
     }
 
     async fn request_pair_code(&self, _phone: &Phone) -> Result<PairCode, EngineError> {
@@ -934,19 +1254,25 @@ impl EngineSession for SandboxSession {
     }
 }
 
-/// What the recipient sandbox device sees of a message from another sandbox device.
-fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessage {
+/// What the recipient sandbox device (of the number `recipient`) sees of a message from
+/// another sandbox device, sent to it or to `group`.
+fn incoming_from(
+    sender: &SandboxSession,
+    m: &OutgoingMessage,
+    recipient: &Phone,
+    group: Option<&SandboxGroup>,
+) -> IncomingMessage {
     let mut details = content_details(&m.content);
     // What a reaction, edit or delete acts on, as the recipient knows that message.
     details.target = details
         .target
         .take()
-        .map(|q| quote_seen_by(&q, &sender.phone, &m.to));
+        .map(|q| quote_seen_by(&q, &sender.phone, recipient));
     details.reply_to = m
         .context
         .reply_to
         .as_ref()
-        .map(|q| quote_seen_by(q, &sender.phone, &m.to));
+        .map(|q| quote_seen_by(q, &sender.phone, recipient));
     details.mentions = m.context.mentions.clone();
     let (kind, text, media) = match &m.content {
         OutgoingContent::Text { text } => (MessageKind::Text, Some(text.clone()), None),
@@ -956,6 +1282,7 @@ fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessag
         OutgoingContent::Reaction { .. } => (MessageKind::Reaction, None, None),
         OutgoingContent::Edit { text, .. } => (MessageKind::Edit, Some(text.clone()), None),
         OutgoingContent::Delete { .. } => (MessageKind::Delete, None, None),
+        OutgoingContent::PollVote { .. } => (MessageKind::PollVote, None, None),
         OutgoingContent::Media {
             kind,
             data,
@@ -981,9 +1308,9 @@ fn incoming_from(sender: &SandboxSession, m: &OutgoingMessage) -> IncomingMessag
         text,
         media,
         details,
-        is_group: false,
-        group_id: None,
-        group_name: None,
+        is_group: group.is_some(),
+        group_id: group.map(|g| g.id.to_string()),
+        group_name: group.map(|g| g.subject.clone()),
         timestamp: time::now(),
     }
 }
@@ -1007,6 +1334,13 @@ fn content_details(content: &OutgoingContent) -> Details {
         OutgoingContent::Reaction { target, emoji } => Details {
             target: Some(target.clone()),
             emoji: Some(emoji.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::PollVote {
+            target, options, ..
+        } => Details {
+            target: Some(target.clone()),
+            vote: Some(options.clone()),
             ..Details::default()
         },
         OutgoingContent::Edit { target, .. } | OutgoingContent::Delete { target } => Details {

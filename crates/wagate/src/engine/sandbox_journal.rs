@@ -15,6 +15,7 @@
 //! batch (group commit), so concurrent senders share fsyncs. At open the file is replayed
 //! and rewritten compactly (ids already settled keep only their id).
 
+use super::sandbox_groups::SandboxGroup;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,40 @@ pub(super) struct Owed {
     /// For a message to another sandbox device: what that device must receive (until it
     /// has committed it; the receipts follow).
     pub inbound: Option<OwedInbound>,
+    /// For a message to a group: what each member's sandbox device must still receive
+    /// (the receipts follow once all have it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<OwedInbound>,
+    /// A group notification rather than a message: nobody sends receipts for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notice: bool,
+}
+
+impl Owed {
+    /// Whether some recipient device has not committed it yet.
+    pub fn undelivered(&self) -> bool {
+        self.inbound.is_some() || !self.group.is_empty()
+    }
+
+    /// `peer` committed it: `false` when `peer` owed nothing for it.
+    pub fn received_by(&mut self, peer: &str) -> bool {
+        if self.inbound.as_ref().is_some_and(|i| i.peer == peer) {
+            self.inbound = None;
+            return true;
+        }
+        match self.group.iter().position(|i| i.peer == peer) {
+            Some(at) => {
+                self.group.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every recipient device still owed it, with what it must receive.
+    pub fn recipients(&self) -> impl Iterator<Item = &OwedInbound> {
+        self.inbound.iter().chain(self.group.iter())
+    }
 }
 
 /// A message still to hand to a sandbox recipient.
@@ -54,6 +89,11 @@ pub(super) struct OwedInbound {
     /// Location, contacts, poll and quote (absent from journals written before them).
     #[serde(default, skip_serializing_if = "Details::is_empty")]
     pub details: Details,
+    /// The group it was sent in, and the group's subject then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +122,8 @@ impl OwedInbound {
                 file_name: x.file_name.clone(),
             }),
             details: m.details.clone(),
+            group_id: m.group_id.clone(),
+            group_name: m.group_name.clone(),
         }
     }
 
@@ -104,9 +146,9 @@ impl OwedInbound {
                 file_name: m.file_name.clone(),
             }),
             details: self.details.clone(),
-            is_group: false,
-            group_id: None,
-            group_name: None,
+            is_group: self.group_id.is_some(),
+            group_id: self.group_id.clone(),
+            group_name: self.group_name.clone(),
             timestamp: time::now(),
         }
     }
@@ -117,12 +159,21 @@ impl OwedInbound {
 enum Record {
     /// The server took the message (and will acknowledge it).
     Accepted(Box<Owed>),
-    /// The recipient device committed the message; the receipts are owed.
-    Received { pid: String },
+    /// A recipient device (`peer`; absent in journals written before groups: the one
+    /// recipient) committed the message; the receipts are owed once all have.
+    Received {
+        pid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
     /// The last receipt was committed by the sender: nothing more is owed.
     Done { pid: String },
     /// An id settled before the last compaction (kept to dedupe resends).
     Seen { pid: String },
+    /// A group as it is after a change (the last one of an id wins).
+    Group(Box<SandboxGroup>),
+    /// A group with no members left.
+    GroupGone { id: String },
 }
 
 /// What a journal held when it was opened.
@@ -132,6 +183,8 @@ pub(super) struct Replayed {
     pub seen: HashSet<String>,
     /// The obligations still open.
     pub owed: HashMap<String, Owed>,
+    /// The groups, by id.
+    pub groups: HashMap<String, SandboxGroup>,
 }
 
 type Pending = (Vec<u8>, Option<oneshot::Sender<io::Result<()>>>);
@@ -182,15 +235,39 @@ impl Journal {
             .unwrap_or_else(|_| Err(io::Error::other("the sandbox journal writer stopped")))
     }
 
-    /// The recipient committed the message. Not waited for: if it is lost, the message is
-    /// handed again after a restart and the recipient's store shows it once.
-    pub fn received(&self, pid: &str) {
+    /// The recipient `peer` committed the message. Not waited for: if it is lost, the
+    /// message is handed again after a restart and the recipient's store shows it once.
+    pub fn received(&self, pid: &str, peer: &str) {
         self.send(
             &Record::Received {
                 pid: pid.to_owned(),
+                peer: Some(peer.to_owned()),
             },
             None,
         );
+    }
+
+    /// A group was created or changed. Queued at once, in the order of the calls (the
+    /// caller holds the network's lock, so the journal's order is the changes' order);
+    /// the future resolves once it is on disk (the caller is told the change was made
+    /// only then).
+    pub fn group(
+        &self,
+        group: &SandboxGroup,
+    ) -> impl std::future::Future<Output = io::Result<()>> + use<> {
+        let (tx, rx) = oneshot::channel();
+        let record = if group.members.is_empty() {
+            Record::GroupGone {
+                id: group.id.to_string(),
+            }
+        } else {
+            Record::Group(Box::new(group.clone()))
+        };
+        self.send(&record, Some(tx));
+        async move {
+            rx.await
+                .unwrap_or_else(|_| Err(io::Error::other("the sandbox journal writer stopped")))
+        }
     }
 
     /// Nothing more is owed. Not waited for: if it is lost, the receipts come again after
@@ -251,10 +328,21 @@ fn replay(path: &Path) -> io::Result<Replayed> {
                 out.seen.insert(owed.pid.clone());
                 out.owed.insert(owed.pid.clone(), *owed);
             }
-            Record::Received { pid } => {
+            Record::Received { pid, peer } => {
                 if let Some(o) = out.owed.get_mut(&pid) {
-                    o.inbound = None;
+                    match peer {
+                        Some(peer) => {
+                            o.received_by(&peer);
+                        }
+                        None => o.inbound = None,
+                    }
                 }
+            }
+            Record::Group(g) => {
+                out.groups.insert(g.id.to_string(), *g);
+            }
+            Record::GroupGone { id } => {
+                out.groups.remove(&id);
             }
             Record::Done { pid } => {
                 out.owed.remove(&pid);
@@ -279,6 +367,10 @@ fn compact(path: &Path, state: &Replayed) -> io::Result<()> {
     }
     for owed in state.owed.values() {
         serde_json::to_writer(&mut buf, &Record::Accepted(Box::new(owed.clone())))?;
+        buf.push(b'\n');
+    }
+    for group in state.groups.values() {
+        serde_json::to_writer(&mut buf, &Record::Group(Box::new(group.clone())))?;
         buf.push(b'\n');
     }
     let mut f = File::create(&tmp)?;
@@ -308,7 +400,11 @@ mod tests {
                 text: Some("hi".into()),
                 media: None,
                 details: Details::default(),
+                group_id: None,
+                group_name: None,
             }),
+            group: Vec::new(),
+            notice: false,
         }
     }
 
@@ -322,8 +418,8 @@ mod tests {
             for (pid, inbound) in [("p1", true), ("p2", true), ("p3", false)] {
                 j.accepted(&owed(pid, inbound)).await.unwrap();
             }
-            j.received("p1");
-            j.received("p2");
+            j.received("p1", "dev_b");
+            j.received("p2", "dev_b");
             j.done("p2");
             // Unwaited records are on disk once a later waited one is (one writer, FIFO).
             j.accepted(&owed("p4", false)).await.unwrap();

@@ -277,6 +277,15 @@ impl SendWorker {
                     _ => OutgoingContent::Delete { target },
                 }
             }
+            (MessageKind::PollVote, _) => OutgoingContent::PollVote {
+                target: m
+                    .details
+                    .target
+                    .clone()
+                    .ok_or_else(|| missing("poll voted in"))?,
+                poll: m.details.poll.clone().ok_or_else(|| missing("poll"))?,
+                options: m.details.vote.clone().unwrap_or_default(),
+            },
             (MessageKind::Poll, _) => match &m.details.poll {
                 Some(p) if p.secret_bytes().is_some() => OutgoingContent::Poll(p.clone()),
                 _ => return Err(missing("poll with its secret")),

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::content::{Details, Quote};
 use wagate_core::device::DeviceStatus;
-use wagate_core::engine::{ChatState, NumberCheck, provider_message_id};
+use wagate_core::engine::{ChatState, NumberCheck, ReadMark, provider_message_id};
 use wagate_core::message::{
     Dialect, InboundMessage, Message, MessageKind, MessageStatus, NewOutboundMessage, StatusChange,
 };
 use wagate_core::store::{AcceptOutcome, MessageFilter, Page, PageRequest, Store, StoreError};
 use wagate_core::time::Timestamp;
-use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, Spintax, time};
+use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, Phone, Recipient, Spintax, time};
 
 /// Longest `clientMessageId` accepted.
 pub const MAX_CLIENT_MESSAGE_ID: usize = 200;
@@ -30,7 +30,8 @@ pub const MAX_CHECK_NUMBERS: usize = 50;
 #[derive(Debug, Clone)]
 pub struct SendRequest {
     pub device_uid: DeviceUid,
-    pub to: Phone,
+    /// A phone number, or a group the device is in.
+    pub to: Recipient,
     pub kind: SendKind,
     /// Text or caption, as a spintax template.
     pub text: Option<Spintax>,
@@ -63,6 +64,8 @@ pub enum MessageAction {
     Edit(Spintax),
     /// Delete a message the device sent, for everyone.
     Delete,
+    /// Vote in a poll (sent or received): the options picked, none to take the vote back.
+    Vote(Vec<String>),
 }
 
 impl MessageAction {
@@ -71,6 +74,7 @@ impl MessageAction {
             Self::React(_) => MessageKind::Reaction,
             Self::Edit(_) => MessageKind::Edit,
             Self::Delete => MessageKind::Delete,
+            Self::Vote(_) => MessageKind::PollVote,
         }
     }
 
@@ -79,12 +83,13 @@ impl MessageAction {
             Self::React(_) => "reacted to",
             Self::Edit(_) => "edited",
             Self::Delete => "deleted",
+            Self::Vote(_) => "voted in",
         }
     }
 }
 
 /// Where a live-session call ran ([`MessagingService::live`]).
-enum Live {
+pub(super) enum Live {
     Here(Arc<dyn wagate_core::engine::EngineSession>),
     There(PeerReply),
 }
@@ -181,10 +186,29 @@ pub fn parse_text(s: &str, field: &str) -> ServiceResult<Spintax> {
     Ok(t)
 }
 
-/// The quote of a received message `m` for a reply in the chat with `to`: it must have
-/// come from `to` (a reply quotes the chat it is in).
-fn received_quote(m: InboundMessage, to: &Phone, r: &ReplyRef) -> ServiceResult<Quote> {
-    if m.from.as_ref() != Some(to) {
+/// The chat a received message is in: its group, or its sender's one-to-one chat.
+fn chat_of(m: &InboundMessage) -> Option<Recipient> {
+    match (&m.group_id, &m.from) {
+        (Some(g), _) if m.is_group => wagate_core::GroupId::parse(g).ok().map(Recipient::Group),
+        (_, Some(from)) if !m.is_group => Some(Recipient::Phone(from.clone())),
+        _ => None,
+    }
+}
+
+/// The quote of a received message `m` for a reply in the chat `to`: it must have been
+/// received in that chat (a reply quotes the chat it is in).
+fn received_quote(m: InboundMessage, to: &Recipient, r: &ReplyRef) -> ServiceResult<Quote> {
+    if m.is_group && chat_of(&m).as_ref() != Some(to) {
+        return Err(ServiceError::Invalid(
+            r.field.into(),
+            format!(
+                "message {} was received in group {}, not in the chat with {to}",
+                r.reference,
+                m.group_id.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
+    if !m.is_group && m.from.as_ref() != to.phone() {
         return Err(ServiceError::Invalid(
             r.field.into(),
             format!(
@@ -239,6 +263,42 @@ pub struct MessagingService {
     router: SessionRouter,
     /// How long a synchronous send waits for WhatsApp (`sending.sync_wait_ms`).
     sync_wait: Duration,
+    /// Groups each device was recently seen to be in ([`Self::require_member`]).
+    known_groups: Arc<KnownGroups>,
+}
+
+/// Which groups devices were recently found in, so sends to a group do not each ask
+/// WhatsApp. Entries expire after [`KNOWN_GROUP_TTL`] (membership changes); the map is
+/// bounded (emptied when full: it is a cache, losing it costs one question per group).
+#[derive(Default)]
+struct KnownGroups(
+    std::sync::Mutex<
+        std::collections::HashMap<(DeviceUid, wagate_core::GroupId), std::time::Instant>,
+    >,
+);
+
+const KNOWN_GROUP_TTL: Duration = Duration::from_secs(300);
+const KNOWN_GROUPS_MAX: usize = 10_000;
+
+impl KnownGroups {
+    fn contains(&self, device: &DeviceUid, group: &wagate_core::GroupId) -> bool {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&(device.clone(), group.clone()))
+            .is_some_and(|at| at.elapsed() < KNOWN_GROUP_TTL)
+    }
+
+    fn remember(&self, device: &DeviceUid, group: &wagate_core::GroupId) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= KNOWN_GROUPS_MAX {
+            map.clear();
+        }
+        map.insert((device.clone(), group.clone()), std::time::Instant::now());
+    }
+
+    fn forget(&self, device: &DeviceUid, group: &wagate_core::GroupId) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(device.clone(), group.clone()));
+    }
 }
 
 impl MessagingService {
@@ -257,6 +317,7 @@ impl MessagingService {
             media,
             router,
             sync_wait: Duration::from_millis(sync_wait_ms),
+            known_groups: Arc::default(),
         }
     }
 
@@ -297,6 +358,9 @@ impl MessagingService {
                 device.status.as_str()
             )));
         }
+        if let Recipient::Group(group) = &req.to {
+            self.require_member(account, &device.uid, group).await?;
+        }
         let kind = self.resolve_kind(account, &req).await?;
         let template = req.text.as_ref().map(ToString::to_string);
         let details_fingerprint = details_fingerprint(&req.details, req.reply_to.as_ref());
@@ -314,8 +378,10 @@ impl MessagingService {
             details.reply_to = Some(self.quote(account, &device.uid, &req.to, r).await?);
         }
         // Chosen once, here, and stored: every attempt sends the same poll, and votes
-        // for it can be read.
-        details.poll = details.poll.map(|p| p.with_new_secret());
+        // for it can be read. (A vote carries the poll it is cast in, secret included.)
+        if kind == MessageKind::Poll {
+            details.poll = details.poll.map(|p| p.with_new_secret());
+        }
         // Structured content is summarised as the message's text, for lists and readers.
         let text = match details.summary_of(kind) {
             Some(summary) => Some(summary),
@@ -365,6 +431,42 @@ impl MessagingService {
                 retry_after_secs: Some(3600),
             }),
         }
+    }
+
+    /// Refuses a send to a group the device is not in (a 422 naming `groupId`), asking
+    /// its live session, which knows its groups; a device that cannot be asked now
+    /// (offline, starting) gets the message anyway, and WhatsApp's refusal, if any, fails
+    /// it later with the reason. A group found is remembered for a while, so a burst of
+    /// sends to one group asks once.
+    async fn require_member(
+        &self,
+        account: &AccountId,
+        device: &DeviceUid,
+        group: &wagate_core::GroupId,
+    ) -> ServiceResult<()> {
+        if self.known_groups.contains(device, group) {
+            return Ok(());
+        }
+        match self.group_info(account, device, group).await {
+            Ok(_) => {
+                self.known_groups.remember(device, group);
+                Ok(())
+            }
+            Err(ServiceError::NotFound("group")) => Err(ServiceError::Invalid(
+                "groupId".into(),
+                format!("device {device} is not a member of group {group}, or it does not exist"),
+            )),
+            Err(e) => {
+                tracing::debug!(device.uid = %device, group = %group, error = %e, "group membership not checked at accept");
+                Ok(())
+            }
+        }
+    }
+
+    /// The device left `group` (or was found not to be in it): sends to it are asked
+    /// about again.
+    pub(super) fn forget_group(&self, device: &DeviceUid, group: &wagate_core::GroupId) {
+        self.known_groups.forget(device, group);
     }
 
     /// Sends and answers once WhatsApp has the message (its server ack is committed), or
@@ -593,7 +695,9 @@ impl MessagingService {
         dialect: Dialect,
     ) -> ServiceResult<SendRequest> {
         let conflict = |why: String| ServiceError::Conflict(why);
-        let (device_uid, to, quote) = match self
+        // Reactions and votes go on anyone's messages; edits and deletes on the device's own.
+        let on_anyones = matches!(action, MessageAction::React(_) | MessageAction::Vote(_));
+        let (device_uid, to, quote, poll) = match self
             .store
             .get_message_with_history(account, target)
             .await
@@ -605,7 +709,7 @@ impl MessagingService {
                         m.kind.as_str()
                     )));
                 }
-                if !matches!(action, MessageAction::React(_)) {
+                if !on_anyones {
                     let sent_at = history
                         .iter()
                         .find(|h| h.status == MessageStatus::Sent)
@@ -639,14 +743,24 @@ impl MessagingService {
                     }
                 }
                 let quote = Quote::of_sent(&m);
-                (m.device_uid, m.to, quote)
+                (m.device_uid, m.to, quote, m.details.poll)
             }
             Err(StoreError::NotFound) => {
                 let m = match self.store.get_inbound(account, target).await {
                     Err(StoreError::NotFound) => return Err(ServiceError::NotFound("message")),
                     other => other?,
                 };
-                if !matches!(action, MessageAction::React(_)) {
+                if m.kind == MessageKind::Participants {
+                    return Err(conflict(format!(
+                        "message {target} reports a change to a group's members; there is nothing to {}",
+                        if matches!(action, MessageAction::React(_)) {
+                            "react to"
+                        } else {
+                            "change"
+                        }
+                    )));
+                }
+                if !on_anyones {
                     return Err(conflict(format!(
                         "message {target} was received from someone else: only its sender can have it {}",
                         action.verb()
@@ -658,26 +772,42 @@ impl MessagingService {
                         m.kind.as_str()
                     )));
                 }
-                if m.is_group {
-                    return Err(conflict(format!(
-                        "message {target} is in a group; reactions in groups are not supported yet"
-                    )));
-                }
-                let Some(from) = m.from.clone() else {
+                if m.from.is_none() {
                     return Err(conflict(format!(
                         "the sender of message {target} is known by LID only; their number is needed to react"
                     )));
+                }
+                let Some(chat) = chat_of(&m) else {
+                    return Err(conflict(format!(
+                        "message {target} came from a group whose id WhatsApp did not give"
+                    )));
                 };
                 let quote = Quote::of_received(&m);
-                (m.device_uid, from, quote)
+                (m.device_uid, chat, quote, m.details.poll)
             }
             Err(e) => return Err(e.into()),
         };
         let kind = action.kind();
-        let (text, emoji) = match action {
-            MessageAction::React(e) => (None, Some(e)),
-            MessageAction::Edit(t) => (Some(t), None),
-            MessageAction::Delete => (None, None),
+        let (text, emoji, vote) = match action {
+            MessageAction::React(e) => (None, Some(e), None),
+            MessageAction::Edit(t) => (Some(t), None, None),
+            MessageAction::Delete => (None, None, None),
+            MessageAction::Vote(options) => (None, None, Some(options)),
+        };
+        // A vote names options of the poll, and carries the poll (its secret encrypts
+        // the vote on WhatsApp).
+        let poll = match (&vote, poll) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(conflict(format!(
+                    "message {target} is not a poll; only polls take votes"
+                )));
+            }
+            (Some(options), Some(poll)) => {
+                wagate_core::content::check_vote(&poll, options)
+                    .map_err(|e| ServiceError::Invalid(e.field, e.reason))?;
+                Some(poll)
+            }
         };
         Ok(SendRequest {
             device_uid,
@@ -688,6 +818,8 @@ impl MessagingService {
             details: Details {
                 target: Some(quote),
                 emoji,
+                vote,
+                poll,
                 ..Details::default()
             },
             reply_to: None,
@@ -704,7 +836,7 @@ impl MessagingService {
         &self,
         account: &AccountId,
         device: &DeviceUid,
-        to: &Phone,
+        to: &Recipient,
         r: &ReplyRef,
     ) -> ServiceResult<Quote> {
         let invalid = |why: String| ServiceError::Invalid(r.field.into(), why);
@@ -763,6 +895,33 @@ impl MessagingService {
         }
     }
 
+    /// A poll's results so far (`None` for a message that is not a poll): the votes the
+    /// device received for it, each voter's latest counting.
+    pub async fn poll_results(
+        &self,
+        message: &Message,
+    ) -> ServiceResult<Option<Vec<wagate_core::content::OptionTally>>> {
+        let Some(poll) = message
+            .details
+            .poll
+            .as_ref()
+            .filter(|_| message.kind == MessageKind::Poll)
+        else {
+            return Ok(None);
+        };
+        let votes: Vec<(String, Vec<String>)> = self
+            .store
+            .poll_votes(&message.device_uid, &message.provider_message_id)
+            .await?
+            .into_iter()
+            .filter_map(|v| {
+                let voter = v.from.as_ref().map(Phone::e164).or(v.from_lid)?;
+                Some((voter, v.details.vote.unwrap_or_default()))
+            })
+            .collect();
+        Ok(Some(wagate_core::content::tally(poll, &votes)))
+    }
+
     pub async fn list_messages(
         &self,
         account: &AccountId,
@@ -787,7 +946,7 @@ impl MessagingService {
         &self,
         account: &AccountId,
         device: &DeviceUid,
-        to: &Phone,
+        to: &Recipient,
         state: ChatState,
     ) -> ServiceResult<()> {
         self.set_chat_state_at(account, device, to, state, Reach::Anywhere)
@@ -800,7 +959,7 @@ impl MessagingService {
         &self,
         account: &AccountId,
         device: &DeviceUid,
-        to: &Phone,
+        to: &Recipient,
         state: ChatState,
         reach: Reach,
     ) -> ServiceResult<()> {
@@ -819,14 +978,14 @@ impl MessagingService {
             .map_err(|e| ServiceError::Engine(e.to_string()))
     }
 
-    /// Marks the device's one-to-one chat with `chat` read: read receipts for its unread
-    /// inbound messages go to the sender, then the messages are recorded as read. Returns
+    /// Marks the device's chat `chat` (one-to-one or a group) read: read receipts for its
+    /// unread inbound messages go to their senders, then the messages are recorded as read. Returns
     /// how many were marked (0 when nothing was unread).
     pub async fn mark_chat_read(
         &self,
         account: &AccountId,
         device: &DeviceUid,
-        chat: &Phone,
+        chat: &Recipient,
     ) -> ServiceResult<u64> {
         self.mark_chat_read_at(account, device, chat, Reach::Anywhere)
             .await
@@ -838,7 +997,7 @@ impl MessagingService {
         &self,
         account: &AccountId,
         device: &DeviceUid,
-        chat: &Phone,
+        chat: &Recipient,
         reach: Reach,
     ) -> ServiceResult<u64> {
         let call = SessionCall::MarkRead {
@@ -860,12 +1019,15 @@ impl MessagingService {
             if unread.is_empty() {
                 return Ok(marked);
             }
-            let provider_ids: Vec<String> = unread
+            let marks: Vec<ReadMark> = unread
                 .iter()
-                .map(|m| m.provider_message_id.clone())
+                .map(|m| ReadMark {
+                    provider_message_id: m.provider_message_id.clone(),
+                    sender: m.from.clone(),
+                })
                 .collect();
             session
-                .mark_read(chat, &provider_ids)
+                .mark_read(chat, &marks)
                 .await
                 .map_err(|e| ServiceError::Engine(e.to_string()))?;
             let ids: Vec<MessageId> = unread.iter().map(|m| m.id.clone()).collect();
@@ -883,7 +1045,7 @@ impl MessagingService {
     /// Where a call needing the device's live session runs: here, on its session, which
     /// must be connected; or, when `reach` allows, on the node driving the device, which
     /// runs `call` and whose reply is returned.
-    async fn live(
+    pub(super) async fn live(
         &self,
         account: &AccountId,
         device: &DeviceUid,

@@ -10,6 +10,7 @@
 pub mod accounts;
 pub mod devices;
 pub mod events;
+pub mod groups;
 pub mod linking;
 pub mod media;
 pub mod messaging;

@@ -19,9 +19,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+use wagate_core::chat::{GroupInfo, MemberOutcome, MembershipChange};
 use wagate_core::engine::{ChatState, EngineSession, NumberCheck, PairCode};
 use wagate_core::store::Store;
-use wagate_core::{AccountId, DeviceUid, Phone, time};
+use wagate_core::{AccountId, DeviceUid, Phone, Recipient, time};
 
 /// Whether a call may be forwarded to the node driving the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,10 +38,38 @@ pub enum Reach {
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SessionCall {
     Qr,
-    PairCode { phone: String },
-    CheckNumbers { numbers: Vec<String> },
-    ChatState { to: String, state: String },
-    MarkRead { chat: String },
+    PairCode {
+        phone: String,
+    },
+    CheckNumbers {
+        numbers: Vec<String>,
+    },
+    ChatState {
+        to: String,
+        state: String,
+    },
+    MarkRead {
+        chat: String,
+    },
+    Groups,
+    GroupInfo {
+        group: String,
+    },
+    CreateGroup {
+        subject: String,
+        members: Vec<String>,
+    },
+    ChangeMembers {
+        group: String,
+        change: MembershipChange,
+        members: Vec<String>,
+    },
+    LeaveGroup {
+        group: String,
+    },
+    InviteLink {
+        group: String,
+    },
     Logout,
     Connect,
 }
@@ -81,6 +110,10 @@ pub enum PeerReply {
     PairCode { code: String, expires_in_ms: u64 },
     Numbers { results: Vec<WireCheck> },
     Marked { count: u64 },
+    Groups { groups: Vec<GroupInfo> },
+    Group { group: GroupInfo },
+    Members { outcomes: Vec<MemberOutcome> },
+    InviteLink { url: String },
     Done,
     Failed(WireError),
 }
@@ -119,6 +152,7 @@ impl From<WireError> for ServiceError {
     fn from(e: WireError) -> Self {
         match e.kind.as_str() {
             // The driving node re-checks only the device's ownership.
+            "not_found" if e.message.starts_with("group") => ServiceError::NotFound("group"),
             "not_found" => ServiceError::NotFound("device"),
             "invalid" => ServiceError::Invalid(e.field.unwrap_or_default(), e.message),
             "conflict" => ServiceError::Conflict(e.message),
@@ -397,7 +431,7 @@ impl PeerService {
                 }
             }
             SessionCall::ChatState { to, state } => {
-                let to = Phone::parse(&to)
+                let to = Recipient::parse(&to)
                     .map_err(|e| ServiceError::Invalid("to".into(), e.to_string()))?;
                 let state = ChatState::parse(&state).ok_or_else(|| {
                     ServiceError::Invalid("state".into(), format!("unknown chat state {state:?}"))
@@ -408,7 +442,7 @@ impl PeerService {
                 PeerReply::Done
             }
             SessionCall::MarkRead { chat } => {
-                let chat = Phone::parse(&chat)
+                let chat = Recipient::parse(&chat)
                     .map_err(|e| ServiceError::Invalid("chat".into(), e.to_string()))?;
                 let count = self
                     .messaging
@@ -416,6 +450,50 @@ impl PeerService {
                     .await?;
                 PeerReply::Marked { count }
             }
+            SessionCall::Groups => PeerReply::Groups {
+                groups: self.messaging.list_groups_at(&account, &uid, here).await?,
+            },
+            SessionCall::GroupInfo { group } => PeerReply::Group {
+                group: self
+                    .messaging
+                    .group_info_at(&account, &uid, &group_id(&group)?, here)
+                    .await?,
+            },
+            SessionCall::CreateGroup { subject, members } => PeerReply::Group {
+                group: self
+                    .messaging
+                    .create_group_at(&account, &uid, &subject, &phones(&members)?, here)
+                    .await?,
+            },
+            SessionCall::ChangeMembers {
+                group,
+                change,
+                members,
+            } => PeerReply::Members {
+                outcomes: self
+                    .messaging
+                    .change_members_at(
+                        &account,
+                        &uid,
+                        &group_id(&group)?,
+                        change,
+                        &phones(&members)?,
+                        here,
+                    )
+                    .await?,
+            },
+            SessionCall::LeaveGroup { group } => {
+                self.messaging
+                    .leave_group_at(&account, &uid, &group_id(&group)?, here)
+                    .await?;
+                PeerReply::Done
+            }
+            SessionCall::InviteLink { group } => PeerReply::InviteLink {
+                url: self
+                    .messaging
+                    .invite_link_at(&account, &uid, &group_id(&group)?, here)
+                    .await?,
+            },
             SessionCall::Logout => {
                 self.linking.logout_device_at(&account, &uid, here).await?;
                 PeerReply::Done
@@ -426,6 +504,18 @@ impl PeerService {
             }
         })
     }
+}
+
+fn group_id(s: &str) -> ServiceResult<wagate_core::GroupId> {
+    wagate_core::GroupId::parse(s)
+        .map_err(|e| ServiceError::Invalid("groupId".into(), e.to_string()))
+}
+
+fn phones(list: &[String]) -> ServiceResult<Vec<Phone>> {
+    list.iter()
+        .map(|n| Phone::parse(n))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServiceError::Invalid("participants".into(), e.to_string()))
 }
 
 /// Forwarding over HTTP: a POST to the driving node's internal endpoint, signed with the

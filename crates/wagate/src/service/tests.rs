@@ -165,7 +165,7 @@ fn sandbox_device() -> NewDeviceRequest {
 fn text_to(device: &DeviceUid) -> SendRequest {
     SendRequest {
         device_uid: device.clone(),
-        to: Phone::parse("+201001234567").unwrap(),
+        to: Phone::parse("+201001234567").unwrap().into(),
         kind: SendKind::Text,
         text: Some(Spintax::parse("hello").unwrap()),
         media_id: None,

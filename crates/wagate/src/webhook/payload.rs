@@ -6,7 +6,7 @@
 //! the same style for the rest. Rendering is a pure function of the event, so every retry
 //! of a delivery carries the same bytes (media links expire a fixed time after the event).
 
-use crate::http::msgera::details::{DetailsBody, QuoteBody};
+use crate::http::msgera::details::{DetailsBody, GroupChangeBody, QuoteBody};
 use crate::keys::MediaLinkKey;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -109,6 +109,14 @@ pub struct MsgeraChatAction {
     pub emoji: Option<String>,
     /// `message.edited`: the new text; otherwise a summary.
     pub text: Option<String>,
+    /// `group.participants`: what changed (`action`: add, remove, promote, demote or
+    /// leave) and for whom; `from` made the change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_change: Option<GroupChangeBody>,
+    /// `poll.vote`: the options picked (`[]`: the vote was taken back); `target` is the
+    /// poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote: Option<Vec<String>>,
     /// WhatsApp's id of the reaction, edit or delete itself.
     pub provider_message_id: String,
     pub timestamp: String,
@@ -128,7 +136,7 @@ pub struct MsgeraMessageStatus {
     pub tenant_id: String,
     pub message_id: String,
     pub client_message_id: Option<String>,
-    /// E.164.
+    /// E.164, or the group's id for a group message.
     pub recipient: String,
     /// sent, delivered, read, played or failed.
     pub status: String,
@@ -203,6 +211,26 @@ pub struct MegaMessage {
     /// Reactions: the emoji (`""`: removed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emoji: Option<String>,
+    /// `group.participants`: what changed, for whom.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_change: Option<MegaGroupChange>,
+    /// `poll.vote`: the options picked; `target` is the poll.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote: Option<Vec<String>>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaGroupChange {
+    /// add, remove, promote, demote or leave.
+    pub action: String,
+    pub participants: Vec<MegaMember>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MegaMember {
+    /// Digits (a LID's user part when the number is unknown).
+    pub phone: String,
+    pub is_admin: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -278,6 +306,27 @@ impl MegaMessage {
             .then(|| d.mentions.iter().map(|p| p.digits().to_owned()).collect());
         self.target = d.target.as_ref().map(mega_quote);
         self.emoji = d.emoji.clone();
+        self.vote = d.vote.clone();
+        self.group_change = d.group_change.as_ref().map(|c| MegaGroupChange {
+            action: c.action.as_str().to_owned(),
+            participants: c
+                .participants
+                .iter()
+                .map(|p| MegaMember {
+                    phone: p
+                        .phone
+                        .as_ref()
+                        .map(|p| p.digits().to_owned())
+                        .or_else(|| {
+                            p.lid
+                                .as_ref()
+                                .map(|l| l.split('@').next().unwrap_or(l).to_owned())
+                        })
+                        .unwrap_or_default(),
+                    is_admin: p.role.is_admin(),
+                })
+                .collect(),
+        });
         self
     }
 }
@@ -286,7 +335,7 @@ impl MegaMessage {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MegaMessageReceived {
     /// `message`; for the opt-in chat events their type (`message.reaction`,
-    /// `message.edited`, `message.deleted`).
+    /// `message.edited`, `message.deleted`, `group.participants`, `poll.vote`).
     #[serde(rename = "type")]
     pub kind: String,
     pub message: MegaMessage,
@@ -298,7 +347,7 @@ pub struct MegaMessageReceived {
 pub struct MegaStatus {
     pub id: String,
     pub client_message_id: Option<String>,
-    /// Digits only.
+    /// Digits only, or the group's id for a group message.
     pub recipient: String,
     pub status: String,
     pub reason: Option<String>,
@@ -362,7 +411,7 @@ fn msgera_status(e: &Event, s: &MessageStatusChanged) -> MsgeraMessageStatus {
         tenant_id: e.account_id.to_string(),
         message_id: s.message_id.to_string(),
         client_message_id: s.client_message_id.clone(),
-        recipient: s.recipient.e164(),
+        recipient: s.recipient.to_string(),
         status: s.status.as_str().to_owned(),
         reason: s.reason.clone(),
         timestamp: iso_millis(s.timestamp),
@@ -396,6 +445,8 @@ fn msgera_action(e: &Event, m: &ReceivedMessage) -> MsgeraChatAction {
         target: details.target,
         emoji: m.details.emoji.clone(),
         text: m.text.clone(),
+        group_change: details.group_change,
+        vote: details.vote,
         provider_message_id: m.provider_message_id.clone(),
         timestamp: iso_millis(m.timestamp),
         is_group: m.is_group,
@@ -412,7 +463,9 @@ pub fn msgera(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>>
         EventData::DeviceStatus(d) => serde_json::to_vec(&msgera_device(event, d)),
         EventData::MessageReaction(m)
         | EventData::MessageEdited(m)
-        | EventData::MessageDeleted(m) => serde_json::to_vec(&msgera_action(event, m)),
+        | EventData::MessageDeleted(m)
+        | EventData::GroupParticipants(m)
+        | EventData::PollVote(m) => serde_json::to_vec(&msgera_action(event, m)),
     }
 }
 
@@ -423,7 +476,9 @@ pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>
         EventData::MessageReceived(m)
         | EventData::MessageReaction(m)
         | EventData::MessageEdited(m)
-        | EventData::MessageDeleted(m) => {
+        | EventData::MessageDeleted(m)
+        | EventData::GroupParticipants(m)
+        | EventData::PollVote(m) => {
             // `message` for the seed's inbound event; the event's own type otherwise.
             let kind = match &event.data {
                 EventData::MessageReceived(_) => "message",
@@ -459,6 +514,8 @@ pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>
                     mentions: None,
                     target: None,
                     emoji: None,
+                    group_change: None,
+                    vote: None,
                 }
                 .with_details(&m.details),
                 timestamp,
@@ -469,7 +526,7 @@ pub fn megamsg(event: &Event, links: &MediaLinker) -> serde_json::Result<Vec<u8>
             status: MegaStatus {
                 id: s.message_id.to_string(),
                 client_message_id: s.client_message_id.clone(),
-                recipient: s.recipient.digits().to_owned(),
+                recipient: s.recipient.key().to_owned(),
                 status: s.status.as_str().to_owned(),
                 reason: s.reason.clone(),
                 timestamp: s.timestamp.timestamp(),

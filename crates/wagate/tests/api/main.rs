@@ -8,6 +8,7 @@ mod accounts;
 mod cluster;
 mod connections;
 mod devices;
+mod groups;
 mod hostile;
 mod megamsg;
 mod messages;

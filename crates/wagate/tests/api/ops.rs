@@ -48,7 +48,14 @@ async fn health_readiness_openapi_and_docs_are_served() {
         .iter()
         .map(|v| v.as_str().unwrap())
         .collect();
-    assert_eq!(required, ["deviceUid", "to", "text"]);
+    // `to` or `groupId`, exactly one (checked by the handler, which names the field).
+    assert_eq!(required, ["deviceUid", "text"]);
+    for field in ["to", "groupId"] {
+        let described = send["properties"][field]["description"]
+            .as_str()
+            .unwrap_or("");
+        assert!(!described.is_empty(), "{field} is described: {send}");
+    }
     let page = app
         .client
         .get(format!("{}/docs", app.base))

@@ -537,3 +537,94 @@ async fn reactions_edits_and_deletes_reach_the_other_side_and_refuse_what_cannot
     assert_eq!(got["emoji"], "");
     assert_eq!(got["text"], "Removed a reaction");
 }
+
+#[tokio::test]
+async fn poll_votes_reach_the_poller_and_are_tallied() {
+    let app = TestApp::spawn().await;
+    let a = app.connected_device("poller").await;
+    let b = app.connected_device("voter").await;
+    let (a_uid, b_uid) = (
+        a["deviceUid"].as_str().unwrap(),
+        b["deviceUid"].as_str().unwrap(),
+    );
+    let b_phone = b["phoneNumber"].as_str().unwrap();
+    let poll = accepted(
+        &app,
+        "/v1/developer/messages/send-poll",
+        json!({ "deviceUid": a_uid, "to": b_phone, "question": "When?", "options": ["Morning", "Evening"] }),
+    )
+    .await;
+    let poll_id = poll["messageId"].as_str().unwrap();
+    let poll_pid = poll["providerMessageId"].as_str().unwrap();
+    let at_b = inbound_at(&app, b_uid, poll_pid).await;
+    let vote_path = format!(
+        "/v1/developer/messages/{}/vote",
+        at_b["messageId"].as_str().unwrap()
+    );
+
+    // Options are the poll's, one unless it allows several.
+    let (status, body) = app.post(&vote_path, json!({ "options": ["Noon"] })).await;
+    assert_invalid(status, &body, "options[0]");
+    let (status, body) = app
+        .post(&vote_path, json!({ "options": ["Morning", "Evening"] }))
+        .await;
+    assert_invalid(status, &body, "options");
+    // Only polls take votes.
+    let text = app.send_text(a_uid, b_phone, "not a poll").await;
+    let text_at_b = inbound_at(&app, b_uid, text["providerMessageId"].as_str().unwrap()).await;
+    let (status, body) = app
+        .post(
+            &format!(
+                "/v1/developer/messages/{}/vote",
+                text_at_b["messageId"].as_str().unwrap()
+            ),
+            json!({ "options": ["Morning"] }),
+        )
+        .await;
+    assert_error(status, &body, StatusCode::CONFLICT);
+
+    // B votes Morning, then changes to Evening: the poller sees both votes arrive and a
+    // tally where only the latest counts.
+    for choice in ["Morning", "Evening"] {
+        let (status, vote) = app.post(&vote_path, json!({ "options": [choice] })).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{vote}");
+        assert_eq!(vote["data"]["type"], "poll_vote");
+        let got = inbound_at(
+            &app,
+            a_uid,
+            vote["data"]["providerMessageId"].as_str().unwrap(),
+        )
+        .await;
+        assert_eq!(got["type"], "poll_vote");
+        assert_eq!(got["vote"], json!([choice]));
+        assert_eq!(got["target"]["providerMessageId"], poll_pid);
+        assert_eq!(got["target"]["fromMe"], true);
+        assert_eq!(got["text"], format!("Voted: {choice}"));
+    }
+    let (_, read) = app.get(&format!("/v1/developer/messages/{poll_id}")).await;
+    let results = &read["data"]["pollResults"];
+    assert_eq!(
+        results,
+        &json!({ "options": [
+            { "option": "Morning", "votes": 0, "voters": [] },
+            { "option": "Evening", "votes": 1, "voters": [b_phone] }
+        ], "voters": 1 }),
+        "{read}"
+    );
+    // Taking the vote back empties the tally.
+    let (status, _) = app.post(&vote_path, json!({ "options": [] })).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("the vote taken back", || async {
+        let (_, read) = app.get(&format!("/v1/developer/messages/{poll_id}")).await;
+        (read["data"]["pollResults"]["voters"] == 0).then_some(())
+    })
+    .await;
+    // A text has no tally.
+    let (_, read) = app
+        .get(&format!(
+            "/v1/developer/messages/{}",
+            text["messageId"].as_str().unwrap()
+        ))
+        .await;
+    assert!(read["data"].get("pollResults").is_none(), "{read}");
+}

@@ -1270,3 +1270,118 @@ async fn reactions_edits_and_deletes_are_opt_in_events_in_both_formats() {
         rx.got()
     );
 }
+
+/// Group membership changes and poll votes are opt-in event types too: a group URL that
+/// opted in gets the membership change in Msgera format, an instance URL the vote in
+/// MegaMsg format; a receiver on the defaults gets neither.
+#[tokio::test]
+async fn group_changes_and_poll_votes_are_opt_in_events_in_both_formats() {
+    let rx = Receiver::start().await;
+    let app = TestApp::spawn_with(webhook_config).await;
+    let owner = app.connected_device("owner").await;
+    let member = app.connected_device("member").await;
+    let (owner_uid, member_uid) = (
+        owner["deviceUid"].as_str().unwrap(),
+        member["deviceUid"].as_str().unwrap(),
+    );
+    let member_phone = member["phoneNumber"].as_str().unwrap();
+    // The member's group URL opts in to membership changes; its personal URL keeps the
+    // defaults. The owner's instance URL opts in to votes.
+    set_webhooks(
+        &app,
+        member_uid,
+        json!({ "personalWebhookUrl": rx.url("/member"), "groupWebhookUrl": rx.url("/member-groups"),
+                "isActive": true, "events": ["message.received", "group.participants"] }),
+    )
+    .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/v1/developer/devices/{owner_uid}/instance-webhook"),
+            Some(json!({ "url": rx.url("/mega"), "events": ["poll.vote"] })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let (status, group) = app
+        .post(
+            "/v1/developer/groups",
+            json!({ "deviceUid": owner_uid, "subject": "Lunch club", "participants": [member_phone] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let gid = group["data"]["groupId"].as_str().unwrap();
+    let added = rx.wait_for(1).await;
+    assert_eq!(
+        added[0].path, "/member-groups",
+        "group events go to the group URL"
+    );
+    let added = added[0].json();
+    assert_eq!(added["event"], "group.participants");
+    assert_eq!(added["from"], owner["phoneNumber"]);
+    assert_eq!(added["groupId"], gid);
+    assert_eq!(added["groupName"], "Lunch club");
+    assert_eq!(added["isGroup"], true);
+    assert_eq!(
+        added["groupChange"],
+        json!({ "action": "add", "participants": [
+            { "phone": member_phone, "lid": null, "role": "member", "isAdmin": false }
+        ] })
+    );
+
+    // A poll in the group; the member votes; the owner's instance URL gets the vote.
+    let (status, poll) = app
+        .post(
+            "/v1/developer/messages/send-poll",
+            json!({ "deviceUid": owner_uid, "groupId": gid, "question": "Where?", "options": ["Pizza", "Sushi"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{poll}");
+    let poll_pid = poll["data"]["providerMessageId"].as_str().unwrap();
+    let at_member = eventually("the poll at the member", || async {
+        let (_, inbox) = app
+            .get(&format!("/v1/developer/inbound?deviceUid={member_uid}"))
+            .await;
+        inbox["data"]["items"]
+            .as_array()?
+            .iter()
+            .find(|m| m["providerMessageId"] == poll_pid)
+            .cloned()
+    })
+    .await;
+    let (status, vote) = app
+        .post(
+            &format!(
+                "/v1/developer/messages/{}/vote",
+                at_member["messageId"].as_str().unwrap()
+            ),
+            json!({ "options": ["Sushi"] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{vote}");
+    let got = rx.wait_for(3).await;
+    let mega = got
+        .iter()
+        .find(|r| r.path == "/mega")
+        .expect("the vote")
+        .json();
+    assert_eq!(mega["type"], "poll.vote");
+    assert_eq!(mega["message"]["type"], "poll_vote");
+    assert_eq!(mega["message"]["vote"], json!(["Sushi"]));
+    assert_eq!(mega["message"]["target"]["id"], poll_pid);
+    assert_eq!(mega["message"]["target"]["from_me"], true);
+    assert_eq!(mega["message"]["group_id"], gid);
+    assert_eq!(
+        mega["message"]["from"],
+        member_phone.trim_start_matches('+')
+    );
+    // The member's own URLs got the poll (message.received), not the vote; nothing of
+    // the vote reached a default-events receiver.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let bodies: Vec<String> = rx.got().iter().map(|r| r.body.clone()).collect();
+    assert_eq!(
+        bodies.iter().filter(|b| b.contains("poll.vote")).count(),
+        1,
+        "{bodies:?}"
+    );
+}

@@ -796,3 +796,96 @@ async fn sandbox_form_uploads_and_sends_a_document() {
     b.quit().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_form_creates_a_group_and_sends_to_it() {
+    let _one = BROWSER.lock().await;
+    let app = TestApp::spawn().await;
+    let uid = app.connected_device("Organiser").await;
+    let other = app.connected_device("Member").await;
+    let (_, member) = app
+        .api(Method::GET, &format!("/v1/developer/devices/{other}"), None)
+        .await;
+    let member_phone = member["data"]["phoneNumber"].as_str().unwrap().to_owned();
+    let b = Browser::start().await;
+    sign_in(&b, &app).await;
+    go(&b, &format!("#/sandbox?device={uid}")).await;
+    b.find(&format!("#sb-device option[value='{uid}']")).await;
+    // Creating a group: its subject and members show; there is no chat to fill in.
+    let shown = b
+        .js(
+            "const k = document.getElementById('sb-kind'); k.value = 'group'; \
+             k.dispatchEvent(new Event('change')); \
+             return [document.getElementById('sb-to').disabled, \
+                     document.getElementById('sb-subject').closest('div').hidden, \
+                     document.getElementById('sb-text').hidden];",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown, json!([true, false, true]));
+    b.fill("#sb-subject", "Weekend team").await;
+    b.js(
+        "document.getElementById('sb-members').value = arguments[0];",
+        json!([member_phone]),
+    )
+    .await;
+    b.click("#sb-send").await;
+    b.wait_text("#sb-curl", 10, |t| t.contains("/v1/developer/groups"))
+        .await;
+    let response = b
+        .wait_text("#sb-response", 10, |t| t.starts_with("HTTP 201"))
+        .await;
+    assert!(response.contains("Weekend team"), "{response}");
+    // The new group's id is filled in as the chat: a text goes to it as groupId.
+    b.js(
+        "const k = document.getElementById('sb-kind'); k.value = 'text'; \
+         k.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    let gid = b
+        .js("return document.getElementById('sb-to').value;", json!([]))
+        .await;
+    let gid = gid.as_str().unwrap().to_owned();
+    assert!(gid.ends_with("@g.us"), "{gid}");
+    b.click("#sb-send").await;
+    let curl = b.wait_text("#sb-curl", 10, |t| t.contains("groupId")).await;
+    assert!(curl.contains(&gid), "{curl}");
+    b.wait_text("#sb-status", 15, |t| t == "read").await;
+    let sent = b.text("#sb-message-link").await;
+    let (_, m) = app
+        .api(Method::GET, &format!("/v1/developer/messages/{sent}"), None)
+        .await;
+    assert_eq!(m["data"]["groupId"], gid.as_str(), "{m}");
+    // The member's device has it, in the group.
+    let (_, inbox) = app
+        .api(
+            Method::GET,
+            &format!("/v1/developer/inbound?deviceUid={other}"),
+            None,
+        )
+        .await;
+    assert!(
+        inbox["data"]["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["providerMessageId"] == m["data"]["providerMessageId"]
+                && i["groupId"] == gid.as_str()),
+        "{inbox}"
+    );
+    // Listing the device's groups.
+    b.js(
+        "const k = document.getElementById('sb-kind'); k.value = 'groups'; \
+         k.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await;
+    b.click("#sb-send").await;
+    let listed = b
+        .wait_text("#sb-response", 10, |t| t.starts_with("HTTP 200"))
+        .await;
+    assert!(listed.contains(&gid), "{listed}");
+    b.quit().await;
+    app.stop().await;
+}

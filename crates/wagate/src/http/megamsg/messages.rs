@@ -29,12 +29,13 @@ use utoipa::ToSchema;
 use wagate_core::content::{Details, Location, Poll, check_emoji};
 use wagate_core::media::MAX_MEDIA_BYTES;
 use wagate_core::message::{Dialect, MessageKind};
-use wagate_core::{MessageId, Phone, Spintax};
+use wagate_core::{GroupId, MessageId, Phone, Recipient, Spintax};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
-    /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[1-9][0-9]{6,14}$`, E.164).
+    /// Recipient phone with country code, e.g. `+201234567890` (`^\+?[1-9][0-9]{6,14}$`,
+    /// E.164), or a group the instance is in (`120363012345678901@g.us`).
     pub phone_number: String,
     /// `text` (default), `image`, `audio`, `video`, `document`, `location`, `contact`,
     /// `poll` or `reaction`.
@@ -90,7 +91,7 @@ pub struct SendMessageRequest {
 pub struct SendMessageReply {
     /// Always `true`.
     pub ok: bool,
-    /// The recipient in E.164 (`+201234567890`).
+    /// The recipient in E.164 (`+201234567890`), or the group's id.
     pub to: String,
     /// The `type` sent.
     #[serde(rename = "type")]
@@ -189,7 +190,7 @@ impl MegaType {
 
 /// A send that passed validation.
 struct Valid {
-    to: Phone,
+    to: Recipient,
     kind: MegaType,
     ptt: bool,
     /// Text, or the media's caption.
@@ -309,9 +310,18 @@ fn structured(p: &mut FieldErrors, kind: MegaType, req: &SendMessageRequest) -> 
 
 fn validate(req: SendMessageRequest) -> Result<Valid, ApiError> {
     let mut p = FieldErrors::default();
-    let to = Phone::parse(req.phone_number.trim())
-        .map_err(|e| p.add("phone_number", e.to_string()))
-        .ok();
+    let number = req.phone_number.trim();
+    let to = if number.ends_with("@g.us") {
+        GroupId::parse(number)
+            .map(Recipient::Group)
+            .map_err(|e| p.add("phone_number", e.to_string()))
+            .ok()
+    } else {
+        Phone::parse(number)
+            .map(Recipient::Phone)
+            .map_err(|e| p.add("phone_number", e.to_string()))
+            .ok()
+    };
     let kind = match req.kind.as_deref() {
         None => Some(MegaType::Text),
         Some(k) => MegaType::parse(k).or_else(|| {
@@ -446,6 +456,7 @@ fn mega_error(e: ServiceError) -> ApiError {
         ServiceError::Invalid(field, message) => {
             let field = match field.as_str() {
                 "mediaId" | "file" => "media".to_owned(),
+                "groupId" => "phone_number".to_owned(),
                 _ => field,
             };
             ApiError::invalid(field, message)
@@ -658,12 +669,12 @@ pub async fn send_message(
     }
 }
 
-fn success(to: &Phone, kind: MegaType, id: &MessageId) -> Response {
+fn success(to: &Recipient, kind: MegaType, id: &MessageId) -> Response {
     (
         StatusCode::OK,
         Json(SendMessageReply {
             ok: true,
-            to: to.e164(),
+            to: to.to_string(),
             kind: kind.as_str().to_owned(),
             message_id: id.to_string(),
         }),
@@ -710,7 +721,7 @@ mod tests {
     fn types_and_their_required_fields() {
         let ok = req(serde_json::json!({"phone_number": "+201234567890", "text": "hi"})).unwrap();
         assert_eq!(ok.kind, MegaType::Text);
-        assert_eq!(ok.to.e164(), "+201234567890");
+        assert_eq!(ok.to.to_string(), "+201234567890");
         assert_eq!(
             fields(req(
                 serde_json::json!({"phone_number": "12", "type": "gif"})

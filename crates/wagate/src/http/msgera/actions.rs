@@ -119,3 +119,34 @@ pub async fn delete(
     let id = target(&id)?;
     act(&s, &account, &id, MessageAction::Delete, None).await
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VoteRequest {
+    /// The options picked, each exactly as the poll spells it: one, or several when the
+    /// poll allows it; `[]` takes the device's vote back.
+    pub options: Vec<String>,
+    pub client_message_id: Option<String>,
+}
+
+/// Votes in a poll a device sent or received (a later vote replaces an earlier one).
+#[utoipa::path(post, path = "/v1/developer/messages/{messageId}/vote", tag = "messages", security(("apiKey" = [])),
+    params(("messageId" = String, Path, description = "A poll sent or received by one of your devices")),
+    request_body = VoteRequest,
+    responses((status = 202, description = "The vote, accepted as a message of its own", body = MessageBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "The message is not a poll", body = ErrorBody),
+        (status = 422, description = "An option the poll does not have, or too many", body = ErrorBody),
+        (status = 429, body = ErrorBody)))]
+pub async fn vote(
+    State(s): State<Services>,
+    ApiKeyAccount(account): ApiKeyAccount,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<VoteRequest>,
+) -> ApiResult<Response> {
+    let id = target(&id)?;
+    let mut p = FieldErrors::default();
+    let c = cmid(&mut p, req.client_message_id);
+    p.finish()?;
+    act(&s, &account, &id, MessageAction::Vote(req.options), c).await
+}

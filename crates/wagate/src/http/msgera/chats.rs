@@ -13,13 +13,14 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wagate_core::Phone;
+use wagate_core::Recipient;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadChatRequest {
     pub device_uid: String,
-    /// The one-to-one chat: the other side's phone number in E.164.
+    /// The chat: the other side's phone number in E.164, or a group's id
+    /// (`120363012345678901@g.us`).
     pub chat: String,
 }
 
@@ -27,7 +28,7 @@ pub struct ReadChatRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ReadChatBody {
     pub device_uid: String,
-    /// The chat, in E.164.
+    /// The chat: a phone number in E.164, or the group's id.
     pub chat: String,
     /// How many inbound messages were marked read now (0 when none was unread).
     pub marked: u64,
@@ -45,8 +46,12 @@ pub async fn read_chat(
 ) -> ApiResult<Response> {
     let mut p = FieldErrors::default();
     let device = p.check(parse_device_uid(&req.device_uid, "deviceUid"));
-    let chat =
-        p.check(Phone::parse(&req.chat).map_err(|e| ApiError::invalid("chat", e.to_string())));
+    let chat = p.check(Recipient::parse(&req.chat).map_err(|_| {
+        ApiError::invalid(
+            "chat",
+            "must be a phone number in international format or a WhatsApp group id such as 120363012345678901@g.us",
+        )
+    }));
     p.finish()?;
     let (Some(device), Some(chat)) = (device, chat) else {
         return Err(ApiError::internal("validation passed without values"));
@@ -56,7 +61,7 @@ pub async fn read_chat(
         StatusCode::OK,
         ReadChatBody {
             device_uid: device.to_string(),
-            chat: chat.e164(),
+            chat: chat.to_string(),
             marked,
         },
     ))

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use utoipa::ToSchema;
+use wagate_core::chat::GroupMember;
 use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -48,6 +49,40 @@ pub struct QuoteBody {
     pub text: Option<String>,
 }
 
+/// One member of a group, as replies show it: the number whenever WhatsApp's LID could be
+/// resolved to one.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberBody {
+    /// E.164; null only when WhatsApp gave a LID that could not be resolved.
+    pub phone: Option<String>,
+    pub lid: Option<String>,
+    /// member, admin or owner.
+    pub role: String,
+    pub is_admin: bool,
+}
+
+impl MemberBody {
+    pub fn from_member(m: &GroupMember) -> Self {
+        Self {
+            phone: m.phone.as_ref().map(|p| p.e164()),
+            lid: m.lid.clone(),
+            role: m.role.as_str().to_owned(),
+            is_admin: m.role.is_admin(),
+        }
+    }
+}
+
+/// What changed in a group's membership (`participants` messages, `group.participants`
+/// events).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupChangeBody {
+    /// add, remove, promote, demote or leave.
+    pub action: String,
+    pub participants: Vec<MemberBody>,
+}
+
 /// The structured parts of a message, flattened into its body.
 #[derive(Debug, Default, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -73,6 +108,14 @@ pub struct DetailsBody {
     /// On reactions: the emoji (`""`: the reaction was removed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emoji: Option<String>,
+    /// On `participants` messages: who was added, removed, promoted, demoted or left (the
+    /// sender is who did it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_change: Option<GroupChangeBody>,
+    /// On `poll_vote` messages: the options picked (`[]`: the vote was taken back); the
+    /// poll is `target`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vote: Option<Vec<String>>,
 }
 
 fn location(l: &Location) -> LocationBody {
@@ -120,6 +163,11 @@ impl DetailsBody {
                 .then(|| d.mentions.iter().map(|p| p.e164()).collect()),
             target: d.target.as_ref().map(quote),
             emoji: d.emoji.clone(),
+            group_change: d.group_change.as_ref().map(|c| GroupChangeBody {
+                action: c.action.as_str().to_owned(),
+                participants: c.participants.iter().map(MemberBody::from_member).collect(),
+            }),
+            vote: d.vote.clone(),
         }
     }
 }

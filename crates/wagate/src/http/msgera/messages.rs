@@ -22,7 +22,7 @@ use wagate_core::content::{Details, check_mentions};
 use wagate_core::message::{Dialect, Message, MessageKind, MessageStatus, StatusChange};
 use wagate_core::store::{MessageFilter, PageRequest};
 use wagate_core::time::Timestamp;
-use wagate_core::{MediaId, MessageId, Phone, Spintax};
+use wagate_core::{GroupId, MediaId, MessageId, Phone, Recipient, Spintax};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -30,7 +30,10 @@ pub struct SendTextRequest {
     /// UID of the WhatsApp device sending the message.
     pub device_uid: String,
     /// Recipient phone number, matching `^\+?[1-9][0-9]{6,14}$` (E.164: no leading 0).
-    pub to: String,
+    /// Give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in (`120363012345678901@g.us`), instead of `to`.
+    pub group_id: Option<String>,
     /// Message body (min 1 character). Supports spintax: `{Hi|Hello} there`.
     pub text: String,
     /// Quote this message: the `msg_…` id of a message this device sent or received, or
@@ -48,7 +51,10 @@ pub struct SendTextRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendMediaRequest {
     pub device_uid: String,
-    pub to: String,
+    /// Recipient phone number (E.164); give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in, instead of `to`.
+    pub group_id: Option<String>,
     /// Id returned by `/v1/developer/media/upload`.
     pub media_id: String,
     /// Optional caption shown below the media (spintax allowed).
@@ -65,7 +71,10 @@ pub struct SendMediaRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendVoiceRequest {
     pub device_uid: String,
-    pub to: String,
+    /// Recipient phone number (E.164); give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in, instead of `to`.
+    pub group_id: Option<String>,
     /// Id of the uploaded audio asset.
     pub media_id: String,
     /// Quote this message (as in `/send`).
@@ -114,7 +123,11 @@ pub struct StatusChangeBody {
 pub struct MessageBody {
     pub message_id: String,
     pub device_uid: String,
+    /// The recipient: a phone number in E.164, or the group's id for a group message.
     pub to: String,
+    /// The group, for a message sent to one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
     /// text, image, video, audio, voice, document, sticker, location, contact or poll.
     #[serde(rename = "type")]
     pub kind: String,
@@ -140,9 +153,54 @@ pub struct MessageBody {
     /// What the message's media is, with a download link (on single-message reads).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaInfoBody>,
+    /// A poll's votes so far, each voter's latest vote counting (on single-message reads
+    /// of polls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub poll_results: Option<PollResultsBody>,
     /// Location, contacts, poll, quote and mentions, when it has them.
     #[serde(flatten)]
     pub details: DetailsBody,
+}
+
+/// A poll's tally.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollResultsBody {
+    /// In the poll's order.
+    pub options: Vec<PollOptionBody>,
+    /// How many people have a vote in now.
+    pub voters: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PollOptionBody {
+    pub option: String,
+    pub votes: usize,
+    /// Who picked it (E.164; a LID when the number is unknown).
+    pub voters: Vec<String>,
+}
+
+impl PollResultsBody {
+    fn from_tally(t: &[wagate_core::content::OptionTally]) -> Self {
+        let mut everyone: Vec<&str> = t
+            .iter()
+            .flat_map(|o| o.voters.iter().map(String::as_str))
+            .collect();
+        everyone.sort_unstable();
+        everyone.dedup();
+        Self {
+            options: t
+                .iter()
+                .map(|o| PollOptionBody {
+                    option: o.option.clone(),
+                    votes: o.votes,
+                    voters: o.voters.clone(),
+                })
+                .collect(),
+            voters: everyone.len(),
+        }
+    }
 }
 
 /// A message's media file as a reader sees it.
@@ -168,7 +226,8 @@ impl MessageBody {
         Self {
             message_id: m.id.to_string(),
             device_uid: m.device_uid.to_string(),
-            to: m.to.e164(),
+            to: m.to.to_string(),
+            group_id: m.to.group().map(ToString::to_string),
             kind: m.kind.as_str().to_owned(),
             status: m.status.as_str().to_owned(),
             failure_reason: m.failure_reason.clone(),
@@ -183,6 +242,7 @@ impl MessageBody {
             deduplicated: false,
             history: None,
             media: None,
+            poll_results: None,
             details: DetailsBody::from_details(&m.details),
         }
     }
@@ -224,7 +284,7 @@ fn media_id(s: &str) -> Result<MediaId, ApiError> {
 /// What every send endpoint takes besides its content.
 pub(super) struct Common {
     pub(super) device_uid: wagate_core::DeviceUid,
-    pub(super) to: Phone,
+    pub(super) to: Recipient,
     pub(super) reply_to: Option<ReplyRef>,
     pub(super) client_message_id: Option<String>,
     pub(super) send_at: Option<Timestamp>,
@@ -289,17 +349,53 @@ pub(crate) fn mentions(p: &mut FieldErrors, field: &str, list: Option<&[String]>
     phones
 }
 
+/// The chat a request names: `to` (a phone number) or `groupId`, exactly one.
+pub(super) fn recipient(
+    p: &mut FieldErrors,
+    to: Option<&str>,
+    group_id: Option<&str>,
+) -> Option<Recipient> {
+    match (to, group_id) {
+        (Some(_), Some(_)) => {
+            p.add(
+                "groupId",
+                "give either to (a phone number) or groupId, not both",
+            );
+            None
+        }
+        (Some(to), None) => p.check(phone(to, "to")).map(Recipient::Phone),
+        (None, Some(g)) => p.check(group_id_of(g, "groupId")).map(Recipient::Group),
+        (None, None) => {
+            p.add(
+                "to",
+                "is required (a phone number), unless groupId names a group",
+            );
+            None
+        }
+    }
+}
+
+pub(crate) fn group_id_of(s: &str, field: &str) -> Result<GroupId, ApiError> {
+    GroupId::parse(s).map_err(|e| ApiError::invalid(field, e.to_string()))
+}
+
+/// Who a request is for: the chat (`to` or `groupId`).
+pub(super) struct Target<'a> {
+    pub(super) to: Option<&'a str>,
+    pub(super) group_id: Option<&'a str>,
+}
+
 pub(super) fn common(
     p: &mut FieldErrors,
     device_uid: &str,
-    to: &str,
+    target: Target<'_>,
     reply_to: Option<String>,
     cmid: Option<String>,
     send_at: Option<&str>,
 ) -> Option<Common> {
     let reply_to = reply_ref(p, reply_to);
     let device_uid = p.check(parse_device_uid(device_uid, "deviceUid"));
-    let to = p.check(phone(to, "to"));
+    let to = recipient(p, target.to, target.group_id);
     let cmid_ok = match &cmid {
         Some(c) => p
             .check(validate_client_message_id(c, "clientMessageId"))
@@ -338,7 +434,10 @@ pub async fn send_text(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
@@ -377,7 +476,10 @@ pub async fn send_media(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
@@ -425,7 +527,10 @@ pub async fn send_voice(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
@@ -532,6 +637,9 @@ pub async fn get_message(
             Err(e) => return Err(e.into()),
         }
     }
+    if let Some(results) = s.messaging.poll_results(&m).await? {
+        body.poll_results = Some(PollResultsBody::from_tally(&results));
+    }
     Ok(ok(StatusCode::OK, body))
 }
 
@@ -547,7 +655,7 @@ pub struct ListMessagesQuery {
     pub device_uid: Option<String>,
     /// queued, sent, delivered, read, played or failed.
     pub status: Option<String>,
-    /// Recipient phone number.
+    /// Recipient phone number, or a group's id.
     pub recipient: Option<String>,
     /// Created at or after (ISO-8601).
     pub since: Option<String>,
@@ -607,7 +715,12 @@ pub async fn list_messages(
         })?);
     }
     if let Some(r) = &q.recipient {
-        filter.to = Some(phone(r, "recipient")?);
+        filter.to = Some(Recipient::parse(r).map_err(|_| {
+            ApiError::invalid(
+                "recipient",
+                "must be a phone number in international format or a WhatsApp group id",
+            )
+        })?);
     }
     if let Some(t) = &q.since {
         filter.since = Some(parse_time(t, "since")?);

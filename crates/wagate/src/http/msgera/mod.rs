@@ -6,6 +6,7 @@ pub mod chats;
 pub mod details;
 pub mod devices;
 pub mod events;
+pub mod groups;
 pub mod inbound;
 pub mod keys;
 pub mod linking;
@@ -91,8 +92,29 @@ pub fn router() -> Router<Services> {
             "/v1/developer/messages/{message_id}/reaction",
             post(actions::react),
         )
+        .route(
+            "/v1/developer/messages/{message_id}/vote",
+            post(actions::vote),
+        )
         .route("/v1/developer/presence", post(presence::set_presence))
         .route("/v1/developer/chats/read", post(chats::read_chat))
+        .route(
+            "/v1/developer/groups",
+            get(groups::list_groups).post(groups::create_group),
+        )
+        .route("/v1/developer/groups/{group_id}", get(groups::get_group))
+        .route(
+            "/v1/developer/groups/{group_id}/participants",
+            post(groups::change_participants),
+        )
+        .route(
+            "/v1/developer/groups/{group_id}/leave",
+            post(groups::leave_group),
+        )
+        .route(
+            "/v1/developer/groups/{group_id}/invite-link",
+            get(groups::invite_link),
+        )
         .route("/v1/developer/inbound", get(inbound::list_inbound))
         .route("/v1/developer/media/upload", post(media::upload_media))
         .route(

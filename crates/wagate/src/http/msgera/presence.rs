@@ -13,15 +13,16 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use wagate_core::Phone;
 use wagate_core::engine::ChatState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PresenceRequest {
     pub device_uid: String,
-    /// The chat: a phone number in E.164.
-    pub to: String,
+    /// The chat: a phone number in E.164; give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group chat, instead of `to`.
+    pub group_id: Option<String>,
     /// `typing`, `recording` (a voice note) or `paused` (clears either; WhatsApp also
     /// clears them by itself after a while).
     pub state: String,
@@ -31,8 +32,10 @@ pub struct PresenceRequest {
 #[serde(rename_all = "camelCase")]
 pub struct PresenceBody {
     pub device_uid: String,
-    /// The chat, in E.164.
+    /// The chat: a phone number in E.164, or the group's id.
     pub to: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_id: Option<String>,
     pub state: String,
 }
 
@@ -48,7 +51,7 @@ pub async fn set_presence(
 ) -> ApiResult<Response> {
     let mut p = FieldErrors::default();
     let device = p.check(parse_device_uid(&req.device_uid, "deviceUid"));
-    let to = p.check(Phone::parse(&req.to).map_err(|e| ApiError::invalid("to", e.to_string())));
+    let to = super::messages::recipient(&mut p, req.to.as_deref(), req.group_id.as_deref());
     let state = p.check(
         ChatState::parse(&req.state)
             .ok_or_else(|| ApiError::invalid("state", "must be one of typing, recording, paused")),
@@ -64,7 +67,8 @@ pub async fn set_presence(
         StatusCode::OK,
         PresenceBody {
             device_uid: device.to_string(),
-            to: to.e164(),
+            to: to.to_string(),
+            group_id: to.group().map(ToString::to_string),
             state: state.as_str().to_owned(),
         },
     ))

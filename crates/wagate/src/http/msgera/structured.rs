@@ -3,7 +3,7 @@
 //! 202 with the message); the content is checked by the core's constructors, which name
 //! the field at fault.
 
-use super::messages::{MessageBody, accepted, common, phone};
+use super::messages::{MessageBody, Target, accepted, common, phone};
 use crate::http::auth::ApiKeyAccount;
 use crate::http::error::{ApiError, ApiResult, ErrorBody, FieldErrors};
 use crate::http::json::ApiJson;
@@ -20,8 +20,10 @@ use wagate_core::message::MessageKind;
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendLocationRequest {
     pub device_uid: String,
-    /// Recipient phone number (E.164).
-    pub to: String,
+    /// Recipient phone number (E.164); give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in, instead of `to`.
+    pub group_id: Option<String>,
     /// −90 to 90.
     pub latitude: f64,
     /// −180 to 180.
@@ -49,7 +51,10 @@ pub struct ContactInput {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendContactRequest {
     pub device_uid: String,
-    pub to: String,
+    /// Recipient phone number (E.164); give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in, instead of `to`.
+    pub group_id: Option<String>,
     /// 1–20 cards, sent as vCards.
     pub contacts: Vec<ContactInput>,
     pub reply_to: Option<String>,
@@ -61,7 +66,10 @@ pub struct SendContactRequest {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SendPollRequest {
     pub device_uid: String,
-    pub to: String,
+    /// Recipient phone number (E.164); give `to` or `groupId`, not both.
+    pub to: Option<String>,
+    /// A group the device is in, instead of `to`.
+    pub group_id: Option<String>,
     /// 1–255 characters.
     pub question: String,
     /// 2–12 distinct options of 1–100 characters.
@@ -87,7 +95,10 @@ pub async fn send_location(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
@@ -129,7 +140,10 @@ pub async fn send_contact(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),
@@ -185,7 +199,10 @@ pub async fn send_poll(
     let c = common(
         &mut p,
         &req.device_uid,
-        &req.to,
+        Target {
+            to: req.to.as_deref(),
+            group_id: req.group_id.as_deref(),
+        },
         req.reply_to,
         req.client_message_id,
         req.send_at.as_deref(),

@@ -8,7 +8,7 @@ const main = document.getElementById("main");
 const flash = document.getElementById("flash");
 const DEFAULT_TO = "+201001234567";
 const TERMINAL = ["read", "played", "failed"];
-const EVENTS = ["message.received", "message.status", "device.status", "message.reaction", "message.edited", "message.deleted"];
+const EVENTS = ["message.received", "message.status", "device.status", "message.reaction", "message.edited", "message.deleted", "group.participants"];
 let timers = [];
 let generation = 0;
 
@@ -284,7 +284,8 @@ async function sandboxPage() {
     h("option", { value: "poll" }, "Poll"),
     h("option", { value: "reaction" }, "Reaction to a message"), h("option", { value: "edit" }, "Edit a sent text"),
     h("option", { value: "delete" }, "Delete a sent message for everyone"),
-    h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"));
+    h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"),
+    h("option", { value: "group" }, "Create a group"), h("option", { value: "groups" }, "List the device's groups"));
   // What locations, contact cards and polls need; each shown for its kind only.
   const lat = h("input", { id: "sb-lat", name: "latitude", value: "30.0444", inputmode: "decimal" });
   const lon = h("input", { id: "sb-lon", name: "longitude", value: "31.2357", inputmode: "decimal" });
@@ -309,7 +310,13 @@ async function sandboxPage() {
     h("option", { value: "typing" }, "typing…"), h("option", { value: "recording" }, "recording a voice note…"),
     h("option", { value: "paused" }, "nothing (clear)"));
   const stateWrap = h("div", { hidden: true }, ...field("Show in the chat", state, "POST /v1/developer/presence: shown at once, nothing is stored."));
-  const to = h("input", { id: "sb-to", name: "to", value: DEFAULT_TO, inputmode: "tel", required: true });
+  const to = h("input", { id: "sb-to", name: "to", value: DEFAULT_TO, required: true });
+  // A group: its subject and first members (the device is its owner).
+  const subject = h("input", { id: "sb-subject", name: "subject", value: "Sandbox group" });
+  const members = h("textarea", { id: "sb-members", name: "participants", rows: 3, placeholder: "+15550001234" });
+  const groupWrap = h("div", { hidden: true }, ...field("Subject", subject), ...field("Participants (one phone per line)", members, "Other sandbox devices' numbers get the group's messages."));
+  // A value ending in @g.us is a group: sent as groupId, anything else as to.
+  const chatOf = () => to.value.trim().endsWith("@g.us") ? { groupId: to.value.trim() } : { to: to.value };
   const DEFAULT_TEXT = "{Hi|Hello} from the wagate dashboard";
   const text = h("textarea", { id: "sb-text", name: "text", rows: 3 }, DEFAULT_TEXT);
   const file = h("input", { id: "sb-file", name: "file", type: "file" });
@@ -321,7 +328,8 @@ async function sandboxPage() {
   let watching = 0;
   kind.addEventListener("change", () => {
     // Chat actions are not messages: no text, no file.
-    const action = kind.value === "presence" || kind.value === "read";
+    const groupCall = kind.value === "group" || kind.value === "groups";
+    const action = kind.value === "presence" || kind.value === "read" || groupCall;
     const structured = ["location", "contact", "poll"].includes(kind.value);
     const acting = ["reaction", "edit", "delete"].includes(kind.value);
     targetWrap.hidden = !acting;
@@ -331,8 +339,9 @@ async function sandboxPage() {
     cardWrap.hidden = kind.value !== "contact";
     pollWrap.hidden = kind.value !== "poll";
     replyWrap.hidden = action || acting;
-    // The message acted on decides the chat.
-    to.disabled = acting;
+    groupWrap.hidden = kind.value !== "group";
+    // The message acted on decides the chat; group calls have none.
+    to.disabled = acting || groupCall;
     textLabel.hidden = text.hidden = action || structured || (acting && kind.value !== "edit");
     fileWrap.hidden = kind.value === "text" || action || structured || acting;
     textLabel.textContent = kind.value === "edit" ? "New text" : kind.value === "text" ? "Text" : kind.value === "voice" ? "Caption (voice notes have none)" : "Caption (optional)";
@@ -350,10 +359,20 @@ async function sandboxPage() {
     let r;
     response.textContent = "…";
     live.replaceChildren();
-    if (kind.value === "presence" || kind.value === "read") {
+    if (kind.value === "groups") {
+      const endpoint = "/v1/developer/groups?deviceUid=" + encodeURIComponent(device.value);
+      curl.textContent = "curl -s " + shellQuote(base + endpoint) + " -H \"X-API-Key: $KEY\"";
+      r = await api("GET", endpoint);
+    } else if (kind.value === "group") {
+      const body = { deviceUid: device.value, subject: subject.value,
+        participants: members.value.split("\n").map((m) => m.trim()).filter((m) => m) };
+      curl.textContent = "curl -s -X POST " + base + "/v1/developer/groups -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body));
+      r = await api("POST", "/v1/developer/groups", body);
+      if (r.status < 300 && r.body.data && r.body.data.groupId) to.value = r.body.data.groupId;
+    } else if (kind.value === "presence" || kind.value === "read") {
       const [endpoint, body] = kind.value === "presence"
-        ? ["/v1/developer/presence", { deviceUid: device.value, to: to.value, state: state.value }]
-        : ["/v1/developer/chats/read", { deviceUid: device.value, chat: to.value }];
+        ? ["/v1/developer/presence", { deviceUid: device.value, ...chatOf(), state: state.value }]
+        : ["/v1/developer/chats/read", { deviceUid: device.value, chat: to.value.trim() }];
       lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
       curl.textContent = lines.join("\n\n");
       r = await api("POST", endpoint, body);
@@ -368,7 +387,7 @@ async function sandboxPage() {
       curl.textContent = lines.join("\n\n");
       r = await api(method, endpoint, body);
     } else if (kind.value === "text" || ["location", "contact", "poll"].includes(kind.value)) {
-      const body = { deviceUid: device.value, to: to.value };
+      const body = { deviceUid: device.value, ...chatOf() };
       let endpoint = "/v1/developer/messages/send";
       if (kind.value === "text") body.text = text.value;
       if (kind.value === "location") {
@@ -404,7 +423,7 @@ async function sandboxPage() {
       }
       const mediaId = up.body.data.mediaId;
       const voice = kind.value === "voice";
-      const body = { deviceUid: device.value, to: to.value, mediaId };
+      const body = { deviceUid: device.value, ...chatOf(), mediaId };
       if (!voice && text.value) body.caption = text.value;
       if (replyTo.value.trim()) body.replyTo = replyTo.value.trim();
       const endpoint = voice ? "/v1/developer/messages/send-voice" : "/v1/developer/messages/send-media";
@@ -415,8 +434,8 @@ async function sandboxPage() {
     response.textContent = "HTTP " + r.status + "\n" + JSON.stringify(r.body, null, 2);
     if (r.status < 300 && r.body.data && r.body.data.messageId) watch(r.body.data.messageId);
   } },
-  ...field("From device", device), ...field("Kind", kind), ...field("To (phone)", to, "Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
-  targetWrap, textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, replyWrap,
+  ...field("From device", device), ...field("Kind", kind), ...field("To (phone or group id)", to, "A phone number, or a group's id (…@g.us: sent as groupId). Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
+  targetWrap, textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, groupWrap, replyWrap,
   h("button", { type: "submit", id: "sb-send" }, "Send"));
 
   function watch(id) {

@@ -1,0 +1,239 @@
+//! What a group's members get: its messages (one sender-key ciphertext fanned out to every
+//! member device, with the sender-key distribution each device was sent), the receipts
+//! members send back to a message's author, chat states, and `w:gp2` notifications of
+//! membership changes.
+//!
+//! As for one-to-one messages the server never decrypts. A client's group stanza carries
+//! `<participants><to jid><enc type=pkmsg|msg/></to>*</participants>` (the sender key,
+//! Signal-encrypted per device, only when it must be distributed) and one
+//! `<enc type=skmsg/>`; each member device but the sender's gets its own `<enc>` first (so
+//! it learns the sender key before it needs it), then the `skmsg`, then the sender's
+//! `<device-identity>` when its `<enc>` is a prekey message (wacore `messages.rs`,
+//! `send/group.rs`). Groups address members by phone number here (`addressing_mode="pn"`).
+
+use std::collections::HashMap;
+
+use tracing::debug;
+use whatsapp_rust::Jid;
+use whatsapp_rust::wacore_binary::builder::NodeBuilder;
+use whatsapp_rust::wacore_binary::{Node, NodeContent};
+
+use crate::stanza::{self, attr, child, children, copy_attr, jid_attr};
+use crate::world::World;
+
+/// Relays a `<message to=G@g.us>` from device `device` of `pn` to every other member
+/// device. `Err(code)`: refused (the server's nack code).
+pub(crate) fn message(
+    world: &mut World,
+    msg: &Node,
+    group: &Jid,
+    pn: &str,
+    device: u16,
+) -> Result<(), &'static str> {
+    let Some(g) = world.groups.get(group.user.as_str()) else {
+        return Err("404");
+    };
+    if !g.is_member(pn) {
+        return Err("403");
+    }
+    let members: Vec<String> = g.participants.iter().map(|(p, _)| p.clone()).collect();
+    let id = attr(msg, "id").unwrap_or_default();
+    // Each device's share of the sender-key distribution, by (number, device).
+    let mut own: HashMap<(String, u16), Vec<Node>> = HashMap::new();
+    if let Some(participants) = child(msg, "participants") {
+        for to in children(participants).iter().filter(|n| n.tag == "to") {
+            let Some(jid) = jid_attr(to, "jid") else {
+                continue;
+            };
+            let Some(to_pn) = world.account_pn(&jid) else {
+                continue;
+            };
+            let encs = children(to)
+                .iter()
+                .filter(|n| n.tag == "enc")
+                .cloned()
+                .collect();
+            own.insert((to_pn, jid.device), encs);
+        }
+    }
+    let group_enc: Vec<Node> = children(msg)
+        .iter()
+        .filter(|n| n.tag == "enc")
+        .cloned()
+        .collect();
+    let identity = child(msg, "device-identity").cloned();
+    let Some(sender) = world.accounts.get(pn) else {
+        return Err("401");
+    };
+    let participant = sender.pn_jid(device);
+    let push_name = sender.push_name.clone();
+    let t = stanza::now_secs();
+    let mut deliveries = Vec::new();
+    for member in &members {
+        let Some(account) = world.accounts.get(member) else {
+            continue;
+        };
+        for target in account.linked_devices() {
+            if member == pn && target == device {
+                continue;
+            }
+            let mine = own.remove(&(member.clone(), target)).unwrap_or_default();
+            let prekey = mine
+                .iter()
+                .any(|e| attr(e, "type").as_deref() == Some("pkmsg"));
+            let mut content = mine;
+            content.extend(group_enc.iter().cloned());
+            if prekey && let Some(identity) = &identity {
+                content.push(identity.clone());
+            }
+            if content.is_empty() {
+                continue;
+            }
+            let mut out = NodeBuilder::new("message")
+                .attr("from", group.clone())
+                .attr("participant", participant.clone())
+                .attr("id", id.clone())
+                .attr("t", t)
+                .attr("notify", push_name.clone())
+                .attr("addressing_mode", "pn")
+                .build();
+            for key in ["type", "edit", "category", "mediatype"] {
+                copy_attr(msg, &mut out, key);
+            }
+            out.content = Some(NodeContent::Nodes(content));
+            deliveries.push((member.clone(), target, out));
+        }
+    }
+    for (member, target, node) in deliveries {
+        world.deliver(&member, target, node);
+    }
+    Ok(())
+}
+
+/// A receipt from a member for a group message (`to=G participant=<author>`): passed to the
+/// author as `from=G participant=<reader>` (to the device named, or every device of the
+/// account when the author is named without one).
+pub(crate) fn receipt(world: &mut World, receipt: &Node, group: &Jid, pn: &str, device: u16) {
+    let Some(author) = jid_attr(receipt, "participant") else {
+        debug!(stanza = %stanza::show(receipt), "group receipt without its author; not relayed");
+        return;
+    };
+    let Some(author_pn) = world.account_pn(&author) else {
+        return;
+    };
+    let Some(reader) = world.accounts.get(pn).map(|a| a.jid_like(&author, device)) else {
+        return;
+    };
+    let mut out = NodeBuilder::new("receipt")
+        .attr("from", group.clone())
+        .attr("participant", reader)
+        .attr("id", attr(receipt, "id").unwrap_or_default())
+        .attr("t", stanza::now_secs())
+        .build();
+    copy_attr(receipt, &mut out, "type");
+    out.content = receipt.content.clone();
+    let targets: Vec<u16> = match (author.device, world.accounts.get(&author_pn)) {
+        (0, Some(account)) => account
+            .linked_devices()
+            .into_iter()
+            .filter(|d| !(author_pn == pn && *d == device))
+            .collect(),
+        (d, _) => vec![d],
+    };
+    for target in targets {
+        world.deliver(&author_pn, target, out.clone());
+    }
+}
+
+/// A chat state in a group: shown to the members' online devices, remembered as what the
+/// group's chat shows of the sender (keyed by the group's JID, `…@g.us`).
+pub(crate) fn chatstate(
+    world: &mut World,
+    group: &Jid,
+    shown: &Node,
+    state: &str,
+    pn: &str,
+    device: u16,
+) {
+    let Some(g) = world.groups.get(group.user.as_str()) else {
+        return;
+    };
+    if !g.is_member(pn) {
+        return;
+    }
+    let members: Vec<String> = g.participants.iter().map(|(p, _)| p.clone()).collect();
+    let Some(from) = world.accounts.get(pn).map(|a| a.pn_jid(device)) else {
+        return;
+    };
+    world
+        .chat_states
+        .insert((group.to_string(), pn.to_owned()), state.to_owned());
+    let out = NodeBuilder::new("chatstate")
+        .attr("from", group.clone())
+        .attr("participant", from)
+        .children([shown.clone()])
+        .build();
+    for member in members {
+        let devices = world
+            .accounts
+            .get(&member)
+            .map(|a| a.linked_devices())
+            .unwrap_or_default();
+        for d in devices {
+            if member == pn && d == device {
+                continue;
+            }
+            world.deliver_live(&member, d, out.clone());
+        }
+    }
+}
+
+/// Tells the devices of `told` (the group's members, and members who just left or were
+/// removed) what changed in group `group_id`: `<notification type="w:gp2" from=G
+/// participant=<actor>>` with `change` inside. The acting device itself is told nothing
+/// (it knows).
+pub(crate) fn notify(
+    world: &mut World,
+    group_id: &str,
+    told: &[String],
+    actor: (&str, u16),
+    change: Node,
+) {
+    let Some(notify) = world.accounts.get(actor.0).map(|a| a.push_name.clone()) else {
+        return;
+    };
+    let node = NodeBuilder::new("notification")
+        .attr("type", "w:gp2")
+        .attr("from", Jid::group(group_id.to_owned()))
+        .attr("id", format!("gp2-{}", world.next_counter()))
+        .attr("participant", Jid::pn(actor.0.to_owned()))
+        .attr("notify", notify)
+        .attr("t", stanza::now_secs())
+        .attr("addressing_mode", "pn")
+        .children([change])
+        .build();
+    for member in told {
+        let devices = world
+            .accounts
+            .get(member)
+            .map(|a| a.linked_devices())
+            .unwrap_or_default();
+        for d in devices {
+            if *member == actor.0 && d == actor.1 {
+                continue;
+            }
+            world.deliver(member, d, node.clone());
+        }
+    }
+}
+
+/// `<add|remove|promote|demote><participant jid/>*</…>` naming `who` (numbers).
+pub(crate) fn change_node(action: &'static str, who: &[String]) -> Node {
+    NodeBuilder::new(action)
+        .children(who.iter().map(|pn| {
+            NodeBuilder::new("participant")
+                .attr("jid", Jid::pn(pn.clone()))
+                .build()
+        }))
+        .build()
+}
