@@ -4,8 +4,9 @@
 //! Each is a call on the device's live WhatsApp session, like a number check: WhatsApp,
 //! not wagate, knows a group's members, and a copy kept here would go stale the moment
 //! someone else changes the group. On a cluster the call reaches the node that drives the
-//! device ([`super::peer`]). Messages to a group go through the outbox like any other
-//! (`to` is then a [`Recipient::Group`](wagate_core::Recipient)).
+//! device ([`super::peer`]): each takes the [`Reach`] (`Anywhere` from an API caller,
+//! `HereOnly` for a call another node forwarded). Messages to a group go through the
+//! outbox like any other (`to` is then a [`Recipient::Group`](wagate_core::Recipient)).
 
 use super::messaging::Live;
 use super::peer::{PeerReply, Reach, SessionCall, unexpected};
@@ -49,14 +50,6 @@ impl MessagingService {
         &self,
         account: &AccountId,
         device: &DeviceUid,
-    ) -> ServiceResult<Vec<GroupInfo>> {
-        self.list_groups_at(account, device, Reach::Anywhere).await
-    }
-
-    pub async fn list_groups_at(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
         reach: Reach,
     ) -> ServiceResult<Vec<GroupInfo>> {
         match self
@@ -75,16 +68,6 @@ impl MessagingService {
         account: &AccountId,
         device: &DeviceUid,
         group: &GroupId,
-    ) -> ServiceResult<GroupInfo> {
-        self.group_info_at(account, device, group, Reach::Anywhere)
-            .await
-    }
-
-    pub async fn group_info_at(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
-        group: &GroupId,
         reach: Reach,
     ) -> ServiceResult<GroupInfo> {
         let call = SessionCall::GroupInfo {
@@ -99,17 +82,6 @@ impl MessagingService {
 
     /// Creates a group owned by the device with `members` (1 to 256 numbers).
     pub async fn create_group(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
-        subject: &str,
-        members: &[Phone],
-    ) -> ServiceResult<GroupInfo> {
-        self.create_group_at(account, device, subject, members, Reach::Anywhere)
-            .await
-    }
-
-    pub async fn create_group_at(
         &self,
         account: &AccountId,
         device: &DeviceUid,
@@ -136,18 +108,6 @@ impl MessagingService {
 
     /// Adds, removes, promotes or demotes `members`; what became of each.
     pub async fn change_members(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
-        group: &GroupId,
-        change: MembershipChange,
-        members: &[Phone],
-    ) -> ServiceResult<Vec<MemberOutcome>> {
-        self.change_members_at(account, device, group, change, members, Reach::Anywhere)
-            .await
-    }
-
-    pub async fn change_members_at(
         &self,
         account: &AccountId,
         device: &DeviceUid,
@@ -184,16 +144,6 @@ impl MessagingService {
         account: &AccountId,
         device: &DeviceUid,
         group: &GroupId,
-    ) -> ServiceResult<()> {
-        self.leave_group_at(account, device, group, Reach::Anywhere)
-            .await
-    }
-
-    pub async fn leave_group_at(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
-        group: &GroupId,
         reach: Reach,
     ) -> ServiceResult<()> {
         let call = SessionCall::LeaveGroup {
@@ -210,16 +160,6 @@ impl MessagingService {
 
     /// The group's invite link (the device must be an admin).
     pub async fn invite_link(
-        &self,
-        account: &AccountId,
-        device: &DeviceUid,
-        group: &GroupId,
-    ) -> ServiceResult<String> {
-        self.invite_link_at(account, device, group, Reach::Anywhere)
-            .await
-    }
-
-    pub async fn invite_link_at(
         &self,
         account: &AccountId,
         device: &DeviceUid,

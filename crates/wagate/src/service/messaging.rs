@@ -447,7 +447,10 @@ impl MessagingService {
         if self.known_groups.contains(device, group) {
             return Ok(());
         }
-        match self.group_info(account, device, group).await {
+        match self
+            .group_info(account, device, group, Reach::Anywhere)
+            .await
+        {
             Ok(_) => {
                 self.known_groups.remember(device, group);
                 Ok(())

@@ -451,18 +451,18 @@ impl PeerService {
                 PeerReply::Marked { count }
             }
             SessionCall::Groups => PeerReply::Groups {
-                groups: self.messaging.list_groups_at(&account, &uid, here).await?,
+                groups: self.messaging.list_groups(&account, &uid, here).await?,
             },
             SessionCall::GroupInfo { group } => PeerReply::Group {
                 group: self
                     .messaging
-                    .group_info_at(&account, &uid, &group_id(&group)?, here)
+                    .group_info(&account, &uid, &group_id(&group)?, here)
                     .await?,
             },
             SessionCall::CreateGroup { subject, members } => PeerReply::Group {
                 group: self
                     .messaging
-                    .create_group_at(&account, &uid, &subject, &phones(&members)?, here)
+                    .create_group(&account, &uid, &subject, &phones(&members)?, here)
                     .await?,
             },
             SessionCall::ChangeMembers {
@@ -472,7 +472,7 @@ impl PeerService {
             } => PeerReply::Members {
                 outcomes: self
                     .messaging
-                    .change_members_at(
+                    .change_members(
                         &account,
                         &uid,
                         &group_id(&group)?,
@@ -484,14 +484,14 @@ impl PeerService {
             },
             SessionCall::LeaveGroup { group } => {
                 self.messaging
-                    .leave_group_at(&account, &uid, &group_id(&group)?, here)
+                    .leave_group(&account, &uid, &group_id(&group)?, here)
                     .await?;
                 PeerReply::Done
             }
             SessionCall::InviteLink { group } => PeerReply::InviteLink {
                 url: self
                     .messaging
-                    .invite_link_at(&account, &uid, &group_id(&group)?, here)
+                    .invite_link(&account, &uid, &group_id(&group)?, here)
                     .await?,
             },
             SessionCall::Logout => {

@@ -14,6 +14,7 @@ use crate::http::json::ApiJson;
 use crate::http::ok;
 use crate::http::query::ApiQuery;
 use crate::service::Services;
+use crate::service::peer::Reach;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -147,7 +148,10 @@ pub async fn list_groups(
     ApiQuery(q): ApiQuery<DeviceQuery>,
 ) -> ApiResult<Response> {
     let device = query_device(&q)?;
-    let groups = s.messaging.list_groups(&account, &device).await?;
+    let groups = s
+        .messaging
+        .list_groups(&account, &device, Reach::Anywhere)
+        .await?;
     Ok(ok(
         StatusCode::OK,
         GroupList {
@@ -173,7 +177,10 @@ pub async fn get_group(
 ) -> ApiResult<Response> {
     let group = path_group(&group)?;
     let device = query_device(&q)?;
-    let info = s.messaging.group_info(&account, &device, &group).await?;
+    let info = s
+        .messaging
+        .group_info(&account, &device, &group, Reach::Anywhere)
+        .await?;
     Ok(ok(StatusCode::OK, GroupBody::from_info(&info, true)))
 }
 
@@ -201,7 +208,7 @@ pub async fn create_group(
     };
     let info = s
         .messaging
-        .create_group(&account, &device, &subject, &members)
+        .create_group(&account, &device, &subject, &members, Reach::Anywhere)
         .await?;
     Ok(ok(StatusCode::CREATED, GroupBody::from_info(&info, true)))
 }
@@ -281,7 +288,7 @@ pub async fn change_participants(
     for (change, phones) in changes {
         let outcomes = s
             .messaging
-            .change_members(&account, &device, &group, change, &phones)
+            .change_members(&account, &device, &group, change, &phones, Reach::Anywhere)
             .await?;
         results.extend(outcomes.iter().map(participant_result));
     }
@@ -311,7 +318,9 @@ pub async fn leave_group(
 ) -> ApiResult<Response> {
     let group = path_group(&group)?;
     let device = parse_device_uid(&req.device_uid, "deviceUid")?;
-    s.messaging.leave_group(&account, &device, &group).await?;
+    s.messaging
+        .leave_group(&account, &device, &group, Reach::Anywhere)
+        .await?;
     Ok(ok(
         StatusCode::OK,
         LeftBody {
@@ -335,7 +344,10 @@ pub async fn invite_link(
 ) -> ApiResult<Response> {
     let group = path_group(&group)?;
     let device = query_device(&q)?;
-    let url = s.messaging.invite_link(&account, &device, &group).await?;
+    let url = s
+        .messaging
+        .invite_link(&account, &device, &group, Reach::Anywhere)
+        .await?;
     Ok(ok(
         StatusCode::OK,
         InviteLinkBody {
