@@ -917,9 +917,10 @@ impl MessagingService {
             .poll_votes(&message.device_uid, &message.provider_message_id)
             .await?
             .into_iter()
+            // A vote whose options could not be read says nothing about the tally.
             .filter_map(|v| {
                 let voter = v.from.as_ref().map(Phone::e164).or(v.from_lid)?;
-                Some((voter, v.details.vote.unwrap_or_default()))
+                Some((voter, v.details.vote?))
             })
             .collect();
         Ok(Some(wagate_core::content::tally(poll, &votes)))

@@ -3,6 +3,7 @@
 //! members managed by admins only, with every member told; and bad requests refused with
 //! a 422 or 404 naming what is wrong.
 
+use crate::structured::{accepted, inbound_at};
 use crate::support::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -32,12 +33,6 @@ async fn device(app: &TestApp, name: &str) -> Dev {
     }
 }
 
-async fn accepted(app: &TestApp, path: &str, body: Value) -> Value {
-    let (status, reply) = app.post(path, body).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
-    reply["data"].clone()
-}
-
 /// The inbound message of `device` matching `pred`, once it arrived.
 async fn inbound_where(
     app: &TestApp,
@@ -60,10 +55,6 @@ async fn inbound_where(
     .await
 }
 
-async fn inbound_pid(app: &TestApp, device: &str, pid: &str) -> Value {
-    inbound_where(app, device, pid, |m| m["providerMessageId"] == pid).await
-}
-
 async fn create_group(app: &TestApp, owner: &Dev, subject: &str, members: &[&str]) -> Value {
     let (status, g) = app
         .post(
@@ -82,7 +73,12 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
     let b = device(&app, "ana").await;
     let c = device(&app, "bo").await;
 
-    let g = create_group(&app, &a, "  Team  ", &[&b.phone, &c.phone]).await;
+    let g = create_group(&app, &a, "  Team  ", &[&b.phone, &c.phone, "+15550100000"]).await;
+    assert_eq!(
+        g["notAdded"],
+        json!(["+15550100000"]),
+        "not on WhatsApp: {g}"
+    );
     let gid = g["groupId"].as_str().unwrap().to_owned();
     assert!(gid.ends_with("@g.us"), "{g}");
     assert_eq!(g["subject"], "Team");
@@ -148,7 +144,7 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
     assert_eq!(hello["groupId"], gid.as_str());
     let pid = hello["providerMessageId"].as_str().unwrap();
     for member in [&b, &c] {
-        let got = inbound_pid(&app, &member.uid, pid).await;
+        let got = inbound_at(&app, &member.uid, pid).await;
         assert_eq!(got["text"], "Hello team");
         assert_eq!(got["isGroup"], true);
         assert_eq!(got["groupId"], gid.as_str());
@@ -166,10 +162,10 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
     )
     .await;
     let reply_pid = reply["providerMessageId"].as_str().unwrap();
-    let at_c = inbound_pid(&app, &c.uid, reply_pid).await;
+    let at_c = inbound_at(&app, &c.uid, reply_pid).await;
     assert_eq!(at_c["replyTo"]["providerMessageId"], pid);
     assert_eq!(at_c["replyTo"]["from"], a.phone.as_str());
-    let at_a = inbound_pid(&app, &a.uid, reply_pid).await;
+    let at_a = inbound_at(&app, &a.uid, reply_pid).await;
     assert_eq!(at_a["replyTo"]["fromMe"], true);
 
     // C shares a location and a poll with the group.
@@ -186,7 +182,7 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
     )
     .await;
     for (sent, kind) in [(&loc, "location"), (&poll, "poll")] {
-        let got = inbound_pid(&app, &a.uid, sent["providerMessageId"].as_str().unwrap()).await;
+        let got = inbound_at(&app, &a.uid, sent["providerMessageId"].as_str().unwrap()).await;
         assert_eq!(
             (got["type"].as_str(), got["groupId"].as_str()),
             (Some(kind), Some(gid.as_str()))
@@ -206,11 +202,11 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
     assert_eq!(status, StatusCode::ACCEPTED, "{reacted}");
     assert_eq!(reacted["data"]["to"], gid.as_str());
     let reaction_pid = reacted["data"]["providerMessageId"].as_str().unwrap();
-    let at_b = inbound_pid(&app, &b.uid, reaction_pid).await;
+    let at_b = inbound_at(&app, &b.uid, reaction_pid).await;
     assert_eq!(at_b["type"], "reaction");
     assert_eq!(at_b["target"]["providerMessageId"], reply_pid);
     assert_eq!(at_b["target"]["fromMe"], true);
-    let at_c = inbound_pid(&app, &c.uid, reaction_pid).await;
+    let at_c = inbound_at(&app, &c.uid, reaction_pid).await;
     assert_eq!(at_c["target"]["from"], b.phone.as_str());
 
     // A edits its own group message; the members get the new text.
@@ -225,7 +221,7 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{edit}");
-    let edited = inbound_pid(
+    let edited = inbound_at(
         &app,
         &c.uid,
         edit["data"]["providerMessageId"].as_str().unwrap(),
@@ -256,7 +252,7 @@ async fn a_group_of_three_devices_exchanges_every_kind_through_both_dialects() {
             mega["messageId"].as_str().unwrap()
         ))
         .await;
-    let card = inbound_pid(
+    let card = inbound_at(
         &app,
         &a.uid,
         sent["data"]["providerMessageId"].as_str().unwrap(),
@@ -306,6 +302,7 @@ async fn only_admins_change_members_and_every_member_is_told() {
     let b = device(&app, "b").await;
     let c = device(&app, "c").await;
     let g = create_group(&app, &a, "Club", &[&b.phone]).await;
+    assert!(g.get("notAdded").is_none(), "everyone was added: {g}");
     let gid = g["groupId"].as_str().unwrap().to_owned();
     let members = format!("/v1/developer/groups/{gid}/participants");
 

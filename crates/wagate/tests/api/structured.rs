@@ -7,14 +7,14 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Sends through a Msgera endpoint and returns the accepted message.
-async fn accepted(app: &TestApp, path: &str, body: Value) -> Value {
+pub(crate) async fn accepted(app: &TestApp, path: &str, body: Value) -> Value {
     let (status, reply) = app.post(path, body).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{reply}");
     reply["data"].clone()
 }
 
 /// The inbound message of `device` with WhatsApp's id `pid`, once it arrived.
-async fn inbound_at(app: &TestApp, device: &str, pid: &str) -> Value {
+pub(crate) async fn inbound_at(app: &TestApp, device: &str, pid: &str) -> Value {
     eventually(&format!("{pid} at {device}"), || async {
         let (_, inbox) = app
             .get(&format!(

@@ -45,6 +45,10 @@ pub struct GroupBody {
     /// Every member, with numbers resolved from LIDs (on single-group reads and creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub participants: Option<Vec<MemberBody>>,
+    /// On creation: the numbers asked for that WhatsApp did not add (not on WhatsApp, or
+    /// refused); absent when every one was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_added: Option<Vec<String>>,
 }
 
 impl GroupBody {
@@ -57,6 +61,7 @@ impl GroupBody {
             created_at: g.created_at,
             participants: with_members
                 .then(|| g.members.iter().map(MemberBody::from_member).collect()),
+            not_added: None,
         }
     }
 }
@@ -210,7 +215,15 @@ pub async fn create_group(
         .messaging
         .create_group(&account, &device, &subject, &members, Reach::Anywhere)
         .await?;
-    Ok(ok(StatusCode::CREATED, GroupBody::from_info(&info, true)))
+    // WhatsApp creates the group with whom it can; the caller learns who is missing.
+    let not_added: Vec<String> = members
+        .iter()
+        .filter(|m| !info.members.iter().any(|g| g.phone.as_ref() == Some(*m)))
+        .map(wagate_core::Phone::e164)
+        .collect();
+    let mut body = GroupBody::from_info(&info, true);
+    body.not_added = (!not_added.is_empty()).then_some(not_added);
+    Ok(ok(StatusCode::CREATED, body))
 }
 
 /// 1–256 distinct phone numbers from a list field; `None` is no list.
