@@ -499,8 +499,10 @@ impl Details {
             }),
             MessageKind::Delete => Some("Deleted a message".to_owned()),
             MessageKind::PollVote => Some(match self.vote.as_deref() {
-                Some(v) if !v.is_empty() => format!("Voted: {}", v.join(", ")),
-                _ => "Took back a vote".to_owned(),
+                Some([]) => "Took back a vote".to_owned(),
+                Some(v) => format!("Voted: {}", v.join(", ")),
+                // An engine that could not open the vote (a poll it does not know).
+                None => "Voted (the vote could not be read)".to_owned(),
             }),
             MessageKind::Participants => self.group_change.as_ref().map(|c| {
                 let who: Vec<String> = c
@@ -737,6 +739,24 @@ mod tests {
                 .field,
             "options[1]"
         );
+    }
+
+    /// A vote reads as what it did: picked options, a vote taken back, or one the engine
+    /// could not open (never mistaken for a vote taken back).
+    #[test]
+    fn votes_are_summarised_by_what_they_did() {
+        use crate::message::MessageKind::PollVote;
+        let with = |vote: Option<Vec<String>>| Details {
+            vote,
+            ..Details::default()
+        };
+        let summary = |d: Details| d.summary_of(PollVote).unwrap();
+        assert_eq!(
+            summary(with(Some(vec!["Mon".into(), "Tue".into()]))),
+            "Voted: Mon, Tue"
+        );
+        assert_eq!(summary(with(Some(vec![]))), "Took back a vote");
+        assert_eq!(summary(with(None)), "Voted (the vote could not be read)");
     }
 
     fn phone(s: &str) -> Phone {

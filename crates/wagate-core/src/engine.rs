@@ -312,6 +312,17 @@ pub trait EngineEvents: Send + Sync {
     /// the same `provider_message_id` (at the latest to the device's next session after a
     /// restart), so the sink must be idempotent on that id.
     async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted>;
+
+    /// The poll the device knows as `provider_message_id` (one it sent or received), with
+    /// its secret, and who wrote it: an engine needs both to read the encrypted votes cast
+    /// in it. `Ok(None)` when the device has no such poll; an `Err` when that could not be
+    /// found out, so the engine must not acknowledge the vote upstream (it comes again).
+    async fn find_poll(
+        &self,
+        _provider_message_id: &str,
+    ) -> Result<Option<(Poll, Quote)>, EventNotCommitted> {
+        Ok(None)
+    }
 }
 
 /// One kind of WhatsApp connection (sandbox, whatsapp-web, …), shared by its devices.

@@ -238,6 +238,13 @@ pub trait MessageStore: Send + Sync {
         daily_limit: u32,
     ) -> StoreResult<AcceptOutcome>;
     async fn get_message(&self, account: &AccountId, id: &MessageId) -> StoreResult<Message>;
+    /// The device's outbound message WhatsApp knows as `provider_message_id`, if any (an
+    /// engine reading a vote on one of the device's polls asks for it).
+    async fn find_sent(
+        &self,
+        device: &DeviceUid,
+        provider_message_id: &str,
+    ) -> StoreResult<Option<Message>>;
     async fn list_messages(
         &self,
         account: &AccountId,

@@ -494,8 +494,53 @@ pub async fn a_reaction_from_the_peer_names_the_device_message<H: Harness + ?Siz
     stop_and_forget(h, session, &device).await;
 }
 
+/// The peer's vote in the device's poll arrives as a vote naming the options picked and
+/// the poll as the device's own (an engine whose WhatsApp encrypts votes opens them with
+/// the poll its caller knows, [`wagate_core::engine::EngineEvents::find_poll`]); a vote
+/// taken back arrives with no options.
+pub async fn the_peers_vote_in_the_devices_poll_is_read_by_option<H: Harness + ?Sized>(h: &H) {
+    let (device, session, events, phone) = online(h).await;
+    let peer = h.peer();
+    let poll = Poll::new(
+        "conformance: which days?",
+        &["Mon".into(), "Tue".into(), "Wed".into()],
+        true,
+    )
+    .unwrap()
+    .with_new_secret();
+    let m = message_to(
+        &peer,
+        OutgoingContent::Poll(poll.clone()),
+        Default::default(),
+    );
+    events.sent_poll(&m.provider_message_id, poll);
+    sent_and_acked(h, &session, &events, &m).await;
+    let votes_so_far = || -> Vec<IncomingMessage> {
+        events
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e {
+                EngineEvent::Inbound(v) if v.kind == MessageKind::PollVote => Some(*v),
+                _ => None,
+            })
+            .collect()
+    };
+    let votes = [vec!["Mon".to_owned(), "Wed".to_owned()], vec![]];
+    for (i, picked) in votes.iter().enumerate() {
+        h.peer_votes(&phone, &m.provider_message_id, picked).await;
+        until(h, "the peer's vote", || async { votes_so_far().len() > i }).await;
+        let got = votes_so_far().swap_remove(i);
+        assert_eq!(got.from.as_ref(), Some(&peer));
+        assert_eq!(got.details.vote.as_ref(), Some(picked), "vote {i}");
+        let target = got.details.target.expect("the poll voted in");
+        assert_eq!(target.provider_message_id, m.provider_message_id);
+        assert!(target.from_me, "the device's own poll");
+    }
+    stop_and_forget(h, session, &device).await;
+}
+
 /// A group the device creates with the peer: listed, read with its members and their roles;
-/// a text the device sends there reaches the peer in the group, a reaction to the peer's
+/// a text the device sends there reaches the peer in the group, and so does "typing…", a reaction to the peer's
 /// message names it; the peer's message there reaches the device as a group message from
 /// the peer's number, and marking it read tells the peer.
 pub async fn a_group_with_the_peer_gets_messages_both_ways<H: Harness + ?Sized>(h: &H) {
@@ -546,6 +591,18 @@ pub async fn a_group_with_the_peer_gets_messages_both_ways<H: Harness + ?Sized>(
         (got.kind, got.text.as_deref(), got.group.as_ref()),
         (MessageKind::Text, Some(text), Some(&group))
     );
+
+    // "typing…" in the group shows in the peer's group chat, as the device's.
+    for state in [ChatState::Typing, ChatState::Paused] {
+        session
+            .chat_state(&group.clone().into(), state)
+            .await
+            .expect("an online device sets a chat state in a group");
+        until(h, &format!("the group chat to show {state:?}"), || async {
+            h.peer_sees_chat_state_in_group(&phone, &group).await == Some(state)
+        })
+        .await;
+    }
 
     let reply = "conformance: hello from the peer, team";
     h.peer_sends_to_group(&group, reply).await;

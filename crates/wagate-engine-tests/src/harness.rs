@@ -62,9 +62,22 @@ pub trait Harness: Send + Sync {
     /// linked to `device_phone` sent it.
     async fn peer_reacts(&self, device_phone: &Phone, provider_message_id: &str, emoji: &str);
 
+    /// The peer votes `options` (by name) in the poll `provider_message_id` that the
+    /// device linked to `device_phone` sent it, as its phone would: encrypted under the
+    /// poll's secret where the engine's WhatsApp does that.
+    async fn peer_votes(&self, device_phone: &Phone, provider_message_id: &str, options: &[String]);
+
     /// What the peer's chat with the device linked to `device_phone` shows of it right
     /// now: the last chat state the device set there, if any.
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState>;
+
+    /// What the peer's chat of `group` shows of the device linked to `device_phone` right
+    /// now: the last chat state the device set there, if any.
+    async fn peer_sees_chat_state_in_group(
+        &self,
+        device_phone: &Phone,
+        group: &GroupId,
+    ) -> Option<ChatState>;
 
     /// What the peer's phone shows of the message `provider_message_id` the device linked
     /// to `device_phone` sent it (waiting for it to arrive): its kind, text and

@@ -49,6 +49,7 @@ macro_rules! engine_conformance_tests {
             locations_contacts_polls_and_replies_reach_the_peer,
             reactions_and_edits_reach_the_peer,
             a_reaction_from_the_peer_names_the_device_message,
+            the_peers_vote_in_the_devices_poll_is_read_by_option,
             a_group_with_the_peer_gets_messages_both_ways,
             membership_changes_reach_the_members,
         );

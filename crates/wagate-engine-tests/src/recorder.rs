@@ -1,13 +1,17 @@
 //! The engine's caller in the suite: a real, in-memory [`EngineEvents`] that keeps every
 //! event it committed, in order, and can refuse to commit inbound messages (a busy
-//! database) to check what an engine does with an event that was not committed.
+//! database) to check what an engine does with an event that was not committed. Like the
+//! gateway's store it knows the polls the device sent (told by the case) and received.
 
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
+use wagate_core::content::{Poll, Quote};
 use wagate_core::engine::{EngineEvent, EngineEvents, EventNotCommitted, IncomingMessage};
+use wagate_core::message::MessageKind;
 
 /// Records what a session emits; one per session.
 #[derive(Default)]
@@ -17,6 +21,8 @@ pub struct Recorder {
     refuse_inbound: AtomicU32,
     /// The inbound messages refused so far.
     refused: Mutex<Vec<IncomingMessage>>,
+    /// Polls the device sent, by WhatsApp id ([`Recorder::sent_poll`]).
+    sent_polls: Mutex<HashMap<String, Poll>>,
     changed: Notify,
 }
 
@@ -51,6 +57,41 @@ impl EngineEvents for Recorder {
         self.changed.notify_waiters();
         Ok(())
     }
+
+    /// As the gateway's store answers: a poll the device sent, else one it received.
+    async fn find_poll(&self, id: &str) -> Result<Option<(Poll, Quote)>, EventNotCommitted> {
+        let sent = self
+            .sent_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(poll) = sent {
+            let quote = Quote {
+                provider_message_id: id.to_owned(),
+                from_me: true,
+                from: None,
+                from_lid: None,
+                text: None,
+            };
+            return Ok(Some((poll, quote)));
+        }
+        Ok(self.lock().iter().find_map(|e| match e {
+            EngineEvent::Inbound(m)
+                if m.provider_message_id == id && m.kind == MessageKind::Poll =>
+            {
+                let quote = Quote {
+                    provider_message_id: id.to_owned(),
+                    from_me: false,
+                    from: m.from.clone(),
+                    from_lid: m.from_lid.clone(),
+                    text: None,
+                };
+                m.details.poll.clone().map(|p| (p, quote))
+            }
+            _ => None,
+        }))
+    }
 }
 
 impl Recorder {
@@ -63,6 +104,14 @@ impl Recorder {
         let r = Self::default();
         r.refuse_inbound.store(n, Ordering::SeqCst);
         Arc::new(r)
+    }
+
+    /// The device sent `poll` as `provider_message_id` (the gateway's store keeps it).
+    pub fn sent_poll(&self, provider_message_id: &str, poll: Poll) {
+        self.sent_polls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(provider_message_id.to_owned(), poll);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<EngineEvent>> {

@@ -208,6 +208,25 @@ mod tests {
         async fn download(&self, _media: &dyn Downloadable) -> anyhow::Result<Vec<u8>> {
             anyhow::bail!("no media here")
         }
+        async fn find_poll(
+            &self,
+            _id: &str,
+        ) -> Result<
+            Option<(wagate_core::content::Poll, wagate_core::content::Quote)>,
+            wagate_core::engine::EventNotCommitted,
+        > {
+            Ok(None)
+        }
+        async fn decrypt_vote(
+            &self,
+            _vote: whatsapp_rust::wacore::poll::PollVoteCiphertext<'_>,
+            _secret: &[u8],
+            _poll_id: &str,
+            _creator: &Jid,
+            _voter: &Jid,
+        ) -> anyhow::Result<Vec<Vec<u8>>> {
+            anyhow::bail!("no votes here")
+        }
     }
 
     fn info(jid: &str, pn: Option<&str>) -> GroupParticipantInfo {

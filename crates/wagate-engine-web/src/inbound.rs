@@ -3,11 +3,12 @@
 //! and group id and name.
 //!
 //! The classification is pure; what needs the live client (downloads, the LID↔PN map,
-//! group metadata) comes through [`InboundContext`], so tests use a fake.
+//! group metadata, opening poll votes) or the device's own messages (the poll a vote is
+//! cast in) comes through [`InboundContext`], so tests use a fake.
 
 use async_trait::async_trait;
 use wagate_core::Phone;
-use wagate_core::engine::{IncomingMedia, IncomingMessage};
+use wagate_core::engine::{EventNotCommitted, IncomingMedia, IncomingMessage};
 use wagate_core::message::MessageKind;
 use whatsapp_rust::Jid;
 use whatsapp_rust::download::Downloadable;
@@ -16,7 +17,8 @@ use whatsapp_rust::wacore_binary::JidExt;
 
 use crate::mapping::{lid_string, phone_of_pn, ts};
 use crate::structured;
-use wagate_core::content::{Details, MAX_MENTIONS, Quote};
+use wagate_core::content::{Details, MAX_MENTIONS, Poll, Quote};
+use whatsapp_rust::wacore::poll::{PollVoteCiphertext, compute_option_hash};
 
 /// What converting an inbound message needs from the live session.
 #[async_trait]
@@ -31,6 +33,19 @@ pub(crate) trait InboundContext: Send + Sync {
     fn own_phone(&self) -> Option<Phone>;
     /// Downloads and decrypts a media attachment.
     async fn download(&self, media: &dyn Downloadable) -> anyhow::Result<Vec<u8>>;
+    /// The poll the device sent or received under this id, with who wrote it
+    /// ([`wagate_core::engine::EngineEvents::find_poll`]).
+    async fn find_poll(&self, id: &str) -> Result<Option<(Poll, Quote)>, EventNotCommitted>;
+    /// The option hashes of an encrypted vote in the poll `poll_id` (its `secret`, written
+    /// by `creator`), cast by `voter`.
+    async fn decrypt_vote(
+        &self,
+        vote: PollVoteCiphertext<'_>,
+        secret: &[u8],
+        poll_id: &str,
+        creator: &Jid,
+        voter: &Jid,
+    ) -> anyhow::Result<Vec<Vec<u8>>>;
 }
 
 /// A media attachment found in a message.
@@ -54,12 +69,12 @@ fn mime_or(m: &Option<String>, default: &str) -> String {
         .to_owned()
 }
 
-/// What a message carries, or `None` for messages that are not content (reactions,
-/// revokes and edits, poll votes, protocol traffic).
+/// What a message carries, or `None` for messages that carry nothing wagate keeps
+/// (protocol traffic, kinds it does not know).
 pub(crate) fn classify(msg: &wa::Message) -> Option<Classified<'_>> {
     let base = msg.get_base_message();
-    // Reactions, edits and deletes act on another message; their details are read by
-    // `structured::received_action`.
+    // Reactions, edits, deletes and votes act on another message; their details are read
+    // by `structured::received_action`.
     if let Some(action) = structured::received_action(base) {
         return Some(Classified {
             kind: action.kind,
@@ -176,18 +191,22 @@ pub(crate) fn wanted(im: &InboundMessage) -> bool {
     !src.is_from_me && !src.chat.is_status_broadcast() && !src.chat.is_newsletter()
 }
 
-/// Converts one inbound message, downloading its media. `None` when it is not content.
+/// Converts one inbound message, downloading its media. `Ok(None)` when it is not
+/// content; an `Err` when what it needs from the device's messages could not be read (it
+/// must not be acknowledged: WhatsApp offers it again).
 pub(crate) async fn convert(
     im: &InboundMessage,
     ctx: &dyn InboundContext,
     max_media_bytes: u64,
-) -> Option<IncomingMessage> {
+) -> Result<Option<IncomingMessage>, EventNotCommitted> {
     if !wanted(im) {
-        return None;
+        return Ok(None);
     }
     let info = &im.info;
     let src = &info.source;
-    let classified = classify(&im.message)?;
+    let Some(classified) = classify(&im.message) else {
+        return Ok(None);
+    };
 
     let sender = src.sender.to_non_ad();
     let alt = src.sender_alt.as_ref().map(Jid::to_non_ad);
@@ -211,7 +230,20 @@ pub(crate) async fn convert(
         Some(a) => download(a, ctx, max_media_bytes, &info.id).await,
         None => None,
     };
-    let details = details(&im.message, classified.kind, (&from, &from_lid), ctx).await;
+    let mut details = details(&im.message, classified.kind, (&from, &from_lid), ctx).await;
+    if let Some(update) = im
+        .message
+        .get_base_message()
+        .poll_update_message
+        .as_option()
+    {
+        let voter = Voter {
+            jid: &sender,
+            phone: from.as_ref(),
+            lid: from_lid.as_deref(),
+        };
+        read_vote(update, &mut details, voter, ctx, &info.id).await?;
+    }
     let text = match classified.text.filter(|t| !t.is_empty()) {
         Some(t) => Some(t),
         // A pin whose coordinates are off the globe: still say what came.
@@ -221,7 +253,7 @@ pub(crate) async fn convert(
         None => None,
     };
 
-    Some(IncomingMessage {
+    Ok(Some(IncomingMessage {
         provider_message_id: info.id.clone(),
         from,
         from_lid,
@@ -234,7 +266,114 @@ pub(crate) async fn convert(
         group_id,
         group_name,
         timestamp: ts(info.timestamp),
-    })
+    }))
+}
+
+/// Who cast a vote, in both of WhatsApp's namespaces where known.
+struct Voter<'a> {
+    jid: &'a Jid,
+    phone: Option<&'a Phone>,
+    lid: Option<&'a str>,
+}
+
+/// Opens a received vote: the poll it is cast in is found among the device's messages
+/// (its secret and author key the vote's encryption), and the picked options' hashes are
+/// matched to the poll's options. A vote that cannot be read (a poll the device never
+/// saw, a key that does not open it) keeps `vote: None`: recorded, never counted, never
+/// mistaken for a vote taken back.
+async fn read_vote(
+    update: &wa::message::PollUpdateMessage,
+    d: &mut Details,
+    voter: Voter<'_>,
+    ctx: &dyn InboundContext,
+    id: &str,
+) -> Result<(), EventNotCommitted> {
+    let Some(target) = d.target.clone() else {
+        return Ok(());
+    };
+    let unreadable = |why: &str| {
+        tracing::warn!(message.provider_id = id, poll = %target.provider_message_id, "{why}; the vote is kept unread");
+    };
+    let Some((poll, quote)) = ctx.find_poll(&target.provider_message_id).await? else {
+        unreadable("a vote in a poll this device does not have");
+        return Ok(());
+    };
+    let (Some(secret), Some(enc)) = (poll.secret_bytes(), update.vote.as_option()) else {
+        unreadable("a vote without its encrypted options, or in a poll without a secret");
+        return Ok(());
+    };
+    let (Some(payload), Some(iv)) = (enc.enc_payload.as_deref(), enc.enc_iv.as_deref()) else {
+        unreadable("a vote without its encrypted options");
+        return Ok(());
+    };
+    // The key names the poll's author and the voter in one namespace (the author's).
+    let creator = match (&quote.from, &quote.from_lid) {
+        _ if quote.from_me => ctx.own_phone().map(|p| Jid::pn(p.digits())),
+        (Some(p), _) => Some(Jid::pn(p.digits())),
+        (None, Some(lid)) => lid.parse::<Jid>().ok(),
+        (None, None) => None,
+    };
+    let Some(creator) = creator else {
+        unreadable("a vote in a poll whose author is not known");
+        return Ok(());
+    };
+    let voter_jid = match (creator.is_lid(), voter.phone, voter.lid) {
+        (false, Some(p), _) => Jid::pn(p.digits()),
+        (true, _, Some(lid)) => lid.parse::<Jid>().unwrap_or_else(|_| voter.jid.clone()),
+        _ => voter.jid.clone(),
+    };
+    let vote = PollVoteCiphertext {
+        enc_payload: payload,
+        enc_iv: iv,
+    };
+    let picked = match ctx
+        .decrypt_vote(
+            vote,
+            &secret,
+            &quote.provider_message_id,
+            &creator,
+            &voter_jid,
+        )
+        .await
+    {
+        Ok(hashes) => hashes,
+        Err(e) => {
+            unreadable(&format!("a vote that does not open ({e:#})"));
+            return Ok(());
+        }
+    };
+    d.vote = options_named(&poll, &picked);
+    if d.vote.is_none() {
+        unreadable("a vote for options the poll does not have");
+    }
+    d.target = Some(Quote {
+        text: quote.text.clone().or_else(|| target.text.clone()),
+        ..quote
+    });
+    Ok(())
+}
+
+/// The poll's options whose hashes were picked, in the poll's order; `None` when a hash
+/// names no option (the vote was cast in another version of the poll).
+fn options_named(poll: &Poll, hashes: &[Vec<u8>]) -> Option<Vec<String>> {
+    let named: Vec<(&String, [u8; 32])> = poll
+        .options
+        .iter()
+        .map(|o| (o, compute_option_hash(o)))
+        .collect();
+    if hashes
+        .iter()
+        .any(|h| !named.iter().any(|(_, oh)| oh.as_slice() == h.as_slice()))
+    {
+        return None;
+    }
+    Some(
+        named
+            .into_iter()
+            .filter(|(_, oh)| hashes.iter().any(|h| h.as_slice() == oh.as_slice()))
+            .map(|(o, _)| o.clone())
+            .collect(),
+    )
 }
 
 /// The structured content, quote and mentions of a received message; authors and
@@ -359,6 +498,17 @@ mod tests {
         lid_to_pn: HashMap<String, String>,
         pn_to_lid: HashMap<String, String>,
         fail_downloads: bool,
+        /// The device's polls by WhatsApp id; `None`: the store does not answer.
+        polls: Option<HashMap<String, (Poll, Quote)>>,
+    }
+
+    /// The conversion, for messages whose conversion needs nothing from the store.
+    async fn convert(
+        im: &InboundMessage,
+        ctx: &dyn InboundContext,
+        max_media_bytes: u64,
+    ) -> Option<IncomingMessage> {
+        super::convert(im, ctx, max_media_bytes).await.unwrap()
     }
 
     #[async_trait]
@@ -389,6 +539,28 @@ mod tests {
             }
             Ok(media.direct_path().unwrap_or_default().as_bytes().to_vec())
         }
+        async fn find_poll(&self, id: &str) -> Result<Option<(Poll, Quote)>, EventNotCommitted> {
+            match &self.polls {
+                Some(p) => Ok(p.get(id).cloned()),
+                None => Err(EventNotCommitted("database is locked".into())),
+            }
+        }
+        async fn decrypt_vote(
+            &self,
+            vote: PollVoteCiphertext<'_>,
+            secret: &[u8],
+            poll_id: &str,
+            creator: &Jid,
+            voter: &Jid,
+        ) -> anyhow::Result<Vec<Vec<u8>>> {
+            Ok(whatsapp_rust::wacore::poll::decrypt_poll_vote_with_secret(
+                vote,
+                secret,
+                poll_id,
+                &creator.to_string(),
+                &voter.to_string(),
+            )?)
+        }
     }
 
     fn fake() -> Fake {
@@ -396,6 +568,7 @@ mod tests {
             lid_to_pn: HashMap::from([("200000000000002".into(), "15550002222".into())]),
             pn_to_lid: HashMap::from([("15550003333".into(), "300000000000003".into())]),
             fail_downloads: false,
+            polls: Some(HashMap::new()),
         }
     }
 
@@ -699,5 +872,97 @@ mod tests {
         assert!(q.from_me);
         assert_eq!(q.text.as_deref(), Some("Lunch?"));
         assert_eq!(m.details.mentions[0].digits(), "15550002222");
+    }
+
+    /// A customer's vote in the device's poll: the poll found among the device's messages
+    /// opens it, and the options picked come back by name; a vote in a poll the device
+    /// never had, or one that does not open, is kept as unread (`vote: None`); and when
+    /// the store cannot be asked the vote is not taken (WhatsApp offers it again).
+    #[tokio::test]
+    async fn votes_in_the_devices_polls_are_read_by_option_name() {
+        let poll = Poll::new(
+            "Lunch?",
+            &["Noon".to_owned(), "Evening".to_owned(), "Never".to_owned()],
+            true,
+        )
+        .unwrap()
+        .with_new_secret();
+        let ours = Quote {
+            provider_message_id: "3EB0POLL".into(),
+            from_me: true,
+            from: None,
+            from_lid: None,
+            text: Some("Poll: Lunch?".into()),
+        };
+        let mut ctx = fake();
+        ctx.polls = Some(HashMap::from([(
+            "3EB0POLL".to_owned(),
+            (poll.clone(), ours.clone()),
+        )]));
+        // The customer (15550003333) votes in our (15550009999) poll, as their phone would.
+        let vote_with = |secret: &[u8], options: &[String]| {
+            let chat = Jid::pn("15550009999");
+            crate::structured::poll_vote_message(crate::structured::Vote {
+                chat: &chat,
+                poll_id: "3EB0POLL",
+                creator: &Jid::pn("15550009999"),
+                voter: &Jid::pn("15550003333"),
+                from_me: false,
+                secret,
+                options,
+            })
+            .unwrap()
+        };
+        let secret = poll.secret_bytes().unwrap();
+        let picked = ["Never".to_owned(), "Noon".to_owned()];
+        let from = || dm_from("15550003333:1@s.whatsapp.net");
+        let m = convert(&inbound(vote_with(&secret, &picked), from()), &ctx, 1)
+            .await
+            .unwrap();
+        assert_eq!(m.kind, MessageKind::PollVote);
+        assert_eq!(
+            m.details.vote,
+            Some(vec!["Noon".to_owned(), "Never".to_owned()]),
+            "named in the poll's order"
+        );
+        assert_eq!(m.details.target, Some(ours.clone()));
+        assert_eq!(m.from.unwrap().digits(), "15550003333");
+
+        // Taking the vote back.
+        let m = convert(&inbound(vote_with(&secret, &[]), from()), &ctx, 1)
+            .await
+            .unwrap();
+        assert_eq!(m.details.vote, Some(vec![]));
+
+        // Under another secret it does not open; in a poll not known, nothing to open it.
+        let m = convert(&inbound(vote_with(&[9u8; 32], &picked), from()), &ctx, 1)
+            .await
+            .unwrap();
+        assert_eq!((m.kind, m.details.vote), (MessageKind::PollVote, None));
+        let m = convert(&inbound(vote_with(&secret, &picked), from()), &fake(), 1)
+            .await
+            .unwrap();
+        assert_eq!(m.details.vote, None);
+        assert_eq!(
+            m.details.target.map(|t| (t.provider_message_id, t.from_me)),
+            Some(("3EB0POLL".to_owned(), true))
+        );
+        // A vote for an option the poll does not have is not half-read.
+        let m = convert(
+            &inbound(vote_with(&secret, &["Dinner".to_owned()]), from()),
+            &ctx,
+            1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(m.details.vote, None);
+
+        let mut down = fake();
+        down.polls = None;
+        assert!(
+            super::convert(&inbound(vote_with(&secret, &picked), from()), &down, 1)
+                .await
+                .is_err()
+        );
     }
 }

@@ -203,8 +203,9 @@ pub(crate) fn received_content(m: &wa::Message) -> Details {
     d
 }
 
-/// A received reaction, edit or delete: what it is, the key of the message it acts on
-/// (its id, and whether the *sender* wrote it), the reaction's emoji, an edit's new text.
+/// A received reaction, edit, delete or poll vote: what it is, the key of the message it
+/// acts on (its id, and whether the *sender* wrote it), the reaction's emoji, an edit's
+/// new text.
 pub(crate) struct ReceivedAction {
     pub(crate) kind: MessageKind,
     pub(crate) target_id: String,
@@ -231,6 +232,18 @@ pub(crate) fn received_action(m: &wa::Message) -> Option<ReceivedAction> {
             target_by_sender: by_sender,
             target_author: author.filter(|_| !by_sender),
             emoji: Some(received_emoji(r.text.as_deref().unwrap_or(""))),
+            text: None,
+        });
+    }
+    if let Some(u) = m.poll_update_message.as_option() {
+        // The options picked are encrypted; `inbound` opens them with the poll's secret.
+        let (target_id, by_sender, author) = key_of(u.poll_creation_message_key.as_option()?)?;
+        return Some(ReceivedAction {
+            kind: MessageKind::PollVote,
+            target_id,
+            target_by_sender: by_sender,
+            target_author: author.filter(|_| !by_sender),
+            emoji: None,
             text: None,
         });
     }

@@ -227,17 +227,55 @@ impl Harness for Web {
             .unwrap();
     }
 
+    /// Bob's client votes as WhatsApp does (`polls().vote`): the options' hashes
+    /// encrypted under the secret of the poll as Bob received it.
+    async fn peer_votes(
+        &self,
+        device_phone: &Phone,
+        provider_message_id: &str,
+        options: &[String],
+    ) {
+        let poll = self
+            .peer_received(device_phone, provider_message_id)
+            .await
+            .details
+            .poll
+            .expect("Bob got a poll");
+        let secret = poll.secret_bytes().expect("the poll's secret reached Bob");
+        let device = Jid::pn(device_phone.digits());
+        self.b
+            .client()
+            .polls()
+            .vote(
+                device.clone(),
+                provider_message_id,
+                &device,
+                &secret,
+                options,
+            )
+            .await
+            .unwrap();
+    }
+
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
-        match self
-            .sim
-            .chat_state_between(&self.bob.phone, device_phone.digits())?
-            .as_str()
-        {
-            "composing" => Some(ChatState::Typing),
-            "recording" => Some(ChatState::Recording),
-            "paused" => Some(ChatState::Paused),
-            other => panic!("the simulator reports chat state {other:?}"),
-        }
+        chat_state_named(
+            self.sim
+                .chat_state_between(&self.bob.phone, device_phone.digits())?
+                .as_str(),
+        )
+    }
+
+    /// The simulator keeps a group's chat states by the group's JID.
+    async fn peer_sees_chat_state_in_group(
+        &self,
+        device_phone: &Phone,
+        group: &GroupId,
+    ) -> Option<ChatState> {
+        chat_state_named(
+            self.sim
+                .chat_state_between(group.as_str(), device_phone.digits())?
+                .as_str(),
+        )
     }
 
     async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool {
@@ -376,6 +414,16 @@ fn pn(jid: &str) -> Option<Phone> {
 }
 
 /// What Bob's phone shows of a message, read from its protobuf.
+/// A chat state as the simulator names it (the stanza's child).
+fn chat_state_named(name: &str) -> Option<ChatState> {
+    match name {
+        "composing" => Some(ChatState::Typing),
+        "recording" => Some(ChatState::Recording),
+        "paused" => Some(ChatState::Paused),
+        other => panic!("the simulator reports chat state {other:?}"),
+    }
+}
+
 fn peer_saw(m: &wa::Message, bob: &str) -> PeerSaw {
     let mut details = Details::default();
     let mut text = None;

@@ -72,6 +72,24 @@ impl MessageStore for SqliteStore {
         message_from_row(&row)
     }
 
+    async fn find_sent(
+        &self,
+        device: &DeviceUid,
+        provider_message_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            message_columns!(),
+            " FROM messages m WHERE m.device_uid = ? AND m.provider_message_id = ?"
+        ))
+        .bind(device.as_str())
+        .bind(provider_message_id)
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        row.as_ref().map(message_from_row).transpose()
+    }
+
     async fn list_messages(
         &self,
         account: &AccountId,

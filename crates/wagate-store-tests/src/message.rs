@@ -815,7 +815,8 @@ pub async fn list_messages_filters_and_pages(f: impl StoreFactory) {
 
 /// A message's details (location, cards, poll with its secret, quote, mentions) are
 /// stored whole with it and read back equal, in every read and in the claimed job; an
-/// inbound message's too, and `find_inbound` finds it by WhatsApp's id on its device only.
+/// inbound message's too; `find_sent` and `find_inbound` find them by WhatsApp's id on
+/// their device only.
 pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFactory) {
     use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
     let fx = f.make().await;
@@ -862,6 +863,12 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
     let m = send(s, &new).await;
     assert_eq!(m.details, details);
     assert_eq!(s.get_message(&a, &m.id).await.unwrap().details, details);
+    let sent = s.find_sent(&d.uid, &m.provider_message_id).await.unwrap();
+    assert_eq!(
+        sent.map(|f| (f.id, f.details)),
+        Some((m.id.clone(), details.clone()))
+    );
+    assert_eq!(s.find_sent(&d.uid, "3EB0NOSUCH").await.unwrap(), None);
     let listed = s
         .list_messages(&a, &Default::default(), PageRequest { page: 1, limit: 10 })
         .await
@@ -911,6 +918,12 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
     let other = device(s, &a).await;
     assert_eq!(
         s.find_inbound(&other.uid, "WAINBOUND1").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.find_sent(&other.uid, &m.provider_message_id)
+            .await
+            .unwrap(),
         None
     );
     let page = s

@@ -203,6 +203,32 @@ impl Harness for Sandbox {
         .await;
     }
 
+    /// The peer's sandbox device votes in the poll as it received it.
+    async fn peer_votes(&self, device_phone: &Phone, target: &str, options: &[String]) {
+        let poll = self
+            .peer_received(device_phone, target)
+            .await
+            .details
+            .poll
+            .expect("the peer got a poll");
+        let target = Quote {
+            provider_message_id: target.to_owned(),
+            from_me: false,
+            from: Some(device_phone.clone()),
+            from_lid: None,
+            text: None,
+        };
+        self.peer_send(
+            device_phone.clone(),
+            OutgoingContent::PollVote {
+                target,
+                poll,
+                options: options.to_vec(),
+            },
+        )
+        .await;
+    }
+
     async fn peer_sends(&self, device_phone: &Phone, text: &str) {
         self.peer_send(
             device_phone.clone(),
@@ -214,6 +240,15 @@ impl Harness for Sandbox {
     async fn peer_sees_chat_state(&self, device_phone: &Phone) -> Option<ChatState> {
         self.network()
             .chat_state_seen(self.peer().digits(), device_phone.digits())
+    }
+
+    async fn peer_sees_chat_state_in_group(
+        &self,
+        device_phone: &Phone,
+        group: &GroupId,
+    ) -> Option<ChatState> {
+        self.network()
+            .chat_state_seen(group.as_str(), device_phone.digits())
     }
 
     async fn peer_got_read(&self, device_phone: &Phone, provider_message_id: &str) -> bool {

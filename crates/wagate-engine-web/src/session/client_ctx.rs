@@ -1,6 +1,7 @@
 //! What the event mappings and the inbound conversion ask of the live protocol client:
 //! our identity, the reconnect backoff, phone numbers behind LIDs, group names (cached),
-//! media downloads. `None` for a replaced round whose client is gone.
+//! media downloads, the polls votes are cast in (from the device's event sink) and opening
+//! those votes. `None` for a replaced round whose client is gone.
 
 use super::Inner;
 use crate::inbound::InboundContext;
@@ -10,8 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::debug;
 use wagate_core::Phone;
+use wagate_core::content::{Poll, Quote};
+use wagate_core::engine::EventNotCommitted;
 use whatsapp_rust::download::Downloadable;
 use whatsapp_rust::prelude::*;
+use whatsapp_rust::wacore::poll::PollVoteCiphertext;
 
 /// Group subjects are cached this long.
 const GROUP_NAME_TTL: Duration = Duration::from_secs(60 * 60);
@@ -112,5 +116,28 @@ impl InboundContext for ClientCtx {
             Some(c) => c.download(media).await,
             None => anyhow::bail!("the session's connection is gone"),
         }
+    }
+
+    async fn find_poll(&self, id: &str) -> Result<Option<(Poll, Quote)>, EventNotCommitted> {
+        self.inner.events.find_poll(id).await
+    }
+
+    async fn decrypt_vote(
+        &self,
+        vote: PollVoteCiphertext<'_>,
+        secret: &[u8],
+        poll_id: &str,
+        creator: &Jid,
+        voter: &Jid,
+    ) -> anyhow::Result<Vec<Vec<u8>>> {
+        let Some(client) = &self.client else {
+            anyhow::bail!("the session's connection is gone");
+        };
+        // The client retries under the LID/PN counterparts it knows (votes cast across
+        // WhatsApp's move to LIDs).
+        Ok(client
+            .polls()
+            .decrypt_vote(vote, secret, poll_id, creator, voter)
+            .await?)
     }
 }

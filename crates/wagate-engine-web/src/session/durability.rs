@@ -37,8 +37,9 @@ impl InboundDurabilityHook for Hook {
             client: Some(client),
         };
         for im in batch {
-            let Some(m) =
-                inbound::convert(im, &ctx, inner.shared.config.max_inbound_media_bytes).await
+            let Some(m) = inbound::convert(im, &ctx, inner.shared.config.max_inbound_media_bytes)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
             else {
                 continue;
             };

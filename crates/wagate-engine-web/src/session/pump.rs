@@ -124,12 +124,19 @@ async fn handle_work(inner: &Arc<Inner>, work: Work) {
                 // Messages the durability hook does not gate (recovered placeholders,
                 // or a failed durable buffer): already acked, so deliver at most once.
                 for im in batch.iter() {
-                    if let Some(m) =
+                    let converted =
                         inbound::convert(im, &ctx, inner.shared.config.max_inbound_media_bytes)
-                            .await
-                        && emit(inner, EngineEvent::Inbound(Box::new(m))).await
-                    {
-                        inner.counters.received(1);
+                            .await;
+                    match converted {
+                        Ok(Some(m)) => {
+                            if emit(inner, EngineEvent::Inbound(Box::new(m))).await {
+                                inner.counters.received(1);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(message.provider_id = %im.info.id, error = %e, "an acknowledged message could not be converted; dropped");
+                        }
                     }
                 }
                 return;

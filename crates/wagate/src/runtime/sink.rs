@@ -8,13 +8,14 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use wagate_core::content::{Details, Poll, Quote};
 use wagate_core::device::{DeviceStateChange, DeviceStatus};
 use wagate_core::engine::{
     EngineEvent, EngineEvents, EventNotCommitted, IncomingMessage, ReceiptKind,
 };
 use wagate_core::lease::Fence;
 use wagate_core::media::Media;
-use wagate_core::message::{InboundMessage, MessageStatus};
+use wagate_core::message::{InboundMessage, MessageKind, MessageStatus};
 use wagate_core::store::{InboundOutcome, MessageRef, Store, StoreError};
 use wagate_core::{AccountId, DeviceUid, MediaId, MessageId, time};
 
@@ -338,4 +339,32 @@ impl EngineEvents for DeviceEventSink {
             }
         }
     }
+
+    async fn find_poll(
+        &self,
+        provider_message_id: &str,
+    ) -> Result<Option<(Poll, Quote)>, EventNotCommitted> {
+        let unavailable = |e: StoreError| EventNotCommitted(e.to_string());
+        // A poll this device sent (the usual case: a business asks its customers), else
+        // one it received.
+        if let Some(m) = self
+            .store
+            .find_sent(&self.uid, provider_message_id)
+            .await
+            .map_err(unavailable)?
+        {
+            return Ok(poll_of(m.kind, &m.details).map(|p| (p, Quote::of_sent(&m))));
+        }
+        let received = self
+            .store
+            .find_inbound(&self.uid, provider_message_id)
+            .await
+            .map_err(unavailable)?;
+        Ok(received.and_then(|m| poll_of(m.kind, &m.details).map(|p| (p, Quote::of_received(&m)))))
+    }
+}
+
+/// The poll a message carries, if it is one.
+fn poll_of(kind: MessageKind, details: &Details) -> Option<Poll> {
+    details.poll.clone().filter(|_| kind == MessageKind::Poll)
 }

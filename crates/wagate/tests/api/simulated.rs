@@ -1014,7 +1014,7 @@ async fn three_linked_devices_share_a_group_through_both_dialects() {
                 json!({ "deviceUid": c.uid, "personalWebhookUrl": format!("{rx_url}/c"),
                          "groupWebhookUrl": format!("{rx_url}/c-groups"), "isActive": true,
                          "events": ["message.received", "message.reaction", "message.edited",
-                                    "message.deleted", "group.participants"] }),
+                                    "message.deleted", "group.participants", "poll.vote"] }),
             ),
         )
         .await;
@@ -1121,6 +1121,45 @@ async fn three_linked_devices_share_a_group_through_both_dialects() {
     assert_eq!(poll_at_a["poll"]["options"], json!(["9:00", "14:00"]));
     assert_eq!(poll_at_a["replyTo"]["providerMessageId"], text_pid.as_str());
     assert_eq!(poll_at_a["replyTo"]["fromMe"], true);
+    // A and B vote in C's poll; C reads the votes (encrypted under the poll's secret) and
+    // its tally counts each member's latest.
+    let poll_at_b = gate
+        .wait_inbound(&b.uid, "the poll", |m| {
+            m["providerMessageId"] == poll_pid.as_str()
+        })
+        .await;
+    for (poll_at, picked) in [
+        (&poll_at_a, "14:00"),
+        (&poll_at_b, "9:00"),
+        (&poll_at_a, "9:00"),
+    ] {
+        let (status, vote) = gate
+            .post(
+                &format!(
+                    "/v1/developer/messages/{}/vote",
+                    poll_at["messageId"].as_str().unwrap()
+                ),
+                json!({ "options": [picked] }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{vote}");
+        // One at a time, so the tally's "latest" is the order sent.
+        let vote_id = vote["data"]["messageId"].as_str().unwrap().to_owned();
+        gate.wait_message(&vote_id, "sent").await;
+    }
+    let tally = until("the votes tallied at C", STEP, || async {
+        let (_, read) = gate.get(&format!("/v1/developer/messages/{poll_id}")).await;
+        let results = read["data"]["pollResults"].clone();
+        (results["options"][0]["votes"] == 2).then_some(results)
+    })
+    .await;
+    assert_eq!(
+        tally,
+        json!({ "options": [
+            { "option": "9:00", "votes": 2, "voters": [a.e164(), b.e164()] },
+            { "option": "14:00", "votes": 0, "voters": [] }
+        ], "voters": 2 }),
+    );
     let card_at_c = gate
         .wait_inbound(&c.uid, "the card", |m| {
             m["providerMessageId"] == card_pid.as_str()
@@ -1210,6 +1249,7 @@ async fn three_linked_devices_share_a_group_through_both_dialects() {
             .any(|(_, v)| v["providerMessageId"] == text_pid.as_str());
         (events.iter().any(|e| e == "message.edited")
             && text_seen
+            && events.iter().any(|e| e == "poll.vote")
             && events.iter().any(|e| e == "group.participants")
             && events.iter().any(|e| e == "message.deleted"))
         .then_some(got)
