@@ -139,6 +139,97 @@ pub struct Details {
     /// A poll vote's options (`poll_vote` messages; empty: the vote was taken back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vote: Option<Vec<String>>,
+    /// A message template approved by Meta (`template` messages, Cloud API devices).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+}
+
+/// A message template Meta approved for the business account, filled in: its name, its
+/// language, and the parameters of its header, body and buttons (`components`, passed to
+/// Meta as given: their shape is Meta's and changes with it). The only message a Cloud API
+/// number may send to someone who has not written in the last 24 hours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<serde_json::Value>,
+}
+
+/// Meta's limits on template names; components are Meta's to check, but bounded here so a
+/// caller cannot store megabytes of them per message.
+const MAX_TEMPLATE_NAME: usize = 512;
+const MAX_TEMPLATE_COMPONENTS: usize = 20;
+const MAX_TEMPLATE_COMPONENTS_BYTES: usize = 16 * 1024;
+
+impl Template {
+    /// A template to send: `name` as Meta knows it (lowercase letters, digits and `_`),
+    /// `language` a code such as `en` or `en_US`, each component a JSON object.
+    pub fn new(
+        name: &str,
+        language: &str,
+        components: Vec<serde_json::Value>,
+    ) -> Result<Self, ContentError> {
+        let name = name.trim();
+        if name.is_empty()
+            || name.len() > MAX_TEMPLATE_NAME
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(refuse(
+                "name",
+                format!(
+                    "must be the template's name as Meta shows it: 1 to {MAX_TEMPLATE_NAME} \
+                     lowercase letters, digits or underscores"
+                ),
+            ));
+        }
+        let language = language.trim();
+        let parts: Vec<&str> = language.split('_').collect();
+        let well_formed = matches!(parts.as_slice(), [l] | [l, _] if (2..=3).contains(&l.len()))
+            && parts
+                .iter()
+                .all(|p| (2..=4).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphabetic()));
+        if !well_formed {
+            return Err(refuse(
+                "language",
+                "must be a template language code such as `en`, `en_US` or `pt_BR`",
+            ));
+        }
+        if components.len() > MAX_TEMPLATE_COMPONENTS {
+            return Err(refuse(
+                "components",
+                format!("at most {MAX_TEMPLATE_COMPONENTS} components"),
+            ));
+        }
+        for (i, c) in components.iter().enumerate() {
+            if !c.is_object() {
+                return Err(refuse(
+                    format!("components[{i}]"),
+                    "must be an object such as {\"type\": \"body\", \"parameters\": [...]}",
+                ));
+            }
+        }
+        let size: usize = components.iter().map(|c| c.to_string().len()).sum();
+        if size > MAX_TEMPLATE_COMPONENTS_BYTES {
+            return Err(refuse(
+                "components",
+                format!("at most {MAX_TEMPLATE_COMPONENTS_BYTES} bytes of JSON in all"),
+            ));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            language: language.to_owned(),
+            components,
+        })
+    }
+
+    /// What stands for the message in lists and for text-only readers.
+    pub fn summary(&self) -> String {
+        format!("Template: {} ({})", self.name, self.language)
+    }
 }
 
 /// Why a caller's content was refused: the field (relative to the request body) and why.
@@ -498,6 +589,7 @@ impl Details {
                 _ => "Removed a reaction".to_owned(),
             }),
             MessageKind::Delete => Some("Deleted a message".to_owned()),
+            MessageKind::Template => self.template.as_ref().map(Template::summary),
             MessageKind::PollVote => Some(match self.vote.as_deref() {
                 Some([]) => "Took back a vote".to_owned(),
                 Some(v) => format!("Voted: {}", v.join(", ")),
@@ -738,6 +830,43 @@ mod tests {
                 .unwrap_err()
                 .field,
             "options[1]"
+        );
+    }
+
+    #[test]
+    fn templates_are_named_as_meta_names_them() {
+        let body =
+            serde_json::json!({ "type": "body", "parameters": [{ "type": "text", "text": "42" }] });
+        let t = Template::new(" order_ready ", "pt_BR", vec![body.clone()]).unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.language.as_str()),
+            ("order_ready", "pt_BR")
+        );
+        assert_eq!(t.summary(), "Template: order_ready (pt_BR)");
+        assert!(Template::new("hello_world", "en", vec![]).is_ok());
+        assert_eq!(
+            Template::new("Order Ready", "en", vec![])
+                .unwrap_err()
+                .field,
+            "name"
+        );
+        for bad in ["", "english", "en-US", "e_US", "en_U5"] {
+            assert_eq!(
+                Template::new("x", bad, vec![]).unwrap_err().field,
+                "language",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            Template::new("x", "en", vec![body, serde_json::json!("text")])
+                .unwrap_err()
+                .field,
+            "components[1]"
+        );
+        let huge = serde_json::json!({ "type": "body", "text": "x".repeat(20_000) });
+        assert_eq!(
+            Template::new("x", "en", vec![huge]).unwrap_err().field,
+            "components"
         );
     }
 

@@ -14,6 +14,8 @@ pub enum EngineKind {
     Sandbox,
     /// WhatsApp Web's multi-device protocol (a real linked device).
     WhatsappWeb,
+    /// Meta's official WhatsApp Cloud API (a business number of a Meta app).
+    CloudApi,
 }
 
 impl EngineKind {
@@ -21,6 +23,7 @@ impl EngineKind {
         match self {
             Self::Sandbox => "sandbox",
             Self::WhatsappWeb => "whatsapp-web",
+            Self::CloudApi => "cloud-api",
         }
     }
 
@@ -28,6 +31,7 @@ impl EngineKind {
         match s {
             "sandbox" => Some(Self::Sandbox),
             "whatsapp-web" => Some(Self::WhatsappWeb),
+            "cloud-api" => Some(Self::CloudApi),
             _ => None,
         }
     }
@@ -202,6 +206,9 @@ impl Pacing {
                 max_delay_ms: 6_000,
                 typing_indicator: true,
             },
+            // Meta paces official numbers itself (throughput limits, answered with 130429),
+            // and no ban follows a fast business: no pauses, no typing by default.
+            EngineKind::CloudApi => Self::NONE,
         }
     }
 }

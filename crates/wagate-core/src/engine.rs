@@ -10,7 +10,7 @@
 //! `crates/wagate-engine-tests`.
 
 use crate::chat::{GroupId, GroupInfo, MemberOutcome, MembershipChange, Recipient};
-use crate::content::{ContactCard, Details, Location, Poll, Quote};
+use crate::content::{ContactCard, Details, Location, Poll, Quote, Template};
 use crate::device::EngineKind;
 use crate::id::{DeviceUid, MessageId};
 use crate::message::MessageKind;
@@ -107,6 +107,8 @@ pub enum OutgoingContent {
         poll: Poll,
         options: Vec<String>,
     },
+    /// A message template Meta approved (engines other than the Cloud API's refuse it).
+    Template(Template),
 }
 
 /// Whether a number is on WhatsApp.
@@ -284,6 +286,21 @@ pub enum EngineEvent {
         provider_message_id: String,
         error: Option<String>,
     },
+    /// WhatsApp named a message by `assigned` when it took it, not by the id chosen at
+    /// accept (`provider_message_id`): the Cloud API's `wamid`s. Emitted before the
+    /// message's [`EngineEvent::ServerAck`], which then names it by `assigned`, as every
+    /// later receipt does.
+    ProviderId {
+        provider_message_id: String,
+        assigned: String,
+    },
+    /// A message WhatsApp had taken (`sent`) could not be delivered after all: it fails
+    /// with `reason` (the Cloud API reports this by webhook, e.g. outside the 24-hour
+    /// window). Ignored for a message already delivered or read.
+    Undelivered {
+        provider_message_id: String,
+        reason: String,
+    },
     Receipt {
         provider_message_ids: Vec<String>,
         kind: ReceiptKind,
@@ -413,6 +430,23 @@ pub trait EngineSession: Send + Sync {
 
     /// Requests a pair code to link by phone number instead of QR.
     async fn request_pair_code(&self, phone: &Phone) -> Result<PairCode, EngineError>;
+
+    /// A delivery WhatsApp pushed to the gateway over HTTP for this device (the Cloud
+    /// API's webhooks): `body` as received and its `signature` header. Returns once every
+    /// message and status in it is committed; `Rejected` with code `signature` when the
+    /// signature does not check (nothing read), `payload` when it is not a delivery at all;
+    /// any other error means not committed, so the sender should deliver it again.
+    async fn push(&self, _body: Bytes, _signature: Option<&str>) -> Result<(), EngineError> {
+        Err(EngineError::Unsupported(
+            "this engine's devices are not sent webhooks".into(),
+        ))
+    }
+
+    /// Whether `token` is the one the device's webhook handshake expects (the Cloud API's
+    /// verify token, compared in constant time). Always false for engines without one.
+    fn push_token_matches(&self, _token: &str) -> bool {
+        false
+    }
 
     /// Starts a new connection or linking round after the session stopped trying
     /// (QR codes ran out, logged out, failed).

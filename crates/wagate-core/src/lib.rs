@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod chat;
 pub mod content;
 pub mod content_type;
+pub mod credentials;
 pub mod device;
 pub mod engine;
 pub mod event;

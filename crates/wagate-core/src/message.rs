@@ -11,8 +11,10 @@ use std::fmt;
 /// Where an outbound message is in its life.
 ///
 /// Statuses only move forward (`queued → sent → delivered → read → played`); `failed` is
-/// reachable from `queued` only, because once WhatsApp's server has the message it can no
-/// longer fail to send. A late or duplicate receipt never moves a status backwards.
+/// reachable from `queued`, and from `sent` when WhatsApp reports a message it had taken
+/// undeliverable after all (the Cloud API does, by webhook: outside the 24-hour window,
+/// say) — never once the recipient had it. A late or duplicate receipt never moves a
+/// status backwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
@@ -65,7 +67,7 @@ impl MessageStatus {
     pub fn can_advance_to(self, next: MessageStatus) -> bool {
         match (self, next) {
             (Self::Failed, _) => false,
-            (Self::Queued, Self::Failed) => true,
+            (Self::Queued | Self::Sent, Self::Failed) => true,
             (_, Self::Failed) => false,
             _ => next.rank() > self.rank(),
         }
@@ -119,10 +121,13 @@ pub enum MessageKind {
     /// A vote in a poll (`details.target` is the poll, `details.vote` the options
     /// picked; none picked takes the vote back).
     PollVote,
+    /// A message template approved by Meta ([`crate::content::Template`]; Cloud API
+    /// devices only).
+    Template,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 15] = [
+    pub const ALL: [MessageKind; 16] = [
         Self::Text,
         Self::Image,
         Self::Video,
@@ -138,6 +143,7 @@ impl MessageKind {
         Self::Delete,
         Self::Participants,
         Self::PollVote,
+        Self::Template,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -157,6 +163,7 @@ impl MessageKind {
             Self::Delete => "delete",
             Self::Participants => "participants",
             Self::PollVote => "poll_vote",
+            Self::Template => "template",
         }
     }
 
@@ -176,6 +183,7 @@ impl MessageKind {
                 | Self::Delete
                 | Self::Participants
                 | Self::PollVote
+                | Self::Template
         )
     }
 
@@ -577,7 +585,7 @@ mod tests {
     }
 
     /// The README's "statuses only move forward": every pair of statuses, checked against
-    /// the one order `queued → sent → delivered → read → played`, or `queued → failed`.
+    /// the one order `queued → sent → delivered → read → played`, or `queued|sent → failed`.
     #[test]
     fn statuses_only_move_forward() {
         use MessageStatus::*;
@@ -585,7 +593,7 @@ mod tests {
         for from in MessageStatus::ALL {
             for to in MessageStatus::ALL {
                 let expected = match (from, to) {
-                    (Queued, Failed) => true,
+                    (Queued | Sent, Failed) => true,
                     (Failed, _) | (_, Failed) => false,
                     _ => {
                         let at = |s| order.iter().position(|o| *o == s);
@@ -652,8 +660,20 @@ mod tests {
         // Backwards, sideways or again: nothing.
         assert!(sent.message.step(MessageStatus::Sent, at, None).is_none());
         assert!(sent.message.step(MessageStatus::Queued, at, None).is_none());
+        // Undeliverable after WhatsApp took it (the Cloud API says so by webhook): failed,
+        // with the reason; but never once the recipient had it.
+        let undelivered = sent
+            .message
+            .step(MessageStatus::Failed, at, Some("re-engagement"))
+            .expect("sent → failed");
+        assert_eq!(undelivered.message.status, MessageStatus::Failed);
+        let delivered = sent
+            .message
+            .step(MessageStatus::Delivered, at, None)
+            .unwrap();
         assert!(
-            sent.message
+            delivered
+                .message
                 .step(MessageStatus::Failed, at, Some("late"))
                 .is_none()
         );

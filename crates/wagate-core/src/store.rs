@@ -251,6 +251,16 @@ pub trait MessageStore: Send + Sync {
         filter: &MessageFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Message>>;
+    /// WhatsApp named the fenced device's message `provider_message_id` as `assigned` when
+    /// it took it (the Cloud API's `wamid`): from now on the message is known by
+    /// `assigned` (its receipts, replies and reactions name it so). `Ok(false)` when no
+    /// message of the device has `provider_message_id` (renamed already: a repeat).
+    async fn assign_provider_id(
+        &self,
+        fence: &Fence,
+        provider_message_id: &str,
+        assigned: &str,
+    ) -> StoreResult<bool>;
     /// The message and every status it went through, oldest first, as of one moment (the
     /// last step is the message's status even while receipts keep arriving).
     async fn get_message_with_history(

@@ -130,10 +130,15 @@ pub(crate) async fn convert(u: &GroupUpdate, ctx: &dyn InboundContext) -> Option
         participants.push(GroupMember {
             phone,
             lid,
-            role: m.tier.unwrap_or(match action {
-                MembershipChange::Promote => GroupRole::Admin,
-                _ => GroupRole::Member,
-            }),
+            // whatsapp-rust fills in a member's type even when the notification has none
+            // ("participant"), so the change itself says what a promoted or demoted
+            // member is now; an owner stays owner.
+            role: match (action, m.tier) {
+                (_, Some(GroupRole::Owner)) => GroupRole::Owner,
+                (MembershipChange::Promote, _) => GroupRole::Admin,
+                (MembershipChange::Demote, _) => GroupRole::Member,
+                (_, tier) => tier.unwrap_or(GroupRole::Member),
+            },
         });
     }
     let actor = u.participant.as_ref().map(Jid::to_non_ad);
@@ -234,7 +239,7 @@ mod tests {
             jid: jid.parse().unwrap(),
             phone_number: pn.map(|p| p.parse().unwrap()),
             display_name: None,
-            r#type: None,
+            r#type: Some(GroupParticipantType::Participant),
             lid: None,
             username: None,
             group_history_sent_state: None,

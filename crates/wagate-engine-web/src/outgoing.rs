@@ -78,6 +78,9 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
         OutgoingContent::PollVote { .. } => Err(EngineError::Internal(
             "poll votes are sent by the session, not planned".into(),
         )),
+        OutgoingContent::Template(_) => Err(EngineError::Unsupported(
+            "message templates exist on Cloud API numbers only".into(),
+        )),
         OutgoingContent::Poll(p) => structured::poll_message(&p)
             .map(|m| Plan::Ready(Box::new(m)))
             .ok_or_else(|| EngineError::Rejected {
@@ -153,7 +156,8 @@ pub(crate) fn plan(content: OutgoingContent) -> Result<Plan, EngineError> {
                 | MessageKind::Edit
                 | MessageKind::Delete
                 | MessageKind::Participants
-                | MessageKind::PollVote => {
+                | MessageKind::PollVote
+                | MessageKind::Template => {
                     return Err(EngineError::Rejected {
                         code: Some("invalid_kind".into()),
                         reason: format!("a {} message cannot carry a file", kind.as_str()),

@@ -85,6 +85,28 @@ impl MessageStore for PgStore {
         row.as_ref().map(message_from_row).transpose()
     }
 
+    async fn assign_provider_id(
+        &self,
+        fence: &Fence,
+        provider_message_id: &str,
+        assigned: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        crate::fence::check(&mut tx, fence).await?;
+        let renamed = sqlx::query(
+            "UPDATE messages SET provider_message_id = $1 \
+             WHERE device_uid = $2 AND provider_message_id = $3",
+        )
+        .bind(assigned)
+        .bind(fence.device_uid.as_str())
+        .bind(provider_message_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok(renamed.rows_affected() > 0)
+    }
+
     async fn list_messages(
         &self,
         account: &AccountId,

@@ -90,6 +90,37 @@ impl MessageStore for SqliteStore {
         row.as_ref().map(message_from_row).transpose()
     }
 
+    async fn assign_provider_id(
+        &self,
+        fence: &Fence,
+        provider_message_id: &str,
+        assigned: &str,
+    ) -> StoreResult<bool> {
+        let (fence, old, new) = (
+            fence.clone(),
+            provider_message_id.to_owned(),
+            assigned.to_owned(),
+        );
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    crate::fence::check(conn, &fence).await?;
+                    let renamed = sqlx::query(
+                        "UPDATE messages SET provider_message_id = ? \
+                         WHERE device_uid = ? AND provider_message_id = ?",
+                    )
+                    .bind(&new)
+                    .bind(fence.device_uid.as_str())
+                    .bind(&old)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_sqlx)?;
+                    Ok(renamed.rows_affected() > 0)
+                })
+            })
+            .await
+    }
+
     async fn list_messages(
         &self,
         account: &AccountId,

@@ -856,6 +856,14 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
             }],
         }),
         vote: Some(vec!["a".into(), "b".into()]),
+        template: Some(
+            wagate_core::content::Template::new(
+                "order_ready",
+                "en_US",
+                vec![serde_json::json!({ "type": "body", "parameters": [{ "type": "text", "text": "Ana \"42\"" }] })],
+            )
+            .unwrap(),
+        ),
     };
     let mut new = outbound(&d, None, at(SEC));
     new.kind = MessageKind::Location;
@@ -869,6 +877,27 @@ pub async fn details_are_kept_with_outbound_and_inbound_messages(f: impl StoreFa
         Some((m.id.clone(), details.clone()))
     );
     assert_eq!(s.find_sent(&d.uid, "3EB0NOSUCH").await.unwrap(), None);
+    // WhatsApp names it otherwise when it takes it (the Cloud API's wamid): found by that
+    // name from then on, once.
+    let f = fence(s, &d.uid).await;
+    assert!(
+        s.assign_provider_id(&f, &m.provider_message_id, "wamid.HBgL")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.assign_provider_id(&f, &m.provider_message_id, "wamid.HBgL")
+            .await
+            .unwrap(),
+        "a repeat renames nothing"
+    );
+    assert_eq!(
+        s.find_sent(&d.uid, &m.provider_message_id).await.unwrap(),
+        None
+    );
+    let renamed = s.find_sent(&d.uid, "wamid.HBgL").await.unwrap().unwrap();
+    assert_eq!(renamed.id, m.id);
+    let m = renamed;
     let listed = s
         .list_messages(&a, &Default::default(), PageRequest { page: 1, limit: 10 })
         .await

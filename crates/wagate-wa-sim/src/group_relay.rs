@@ -9,7 +9,16 @@
 //! `<enc type=skmsg/>`; each member device but the sender's gets its own `<enc>` first (so
 //! it learns the sender key before it needs it), then the `skmsg`, then the sender's
 //! `<device-identity>` when its `<enc>` is a prekey message (wacore `messages.rs`,
-//! `send/group.rs`). Groups address members by phone number here (`addressing_mode="pn"`).
+//! `send/group.rs`).
+//!
+//! Members are named as their group addresses them ([`Addressing`]): by phone number in a
+//! PN group; by LID in a LID group, with the phone number beside the name where WhatsApp
+//! sends it — a message's author as `participant=<LID device>` with `participant_pn`, a
+//! notification's actor with `participant_pn`, the members it names with `phone_number`.
+//! Receipts and chat states in a LID group name the reader or the typist by LID device.
+//! In a LID group clients address the sender-key shares to LID devices
+//! (`<to jid=lid:device@lid>`); like everything else they are resolved through the world's
+//! PN↔LID map.
 
 use std::collections::HashMap;
 
@@ -19,7 +28,7 @@ use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 use whatsapp_rust::wacore_binary::{Node, NodeContent};
 
 use crate::stanza::{self, attr, child, children, copy_attr, jid_attr};
-use crate::world::World;
+use crate::world::{Addressing, World};
 
 /// Relays a `<message to=G@g.us>` from device `device` of `pn` to every other member
 /// device. `Err(code)`: refused (the server's nack code).
@@ -37,6 +46,7 @@ pub(crate) fn message(
         return Err("403");
     }
     let members: Vec<String> = g.participants.iter().map(|(p, _)| p.clone()).collect();
+    let addressing = g.addressing;
     let id = attr(msg, "id").unwrap_or_default();
     // Each device's share of the sender-key distribution, by (number, device).
     let mut own: HashMap<(String, u16), Vec<Node>> = HashMap::new();
@@ -65,7 +75,7 @@ pub(crate) fn message(
     let Some(sender) = world.accounts.get(pn) else {
         return Err("401");
     };
-    let participant = sender.pn_jid(device);
+    let (participant, participant_pn) = sender.device_in_group(device, addressing);
     let push_name = sender.push_name.clone();
     let t = stanza::now_secs();
     let mut deliveries = Vec::new();
@@ -91,11 +101,15 @@ pub(crate) fn message(
             }
             let mut out = NodeBuilder::new("message")
                 .attr("from", group.clone())
-                .attr("participant", participant.clone())
+                .attr("participant", participant.clone());
+            if let Some(pn_jid) = &participant_pn {
+                out = out.attr("participant_pn", pn_jid.clone());
+            }
+            let mut out = out
                 .attr("id", id.clone())
                 .attr("t", t)
                 .attr("notify", push_name.clone())
-                .attr("addressing_mode", "pn")
+                .attr("addressing_mode", addressing.as_str())
                 .build();
             for key in ["type", "edit", "category", "mediatype"] {
                 copy_attr(msg, &mut out, key);
@@ -112,7 +126,8 @@ pub(crate) fn message(
 
 /// A receipt from a member for a group message (`to=G participant=<author>`): passed to the
 /// author as `from=G participant=<reader>` (to the device named, or every device of the
-/// account when the author is named without one).
+/// account when the author is named without one). The reader is named by LID in a LID
+/// group, else in the namespace the author was named in.
 pub(crate) fn receipt(world: &mut World, receipt: &Node, group: &Jid, pn: &str, device: u16) {
     let Some(author) = jid_attr(receipt, "participant") else {
         debug!(stanza = %stanza::show(receipt), "group receipt without its author; not relayed");
@@ -121,7 +136,17 @@ pub(crate) fn receipt(world: &mut World, receipt: &Node, group: &Jid, pn: &str, 
     let Some(author_pn) = world.account_pn(&author) else {
         return;
     };
-    let Some(reader) = world.accounts.get(pn).map(|a| a.jid_like(&author, device)) else {
+    let lid_group = world
+        .groups
+        .get(group.user.as_str())
+        .is_some_and(|g| g.addressing == Addressing::Lid);
+    let Some(reader) = world.accounts.get(pn).map(|a| {
+        if lid_group {
+            a.lid_jid(device)
+        } else {
+            a.jid_like(&author, device)
+        }
+    }) else {
         return;
     };
     let mut out = NodeBuilder::new("receipt")
@@ -145,8 +170,9 @@ pub(crate) fn receipt(world: &mut World, receipt: &Node, group: &Jid, pn: &str, 
     }
 }
 
-/// A chat state in a group: shown to the members' online devices, remembered as what the
-/// group's chat shows of the sender (keyed by the group's JID, `…@g.us`).
+/// A chat state in a group: shown to the members' online devices (the typist named as the
+/// group names members), remembered as what the group's chat shows of the sender (keyed by
+/// the group's JID, `…@g.us`, and the sender's number).
 pub(crate) fn chatstate(
     world: &mut World,
     group: &Jid,
@@ -162,7 +188,12 @@ pub(crate) fn chatstate(
         return;
     }
     let members: Vec<String> = g.participants.iter().map(|(p, _)| p.clone()).collect();
-    let Some(from) = world.accounts.get(pn).map(|a| a.pn_jid(device)) else {
+    let addressing = g.addressing;
+    let Some((from, _)) = world
+        .accounts
+        .get(pn)
+        .map(|a| a.device_in_group(device, addressing))
+    else {
         return;
     };
     world
@@ -190,8 +221,8 @@ pub(crate) fn chatstate(
 
 /// Tells the devices of `told` (the group's members, and members who just left or were
 /// removed) what changed in group `group_id`: `<notification type="w:gp2" from=G
-/// participant=<actor>>` with `change` inside. The acting device itself is told nothing
-/// (it knows).
+/// participant=<actor> [participant_pn]>` with `change` inside. The acting device itself
+/// is told nothing (it knows).
 pub(crate) fn notify(
     world: &mut World,
     group_id: &str,
@@ -199,17 +230,30 @@ pub(crate) fn notify(
     actor: (&str, u16),
     change: Node,
 ) {
-    let Some(notify) = world.accounts.get(actor.0).map(|a| a.push_name.clone()) else {
+    let addressing = world
+        .groups
+        .get(group_id)
+        .map(|g| g.addressing)
+        .unwrap_or_default();
+    let Some((notify, (participant, participant_pn))) = world
+        .accounts
+        .get(actor.0)
+        .map(|a| (a.push_name.clone(), a.in_group(addressing)))
+    else {
         return;
     };
-    let node = NodeBuilder::new("notification")
+    let mut node = NodeBuilder::new("notification")
         .attr("type", "w:gp2")
         .attr("from", Jid::group(group_id.to_owned()))
         .attr("id", format!("gp2-{}", world.next_counter()))
-        .attr("participant", Jid::pn(actor.0.to_owned()))
+        .attr("participant", participant);
+    if let Some(pn_jid) = participant_pn {
+        node = node.attr("participant_pn", pn_jid);
+    }
+    let node = node
         .attr("notify", notify)
         .attr("t", stanza::now_secs())
-        .attr("addressing_mode", "pn")
+        .attr("addressing_mode", addressing.as_str())
         .children([change])
         .build();
     for member in told {
@@ -227,13 +271,40 @@ pub(crate) fn notify(
     }
 }
 
-/// `<add|remove|promote|demote><participant jid/>*</…>` naming `who` (numbers).
-pub(crate) fn change_node(action: &'static str, who: &[String]) -> Node {
+/// `<add|remove|promote|demote><participant jid [phone_number]/>*</…>` naming `who`
+/// (numbers) as a group with `addressing` names them.
+pub(crate) fn change_node(
+    world: &World,
+    addressing: Addressing,
+    action: &'static str,
+    who: &[String],
+) -> Node {
     NodeBuilder::new(action)
-        .children(who.iter().map(|pn| {
-            NodeBuilder::new("participant")
-                .attr("jid", Jid::pn(pn.clone()))
-                .build()
-        }))
+        .children(
+            who.iter()
+                .map(|pn| participant_node(world, addressing, pn).build()),
+        )
         .build()
+}
+
+/// How a group with `addressing` names the account with number `pn`: its JID and, in LID
+/// mode, the phone-number JID beside it. A number that is no account (it cannot be a
+/// member) is named by itself.
+pub(crate) fn named(world: &World, addressing: Addressing, pn: &str) -> (Jid, Option<Jid>) {
+    world
+        .accounts
+        .get(pn)
+        .map(|a| a.in_group(addressing))
+        .unwrap_or_else(|| (Jid::pn(pn.to_owned()), None))
+}
+
+/// `<participant jid [phone_number]>` naming the account `pn` as a group with `addressing`
+/// does (still open for `type` or `error`).
+pub(crate) fn participant_node(world: &World, addressing: Addressing, pn: &str) -> NodeBuilder {
+    let (jid, phone_number) = named(world, addressing, pn);
+    let node = NodeBuilder::new("participant").attr("jid", jid);
+    match phone_number {
+        Some(pn_jid) => node.attr("phone_number", pn_jid),
+        None => node,
+    }
 }

@@ -1,11 +1,17 @@
 //! Groups (`w:g2` IQs): creating one, reading its metadata, listing the groups an account
 //! is in, adding, removing, promoting and demoting members (admins only), leaving, and the
-//! invite link. Groups address their members by phone number (`addressing_mode="pn"`); the
-//! shapes are what whatsapp-rust 0.7 parses (wacore `iq/groups.rs`), and the error codes
-//! (403 not an admin or not a member, 404 unknown, 409 already a member) are plausible
-//! choices, not captured traffic. Every change is announced to the members' devices as a
-//! `w:gp2` notification, and group messages, receipts and chat states are relayed by
-//! [`crate::group_relay`].
+//! invite link. The shapes are what whatsapp-rust 0.7 parses (wacore `iq/groups.rs`), and
+//! the error codes (403 not an admin or not a member, 404 unknown, 409 already a member) are
+//! plausible choices, not captured traffic. Every change is announced to the members'
+//! devices as a `w:gp2` notification, and group messages, receipts and chat states are
+//! relayed by [`crate::group_relay`].
+//!
+//! Two addressing modes, chosen when a group is created (`Simulator::set_lid_groups`):
+//! phone numbers (`addressing_mode="pn"`, the default) or LIDs (`addressing_mode="lid"`,
+//! what WhatsApp does today). In LID mode the metadata names every member, and the creator,
+//! by LID with the phone-number JID beside it (`phone_number`, `creator_pn`): whatsapp-rust
+//! builds its LID→PN map from those. Requests may name members in either namespace; the
+//! world resolves both.
 
 use tracing::{debug, warn};
 use whatsapp_rust::Jid;
@@ -13,9 +19,9 @@ use whatsapp_rust::wacore_binary::Node;
 use whatsapp_rust::wacore_binary::builder::NodeBuilder;
 
 use crate::conn::{Conn, Replies};
-use crate::group_relay::{change_node, notify};
+use crate::group_relay::{change_node, named, notify, participant_node};
 use crate::stanza::{self, attr, child, children, iq_error, iq_result, jid_attr};
-use crate::world::{GroupRecord, GroupRole, World};
+use crate::world::{Addressing, GroupRecord, GroupRole, World};
 
 pub(crate) fn handle(conn: &mut Conn, iq: &Node, id: &str, action: &str) -> Replies {
     let Some((pn, device)) = conn.me.clone() else {
@@ -39,8 +45,9 @@ pub(crate) fn handle(conn: &mut Conn, iq: &Node, id: &str, action: &str) -> Repl
 }
 
 /// `<create subject><participant jid/>*</create>`: the creator is its super admin; the
-/// numbers that are on (simulated) WhatsApp join, the others are left out. The members'
-/// devices are told with `<create><group/></create>`.
+/// numbers that are on (simulated) WhatsApp join, the others are left out. The group takes
+/// the simulator's current addressing mode. The members' devices are told with
+/// `<create><group/></create>`.
 fn create(world: &mut World, iq: &Node, id: &str, actor: (&str, u16)) -> Node {
     let creator = actor.0;
     let Some(spec) = child(iq, "create") else {
@@ -64,12 +71,13 @@ fn create(world: &mut World, iq: &Node, id: &str, actor: (&str, u16)) -> Node {
     let group = GroupRecord {
         id: format!("120363{:012}", world.next_counter()),
         subject,
+        addressing: world.new_group_addressing,
         creator: creator.to_owned(),
         creation: now,
         participants,
         invite_code: invite_code(world),
     };
-    let node = group_node(&group);
+    let node = group_node(world, &group);
     let told: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
     let group_id = group.id.clone();
     world.groups.insert(group.id.clone(), group);
@@ -86,7 +94,7 @@ fn query(world: &World, iq: &Node, id: &str, me: &str) -> Node {
     match group {
         None => iq_error(id, 404, "item-not-found"),
         Some(g) if !g.is_member(me) => iq_error(id, 403, "forbidden"),
-        Some(g) => iq_result(id, vec![group_node(g)]),
+        Some(g) => iq_result(id, vec![group_node(world, g)]),
     }
 }
 
@@ -108,8 +116,9 @@ fn member_of<'w>(
 }
 
 /// `<add|remove|promote|demote><participant jid/>*</…>`, by an admin: each participant
-/// answered on its own (`error` when that one could not be changed). The members (and those
-/// removed) are told of the changes made.
+/// answered on its own (`error` when that one could not be changed; named as the group
+/// names members when it is an account). The members (and those removed) are told of the
+/// changes made.
 fn change(world: &mut World, iq: &Node, id: &str, actor: (&str, u16), action: &str) -> Node {
     let me = actor.0;
     let Some(spec) = child(iq, action) else {
@@ -131,47 +140,44 @@ fn change(world: &mut World, iq: &Node, id: &str, actor: (&str, u16), action: &s
     if !group.is_admin(me) {
         return iq_error(id, 403, "forbidden");
     }
-    let mut answers = Vec::with_capacity(asked.len());
+    let mut results = Vec::with_capacity(asked.len());
     let mut done: Vec<String> = Vec::new();
     for (jid, pn) in asked {
-        let error = match (action, pn) {
+        let error = match (action, pn.as_deref()) {
             (_, None) => Some("404"),
-            ("add", Some(pn)) if group.is_member(&pn) => Some("409"),
-            ("add", Some(pn)) => {
-                group.participants.push((pn.clone(), GroupRole::Member));
-                done.push(pn);
+            ("add", Some(p)) if group.is_member(p) => Some("409"),
+            ("add", Some(p)) => {
+                group.participants.push((p.to_owned(), GroupRole::Member));
+                done.push(p.to_owned());
                 None
             }
-            (_, Some(pn)) if !group.is_member(&pn) => Some("404"),
+            (_, Some(p)) if !group.is_member(p) => Some("404"),
             // The creator cannot be removed (our choice: WhatsApp's own answer is not
             // captured).
-            ("remove", Some(pn)) if group.creator == pn => Some("406"),
-            ("remove", Some(pn)) => {
-                group.participants.retain(|(p, _)| *p != pn);
-                done.push(pn);
+            ("remove", Some(p)) if group.creator == p => Some("406"),
+            ("remove", Some(p)) => {
+                group.participants.retain(|(have, _)| have != p);
+                done.push(p.to_owned());
                 None
             }
-            (_, Some(pn)) => {
+            (_, Some(p)) => {
                 let role = if action == "promote" {
                     GroupRole::Admin
                 } else {
                     GroupRole::Member
                 };
-                for (p, r) in &mut group.participants {
-                    if *p == pn {
+                for (have, r) in &mut group.participants {
+                    if have == p {
                         *r = role;
                     }
                 }
-                done.push(pn);
+                done.push(p.to_owned());
                 None
             }
         };
-        let mut answer = NodeBuilder::new("participant").attr("jid", jid);
-        if let Some(code) = error {
-            answer = answer.attr("error", code);
-        }
-        answers.push(answer.build());
+        results.push((jid, pn, error));
     }
+    let addressing = group.addressing;
     let tag = match action {
         "add" => "add",
         "remove" => "remove",
@@ -184,9 +190,33 @@ fn change(world: &mut World, iq: &Node, id: &str, actor: (&str, u16), action: &s
             told.extend(done.iter().cloned());
         }
         let group_id = group.id.clone();
-        notify(world, &group_id, &told, actor, change_node(tag, &done));
+        let change = change_node(world, addressing, tag, &done);
+        notify(world, &group_id, &told, actor, change);
     }
+    let answers = results
+        .into_iter()
+        .map(|(jid, pn, error)| answer_node(world, addressing, jid, pn.as_deref(), error));
     iq_result(id, vec![NodeBuilder::new(tag).children(answers).build()])
+}
+
+/// One participant's answer to a member change. In a LID group an account is named as the
+/// group names it (the client patches its cached member list from the answers, so a number
+/// there would mix namespaces); otherwise, and for numbers not on WhatsApp, as it was asked.
+fn answer_node(
+    world: &World,
+    addressing: Addressing,
+    asked: Jid,
+    pn: Option<&str>,
+    error: Option<&str>,
+) -> Node {
+    let mut answer = match (addressing, pn) {
+        (Addressing::Lid, Some(pn)) => participant_node(world, addressing, pn),
+        _ => NodeBuilder::new("participant").attr("jid", asked),
+    };
+    if let Some(code) = error {
+        answer = answer.attr("error", code);
+    }
+    answer.build()
 }
 
 /// `<leave><group id/>*</leave>` (to `g.us`): the account leaves each group it names; the
@@ -209,20 +239,15 @@ fn leave(world: &mut World, iq: &Node, id: &str, actor: (&str, u16)) -> Node {
             group.participants.retain(|(p, _)| p != me);
             let mut told: Vec<String> = group.participants.iter().map(|(p, _)| p.clone()).collect();
             told.push(me.to_owned());
-            left.push((user, told));
+            left.push((user, group.addressing, told));
         }
     }
     if left.is_empty() {
         return iq_error(id, 404, "item-not-found");
     }
-    for (group_id, told) in left {
-        notify(
-            world,
-            &group_id,
-            &told,
-            actor,
-            change_node("remove", &[me.to_owned()]),
-        );
+    for (group_id, addressing, told) in left {
+        let change = change_node(world, addressing, "remove", &[me.to_owned()]);
+        notify(world, &group_id, &told, actor, change);
     }
     iq_result(id, vec![])
 }
@@ -264,32 +289,36 @@ fn participating(world: &World, id: &str, me: &str) -> Node {
         id,
         vec![
             NodeBuilder::new("groups")
-                .children(mine.into_iter().map(group_node))
+                .children(mine.into_iter().map(|g| group_node(world, g)))
                 .build(),
         ],
     )
 }
 
-/// A group as the client parses it.
-fn group_node(g: &GroupRecord) -> Node {
-    let creator = Jid::pn(g.creator.clone());
-    NodeBuilder::new("group")
+/// A group as the client parses it, its members and creator named as the group names them
+/// (in LID mode with their numbers beside: `creator_pn`, `s_o_pn`, `phone_number`).
+fn group_node(world: &World, g: &GroupRecord) -> Node {
+    let (creator, creator_pn) = named(world, g.addressing, &g.creator);
+    let mut node = NodeBuilder::new("group")
         .attr("id", g.id.clone())
         .attr("subject", g.subject.clone())
-        .attr("addressing_mode", "pn")
+        .attr("addressing_mode", g.addressing.as_str())
         .attr("creator", creator.clone())
         .attr("creation", g.creation)
         .attr("s_t", g.creation)
         .attr("s_o", creator)
-        .attr("size", g.participants.len())
-        .children(g.participants.iter().map(|(pn, role)| {
-            let p = NodeBuilder::new("participant").attr("jid", Jid::pn(pn.clone()));
-            match role {
-                GroupRole::Member => p,
-                GroupRole::Admin => p.attr("type", "admin"),
-                GroupRole::SuperAdmin => p.attr("type", "superadmin"),
-            }
-            .build()
-        }))
+        .attr("size", g.participants.len());
+    if let Some(pn) = creator_pn {
+        node = node.attr("creator_pn", pn.clone()).attr("s_o_pn", pn);
+    }
+    node.children(g.participants.iter().map(|(pn, role)| {
+        let p = participant_node(world, g.addressing, pn);
+        match role {
+            GroupRole::Member => p,
+            GroupRole::Admin => p.attr("type", "admin"),
+            GroupRole::SuperAdmin => p.attr("type", "superadmin"),
+        }
         .build()
+    }))
+    .build()
 }

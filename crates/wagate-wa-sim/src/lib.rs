@@ -9,10 +9,12 @@
 //! `media_conn` with a fake CDN, groups (creating one, its metadata, the groups an account
 //! is in, member changes by admins, leaving, the invite link, `w:gp2` notifications of each
 //! change, group messages fanned out with their sender keys, group receipts and chat
-//! states; members addressed by phone number), and fault injection. Stanza shapes are what whatsapp-rust 0.7 *accepts*, not captured
-//! WhatsApp traffic: the simulator proves wagate's wiring and state machines, not protocol
-//! conformance. Every stanza it does not understand is answered safely and logged with
-//! `tracing::warn!`, so a protocol-crate upgrade shows what changed.
+//! states; members addressed by phone number, or by LID with their numbers beside as
+//! WhatsApp does today, see [`Simulator::set_lid_groups`]), and fault injection. Stanza
+//! shapes are what whatsapp-rust 0.7 *accepts*, not captured WhatsApp traffic: the
+//! simulator proves wagate's wiring and state machines, not protocol conformance. Every
+//! stanza it does not understand is answered safely and logged with `tracing::warn!`, so a
+//! protocol-crate upgrade shows what changed.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -531,6 +533,21 @@ impl Simulator {
                 .nack_next
                 .insert((pn, device.device), code.to_string());
         }
+    }
+
+    /// Groups created from now on address their members by LID (`addressing_mode="lid"`,
+    /// as WhatsApp's groups do today) when `on`, else by phone number (the default). In LID
+    /// mode the metadata names members and the creator by LID with `phone_number` /
+    /// `creator_pn` beside them, messages come with `participant=<LID device>` and
+    /// `participant_pn`, receipts and chat states name members by LID, and `w:gp2`
+    /// notifications name them by LID with `phone_number`. Groups created earlier keep their
+    /// mode.
+    pub fn set_lid_groups(&self, on: bool) {
+        self.shared.lock().new_group_addressing = if on {
+            world::Addressing::Lid
+        } else {
+            world::Addressing::Pn
+        };
     }
 
     /// Delays every stanza the server writes by `latency` (zero turns it off).

@@ -1,5 +1,6 @@
 //! The simulator's state: accounts, their devices and keys, the PN↔LID map, live connections,
-//! offline queues, pending pairings, media blobs and armed faults.
+//! offline queues, pending pairings, media blobs, groups (each addressing its members by phone
+//! number or by LID, see [`Addressing`]) and armed faults.
 //!
 //! One `std::sync::Mutex` guards it all. Handlers never await while holding it: they mutate,
 //! queue outbound stanzas on per-connection channels, and return. That keeps the ordering
@@ -138,6 +139,26 @@ impl AccountRecord {
             self.pn_jid(device)
         }
     }
+    /// This account as a group with `addressing` names it (a member, an actor): its JID,
+    /// and in LID mode the phone-number JID WhatsApp sends beside it.
+    pub(crate) fn in_group(&self, addressing: Addressing) -> (Jid, Option<Jid>) {
+        match addressing {
+            Addressing::Pn => (Jid::pn(self.pn.clone()), None),
+            Addressing::Lid => (Jid::lid(self.lid.clone()), Some(Jid::pn(self.pn.clone()))),
+        }
+    }
+    /// Device `device` of this account as a group with `addressing` names it (a message's
+    /// author, a receipt's reader), with its phone-number JID beside it in LID mode.
+    pub(crate) fn device_in_group(
+        &self,
+        device: u16,
+        addressing: Addressing,
+    ) -> (Jid, Option<Jid>) {
+        match addressing {
+            Addressing::Pn => (self.pn_jid(device), None),
+            Addressing::Lid => (self.lid_jid(device), Some(self.pn_jid(device))),
+        }
+    }
     pub(crate) fn linked_devices(&self) -> Vec<u16> {
         self.devices
             .iter()
@@ -177,13 +198,19 @@ pub(crate) struct World {
     pub(crate) chat_states: HashMap<(String, String), String>,
     /// Groups by id (the user part of their `@g.us` JID).
     pub(crate) groups: HashMap<String, GroupRecord>,
+    /// How groups created from now on address their members
+    /// (`Simulator::set_lid_groups`).
+    pub(crate) new_group_addressing: Addressing,
     counter: u64,
 }
 
-/// A group: its members by phone number, with their roles.
+/// A group: its members by phone number, with their roles. The record keys members by
+/// number whatever the group's addressing; only what is sent to clients differs.
 pub(crate) struct GroupRecord {
     pub(crate) id: String,
     pub(crate) subject: String,
+    /// How its metadata, messages, receipts, chat states and notifications name members.
+    pub(crate) addressing: Addressing,
     pub(crate) creator: String,
     pub(crate) creation: i64,
     pub(crate) participants: Vec<(String, GroupRole)>,
@@ -200,6 +227,27 @@ impl GroupRecord {
         self.participants
             .iter()
             .any(|(p, role)| p == pn && *role != GroupRole::Member)
+    }
+}
+
+/// How a group names its members on the wire (`addressing_mode`). WhatsApp's groups are
+/// LID-addressed today: members, authors and readers by LID, each member's phone number in
+/// a `phone_number` (or `participant_pn`) attribute beside it, from which the client builds
+/// its LID→PN map. Older groups, and the simulator's default, name them by phone number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Addressing {
+    #[default]
+    Pn,
+    Lid,
+}
+
+impl Addressing {
+    /// The `addressing_mode` attribute's value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pn => "pn",
+            Self::Lid => "lid",
+        }
     }
 }
 

@@ -863,3 +863,217 @@ async fn group_messages_receipts_and_notifications_reach_the_members() {
     .await
     .unwrap();
 }
+
+/// The participants a `w:gp2` change names, as (JID, the number beside it), if `u` is one.
+fn changed(u: &whatsapp_rust::types::events::GroupUpdate) -> Option<Vec<(Jid, Option<Jid>)>> {
+    use whatsapp_rust::wacore::stanza::groups::GroupNotificationAction as Action;
+    let named = match &u.action {
+        Action::Add { participants, .. } | Action::Remove { participants, .. } => participants,
+        Action::Promote { participants } | Action::Demote { participants } => participants,
+        _ => return None,
+    };
+    Some(
+        named
+            .iter()
+            .map(|p| (p.jid.clone(), p.phone_number.clone()))
+            .collect(),
+    )
+}
+
+/// After `set_lid_groups(true)` a new group is LID-addressed as WhatsApp's are today: its
+/// metadata names members and creator by LID with their numbers beside, messages come from
+/// the author's LID device with its number (`participant_pn`), receipts and chat states name
+/// members by LID, member changes answer and notify by LID with numbers, and the sender
+/// keys reach LID devices (a member added later writes to the group too). Groups created
+/// before, or after turning it off, stay PN-addressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lid_groups_name_members_by_lid_with_their_numbers() {
+    use whatsapp_rust::types::message::AddressingMode;
+    let Pair {
+        sim,
+        a,
+        b,
+        alice,
+        bob,
+    } = pair().await;
+    let carol = sim.create_account("15550000003", "Carol").unwrap();
+    let c = sim.connect(&carol).await.unwrap();
+    c.wait_connected(ONLINE).await.unwrap();
+    sim.set_lid_groups(true);
+    let options = whatsapp_rust::GroupCreateOptions::builder()
+        .subject("LID team")
+        .participants(vec![whatsapp_rust::GroupParticipantOptions::from_phone(
+            bob.pn_jid(),
+        )])
+        .build();
+    let created = a
+        .client()
+        .groups()
+        .create_group(options)
+        .await
+        .unwrap()
+        .metadata;
+    let group = created.id.clone();
+    let by_lid = |m: &whatsapp_rust::GroupMetadata| -> Vec<(Jid, Option<Jid>, bool)> {
+        let mut m: Vec<_> = m
+            .participants
+            .iter()
+            .map(|p| (p.jid.clone(), p.phone_number.clone(), p.is_admin()))
+            .collect();
+        m.sort_by_key(|(j, _, _)| j.user.to_string());
+        m
+    };
+    let want = {
+        let mut w = vec![
+            (alice.lid_jid(), Some(alice.pn_jid()), true),
+            (bob.lid_jid(), Some(bob.pn_jid()), false),
+        ];
+        w.sort_by_key(|(j, _, _)| j.user.to_string());
+        w
+    };
+    assert_eq!(created.addressing_mode, AddressingMode::Lid);
+    assert_eq!(by_lid(&created), want);
+    assert_eq!(created.creator, Some(alice.lid_jid()));
+    assert_eq!(created.creator_pn, Some(alice.pn_jid()));
+    let seen = b.client().groups().get_metadata(&group).await.unwrap();
+    assert_eq!(seen.addressing_mode, AddressingMode::Lid);
+    assert_eq!(by_lid(&seen), want);
+    let listed = b.client().groups().get_participating().await.unwrap();
+    assert_eq!(by_lid(&listed[&group]), want);
+    b.wait_for(ONLINE, |e| match e {
+        Event::GroupUpdate(u) if u.group_jid == group && u.action.tag_name() == "create" => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await
+    .unwrap();
+
+    // A message: from Alice's LID device, her number beside it.
+    let sent = a
+        .client()
+        .send_text(group.clone(), "hello LID team")
+        .await
+        .unwrap()
+        .message_id;
+    let (_, info) = b
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hello LID team"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.chat, group);
+    assert_eq!(info.source.sender, Jid::lid_device(alice.lid.clone(), 1));
+    assert_eq!(info.source.sender_alt, Some(alice.device_jid(1)));
+    assert_eq!(info.source.addressing_mode, Some(AddressingMode::Lid));
+    // Bob's delivery receipt names him by his LID device.
+    let reader = a
+        .wait_for(ONLINE, |e| match e {
+            Event::Receipt(r) if r.message_ids.contains(&sent) && r.source.chat == group => {
+                Some(r.source.sender.clone())
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(reader, Jid::lid_device(bob.lid.clone(), 1));
+
+    b.client().send_text(group.clone(), "hi LID").await.unwrap();
+    let (_, info) = a
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("hi LID"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.sender, Jid::lid_device(bob.lid.clone(), 1));
+    assert_eq!(info.source.sender_alt, Some(bob.device_jid(1)));
+
+    // "typing…" in the group: the typist by LID device.
+    b.client().chatstate().send_composing(&group).await.unwrap();
+    sim.wait_until(ONLINE, |s| {
+        s.delivered(&alice.device_jid(1)).iter().any(|n| {
+            n.tag == "chatstate"
+                && n.attrs.get("participant").map(|v| v.as_str().into_owned())
+                    == Some(Jid::lid_device(bob.lid.clone(), 1).to_string())
+        })
+    })
+    .await
+    .unwrap();
+
+    // Carol is added by number: answered and announced by LID, her number beside.
+    let added = a
+        .client()
+        .groups()
+        .add_participants(group.clone(), &[carol.pn_jid()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            added[0].jid.clone(),
+            added[0].phone_number.clone(),
+            added[0].error.clone()
+        ),
+        (carol.lid_jid(), Some(carol.pn_jid()), None)
+    );
+    let (actor, actor_pn, named) = c
+        .wait_for(ONLINE, |e| match e {
+            Event::GroupUpdate(u) if u.group_jid == group && u.action.tag_name() == "add" => {
+                Some((u.participant.clone(), u.participant_pn.clone(), changed(u)?))
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(actor, Some(alice.lid_jid()));
+    assert_eq!(actor_pn, Some(alice.pn_jid()));
+    assert_eq!(named, [(carol.lid_jid(), Some(carol.pn_jid()))]);
+
+    // Carol writes: her sender key reaches the others' LID devices.
+    c.client()
+        .send_text(group.clone(), "carol here")
+        .await
+        .unwrap();
+    let (_, info) = b
+        .wait_message(ONLINE, |m, _| m.text_content() == Some("carol here"))
+        .await
+        .unwrap();
+    assert_eq!(info.source.sender, Jid::lid_device(carol.lid.clone(), 1));
+
+    a.client()
+        .groups()
+        .remove_participants(group.clone(), &[carol.lid_jid()])
+        .await
+        .unwrap();
+    let named = b
+        .wait_for(ONLINE, |e| match e {
+            Event::GroupUpdate(u) if u.group_jid == group && u.action.tag_name() == "remove" => {
+                changed(u)
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(named, [(carol.lid_jid(), Some(carol.pn_jid()))]);
+
+    // Turned off: the next group is PN-addressed again; the LID group stays LID.
+    sim.set_lid_groups(false);
+    let options = whatsapp_rust::GroupCreateOptions::builder()
+        .subject("PN team")
+        .participants(vec![whatsapp_rust::GroupParticipantOptions::from_phone(
+            bob.pn_jid(),
+        )])
+        .build();
+    let pn_group = a
+        .client()
+        .groups()
+        .create_group(options)
+        .await
+        .unwrap()
+        .metadata;
+    assert_eq!(pn_group.addressing_mode, AddressingMode::Pn);
+    assert!(
+        pn_group
+            .participants
+            .iter()
+            .all(|p| p.jid.server == whatsapp_rust::Server::Pn && p.phone_number.is_none()),
+        "{pn_group:?}"
+    );
+    let again = b.client().groups().get_metadata(&group).await.unwrap();
+    assert_eq!(again.addressing_mode, AddressingMode::Lid);
+}

@@ -1283,6 +1283,9 @@ fn incoming_from(
         OutgoingContent::Edit { text, .. } => (MessageKind::Edit, Some(text.clone()), None),
         OutgoingContent::Delete { .. } => (MessageKind::Delete, None, None),
         OutgoingContent::PollVote { .. } => (MessageKind::PollVote, None, None),
+        // The sandbox shows a template as its name and parameters: there is no Meta to
+        // render it (try templates before connecting a real Cloud API number).
+        OutgoingContent::Template(_) => (MessageKind::Template, None, None),
         OutgoingContent::Media {
             kind,
             data,
@@ -1341,6 +1344,10 @@ fn content_details(content: &OutgoingContent) -> Details {
         } => Details {
             target: Some(target.clone()),
             vote: Some(options.clone()),
+            ..Details::default()
+        },
+        OutgoingContent::Template(t) => Details {
+            template: Some(t.clone()),
             ..Details::default()
         },
         OutgoingContent::Edit { target, .. } | OutgoingContent::Delete { target } => Details {

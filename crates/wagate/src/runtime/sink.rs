@@ -284,6 +284,25 @@ impl EngineEvents for DeviceEventSink {
                 self.advance(provider_message_id, MessageStatus::Failed, Some(&reason))
                     .await
             }
+            EngineEvent::ProviderId {
+                provider_message_id,
+                assigned,
+            } => self
+                .store
+                .assign_provider_id(&self.fence, &provider_message_id, &assigned)
+                .await
+                .map(|renamed| {
+                    if !renamed {
+                        tracing::debug!(device.uid = %self.uid, %provider_message_id, %assigned, "no message to rename (renamed already)");
+                    }
+                }),
+            EngineEvent::Undelivered {
+                provider_message_id,
+                reason,
+            } => {
+                self.advance(provider_message_id, MessageStatus::Failed, Some(&reason))
+                    .await
+            }
             EngineEvent::Receipt {
                 provider_message_ids,
                 kind,
