@@ -2,6 +2,8 @@
 //! answers like Meta (its paths, its JSON, its error codes) and records every request, so
 //! each test checks what the engine asked of Meta and what it reported to the gateway.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};

@@ -14,6 +14,7 @@ pub mod http;
 pub mod keys;
 pub mod net;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 #[cfg(feature = "simulator")]
 pub mod simulator;
