@@ -200,7 +200,8 @@ fn message(to: &str, content: OutgoingContent) -> OutgoingMessage {
     }
 }
 
-async fn connected(events: &Recorder) {
+/// Waits for the session to report the number connected: its phone and Meta's name.
+async fn connected(events: &Recorder) -> (Option<Phone>, Option<String>) {
     events
         .wait_for("connected", WAIT, |e| match e {
             EngineEvent::Connected {
@@ -208,20 +209,13 @@ async fn connected(events: &Recorder) {
             } => Some((phone.clone(), push_name.clone())),
             _ => None,
         })
-        .await;
+        .await
 }
 
 #[tokio::test]
 async fn a_proven_token_connects_the_number_and_a_refused_one_fails_it() {
     let (_, _session, events) = started(GOOD).await;
-    let (phone, name) = events
-        .wait_for("connected", WAIT, |e| match e {
-            EngineEvent::Connected {
-                phone, push_name, ..
-            } => Some((phone.clone(), push_name.clone())),
-            _ => None,
-        })
-        .await;
+    let (phone, name) = connected(&events).await;
     assert_eq!(phone.unwrap().e164(), "+15550001111");
     assert_eq!(name.as_deref(), Some("Corner Shop"));
 

@@ -83,6 +83,7 @@ macro_rules! store_conformance_tests {
             accept_concurrent_duplicates_create_one_message,
             accept_concurrent_sends_respect_the_budget,
             advance_moves_forward_only_with_history_and_events,
+            a_sent_message_reported_undeliverable_fails,
             advance_concurrent_steps_apply_in_order,
             advance_to_failed_only_from_queued_and_cancels_the_send,
             advance_by_provider_id_is_scoped_to_the_device,

@@ -344,6 +344,55 @@ pub async fn accept_concurrent_sends_respect_the_budget(f: impl StoreFactory) {
     assert_eq!(all.total, 10);
 }
 
+/// WhatsApp took a message (`sent`) and reported it undeliverable later (the Cloud API
+/// does, by webhook: outside the 24-hour window): it fails with the reason, as a step of
+/// its history with a `message.status` event.
+pub async fn a_sent_message_reported_undeliverable_fails(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let d = device(s, &a).await;
+    let m = send(s, &outbound(&d, None, t0())).await;
+    let r = MessageRef::Id(m.id.clone());
+    let f = fence(s, &d.uid).await;
+    s.advance_message_status(&f, &r, MessageStatus::Sent, at(SEC), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let failed = s
+        .advance_message_status(
+            &f,
+            &r,
+            MessageStatus::Failed,
+            at(2 * SEC),
+            Some("Re-engagement message (Meta error 131047)"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.status, MessageStatus::Failed);
+    assert_eq!(
+        failed.failure_reason.as_deref(),
+        Some("Re-engagement message (Meta error 131047)")
+    );
+    let (_, history) = s.get_message_with_history(&a, &m.id).await.unwrap();
+    let steps: Vec<MessageStatus> = history.iter().map(|h| h.status).collect();
+    assert_eq!(
+        steps,
+        [
+            MessageStatus::Queued,
+            MessageStatus::Sent,
+            MessageStatus::Failed
+        ]
+    );
+    // A late receipt does not bring it back.
+    assert_eq!(
+        s.record_receipt(&r, MessageStatus::Delivered, at(3 * SEC))
+            .await,
+        Ok(None)
+    );
+}
+
 pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFactory) {
     let fx = f.make().await;
     let s = &*fx.store;
@@ -366,12 +415,8 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
     assert_eq!(sent.status, MessageStatus::Sent);
     assert_eq!(sent.updated_at, at(SEC));
     assert_eq!(s.get_message(&a, &m.id).await.unwrap(), sent);
-    // Duplicates and moves backwards or to failed are ignored.
-    for (status, t) in [
-        (MessageStatus::Sent, 2),
-        (MessageStatus::Queued, 3),
-        (MessageStatus::Failed, 4),
-    ] {
+    // Duplicates and moves backwards are ignored.
+    for (status, t) in [(MessageStatus::Sent, 2), (MessageStatus::Queued, 3)] {
         assert_eq!(
             s.advance_message_status(
                 &fence(s, &d.uid).await,
@@ -399,17 +444,21 @@ pub async fn advance_moves_forward_only_with_history_and_events(f: impl StoreFac
         .unwrap()
         .unwrap();
     assert_eq!(read.status, MessageStatus::Read);
-    assert_eq!(
-        s.advance_message_status(
-            &fence(s, &d.uid).await,
-            &r,
-            MessageStatus::Delivered,
-            at(6 * SEC),
-            None
-        )
-        .await,
-        Ok(None)
-    );
+    // Once the recipient had it, a message can no longer fail (a `sent` one can: see
+    // `a_sent_message_reported_undeliverable_fails`).
+    for status in [MessageStatus::Delivered, MessageStatus::Failed] {
+        assert_eq!(
+            s.advance_message_status(
+                &fence(s, &d.uid).await,
+                &r,
+                status,
+                at(6 * SEC),
+                Some("late")
+            )
+            .await,
+            Ok(None)
+        );
+    }
     let played = s
         .advance_message_status(
             &fence(s, &d.uid).await,
