@@ -150,7 +150,14 @@ impl Session {
                         .await;
                     return;
                 }
-                Err(e) if e.is_credentials() || (400..500).contains(&e.status) => {
+                // Refused for good (a bad token, a wrong number id): failed. Throttling and
+                // Meta's own trouble are waited out below.
+                Err(e)
+                    if !matches!(
+                        e.for_message(),
+                        EngineError::RateLimited { .. } | EngineError::Transient(_)
+                    ) =>
+                {
                     self.refuse_credentials(&e).await;
                     return;
                 }

@@ -25,6 +25,8 @@ use wagate_engine_tests::Recorder;
 
 const PNID: &str = "106540352242922";
 const GOOD: &str = "EAAG-good-token";
+/// A good token whose first number check Meta throttles.
+const SLOW: &str = "EAAG-throttled-once";
 const SECRET: &str = "app-secret-1";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -42,6 +44,7 @@ struct Fake {
     /// The server's own address, for the media links it hands out.
     base: Mutex<String>,
     throttled_once: Mutex<bool>,
+    number_throttled: Mutex<bool>,
 }
 
 type Shared = Arc<Fake>;
@@ -56,12 +59,23 @@ fn record(fake: &Fake, path: String, headers: &HeaderMap, body: Bytes) -> bool {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let good = auth.as_deref() == Some(&format!("Bearer {GOOD}"));
+    let good = auth.as_deref() == Some(&format!("Bearer {GOOD}"))
+        || auth.as_deref() == Some(&format!("Bearer {SLOW}"));
     fake.seen.lock().unwrap().push(Seen { path, auth, body });
     good
 }
 
 async fn number(State(f): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let slow = headers.get("authorization").and_then(|v| v.to_str().ok())
+        == Some(&format!("Bearer {SLOW}"));
+    if slow && !std::mem::replace(&mut *f.number_throttled.lock().unwrap(), true) {
+        record(&f, format!("GET /{id}"), &headers, Bytes::new());
+        return meta_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            4,
+            "Application request limit reached",
+        );
+    }
     if !record(&f, format!("GET /{id}"), &headers, Bytes::new()) {
         return meta_error(
             StatusCode::UNAUTHORIZED,
@@ -238,6 +252,27 @@ async fn a_proven_token_connects_the_number_and_a_refused_one_fails_it() {
         .await
         .unwrap_err();
     assert!(refused.is_retryable(), "waits for a new token: {refused:?}");
+}
+
+/// Throttled while checking the token: waited out, never taken for a bad token.
+#[tokio::test]
+async fn a_throttled_token_check_is_retried_not_failed() {
+    let (_, _session, events) = started(SLOW).await;
+    let reason = events
+        .wait_for("reconnecting", WAIT, |e| match e {
+            EngineEvent::Reconnecting { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("request limit"), "{reason}");
+    let (phone, _) = connected(&events).await;
+    assert_eq!(phone.unwrap().e164(), "+15550001111");
+    assert!(
+        events
+            .snapshot()
+            .iter()
+            .all(|e| !matches!(e, EngineEvent::Failed { .. }))
+    );
 }
 
 #[tokio::test]
