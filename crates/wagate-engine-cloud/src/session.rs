@@ -308,10 +308,6 @@ impl Drop for InFlight<'_> {
     }
 }
 
-fn chat_digits(to: &Recipient) -> Result<&str, EngineError> {
-    graph::recipient(to)
-}
-
 #[async_trait]
 impl EngineSession for Session {
     async fn send(&self, message: OutgoingMessage) -> Result<(), EngineError> {
@@ -373,7 +369,7 @@ impl EngineSession for Session {
 
     async fn chat_state(&self, to: &Recipient, state: ChatState) -> Result<(), EngineError> {
         self.ready()?;
-        let digits = chat_digits(to)?;
+        let digits = graph::recipient(to)?;
         match state {
             // Meta clears "typing…" by itself (after 25 s, or when the answer is sent).
             ChatState::Paused => Ok(()),
@@ -404,7 +400,7 @@ impl EngineSession for Session {
     /// Meta marks every earlier message of the chat read with the last one.
     async fn mark_read(&self, chat: &Recipient, messages: &[ReadMark]) -> Result<(), EngineError> {
         self.ready()?;
-        chat_digits(chat)?;
+        graph::recipient(chat)?;
         let Some(last) = messages.last() else {
             return Ok(());
         };

@@ -11,17 +11,17 @@
 // Helpers outside #[test] functions panic on purpose, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use wagate_core::chat::{GroupInfo, GroupRole, MembershipChange};
 use wagate_core::engine::{
-    ChatState, DeviceContext, Engine, EngineEvent, EngineEvents, EngineSession, EventNotCommitted,
-    IncomingMessage, OutgoingContent, OutgoingMessage, ReadMark, provider_message_id,
+    ChatState, DeviceContext, Engine, EngineEvent, EngineSession, IncomingMessage, OutgoingContent,
+    OutgoingMessage, ReadMark, provider_message_id,
 };
 use wagate_core::id::{DeviceUid, MessageId};
 use wagate_core::message::MessageKind;
 use wagate_core::{GroupId, Phone};
+use wagate_engine_tests::Recorder;
 use wagate_engine_web::whatsapp_rust::prelude::*;
 use wagate_engine_web::whatsapp_rust::store::SqliteStore;
 use wagate_engine_web::whatsapp_rust::types::events::GroupUpdate;
@@ -45,55 +45,6 @@ fn init() {
         .try_init();
 }
 
-/// The application's side: records every event.
-#[derive(Default)]
-struct Sink {
-    events: Mutex<Vec<EngineEvent>>,
-    changed: Notify,
-}
-
-#[async_trait::async_trait]
-impl EngineEvents for Sink {
-    async fn emit(&self, event: EngineEvent) -> Result<(), EventNotCommitted> {
-        self.events.lock().unwrap().push(event);
-        self.changed.notify_waiters();
-        Ok(())
-    }
-}
-
-impl Sink {
-    fn snapshot(&self) -> Vec<EngineEvent> {
-        self.events.lock().unwrap().clone()
-    }
-
-    async fn wait_for<T>(
-        &self,
-        timeout: Duration,
-        mut pick: impl FnMut(&EngineEvent) -> Option<T>,
-    ) -> T {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut seen = 0;
-        loop {
-            let notified = self.changed.notified();
-            {
-                let events = self.events.lock().unwrap();
-                for e in &events[seen..] {
-                    if let Some(t) = pick(e) {
-                        return t;
-                    }
-                }
-                seen = events.len();
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "no matching event within {timeout:?}; got {:#?}",
-                    self.snapshot()
-                );
-            }
-        }
-    }
-}
-
 /// Alice's device under test, Bob's running client, and Carol (an account with only her
 /// simulated phone), on a simulator whose new groups are LID-addressed.
 struct World {
@@ -103,7 +54,7 @@ struct World {
     carol: Account,
     b: SimClient,
     session: WebSession,
-    sink: Arc<Sink>,
+    sink: Arc<Recorder>,
     engine: WebEngine,
     uid: DeviceUid,
     _dir: tempfile::TempDir,
@@ -133,7 +84,7 @@ impl World {
             .await
             .unwrap();
         sim.seed_backend(&alice, "Alice", &store).await.unwrap();
-        let sink = Arc::new(Sink::default());
+        let sink = Recorder::new();
         let device = DeviceContext {
             epoch: 1,
             uid: uid.clone(),
@@ -141,7 +92,7 @@ impl World {
             phone: Some(Phone::parse(&alice.phone).unwrap()),
         };
         let session = engine.start_session(device, sink.clone()).await.unwrap();
-        sink.wait_for(ONLINE, |e| {
+        sink.wait_for("the event", ONLINE, |e| {
             matches!(e, EngineEvent::Connected { .. }).then_some(())
         })
         .await;
@@ -167,7 +118,7 @@ impl World {
     /// The device's inbound message matching `pred`.
     async fn inbound(&self, pred: impl Fn(&IncomingMessage) -> bool) -> IncomingMessage {
         self.sink
-            .wait_for(ONLINE, |e| match e {
+            .wait_for("the inbound message", ONLINE, |e| match e {
                 EngineEvent::Inbound(m) if pred(m) => Some((**m).clone()),
                 _ => None,
             })
@@ -261,8 +212,8 @@ fn in_group(group: &GroupId, content: OutgoingContent) -> OutgoingMessage {
     }
 }
 
-async fn acked(sink: &Sink, id: &str) -> Option<String> {
-    sink.wait_for(ONLINE, |e| match e {
+async fn acked(sink: &Recorder, id: &str) -> Option<String> {
+    sink.wait_for("the event", ONLINE, |e| match e {
         EngineEvent::ServerAck {
             provider_message_id,
             error,
