@@ -157,6 +157,22 @@ pub struct Template {
     pub components: Vec<serde_json::Value>,
 }
 
+/// A message template as its provider lists it: what may be sent with [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TemplateInfo {
+    pub name: String,
+    pub language: String,
+    /// `APPROVED`, `PENDING`, `REJECTED`… as Meta says.
+    #[serde(default)]
+    pub status: Option<String>,
+    /// `MARKETING`, `UTILITY` or `AUTHENTICATION`.
+    #[serde(default)]
+    pub category: Option<String>,
+    /// The template's header, body and buttons, in Meta's shape.
+    #[serde(default)]
+    pub components: Vec<serde_json::Value>,
+}
+
 /// Meta's limits on template names; components are Meta's to check, but bounded here so a
 /// caller cannot store megabytes of them per message.
 const MAX_TEMPLATE_NAME: usize = 512;

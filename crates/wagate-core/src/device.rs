@@ -1,6 +1,7 @@
 //! Devices: linked WhatsApp accounts, their connection state and their send budgets.
 
 use crate::id::{AccountId, DeviceUid};
+use crate::message::MessageKind;
 use crate::phone::Phone;
 use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,40 @@ impl EngineKind {
             "sandbox" => Some(Self::Sandbox),
             "whatsapp-web" => Some(Self::WhatsappWeb),
             "cloud-api" => Some(Self::CloudApi),
+            _ => None,
+        }
+    }
+
+    /// Why a device of this engine cannot send a message of `kind` (to a group when
+    /// `group`): the request field at fault and the reason. `None` when it can. Decided
+    /// before anything is stored, so such a send is refused at once rather than failing
+    /// later in the queue.
+    pub fn refusal(self, kind: MessageKind, group: bool) -> Option<(&'static str, String)> {
+        match self {
+            // Templates exist on Meta's Cloud API only; the sandbox delivers them as they
+            // are, for trying a template flow out.
+            Self::WhatsappWeb if kind == MessageKind::Template => Some((
+                "deviceUid",
+                "message templates are sent by cloud-api devices (and the sandbox); this device is whatsapp-web".into(),
+            )),
+            Self::CloudApi if group => Some((
+                "groupId",
+                "the Cloud API has no groups: a cloud-api device sends to phone numbers only".into(),
+            )),
+            Self::CloudApi => match kind {
+                MessageKind::Poll | MessageKind::PollVote => Some((
+                    "deviceUid",
+                    "the Cloud API has no polls: a cloud-api device cannot send or vote in one".into(),
+                )),
+                MessageKind::Edit | MessageKind::Delete => Some((
+                    "deviceUid",
+                    format!(
+                        "the Cloud API cannot {} a sent message",
+                        if kind == MessageKind::Edit { "edit" } else { "delete" }
+                    ),
+                )),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -246,6 +281,9 @@ pub struct NewDevice {
     /// SHA-256 of the MegaMsg instance token.
     pub instance_token_hash: [u8; 32],
     pub created_at: Timestamp,
+    /// What the device signs in with (a Cloud API number's credentials), already sealed
+    /// by the gateway: the store keeps the bytes and never reads them.
+    pub sealed_secret: Option<Vec<u8>>,
 }
 
 /// A change of a device's user-editable settings; `None` leaves a field as it is.
@@ -254,6 +292,8 @@ pub struct DevicePatch {
     pub name: Option<String>,
     pub limits: Option<SafetyLimits>,
     pub pacing: Option<Pacing>,
+    /// Replaces the device's sealed secret (see [`NewDevice::sealed_secret`]).
+    pub sealed_secret: Option<Vec<u8>>,
 }
 
 /// A change of connection state reported by the device's engine.
@@ -293,6 +333,39 @@ impl DeviceStateChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_engine_refuses_only_what_it_cannot_send() {
+        for kind in MessageKind::ALL {
+            assert_eq!(EngineKind::Sandbox.refusal(kind, false), None, "{kind:?}");
+            assert_eq!(EngineKind::Sandbox.refusal(kind, true), None, "{kind:?}");
+            let web = EngineKind::WhatsappWeb.refusal(kind, true);
+            assert_eq!(web.is_some(), kind == MessageKind::Template, "{kind:?}");
+            assert!(
+                EngineKind::CloudApi
+                    .refusal(kind, true)
+                    .is_some_and(|(f, _)| f == "groupId")
+            );
+        }
+        for (kind, refused) in [
+            (MessageKind::Text, false),
+            (MessageKind::Voice, false),
+            (MessageKind::Reaction, false),
+            (MessageKind::Template, false),
+            (MessageKind::Contact, false),
+            (MessageKind::Poll, true),
+            (MessageKind::PollVote, true),
+            (MessageKind::Edit, true),
+            (MessageKind::Delete, true),
+        ] {
+            let r = EngineKind::CloudApi.refusal(kind, false);
+            assert_eq!(r.is_some(), refused, "{kind:?}");
+            if let Some((field, why)) = r {
+                assert_eq!(field, "deviceUid");
+                assert!(why.contains("Cloud API"), "{why}");
+            }
+        }
+    }
 
     #[test]
     fn a_state_change_keeps_what_it_does_not_reveal_and_is_reported_as_recorded() {

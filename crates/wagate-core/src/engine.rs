@@ -442,10 +442,12 @@ pub trait EngineSession: Send + Sync {
         ))
     }
 
-    /// Whether `token` is the one the device's webhook handshake expects (the Cloud API's
-    /// verify token, compared in constant time). Always false for engines without one.
-    fn push_token_matches(&self, _token: &str) -> bool {
-        false
+    /// The message templates the device may send, as its provider approved them (the
+    /// Cloud API's business account templates).
+    async fn templates(&self) -> Result<Vec<crate::content::TemplateInfo>, EngineError> {
+        Err(EngineError::Unsupported(
+            "message templates belong to cloud-api devices".into(),
+        ))
     }
 
     /// Starts a new connection or linking round after the session stopped trying

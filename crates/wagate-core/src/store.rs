@@ -177,6 +177,9 @@ pub trait DeviceStore: Send + Sync {
     ) -> StoreResult<()>;
     /// A live device and its instance token hash, for MegaMsg authentication.
     async fn get_instance_credential(&self, uid: &DeviceUid) -> StoreResult<(Device, [u8; 32])>;
+    /// The live device's sealed secret, `None` if it has none (`NotFound` for no live
+    /// device: a deleted device's secret is erased with it).
+    async fn get_device_secret(&self, uid: &DeviceUid) -> StoreResult<Option<Vec<u8>>>;
 }
 
 /// What accepting an outbound message did.

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::time::Duration;
 use url::Url;
+use wagate_core::content::TemplateInfo;
 use wagate_core::credentials::CloudApiCredentials;
 
 /// Answers other than media are small JSON documents.
@@ -46,19 +47,6 @@ pub struct NumberInfo {
     pub display_phone_number: Option<String>,
     #[serde(default)]
     pub verified_name: Option<String>,
-}
-
-/// A message template as Meta lists it.
-#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
-pub struct TemplateInfo {
-    pub name: String,
-    pub language: String,
-    #[serde(default)]
-    pub status: Option<String>,
-    #[serde(default)]
-    pub category: Option<String>,
-    #[serde(default)]
-    pub components: Vec<Value>,
 }
 
 /// A downloaded attachment.

@@ -57,7 +57,13 @@ impl Engine for CloudApiEngine {
                 code: Some("no_credentials".into()),
                 reason: "the device has no Cloud API credentials; set them with PATCH".into(),
             })?;
-        Ok(Session::start(device, creds, self.client.clone(), events))
+        Ok(Session::start(
+            device,
+            creds,
+            Arc::clone(&self.credentials),
+            self.client.clone(),
+            events,
+        ))
     }
 
     /// Nothing is kept outside the gateway's store: the credentials go with the device.

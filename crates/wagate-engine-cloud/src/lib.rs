@@ -17,6 +17,6 @@ mod session;
 pub mod signature;
 mod webhook;
 
-pub use client::{GraphClient, GraphConfig, TemplateInfo};
+pub use client::{GraphClient, GraphConfig};
 pub use engine::{CloudApiEngine, CredentialSource};
 pub use errors::GraphError;

@@ -8,6 +8,7 @@
 //! flight were answered (a bounded wait), so they find their message.
 
 use crate::client::GraphClient;
+use crate::engine::CredentialSource;
 use crate::errors::GraphError;
 use crate::graph::{self, Plan};
 use crate::webhook::{self, Step};
@@ -15,16 +16,43 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, watch};
+use wagate_core::content::TemplateInfo;
 use wagate_core::credentials::CloudApiCredentials;
 use wagate_core::engine::{
     ChatState, DeviceContext, EngineError, EngineEvent, EngineEvents, EngineSession, IncomingMedia,
-    IncomingMessage, NumberCheck, OutgoingMessage, PairCode, ReadMark, ReceiptKind,
+    IncomingMessage, NumberCheck, OutgoingContent, OutgoingMessage, PairCode, ReadMark,
+    ReceiptKind,
 };
+use wagate_core::message::MessageKind;
 use wagate_core::{DeviceUid, Phone, Recipient, time};
+
+/// Uploaded audio as a voice note Meta shows as one: mono Ogg/Opus (transcoded on a
+/// blocking thread: it is CPU work).
+async fn voice_note(data: Bytes, mime_type: String) -> Result<OutgoingContent, EngineError> {
+    let note =
+        tokio::task::spawn_blocking(move || wagate_audio::prepare_voice_note(&data, &mime_type))
+            .await
+            .map_err(|e| EngineError::Internal(format!("voice note encoding stopped: {e}")))?
+            .map_err(|e| match e {
+                wagate_audio::AudioError::Encode(m) => {
+                    EngineError::Internal(format!("voice note encoding failed: {m}"))
+                }
+                other => EngineError::Rejected {
+                    code: Some("unsupported_audio".into()),
+                    reason: format!("cannot send as a voice note: {other}"),
+                },
+            })?;
+    Ok(OutgoingContent::Media {
+        kind: MessageKind::Voice,
+        data: Bytes::from(note.data),
+        mime_type: note.mime_type.to_owned(),
+        file_name: None,
+        caption: None,
+    })
+}
 
 /// How long a status waits for the sends in flight to be answered.
 const STATUS_WAIT: Duration = Duration::from_secs(15);
@@ -36,7 +64,10 @@ pub(crate) struct Session {
     /// Itself, for the background proving task `connect` starts.
     me: Weak<Session>,
     uid: DeviceUid,
-    creds: CloudApiCredentials,
+    /// The credentials in use: read again from `source` by `connect`, so replaced ones
+    /// (PATCH) take effect without a restart.
+    creds: RwLock<Arc<CloudApiCredentials>>,
+    source: Arc<dyn CredentialSource>,
     client: GraphClient,
     events: Arc<dyn EngineEvents>,
     state: Mutex<State>,
@@ -65,13 +96,15 @@ impl Session {
     pub(crate) fn start(
         device: DeviceContext,
         creds: CloudApiCredentials,
+        source: Arc<dyn CredentialSource>,
         client: GraphClient,
         events: Arc<dyn EngineEvents>,
     ) -> Arc<Self> {
         let session = Arc::new_cyclic(|me| Self {
             me: me.clone(),
             uid: device.uid,
-            creds,
+            creds: RwLock::new(Arc::new(creds)),
+            source,
             client,
             events,
             state: Mutex::new(State {
@@ -84,6 +117,11 @@ impl Session {
         });
         session.prove();
         session
+    }
+
+    fn creds(&self) -> Arc<CloudApiCredentials> {
+        let creds = self.creds.read().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(&*creds)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -126,7 +164,7 @@ impl Session {
         let _ = self.emit(EngineEvent::Connecting).await;
         let mut wait = Duration::from_secs(1);
         while !self.stopped() {
-            match self.client.number(&self.creds).await {
+            match self.client.number(&self.creds()).await {
                 Ok(info) => {
                     let phone = info
                         .display_phone_number
@@ -221,7 +259,7 @@ impl Session {
     }
 
     async fn download(&self, media: &webhook::MediaRef, id: &str) -> Option<IncomingMedia> {
-        match self.client.download(&self.creds, &media.id).await {
+        match self.client.download(&self.creds(), &media.id).await {
             Ok(d) => Some(IncomingMedia {
                 data: d.data,
                 mime_type: media
@@ -314,12 +352,26 @@ impl EngineSession for Session {
         self.ready()?;
         let to = graph::recipient(&message.to)?;
         let _in_flight = InFlight::enter(&self.in_flight);
-        let body = match graph::plan(to, &message.content, &message.context)? {
+        // A voice note goes to Meta as Ogg/Opus, whatever audio was uploaded.
+        let voice;
+        let content = match &message.content {
+            OutgoingContent::Media {
+                kind: MessageKind::Voice,
+                data,
+                mime_type,
+                ..
+            } => {
+                voice = voice_note(data.clone(), mime_type.clone()).await?;
+                &voice
+            }
+            other => other,
+        };
+        let body = match graph::plan(to, content, &message.context)? {
             Plan::Ready(b) => b,
             Plan::Upload(u) => {
                 let id = match self
                     .client
-                    .upload(&self.creds, u.data, u.mime_type, u.file_name)
+                    .upload(&self.creds(), u.data, u.mime_type, u.file_name)
                     .await
                 {
                     Ok(id) => id,
@@ -328,7 +380,7 @@ impl EngineSession for Session {
                 graph::media_body(to, &u, &id, &message.context)
             }
         };
-        let wamid = match self.client.send(&self.creds, &body).await {
+        let wamid = match self.client.send(&self.creds(), &body).await {
             Ok(id) => id,
             Err(e) => return Err(self.refused(e).await),
         };
@@ -389,7 +441,7 @@ impl EngineSession for Session {
                     });
                 };
                 let body = graph::read_body(&last, true);
-                match self.client.post_status(&self.creds, &body).await {
+                match self.client.post_status(&self.creds(), &body).await {
                     Ok(()) => Ok(()),
                     Err(e) => Err(self.refused(e).await),
                 }
@@ -405,8 +457,24 @@ impl EngineSession for Session {
             return Ok(());
         };
         let body = graph::read_body(&last.provider_message_id, false);
-        match self.client.post_status(&self.creds, &body).await {
+        match self.client.post_status(&self.creds(), &body).await {
             Ok(()) => Ok(()),
+            Err(e) => Err(self.refused(e).await),
+        }
+    }
+
+    /// The business account's approved templates, read from Meta each time (Meta's own
+    /// list is the truth: templates are approved, paused and deleted there).
+    async fn templates(&self) -> Result<Vec<TemplateInfo>, EngineError> {
+        let creds = self.creds();
+        let Some(waba) = creds.business_account_id.as_deref() else {
+            return Err(EngineError::Rejected {
+                code: Some("business_account".into()),
+                reason: "the device has no businessAccountId (the WhatsApp Business Account id in Meta's app): set it with PATCH to list its templates".into(),
+            });
+        };
+        match self.client.templates(&creds, waba).await {
+            Ok(list) => Ok(list),
             Err(e) => Err(self.refused(e).await),
         }
     }
@@ -421,7 +489,7 @@ impl EngineSession for Session {
         if self.stopped() {
             return Err(EngineError::NotConnected("the session stopped".into()));
         }
-        if !crate::signature::verify(&self.creds.app_secret, &body, signature) {
+        if !crate::signature::verify(&self.creds().app_secret, &body, signature) {
             return Err(EngineError::Rejected {
                 code: Some("signature".into()),
                 reason: "X-Hub-Signature-256 is not the app secret's signature of this body".into(),
@@ -430,7 +498,7 @@ impl EngineSession for Session {
         let own = self.state().own.clone();
         let batch = webhook::parse(
             &body,
-            &self.creds.phone_number_id,
+            &self.creds().phone_number_id,
             own.as_ref(),
             time::now(),
         )
@@ -453,14 +521,14 @@ impl EngineSession for Session {
         Ok(())
     }
 
-    fn push_token_matches(&self, token: &str) -> bool {
-        bool::from(token.as_bytes().ct_eq(self.creds.verify_token.as_bytes()))
-    }
-
-    /// Proves the token again (after Meta refused it, or after a logout).
+    /// Reads the credentials again (they may have been replaced) and proves them (after
+    /// Meta refused the old ones, or after a logout).
     async fn connect(&self) -> Result<(), EngineError> {
         if self.stopped() {
             return Err(EngineError::NotConnected("the session stopped".into()));
+        }
+        if let Some(fresh) = self.source.cloud_api(&self.uid).await? {
+            *self.creds.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
         }
         if let Some(me) = self.me.upgrade() {
             me.prove();

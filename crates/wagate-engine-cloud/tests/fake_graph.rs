@@ -423,8 +423,6 @@ fn signed_push(body: &Value) -> (bytes::Bytes, String) {
 async fn webhooks_are_checked_then_read_into_messages_and_statuses() {
     let (fake, session, events) = started(GOOD).await;
     connected(&events).await;
-    assert!(session.push_token_matches("verify-me"));
-    assert!(!session.push_token_matches("verify-you"));
 
     let delivery = json!({ "object": "whatsapp_business_account", "entry": [{ "id": "WABA", "changes": [{
         "field": "messages",

@@ -26,6 +26,25 @@ pub struct PeerSaw {
     pub group: Option<GroupId>,
 }
 
+/// What not every engine's WhatsApp has. A case that needs one of these checks that an
+/// engine without it refuses it (`Unsupported`) where it can, and otherwise skips that part
+/// — never a weaker check of what the engine does have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feature {
+    /// Asking which numbers are on WhatsApp.
+    NumberChecks,
+    /// "typing…", "recording…" and clearing them, in any chat at any time.
+    ChatStates,
+    /// Polls, and votes in them.
+    Polls,
+    /// Editing a sent message.
+    Edits,
+    /// Mentioning people in a text.
+    Mentions,
+    /// Groups.
+    Groups,
+}
+
 /// One engine under test and the WhatsApp it talks to. Methods panic when the world cannot
 /// do what is asked (they are test support).
 #[async_trait]
@@ -117,5 +136,10 @@ pub trait Harness: Send + Sync {
     /// The longest any one expected event may take (linking a device may take seconds).
     fn patience(&self) -> Duration {
         Duration::from_secs(60)
+    }
+
+    /// Whether the engine's WhatsApp has `feature` (all of them, unless said otherwise).
+    fn offers(&self, _feature: Feature) -> bool {
+        true
     }
 }

@@ -1,7 +1,8 @@
 //! The conformance suite every implementation of [`wagate_core::engine::Engine`] must
-//! pass, so the sandbox, whatsapp-web and the next engine behave the same to the device
+//! pass, so the sandbox, whatsapp-web and the Cloud API behave the same to the device
 //! runtime: start and link, send → server ack → receipts, number checks, at-least-once
-//! receiving, stop and logout, groups.
+//! receiving, stop and logout, groups. [`graph`] is the fake of Meta's Graph API the Cloud
+//! API's tests share.
 //!
 //! Each case is a public async function taking a [`Harness`]: the engine under test and
 //! the world around it (a peer, numbers on and off WhatsApp, linked devices, a restart).
@@ -16,11 +17,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cases;
+pub mod graph;
 mod harness;
 mod recorder;
 
 pub use cases::*;
-pub use harness::{Harness, PeerSaw};
+pub use harness::{Feature, Harness, PeerSaw};
 pub use recorder::Recorder;
 
 #[doc(hidden)]

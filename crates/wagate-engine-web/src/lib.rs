@@ -7,7 +7,6 @@
 //! [`WebEngine`] from a [`WebEngineConfig`] and uses it through the `Engine` trait; every
 //! device gets one SQLite store file under `data_dir`, so sessions survive restarts.
 
-mod audio;
 mod canary;
 mod config;
 mod engine;
@@ -22,12 +21,12 @@ mod store;
 mod structured;
 mod transport;
 
-pub use audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};
 pub use canary::{CertCheck, cert_check};
 pub use config::{SqliteProtocolDb, WebEngineConfig};
 pub use engine::WebEngine;
 pub use session::WebSession;
 pub use stats::SessionStats;
+pub use wagate_audio::{VoiceNote, WAVEFORM_SAMPLES, prepare_voice_note};
 pub use wagate_wa_storage;
 
 /// The protocol crate, re-exported so tests and the simulator wiring can name its types

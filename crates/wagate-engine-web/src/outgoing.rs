@@ -3,8 +3,8 @@
 //! and [`build`] turns the upload's CDN fields into the message. Both are pure, so every
 //! message shape is unit-tested without a connection.
 
-use crate::audio::{self, AudioError};
 use crate::structured;
+use wagate_audio::{self as audio, AudioError};
 use wagate_core::engine::{EngineError, OutgoingContent};
 use wagate_core::message::MessageKind;
 use whatsapp_rust::download::MediaType;
@@ -402,7 +402,7 @@ mod tests {
         assert!(a.waveform.is_none());
         assert_eq!(a.seconds, None, "not a readable header");
 
-        let wav = crate::audio::tests::wav(8_000, 1, 4.5);
+        let wav = wagate_audio::testing::wav(8_000, 1, 4.5);
         let (_, _, m) = planned(media(MessageKind::Audio, "audio/wav", &wav));
         let a = m.audio_message.as_option().unwrap();
         assert_eq!(a.mimetype.as_deref(), Some("audio/wav"));
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn voice_note_is_transcoded_ptt_with_duration_and_waveform() {
-        let wav = crate::audio::tests::wav(22_050, 1, 3.2);
+        let wav = wagate_audio::testing::wav(22_050, 1, 3.2);
         let (t, data, m) = planned(media(MessageKind::Voice, "audio/wav", &wav));
         assert_eq!(t, MediaType::Audio);
         assert_eq!(&data[..4], b"OggS");

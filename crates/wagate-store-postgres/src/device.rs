@@ -51,6 +51,9 @@ pub(crate) async fn lock_live_device(
 impl DeviceStore for PgStore {
     async fn create_device(&self, new: &NewDevice) -> StoreResult<Device> {
         let at = millis(new.created_at);
+        // With its secret, or not at all: a device never starts without what it signs in
+        // with.
+        let mut tx = self.begin().await?;
         let row = sqlx::query(concat!(
             "INSERT INTO devices AS d (uid, account_id, name, engine, status, per_day, \
              per_hour, per_minute, min_delay_ms, max_delay_ms, typing_indicator, \
@@ -71,9 +74,13 @@ impl DeviceStore for PgStore {
         .bind(new.pacing.typing_indicator)
         .bind(new.instance_token_hash.as_slice())
         .bind(at)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(map_sqlx)?;
+        if let Some(sealed) = &new.sealed_secret {
+            put_secret(&mut tx, &new.uid, sealed, at).await?;
+        }
+        self.commit(tx, None).await?;
         device_from_row(&row)
     }
 
@@ -175,6 +182,7 @@ impl DeviceStore for PgStore {
         let now = millis(wagate_core::time::now());
         let limits = patch.limits;
         let pacing = patch.pacing;
+        let mut tx = self.begin().await?;
         let row = sqlx::query(concat!(
             "UPDATE devices d SET name = COALESCE($1, name), \
              per_day = COALESCE($2, per_day), per_hour = COALESCE($3, per_hour), \
@@ -196,10 +204,14 @@ impl DeviceStore for PgStore {
         .bind(now)
         .bind(uid.as_str())
         .bind(account.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(map_sqlx)?
         .ok_or(StoreError::NotFound)?;
+        if let Some(sealed) = &patch.sealed_secret {
+            put_secret(&mut tx, uid, sealed, now).await?;
+        }
+        self.commit(tx, None).await?;
         device_from_row(&row)
     }
 
@@ -241,12 +253,16 @@ impl DeviceStore for PgStore {
         for result in advanced.results {
             result?;
         }
-        // Jobs whose message had already left `queued` (an ack racing the deletion).
-        sqlx::query("DELETE FROM send_jobs WHERE device_uid = $1")
-            .bind(uid.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+        // Jobs whose message had already left `queued` (an ack racing the deletion), and
+        // what the device signed in with: nothing of it outlives the device.
+        sqlx::query(
+            "WITH secret AS (DELETE FROM device_secrets WHERE device_uid = $1) \
+             DELETE FROM send_jobs WHERE device_uid = $1",
+        )
+        .bind(uid.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
         self.commit(tx, advanced.last_seq).await
     }
 
@@ -317,4 +333,37 @@ impl DeviceStore for PgStore {
         .ok_or(StoreError::NotFound)?;
         Ok((device_from_row(&row)?, hash32(&row, "instance_token_hash")?))
     }
+
+    async fn get_device_secret(&self, uid: &DeviceUid) -> StoreResult<Option<Vec<u8>>> {
+        let row: Option<(Option<Vec<u8>>,)> = sqlx::query_as(
+            "SELECT s.sealed FROM devices d LEFT JOIN device_secrets s ON s.device_uid = d.uid \
+             WHERE d.uid = $1 AND d.deleted_at IS NULL",
+        )
+        .bind(uid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        row.map(|(sealed,)| sealed).ok_or(StoreError::NotFound)
+    }
+}
+
+/// Writes the device's sealed secret, replacing the one it had.
+async fn put_secret(
+    conn: &mut PgConnection,
+    uid: &DeviceUid,
+    sealed: &[u8],
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO device_secrets (device_uid, sealed, updated_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (device_uid) DO UPDATE SET sealed = EXCLUDED.sealed, \
+         updated_at = EXCLUDED.updated_at",
+    )
+    .bind(uid.as_str())
+    .bind(sealed)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
 }

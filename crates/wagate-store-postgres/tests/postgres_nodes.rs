@@ -59,6 +59,7 @@ async fn device(s: &PgStore) -> Device {
         pacing: Pacing::NONE,
         instance_token_hash: [7; 32],
         created_at: at(0),
+        sealed_secret: None,
     })
     .await
     .unwrap()

@@ -55,6 +55,7 @@ async fn main() {
                 pacing: Pacing::NONE,
                 instance_token_hash: [0; 32],
                 created_at: time::now(),
+                sealed_secret: None,
             })
             .await
             .unwrap();

@@ -73,6 +73,11 @@ impl DeviceStore for SqliteStore {
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    // In the same transaction: a device never starts without what it
+                    // signs in with.
+                    if let Some(sealed) = &new.sealed_secret {
+                        put_secret(conn, &new.uid, sealed, at).await?;
+                    }
                     live_device(conn, &new.uid, None).await
                 })
             })
@@ -211,6 +216,9 @@ impl DeviceStore for SqliteStore {
                     .execute(&mut *conn)
                     .await
                     .map_err(map_sqlx)?;
+                    if let Some(sealed) = &patch.sealed_secret {
+                        put_secret(conn, &uid, sealed, now).await?;
+                    }
                     live_device(conn, &uid, None).await
                 })
             })
@@ -236,6 +244,12 @@ impl DeviceStore for SqliteStore {
                     sqlx::query("UPDATE devices SET deleted_at = ?, updated_at = ? WHERE uid = ?")
                         .bind(millis(at))
                         .bind(millis(at))
+                        .bind(uid.as_str())
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_sqlx)?;
+                    // Nothing the device signed in with outlives it.
+                    sqlx::query("DELETE FROM device_secrets WHERE device_uid = ?")
                         .bind(uid.as_str())
                         .execute(&mut *conn)
                         .await
@@ -365,4 +379,37 @@ impl DeviceStore for SqliteStore {
         .ok_or(StoreError::NotFound)?;
         Ok((device_from_row(&row)?, hash32(&row, "instance_token_hash")?))
     }
+
+    async fn get_device_secret(&self, uid: &DeviceUid) -> StoreResult<Option<Vec<u8>>> {
+        let row: Option<(Option<Vec<u8>>,)> = sqlx::query_as(
+            "SELECT s.sealed FROM devices d LEFT JOIN device_secrets s ON s.device_uid = d.uid \
+             WHERE d.uid = ? AND d.deleted_at IS NULL",
+        )
+        .bind(uid.as_str())
+        .fetch_optional(&self.read)
+        .await
+        .map_err(map_sqlx)?;
+        row.map(|(sealed,)| sealed).ok_or(StoreError::NotFound)
+    }
+}
+
+/// Writes the device's sealed secret, replacing the one it had.
+async fn put_secret(
+    conn: &mut SqliteConnection,
+    uid: &DeviceUid,
+    sealed: &[u8],
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO device_secrets (device_uid, sealed, updated_at) VALUES (?, ?, ?) \
+         ON CONFLICT (device_uid) DO UPDATE SET sealed = excluded.sealed, \
+         updated_at = excluded.updated_at",
+    )
+    .bind(uid.as_str())
+    .bind(sealed)
+    .bind(at)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_sqlx)?;
+    Ok(())
 }

@@ -56,6 +56,7 @@ async fn seed(store: &SqliteStore) -> (AccountId, DeviceUid) {
             pacing: Pacing::NONE,
             instance_token_hash: [1; 32],
             created_at: at(0),
+            sealed_secret: None,
         })
         .await
         .unwrap();

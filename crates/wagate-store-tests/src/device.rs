@@ -6,7 +6,7 @@ use crate::fixture::{
 };
 use wagate_core::DeviceUid;
 use wagate_core::device::{
-    DevicePatch, DeviceStateChange, DeviceStatus, EngineKind, Pacing, SafetyLimits,
+    DevicePatch, DeviceStateChange, DeviceStatus, EngineKind, NewDevice, Pacing, SafetyLimits,
 };
 use wagate_core::engine::provider_message_id;
 use wagate_core::event::{DeviceStatusChanged, EventData, EventType};
@@ -230,6 +230,7 @@ pub async fn device_patch_changes_only_given_fields(f: impl StoreFactory) {
                 name: None,
                 limits: Some(limits),
                 pacing: Some(pacing),
+                sealed_secret: None,
             },
         )
         .await
@@ -548,6 +549,72 @@ pub async fn device_instance_credential(f: impl StoreFactory) {
         s.set_instance_token_hash(&a, &DeviceUid::new(), &[9; 32])
             .await,
         Err(StoreError::NotFound)
+    );
+}
+
+/// A device's sealed secret is kept as given, written with the device, replaced by a
+/// patch (and only by one that names it), and erased when the device is deleted.
+pub async fn device_secrets_are_kept_replaced_and_erased(f: impl StoreFactory) {
+    let fx = f.make().await;
+    let s = &*fx.store;
+    let a = account(s).await;
+    let plain = device(s, &a).await;
+    assert_eq!(s.get_device_secret(&plain.uid).await, Ok(None));
+
+    // Every byte value, as sealed bytes are.
+    let sealed: Vec<u8> = (0..=255u8).rev().collect();
+    let d = s
+        .create_device(&NewDevice {
+            sealed_secret: Some(sealed.clone()),
+            ..new_device(&a, t0())
+        })
+        .await
+        .unwrap();
+    assert_eq!(s.get_device_secret(&d.uid).await, Ok(Some(sealed.clone())));
+    assert_eq!(s.get_device_secret(&plain.uid).await, Ok(None));
+
+    let renamed = DevicePatch {
+        name: Some("renamed".into()),
+        ..DevicePatch::default()
+    };
+    s.update_device(&a, &d.uid, &renamed).await.unwrap();
+    assert_eq!(s.get_device_secret(&d.uid).await, Ok(Some(sealed)));
+
+    let replaced = DevicePatch {
+        sealed_secret: Some(vec![1, 2, 3]),
+        ..DevicePatch::default()
+    };
+    let after = s.update_device(&a, &d.uid, &replaced).await.unwrap();
+    assert_eq!(after.name, "renamed");
+    assert_eq!(s.get_device_secret(&d.uid).await, Ok(Some(vec![1, 2, 3])));
+    // A first secret for a device that had none.
+    s.update_device(&a, &plain.uid, &replaced).await.unwrap();
+    assert_eq!(
+        s.get_device_secret(&plain.uid).await,
+        Ok(Some(vec![1, 2, 3]))
+    );
+
+    // Another account cannot replace it.
+    let b = account(s).await;
+    let stolen = DevicePatch {
+        sealed_secret: Some(vec![6, 6, 6]),
+        ..DevicePatch::default()
+    };
+    assert_eq!(
+        s.update_device(&b, &d.uid, &stolen).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(s.get_device_secret(&d.uid).await, Ok(Some(vec![1, 2, 3])));
+
+    s.delete_device(&a, &d.uid, at(SEC)).await.unwrap();
+    assert_eq!(s.get_device_secret(&d.uid).await, Err(StoreError::NotFound));
+    assert_eq!(
+        s.get_device_secret(&DeviceUid::new()).await,
+        Err(StoreError::NotFound)
+    );
+    assert_eq!(
+        s.get_device_secret(&plain.uid).await,
+        Ok(Some(vec![1, 2, 3]))
     );
 }
 

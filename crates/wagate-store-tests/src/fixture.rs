@@ -124,6 +124,7 @@ pub(crate) fn new_device(account: &AccountId, created_at: Timestamp) -> NewDevic
         pacing: Pacing::NONE,
         instance_token_hash: [7; 32],
         created_at,
+        sealed_secret: None,
     }
 }
 

@@ -76,6 +76,7 @@ macro_rules! store_conformance_tests {
             device_soft_delete_hides_it_and_fails_pending_sends,
             device_state_changes_append_events,
             device_instance_credential,
+            device_secrets_are_kept_replaced_and_erased,
             device_reads_see_every_write,
             accept_commits_queued_message_job_and_history,
             accept_dedupes_client_message_id_per_device,

@@ -50,6 +50,8 @@ pub struct Resources {
     pub runtime: Arc<DeviceRuntime>,
     pub sandbox: Arc<SandboxNetwork>,
     pub keys: ServerKeys,
+    /// The key device secrets (Cloud API credentials) are sealed with.
+    pub secrets: crate::secrets::SecretsKey,
     /// This node's id: the owner on every lease it takes (send jobs, webhook deliveries).
     pub node_id: String,
 }
@@ -64,6 +66,7 @@ impl Resources {
             Arc::clone(&self.runtime),
             Arc::clone(&self.sandbox),
             self.keys.clone(),
+            self.secrets.clone(),
         )
     }
 }
@@ -162,8 +165,17 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
                 .with_context(|| format!("opening the sandbox journal {}", path.display()))?
         }
     };
+    // Read once here: the key device secrets are sealed with.
+    let secrets = crate::secrets::SecretsKey::load(
+        config.secrets_key.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+    )?;
+    let cloud =
+        crate::engine::cloud::engine(&config.cloud_api, Arc::clone(&store), secrets.clone())
+            .map_err(anyhow::Error::msg)?;
     let mut engines = Engines::default()
         .with(Arc::new(SandboxEngine::new(Arc::clone(&sandbox))))
+        .with(Arc::new(cloud))
         .with(Arc::new(WebEngine::new({
             let mut web = web_engine_config(&config, &database, &node_id)?;
             if let Some(tweak) = parts.web {
@@ -209,6 +221,7 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
         runtime,
         sandbox,
         keys,
+        secrets,
         node_id,
     };
     let api = services.services();

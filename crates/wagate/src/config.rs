@@ -43,14 +43,92 @@ pub struct Config {
     /// Commit durability: `full` (default; a 2xx survives power loss) or `normal`
     /// (survives a process crash, not an OS crash; faster) (`WAGATE_SYNCHRONOUS`).
     pub synchronous: Synchronous,
+    /// The key device secrets (Cloud API tokens) are sealed with in the database: 32 bytes
+    /// in base64, e.g. from `openssl rand -base64 32` (`WAGATE_SECRETS_KEY`). Unset: a key
+    /// made once in the data directory (`secrets.key`). Every node of a cluster must be
+    /// given the same one. Never logged.
+    pub secrets_key: Option<Secret>,
     pub sandbox: SandboxConfig,
     pub sending: SendingConfig,
     pub cluster: ClusterConfig,
     pub media_fetch: MediaFetchConfig,
     pub whatsapp_web: WhatsappWebConfig,
+    pub cloud_api: CloudApiConfig,
     pub webhooks: WebhooksConfig,
     pub metrics: MetricsConfig,
     pub http: HttpConfig,
+}
+
+/// The `cloud-api` engine: where Meta's Graph API is (`WAGATE_CLOUD_API__*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudApiConfig {
+    /// The Graph API's base URL (`WAGATE_CLOUD_API__GRAPH_URL`); another one only for a
+    /// proxy or a test double of it.
+    pub graph_url: String,
+    /// The Graph API version every call names (`WAGATE_CLOUD_API__GRAPH_VERSION`), like
+    /// `v21.0`.
+    pub graph_version: String,
+}
+
+impl Default for CloudApiConfig {
+    fn default() -> Self {
+        Self {
+            graph_url: "https://graph.facebook.com".into(),
+            graph_version: "v21.0".into(),
+        }
+    }
+}
+
+impl CloudApiConfig {
+    /// The base URL, checked.
+    pub fn parsed_graph_url(&self) -> Result<url::Url, String> {
+        url::Url::parse(&self.graph_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                format!(
+                    "cloud_api.graph_url `{}` must be an http:// or https:// URL",
+                    self.graph_url
+                )
+            })
+    }
+
+    /// The version, checked: `v` and a number like `21.0`.
+    pub fn checked_version(&self) -> Result<&str, String> {
+        let v = self.graph_version.as_str();
+        let ok = v.strip_prefix('v').is_some_and(|n| {
+            let mut parts = n.split('.');
+            parts
+                .next()
+                .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                && parts.all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if ok {
+            Ok(v)
+        } else {
+            Err(format!(
+                "cloud_api.graph_version `{v}` must look like v21.0"
+            ))
+        }
+    }
+}
+
+/// A configured secret; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Limits of the HTTP server itself (`WAGATE_HTTP__*`): how long a client may take and
@@ -455,11 +533,13 @@ impl Default for Config {
             log_format: LogFormat::Pretty,
             allow_private_urls: false,
             synchronous: Synchronous::Full,
+            secrets_key: None,
             sandbox: SandboxConfig::default(),
             sending: SendingConfig::default(),
             cluster: ClusterConfig::default(),
             media_fetch: MediaFetchConfig::default(),
             whatsapp_web: WhatsappWebConfig::default(),
+            cloud_api: CloudApiConfig::default(),
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
             http: HttpConfig::default(),

@@ -17,6 +17,7 @@ use rand::RngCore;
 use std::io::Write;
 use std::path::Path;
 use wagate_core::DeviceUid;
+use wagate_core::credentials::CloudApiCredentials;
 
 const NONCE: usize = 24;
 const FILE: &str = "secrets.key";
@@ -126,6 +127,38 @@ impl SecretsKey {
     }
 }
 
+/// What a device's sealed secret holds, as JSON (named, so other kinds of device can keep
+/// theirs in the same row later).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeviceSecret {
+    cloud_api: CloudApiCredentials,
+}
+
+impl SecretsKey {
+    /// A Cloud API device's credentials, sealed for it.
+    pub fn seal_cloud_api(&self, device: &DeviceUid, creds: &CloudApiCredentials) -> Vec<u8> {
+        let secret = DeviceSecret {
+            cloud_api: creds.clone(),
+        };
+        // Serializing plain strings cannot fail.
+        let plain = serde_json::to_vec(&secret).unwrap_or_default();
+        self.seal(device, &plain)
+    }
+
+    /// What [`Self::seal_cloud_api`] sealed.
+    pub fn open_cloud_api(
+        &self,
+        device: &DeviceUid,
+        sealed: &[u8],
+    ) -> Result<CloudApiCredentials, SecretsError> {
+        let plain = self.open(device, sealed)?;
+        serde_json::from_slice::<DeviceSecret>(&plain)
+            .map(|s| s.cloud_api)
+            .map_err(|_| SecretsError::Sealed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +197,25 @@ mod tests {
             Err(SecretsError::BadKey)
         ));
         assert_eq!(format!("{key:?}"), "SecretsKey(…)");
+    }
+
+    #[test]
+    fn cloud_api_credentials_round_trip_sealed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SecretsKey::load(None, dir.path()).unwrap();
+        let d = DeviceUid::new();
+        let creds = CloudApiCredentials {
+            phone_number_id: "1055".into(),
+            access_token: "EAAG-secret".into(),
+            app_secret: "app-secret".into(),
+            verify_token: "verify-me".into(),
+            business_account_id: Some("77".into()),
+        };
+        let sealed = key.seal_cloud_api(&d, &creds);
+        assert!(!sealed.windows(11).any(|w| w == b"EAAG-secret"));
+        assert_eq!(key.open_cloud_api(&d, &sealed).unwrap(), creds);
+        assert!(key.open_cloud_api(&DeviceUid::new(), &sealed).is_err());
+        let not_creds = key.seal(&d, b"{}");
+        assert!(key.open_cloud_api(&d, &not_creds).is_err());
     }
 }

@@ -162,6 +162,7 @@ pub async fn seed_linked_device(
             // Nobody uses the MegaMsg API of a benchmark device.
             instance_token_hash: [0u8; 32],
             created_at: wagate_core::time::now(),
+            sealed_secret: None,
         })
         .await
         .map_err(|e| anyhow::anyhow!("creating device {uid}: {e}"))?;

@@ -3,6 +3,7 @@
 //! The sandbox lives here; the whatsapp-web engine lives in its own crate because the
 //! protocol crate is slow to build and its upgrades should touch one place.
 
+pub mod cloud;
 pub mod sandbox;
 mod sandbox_groups;
 mod sandbox_journal;

@@ -2,6 +2,7 @@
 //! shape replies; every decision is in the service layer.
 
 pub mod auth;
+pub mod cloud_webhook;
 pub mod dashboard;
 pub mod error;
 pub mod hardening;
@@ -37,6 +38,7 @@ pub fn router(services: Services) -> Router {
         .merge(megamsg::router())
         .merge(media_link::router())
         .merge(internal::router())
+        .merge(cloud_webhook::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http().on_failure(error::log_failure()))

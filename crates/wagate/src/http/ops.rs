@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         msgera::linking::logout,
         msgera::messages::send_text, msgera::messages::send_media, msgera::messages::send_voice,
         msgera::structured::send_location, msgera::structured::send_contact, msgera::structured::send_poll,
+        msgera::templates::send_template, msgera::templates::list_templates,
         msgera::actions::react, msgera::actions::edit, msgera::actions::delete, msgera::actions::vote,
         msgera::messages::check_whatsapp, msgera::messages::get_message, msgera::messages::list_messages,
         msgera::presence::set_presence, msgera::chats::read_chat,

@@ -358,10 +358,16 @@ impl MessagingService {
                 device.status.as_str()
             )));
         }
+        let kind = self.resolve_kind(account, &req).await?;
+        if let Some((field, why)) = device
+            .engine
+            .refusal(kind, matches!(req.to, Recipient::Group(_)))
+        {
+            return Err(ServiceError::Invalid(field.into(), why));
+        }
         if let Recipient::Group(group) = &req.to {
             self.require_member(account, &device.uid, group).await?;
         }
-        let kind = self.resolve_kind(account, &req).await?;
         let template = req.text.as_ref().map(ToString::to_string);
         let details_fingerprint = details_fingerprint(&req.details, req.reply_to.as_ref());
         let request_hash = wagate_core::message::RequestIdentity {
@@ -1104,9 +1110,10 @@ impl MessagingService {
             }
             Live::There(other) => return Err(unexpected(&other)),
         };
-        session
-            .check_numbers(numbers)
-            .await
-            .map_err(|e| ServiceError::Engine(e.to_string()))
+        session.check_numbers(numbers).await.map_err(|e| match e {
+            // The Cloud API has no number check: nothing to retry.
+            wagate_core::engine::EngineError::Unsupported(why) => ServiceError::Conflict(why),
+            other => ServiceError::Engine(other.to_string()),
+        })
     }
 }

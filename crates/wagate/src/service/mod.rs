@@ -8,6 +8,7 @@
 //! sandbox of its own, so a handler cannot go around a use case.
 
 pub mod accounts;
+pub mod cloud;
 pub mod devices;
 pub mod events;
 pub mod groups;
@@ -36,6 +37,7 @@ use wagate_core::store::{Store, StoreError};
 use wagate_core::{AccountId, DeviceUid};
 
 pub use accounts::AccountService;
+pub use cloud::CloudApiService;
 pub use devices::DeviceService;
 pub use events::EventService;
 pub use linking::LinkingService;
@@ -51,6 +53,7 @@ pub use webhooks::WebhookService;
 #[derive(Clone)]
 pub struct Services {
     pub accounts: AccountService,
+    pub cloud: CloudApiService,
     pub sessions: SessionService,
     pub devices: DeviceService,
     pub linking: LinkingService,
@@ -73,6 +76,7 @@ impl Services {
         runtime: Arc<DeviceRuntime>,
         sandbox: Arc<SandboxNetwork>,
         keys: ServerKeys,
+        secrets: crate::secrets::SecretsKey,
     ) -> Self {
         let control: Arc<dyn port::DeviceControl> = Arc::new(Arc::clone(&runtime));
         let peers: Option<Arc<dyn peer::Peers>> = match peer::HttpPeers::new(
@@ -86,6 +90,12 @@ impl Services {
             }
         };
         let router = peer::SessionRouter::new(Arc::clone(&store), Arc::clone(&control), peers);
+        let cloud = CloudApiService::new(
+            Arc::clone(&store),
+            Arc::clone(&control),
+            router.clone(),
+            secrets.clone(),
+        );
         let accounts = AccountService::new(Arc::clone(&store));
         let media = MediaService::new(
             Arc::clone(&config),
@@ -109,9 +119,22 @@ impl Services {
                 keys.dashboard,
                 &config.public_url(),
             ),
-            peer: PeerService::new(keys.cluster, linking.clone(), messaging.clone()),
+            peer: PeerService::new(
+                keys.cluster,
+                linking.clone(),
+                messaging.clone(),
+                cloud.clone(),
+            ),
+            cloud,
+            devices: DeviceService::new(
+                Arc::clone(&store),
+                Arc::clone(&control),
+                runtime.clone(),
+                secrets,
+                linking.clone(),
+                &config.public_url(),
+            ),
             linking,
-            devices: DeviceService::new(Arc::clone(&store), Arc::clone(&control), runtime.clone()),
             messaging,
             webhooks: WebhookService::new(Arc::clone(&config), Arc::clone(&store)),
             events: EventService::new(Arc::clone(&store)),

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::chat::{GroupInfo, MemberOutcome, MembershipChange};
+use wagate_core::content::TemplateInfo;
 use wagate_core::engine::{ChatState, EngineSession, NumberCheck, PairCode};
 use wagate_core::store::Store;
 use wagate_core::{AccountId, DeviceUid, Phone, Recipient, time};
@@ -72,6 +73,12 @@ pub enum SessionCall {
     },
     Logout,
     Connect,
+    /// A Cloud API webhook delivery (its body in base64) for the device's session.
+    Push {
+        body: String,
+        signature: Option<String>,
+    },
+    Templates,
 }
 
 /// A forwarded call: whose device, and what to do.
@@ -114,6 +121,7 @@ pub enum PeerReply {
     Group { group: GroupInfo },
     Members { outcomes: Vec<MemberOutcome> },
     InviteLink { url: String },
+    Templates { templates: Vec<TemplateInfo> },
     Done,
     Failed(WireError),
 }
@@ -361,21 +369,25 @@ pub struct PeerService {
     key: ClusterKey,
     linking: super::LinkingService,
     messaging: super::MessagingService,
+    cloud: super::CloudApiService,
 }
 
-/// Largest forwarded call body accepted (a number check of the most numbers allowed).
-pub const MAX_PEER_BODY: usize = 256 * 1024;
+/// Largest forwarded call body accepted: a Cloud API webhook delivery of the largest size
+/// read, in base64, with room to spare.
+pub const MAX_PEER_BODY: usize = super::cloud::MAX_WEBHOOK_BODY * 3 / 2;
 
 impl PeerService {
     pub fn new(
         key: ClusterKey,
         linking: super::LinkingService,
         messaging: super::MessagingService,
+        cloud: super::CloudApiService,
     ) -> Self {
         Self {
             key,
             linking,
             messaging,
+            cloud,
         }
     }
 
@@ -502,6 +514,16 @@ impl PeerService {
                 self.linking.connect_device_at(&account, &uid, here).await?;
                 PeerReply::Done
             }
+            SessionCall::Push { body, signature } => {
+                let body = super::cloud::pushed_body(&body)?;
+                self.cloud
+                    .push_at(&account, &uid, body, signature, here)
+                    .await?;
+                PeerReply::Done
+            }
+            SessionCall::Templates => PeerReply::Templates {
+                templates: self.cloud.templates(&account, &uid, here).await?,
+            },
         })
     }
 }

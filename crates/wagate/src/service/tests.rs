@@ -9,7 +9,9 @@ use super::peer::{
 };
 use super::port::{DeviceControl, Outbox};
 use super::port::{DeviceCounters, DeviceSample, Handoff};
-use super::{AccountService, DeviceService, MediaService, MessagingService, ServiceError};
+use super::{
+    AccountService, DeviceService, LinkingService, MediaService, MessagingService, ServiceError,
+};
 use crate::blob::BlobStore;
 use crate::config::Config;
 use crate::keys::MediaLinkKey;
@@ -135,8 +137,16 @@ async fn fixture(fake: FakeRuntime) -> Fixture {
         .create_account("service test")
         .await
         .unwrap();
+    let linking = LinkingService::new(Arc::clone(&store), fake.clone(), router.clone());
     Fixture {
-        devices: DeviceService::new(Arc::clone(&store), fake.clone(), fake.clone()),
+        devices: DeviceService::new(
+            Arc::clone(&store),
+            fake.clone(),
+            fake.clone(),
+            crate::secrets::SecretsKey::load(None, dir.path()).unwrap(),
+            linking,
+            "http://gateway.test",
+        ),
         messaging: MessagingService::new(
             Arc::clone(&store),
             fake.clone(),
@@ -159,6 +169,7 @@ fn sandbox_device() -> NewDeviceRequest {
         engine: EngineKind::Sandbox,
         limits: None,
         pacing: None,
+        cloud_api: None,
     }
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod cloud_api;
 mod cluster;
 mod connections;
 mod devices;

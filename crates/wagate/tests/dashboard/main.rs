@@ -5,6 +5,7 @@
 // Tests fail loudly on purpose, helper functions included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cloud_api;
 mod media;
 mod sessions;
 mod support;

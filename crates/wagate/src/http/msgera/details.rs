@@ -1,10 +1,10 @@
-//! How a message's [`Details`] read in Msgera replies: the location, contact cards and
-//! poll it carries, the message it quotes and whom it mentions, the message a reaction,
-//! edit or delete acts on. Shared by sent and
-//! received messages; every part is left out when the message has none, so replies about
-//! plain texts and media keep their shape.
+//! How a message's [`Details`] read in Msgera replies: the location, contact cards, poll
+//! or template it carries, the message it quotes and whom it mentions, the message a
+//! reaction, edit or delete acts on. Shared by sent and received messages; every part is
+//! left out when the message has none, so replies about plain texts and media keep their
+//! shape.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use wagate_core::chat::GroupMember;
 use wagate_core::content::{ContactCard, Details, Location, Poll, Quote};
@@ -116,6 +116,24 @@ pub struct DetailsBody {
     /// poll is `target`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vote: Option<Vec<String>>,
+    /// On `template` messages: the template and its parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<TemplateBody>,
+}
+
+/// A message template as sent.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateBody {
+    /// The template's name as Meta shows it.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// Header, body and button parameters, in Meta's shape (`[{"type": "body",
+    /// "parameters": [{"type": "text", "text": "…"}]}]`).
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub components: Vec<serde_json::Value>,
 }
 
 fn location(l: &Location) -> LocationBody {
@@ -168,6 +186,11 @@ impl DetailsBody {
                 participants: c.participants.iter().map(MemberBody::from_member).collect(),
             }),
             vote: d.vote.clone(),
+            template: d.template.as_ref().map(|t| TemplateBody {
+                name: t.name.clone(),
+                language: t.language.clone(),
+                components: t.components.clone(),
+            }),
         }
     }
 }

@@ -9,14 +9,15 @@ use crate::http::msgera::messages::page_request;
 use crate::http::ok;
 use crate::http::query::NoBody;
 use crate::service::Services;
-use crate::service::devices::{DeviceView, NewDeviceRequest};
+use crate::service::devices::{CloudApiPatch, DeviceChange, DeviceView, NewDeviceRequest};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use wagate_core::device::{DevicePatch, EngineKind, Pacing, SafetyLimits};
+use wagate_core::credentials::CloudApiCredentials;
+use wagate_core::device::{EngineKind, Pacing, SafetyLimits};
 
 /// A device's send budgets and what is left of them.
 #[derive(Debug, Serialize, ToSchema)]
@@ -58,7 +59,7 @@ pub struct DeviceCountersBody {
 pub struct DeviceBody {
     pub device_uid: String,
     pub name: String,
-    /// `sandbox` or `whatsapp-web`.
+    /// `sandbox`, `whatsapp-web` or `cloud-api`.
     pub engine: String,
     /// created, connecting, qr, pair_code, qr_expired, connected, reconnecting,
     /// logged_out, banned, replaced or failed.
@@ -76,9 +77,29 @@ pub struct DeviceBody {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub connected_at: Option<DateTime<Utc>>,
+    /// On `cloud-api` devices: the number's ids, and the callback URL and verify token to
+    /// give Meta. The access token and app secret are never shown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_api: Option<CloudApiBody>,
     /// The MegaMsg instance token: present only in the reply that created or rotated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance_token: Option<String>,
+}
+
+/// A Cloud API device's public side.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudApiBody {
+    /// The number's id in Meta's app.
+    pub phone_number_id: String,
+    /// The WhatsApp Business Account id (templates are listed from it), if given.
+    pub business_account_id: Option<String>,
+    /// Meta's "Callback URL" for this device: set it, with the verify token, under
+    /// WhatsApp → Configuration in the app, and subscribe to the `messages` field.
+    pub webhook_url: String,
+    /// The "Verify token" to give Meta with the callback URL (null when this node cannot
+    /// open the credentials).
+    pub verify_token: Option<String>,
 }
 
 impl DeviceBody {
@@ -115,6 +136,12 @@ impl DeviceBody {
             created_at: d.created_at,
             updated_at: d.updated_at,
             connected_at: d.connected_at,
+            cloud_api: v.cloud_api.as_ref().map(|c| CloudApiBody {
+                phone_number_id: c.phone_number_id.clone(),
+                business_account_id: c.business_account_id.clone(),
+                webhook_url: c.webhook_url.clone(),
+                verify_token: c.verify_token.clone(),
+            }),
             instance_token: None,
         }
     }
@@ -149,15 +176,64 @@ impl From<PacingBody> for Pacing {
     }
 }
 
+/// A Cloud API number's credentials, from its Meta app (WhatsApp → API Setup, and the
+/// app's settings for the secret). Stored encrypted; the token and the secret are never
+/// shown again.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudApiInput {
+    /// The "Phone number ID" (digits), not the number itself.
+    pub phone_number_id: String,
+    /// A permanent (system user) access token with `whatsapp_business_messaging`.
+    pub access_token: String,
+    /// The app secret, which Meta signs webhooks with.
+    pub app_secret: String,
+    /// Any string you choose; give Meta the same one with the callback URL.
+    pub verify_token: String,
+    /// The WhatsApp Business Account id, to list the account's templates.
+    pub business_account_id: Option<String>,
+}
+
+/// A change of credentials: the fields given replace the stored ones.
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudApiChangeInput {
+    pub phone_number_id: Option<String>,
+    pub access_token: Option<String>,
+    pub app_secret: Option<String>,
+    pub verify_token: Option<String>,
+    pub business_account_id: Option<String>,
+}
+
+// By hand: the derived `Debug` would print the secrets into any log of a request.
+impl std::fmt::Debug for CloudApiInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudApiInput")
+            .field("phone_number_id", &self.phone_number_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CloudApiChangeInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudApiChangeInput")
+            .field("phone_number_id", &self.phone_number_id)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateDeviceRequest {
     /// A name to recognise the device by (1–100 characters).
     pub name: String,
-    /// `sandbox` (simulated network) or `whatsapp-web` (a real linked device).
+    /// `sandbox` (simulated network), `whatsapp-web` (a real linked device) or
+    /// `cloud-api` (a business number on Meta's Cloud API; needs `cloudApi`).
     pub engine: String,
     pub safety: Option<SafetyInput>,
     pub pacing: Option<PacingBody>,
+    /// Required for, and only for, `cloud-api`.
+    pub cloud_api: Option<CloudApiInput>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -166,6 +242,8 @@ pub struct UpdateDeviceRequest {
     pub name: Option<String>,
     pub safety: Option<SafetyInput>,
     pub pacing: Option<PacingBody>,
+    /// New credentials of a `cloud-api` device; it reconnects with them.
+    pub cloud_api: Option<CloudApiChangeInput>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -188,8 +266,9 @@ pub async fn create_device(
     ApiKeyAccount(account): ApiKeyAccount,
     ApiJson(req): ApiJson<CreateDeviceRequest>,
 ) -> ApiResult<Response> {
-    let engine = EngineKind::parse(&req.engine)
-        .ok_or_else(|| ApiError::invalid("engine", "must be `sandbox` or `whatsapp-web`"))?;
+    let engine = EngineKind::parse(&req.engine).ok_or_else(|| {
+        ApiError::invalid("engine", "must be `sandbox`, `whatsapp-web` or `cloud-api`")
+    })?;
     let (view, token) = s
         .devices
         .create_device(
@@ -199,6 +278,13 @@ pub async fn create_device(
                 engine,
                 limits: req.safety.map(Into::into),
                 pacing: req.pacing.map(Into::into),
+                cloud_api: req.cloud_api.map(|c| CloudApiCredentials {
+                    phone_number_id: c.phone_number_id,
+                    access_token: c.access_token,
+                    app_secret: c.app_secret,
+                    verify_token: c.verify_token,
+                    business_account_id: c.business_account_id,
+                }),
             },
         )
         .await?;
@@ -283,7 +369,8 @@ pub async fn get_device(
     Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
 }
 
-/// Renames a device or changes its budgets and pacing.
+/// Renames a device, changes its budgets and pacing, or replaces a Cloud API device's
+/// credentials (it then reconnects with them).
 #[utoipa::path(patch, path = "/v1/developer/devices/{deviceUid}", tag = "devices", security(("apiKey" = [])),
     params(("deviceUid" = String, Path)), request_body = UpdateDeviceRequest,
     responses((status = 200, body = DeviceBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -294,12 +381,19 @@ pub async fn update_device(
     ApiJson(req): ApiJson<UpdateDeviceRequest>,
 ) -> ApiResult<Response> {
     let uid = path_device_uid(&uid)?;
-    let patch = DevicePatch {
+    let change = DeviceChange {
         name: req.name,
         limits: req.safety.map(Into::into),
         pacing: req.pacing.map(Into::into),
+        cloud_api: req.cloud_api.map(|c| CloudApiPatch {
+            phone_number_id: c.phone_number_id,
+            access_token: c.access_token,
+            app_secret: c.app_secret,
+            verify_token: c.verify_token,
+            business_account_id: c.business_account_id,
+        }),
     };
-    let view = s.devices.update_device(&account, &uid, patch).await?;
+    let view = s.devices.update_device(&account, &uid, change).await?;
     Ok(ok(StatusCode::OK, DeviceBody::from_view(&view)))
 }
 

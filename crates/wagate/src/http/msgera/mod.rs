@@ -15,6 +15,7 @@ pub mod messages;
 pub mod presence;
 pub mod sandbox;
 pub mod structured;
+pub mod templates;
 pub mod webhooks;
 
 use crate::service::Services;
@@ -77,6 +78,14 @@ pub fn router() -> Router<Services> {
         .route(
             "/v1/developer/messages/send-poll",
             post(structured::send_poll),
+        )
+        .route(
+            "/v1/developer/messages/send-template",
+            post(templates::send_template),
+        )
+        .route(
+            "/v1/developer/devices/{device_uid}/templates",
+            get(templates::list_templates),
         )
         .route(
             "/v1/developer/messages/check-whatsapp",

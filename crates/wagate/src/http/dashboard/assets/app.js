@@ -113,16 +113,51 @@ function query() {
 
 // ---- pages -----------------------------------------------------------------------
 
+/**
+ * The fields of a Cloud API number's credentials. `required`: a new device needs them all;
+ * a change sends only the fields filled in (the secrets are never shown again).
+ */
+function cloudFields(prefix, required) {
+  const input = (id, name, type, extra) => h("input", { id: prefix + "-" + id, name, type, required: required && extra !== "optional", autocomplete: "off" });
+  const pnid = input("pnid", "phoneNumberId", "text");
+  const token = input("token", "accessToken", "password");
+  const secret = input("secret", "appSecret", "password");
+  const verify = input("verify", "verifyToken", "text");
+  const waba = input("waba", "businessAccountId", "text", "optional");
+  const wrap = h("div", { id: prefix + "-fields" },
+    h("p", { class: "hint" }, required
+      ? "From your Meta app: WhatsApp → API Setup (phone number id, business account id), a system user's permanent token, and App settings → Basic (app secret). The verify token is any string you choose; give Meta the same one with the webhook URL."
+      : "Fill in only what changes; the device reconnects with the new credentials. The access token and app secret are never shown again."),
+    ...field("Phone number id", pnid), ...field("Access token", token), ...field("App secret", secret),
+    ...field("Verify token", verify), ...field("Business account id" + (required ? " (optional, for templates)" : ""), waba));
+  const value = () => {
+    const v = {};
+    for (const [k, el] of [["phoneNumberId", pnid], ["accessToken", token], ["appSecret", secret], ["verifyToken", verify], ["businessAccountId", waba]]) {
+      if (el.value.trim()) v[k] = el.value.trim();
+    }
+    return v;
+  };
+  const clear = () => { for (const el of [pnid, token, secret, verify, waba]) el.value = ""; };
+  return { wrap, value, clear, pnid, waba };
+}
+
 async function devicesPage() {
   const tbody = h("tbody", { id: "devices-body" });
   const name = h("input", { id: "new-device-name", name: "name", required: true, maxlength: 100 });
   const engine = h("select", { id: "new-device-engine", name: "engine" },
     h("option", { value: "sandbox" }, "sandbox (simulated WhatsApp)"),
-    h("option", { value: "whatsapp-web" }, "whatsapp-web (a real phone)"));
+    h("option", { value: "whatsapp-web" }, "whatsapp-web (a real phone)"),
+    h("option", { value: "cloud-api" }, "cloud-api (an official number on Meta's Cloud API)"));
+  // A Cloud API number's credentials, from its Meta app; asked for that engine only.
+  const cloud = cloudFields("new-cloud", true);
+  cloud.wrap.hidden = true;
+  engine.addEventListener("change", () => { cloud.wrap.hidden = engine.value !== "cloud-api"; });
   const out = h("div", { id: "new-device-result" });
   const form = h("form", { id: "create-device", onsubmit: async (e) => {
     e.preventDefault();
-    const r = await api("POST", "/v1/developer/devices", { name: name.value, engine: engine.value });
+    const body = { name: name.value, engine: engine.value };
+    if (engine.value === "cloud-api") body.cloudApi = cloud.value();
+    const r = await api("POST", "/v1/developer/devices", body);
     if (r.status !== 201) { out.replaceChildren(h("p", { class: "error", role: "alert" }, errorText(r))); return; }
     const d = r.body.data;
     name.value = "";
@@ -130,7 +165,7 @@ async function devicesPage() {
       h("p", {}, "Created ", h("a", { href: "#/device/" + d.deviceUid, id: "new-device-link" }, d.name), "."),
       secretBox("new-device-token", "MegaMsg instance token", d.instanceToken));
     refresh();
-  } }, h("h2", {}, "New device"), ...field("Name", name), ...field("Engine", engine),
+  } }, h("h2", {}, "New device"), ...field("Name", name), ...field("Engine", engine), cloud.wrap,
     h("button", { type: "submit", id: "create-device-submit" }, "Create device"), out);
   main.replaceChildren(
     h("h1", {}, "Devices"),
@@ -225,11 +260,38 @@ async function devicePage(uid) {
     confirmBox.hidden = false; document.getElementById("delete-no").focus();
   } }, "Delete device…");
 
+  // A Cloud API number is set up in Meta's app, not linked: where Meta must call, and a
+  // way to replace its credentials.
+  let cloudCard = null;
+  if (d.engine === "cloud-api") {
+    const change = cloudFields("edit-cloud", false);
+    const cloudOut = h("p", { id: "cloud-result", "aria-live": "polite" });
+    const hookUrl = h("code", { id: "cloud-webhook-url" }, d.cloudApi ? d.cloudApi.webhookUrl : "");
+    const verifyToken = h("code", { id: "cloud-verify-token" });
+    const ids = h("p", { id: "cloud-ids" });
+    const showIds = (c) => {
+      verifyToken.textContent = (c && c.verifyToken) || "(not readable on this node)";
+      ids.replaceChildren("Phone number id: ", h("code", {}, (c && c.phoneNumberId) || "—"),
+        " · business account: ", h("code", {}, (c && c.businessAccountId) || "none (templates cannot be listed)"));
+    };
+    showIds(d.cloudApi);
+    cloudCard = h("form", { class: "card", id: "cloud-api", onsubmit: async (e) => {
+      e.preventDefault();
+      const p = await api("PATCH", path, { cloudApi: change.value() });
+      cloudOut.className = p.status === 200 ? "" : "error";
+      cloudOut.textContent = p.status === 200 ? "Saved; reconnecting with the new credentials." : errorText(p);
+      if (p.status === 200) { change.clear(); showIds(p.body.data.cloudApi); }
+    } }, h("h2", {}, "Cloud API"),
+      h("p", {}, "In the Meta app, WhatsApp → Configuration: set the callback URL to ", hookUrl,
+        " and the verify token to ", verifyToken, ", then subscribe to the ", h("code", {}, "messages"), " field."), ids,
+      change.wrap, h("button", { type: "submit", id: "save-cloud" }, "Replace credentials"), cloudOut);
+  }
+
   main.replaceChildren(
     h("h1", { id: "device-name" }, d.name),
     h("p", {}, status, " ", d.engine, " · ", h("a", { href: "#/messages?device=" + uid }, "Messages"), " · ",
       h("a", { href: "#/sandbox?device=" + uid }, "Try the API"), " · ", h("a", { href: "#/webhooks?device=" + uid }, "Webhooks")),
-    linking, settings,
+    cloudCard || linking, settings,
     h("section", { class: "card" }, h("h2", {}, "MegaMsg instance token"),
       h("p", {}, "Instance id: ", h("code", {}, uid)),
       h("button", { type: "button", class: "secondary", id: "rotate-token", onclick: async () => {
@@ -262,7 +324,7 @@ async function devicePage(uid) {
     linked.replaceChildren(connected
       ? h("strong", {}, "Connected as " + (d.pushName || "(no name)") + " · " + (d.phoneNumber || "?"))
       : h("span", {}, "Not connected (" + d.status + (d.statusReason ? ": " + d.statusReason : "") + ")."));
-    linkUi.hidden = connected || d.engine === "sandbox";
+    linkUi.hidden = connected || d.engine !== "whatsapp-web";
     logoutBtn.hidden = !connected;
     connectBtn.hidden = connected;
     remaining.textContent = "Left today: " + d.safety.dailyRemaining + " · this hour: " + d.safety.hourlyRemaining + " · this minute: " + d.safety.minuteRemaining;
@@ -281,7 +343,7 @@ async function sandboxPage() {
     h("option", { value: "text" }, "Text"), h("option", { value: "media" }, "Image or video"),
     h("option", { value: "voice" }, "Voice note"), h("option", { value: "document" }, "Document"),
     h("option", { value: "location" }, "Location"), h("option", { value: "contact" }, "Contact card"),
-    h("option", { value: "poll" }, "Poll"),
+    h("option", { value: "poll" }, "Poll"), h("option", { value: "template" }, "Message template (Cloud API)"),
     h("option", { value: "reaction" }, "Reaction to a message"), h("option", { value: "edit" }, "Edit a sent text"),
     h("option", { value: "delete" }, "Delete a sent message for everyone"),
     h("option", { value: "presence" }, "Typing or recording indicator"), h("option", { value: "read" }, "Mark the chat read"),
@@ -299,6 +361,12 @@ async function sandboxPage() {
   const multiple = h("input", { id: "sb-multiple", name: "multipleAnswers", type: "checkbox" });
   const pollWrap = h("div", { hidden: true }, ...field("Question", question), ...field("Options (one per line, 2 to 12)", options),
     h("label", { for: "sb-multiple" }, multiple, " Voters may pick several"));
+  // A template approved in Meta's app: its name, language and parameters.
+  const tplName = h("input", { id: "sb-template", name: "name", value: "hello_world" });
+  const tplLang = h("input", { id: "sb-template-lang", name: "language", value: "en_US" });
+  const tplComponents = h("textarea", { id: "sb-template-components", name: "components", rows: 3, placeholder: '[{"type": "body", "parameters": [{"type": "text", "text": "Ana"}]}]' });
+  const tplWrap = h("div", { hidden: true }, ...field("Template name", tplName, "GET /v1/developer/devices/{deviceUid}/templates lists the approved ones."),
+    ...field("Language", tplLang), ...field("Components (JSON, optional)", tplComponents, "The template's parameters, in Meta's shape."));
   // Acting on a message already in a chat: which one, and (reactions) with what.
   const target = h("input", { id: "sb-target", name: "messageId", placeholder: "msg_… of a message sent or received" });
   const emoji = h("input", { id: "sb-emoji", name: "emoji", value: "👍" });
@@ -330,7 +398,7 @@ async function sandboxPage() {
     // Chat actions are not messages: no text, no file.
     const groupCall = kind.value === "group" || kind.value === "groups";
     const action = kind.value === "presence" || kind.value === "read" || groupCall;
-    const structured = ["location", "contact", "poll"].includes(kind.value);
+    const structured = ["location", "contact", "poll", "template"].includes(kind.value);
     const acting = ["reaction", "edit", "delete"].includes(kind.value);
     targetWrap.hidden = !acting;
     emojiWrap.hidden = kind.value !== "reaction";
@@ -338,6 +406,7 @@ async function sandboxPage() {
     locWrap.hidden = kind.value !== "location";
     cardWrap.hidden = kind.value !== "contact";
     pollWrap.hidden = kind.value !== "poll";
+    tplWrap.hidden = kind.value !== "template";
     replyWrap.hidden = action || acting;
     groupWrap.hidden = kind.value !== "group";
     // The message acted on decides the chat; group calls have none.
@@ -386,7 +455,7 @@ async function sandboxPage() {
         (body ? " \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)) : ""));
       curl.textContent = lines.join("\n\n");
       r = await api(method, endpoint, body);
-    } else if (kind.value === "text" || ["location", "contact", "poll"].includes(kind.value)) {
+    } else if (kind.value === "text" || ["location", "contact", "poll", "template"].includes(kind.value)) {
       const body = { deviceUid: device.value, ...chatOf() };
       let endpoint = "/v1/developer/messages/send";
       if (kind.value === "text") body.text = text.value;
@@ -404,6 +473,14 @@ async function sandboxPage() {
         body.question = question.value;
         body.options = options.value.split("\n").map((o) => o.trim()).filter((o) => o);
         body.multipleAnswers = multiple.checked;
+      } else if (kind.value === "template") {
+        endpoint = "/v1/developer/messages/send-template";
+        body.name = tplName.value.trim();
+        body.language = tplLang.value.trim();
+        if (tplComponents.value.trim()) {
+          // Sent as typed when it is not JSON: the API says what is wrong with it.
+          try { body.components = JSON.parse(tplComponents.value); } catch (_) { body.components = tplComponents.value; }
+        }
       }
       if (replyTo.value.trim()) body.replyTo = replyTo.value.trim();
       lines.push("curl -s -X POST " + base + endpoint + " -H \"X-API-Key: $KEY\" \\\n  -H 'Content-Type: application/json' \\\n  -d " + shellQuote(JSON.stringify(body)));
@@ -435,7 +512,7 @@ async function sandboxPage() {
     if (r.status < 300 && r.body.data && r.body.data.messageId) watch(r.body.data.messageId);
   } },
   ...field("From device", device), ...field("Kind", kind), ...field("To (phone or group id)", to, "A phone number, or a group's id (…@g.us: sent as groupId). Sandbox: numbers ending 0000 are not on WhatsApp; 0500 fail once, then succeed."),
-  targetWrap, textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, stateWrap, groupWrap, replyWrap,
+  targetWrap, textLabel, text, fileWrap, locWrap, cardWrap, pollWrap, tplWrap, stateWrap, groupWrap, replyWrap,
   h("button", { type: "submit", id: "sb-send" }, "Send"));
 
   function watch(id) {

@@ -4,7 +4,8 @@
 //!
 //! Everything is pure Rust (symphonia decodes WAV/MP3/FLAC/AAC/Vorbis, opus-rs encodes,
 //! the `ogg` crate muxes), so no system codec or ffmpeg is needed. CPU-heavy: callers run
-//! it on a blocking thread.
+//! it on a blocking thread. Its own crate because two engines need it: whatsapp-web sends
+//! the note itself, the Cloud API uploads it to Meta (which also wants Ogg/Opus).
 
 use ogg::writing::PacketWriteEndInfo;
 use opus_rs::{Application, OpusDecoder, OpusEncoder};
@@ -113,7 +114,7 @@ fn encode_voice(pcm: &Pcm) -> Result<VoiceNote, AudioError> {
 }
 
 /// WhatsApp's waveform: the loudness of 64 equal slices, scaled so the loudest is 100.
-pub(crate) fn waveform(samples: &[f32]) -> Vec<u8> {
+pub fn waveform(samples: &[f32]) -> Vec<u8> {
     let mut bars = vec![0f32; WAVEFORM_SAMPLES];
     if samples.is_empty() {
         return vec![0; WAVEFORM_SAMPLES];
@@ -222,7 +223,7 @@ fn decode_ogg_opus(data: &[u8]) -> Result<(Pcm, u8), AudioError> {
 
 /// The duration of an audio file from its container header, without decoding it (`None`
 /// when the header does not say, as in MP3s without a Xing/Info frame).
-pub(crate) fn duration_seconds(data: &[u8], mime_type: &str) -> Option<u32> {
+pub fn duration_seconds(data: &[u8], mime_type: &str) -> Option<u32> {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(data.to_vec())), Default::default());
     let mut hint = Hint::new();
     if let Some(essence) = mime_type.split(';').next() {
@@ -368,12 +369,11 @@ fn encode_ogg_opus(speech: &[f32], input_rate: u32) -> Result<Vec<u8>, AudioErro
     Ok(writer.into_inner())
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
+/// Test audio for the engines' own tests.
+#[doc(hidden)]
+pub mod testing {
     /// A WAV file (16-bit PCM) of a tone whose loudness ramps up then down.
-    pub(crate) fn wav(rate: u32, channels: u16, seconds: f32) -> Vec<u8> {
+    pub fn wav(rate: u32, channels: u16, seconds: f32) -> Vec<u8> {
         let frames = (rate as f32 * seconds) as usize;
         let mut pcm = Vec::with_capacity(frames * channels as usize * 2);
         for i in 0..frames {
@@ -401,6 +401,12 @@ pub(crate) mod tests {
         out.extend_from_slice(&pcm);
         out
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::wav;
+    use super::*;
 
     #[test]
     fn wav_becomes_a_mono_ogg_opus_voice_note() {
