@@ -215,7 +215,15 @@ pub async fn start(config: Config, parts: AppParts) -> anyhow::Result<RunningApp
     );
     runtime.start_all().await.context("starting devices")?;
     let services = Resources {
-        config: Arc::new(config),
+        config: Arc::new(Config {
+            // Without a configured public URL, links this server hands out (a Cloud API
+            // device's callback URL) name the address it is listening on, port 0 resolved.
+            public_url: config
+                .public_url
+                .clone()
+                .or_else(|| Some(format!("http://{addr}"))),
+            ..config
+        }),
         store,
         blobs,
         runtime,

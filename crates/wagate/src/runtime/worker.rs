@@ -249,6 +249,12 @@ impl SendWorker {
             (MessageKind::Text, _) => OutgoingContent::Text {
                 text: m.text.clone().unwrap_or_default(),
             },
+            (MessageKind::Template, _) => OutgoingContent::Template(
+                m.details
+                    .template
+                    .clone()
+                    .ok_or_else(|| missing("template"))?,
+            ),
             (MessageKind::Location, _) => OutgoingContent::Location(
                 m.details
                     .location

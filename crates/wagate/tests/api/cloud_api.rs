@@ -65,10 +65,7 @@ async fn a_cloud_device_keeps_its_secrets_sealed_and_shows_where_meta_must_call(
     assert_eq!(device["pushName"], "Corner Shop");
     assert_eq!(device["cloudApi"]["phoneNumberId"], PNID);
     assert_eq!(device["cloudApi"]["businessAccountId"], WABA);
-    assert_eq!(
-        device["cloudApi"]["webhookUrl"],
-        format!("{}/webhooks/cloud-api/{uid}", app.config.public_url())
-    );
+    assert_eq!(device["cloudApi"]["webhookUrl"], webhook_url(&app, &uid));
     // The token was proven with Meta, with the bearer header.
     let seen = fake.seen();
     assert!(

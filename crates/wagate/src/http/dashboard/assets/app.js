@@ -118,12 +118,12 @@ function query() {
  * a change sends only the fields filled in (the secrets are never shown again).
  */
 function cloudFields(prefix, required) {
-  const input = (id, name, type, extra) => h("input", { id: prefix + "-" + id, name, type, required: required && extra !== "optional", autocomplete: "off" });
+  const input = (id, name, type) => h("input", { id: prefix + "-" + id, name, type, autocomplete: "off" });
   const pnid = input("pnid", "phoneNumberId", "text");
   const token = input("token", "accessToken", "password");
   const secret = input("secret", "appSecret", "password");
   const verify = input("verify", "verifyToken", "text");
-  const waba = input("waba", "businessAccountId", "text", "optional");
+  const waba = input("waba", "businessAccountId", "text");
   const wrap = h("div", { id: prefix + "-fields" },
     h("p", { class: "hint" }, required
       ? "From your Meta app: WhatsApp → API Setup (phone number id, business account id), a system user's permanent token, and App settings → Basic (app secret). The verify token is any string you choose; give Meta the same one with the webhook URL."
@@ -138,7 +138,9 @@ function cloudFields(prefix, required) {
     return v;
   };
   const clear = () => { for (const el of [pnid, token, secret, verify, waba]) el.value = ""; };
-  return { wrap, value, clear, pnid, waba };
+  // Required only while shown: a hidden required field would block the whole form.
+  const need = (on) => { for (const el of [pnid, token, secret, verify]) el.required = on && required; };
+  return { wrap, value, clear, need, pnid, waba };
 }
 
 async function devicesPage() {
@@ -151,7 +153,10 @@ async function devicesPage() {
   // A Cloud API number's credentials, from its Meta app; asked for that engine only.
   const cloud = cloudFields("new-cloud", true);
   cloud.wrap.hidden = true;
-  engine.addEventListener("change", () => { cloud.wrap.hidden = engine.value !== "cloud-api"; });
+  engine.addEventListener("change", () => {
+    cloud.wrap.hidden = engine.value !== "cloud-api";
+    cloud.need(engine.value === "cloud-api");
+  });
   const out = h("div", { id: "new-device-result" });
   const form = h("form", { id: "create-device", onsubmit: async (e) => {
     e.preventDefault();
