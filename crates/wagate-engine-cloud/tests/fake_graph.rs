@@ -1,17 +1,12 @@
-//! The cloud-api engine against a fake Graph API: a real HTTP server on a local port that
-//! answers like Meta (its paths, its JSON, its error codes) and records every request, so
-//! each test checks what the engine asked of Meta and what it reported to the gateway.
+//! The cloud-api engine against the fake Graph API the Cloud API's tests share
+//! (`wagate_engine_tests::graph`: a real HTTP server on a local port that answers like
+//! Meta and records every request), so each test checks what the engine asked of Meta and
+//! what it reported to the gateway.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use wagate_core::credentials::CloudApiCredentials;
 use wagate_core::engine::{
@@ -22,6 +17,7 @@ use wagate_core::message::MessageKind;
 use wagate_core::{DeviceUid, MessageId, Phone, Recipient};
 use wagate_engine_cloud::{CloudApiEngine, CredentialSource, GraphClient, GraphConfig, signature};
 use wagate_engine_tests::Recorder;
+use wagate_engine_tests::graph::{FakeGraph, VERSION};
 
 const PNID: &str = "106540352242922";
 const GOOD: &str = "EAAG-good-token";
@@ -29,142 +25,6 @@ const GOOD: &str = "EAAG-good-token";
 const SLOW: &str = "EAAG-throttled-once";
 const SECRET: &str = "app-secret-1";
 const WAIT: Duration = Duration::from_secs(10);
-
-/// One request as the fake saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    auth: Option<String>,
-    body: Bytes,
-}
-
-#[derive(Default)]
-struct Fake {
-    seen: Mutex<Vec<Seen>>,
-    /// The server's own address, for the media links it hands out.
-    base: Mutex<String>,
-    throttled_once: Mutex<bool>,
-    number_throttled: Mutex<bool>,
-}
-
-type Shared = Arc<Fake>;
-
-fn meta_error(status: StatusCode, code: i64, message: &str) -> Response {
-    let body = json!({ "error": { "message": message, "type": "OAuthException", "code": code, "fbtrace_id": "Afake" } });
-    (status, axum::Json(body)).into_response()
-}
-
-fn record(fake: &Fake, path: String, headers: &HeaderMap, body: Bytes) -> bool {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let good = auth.as_deref() == Some(&format!("Bearer {GOOD}"))
-        || auth.as_deref() == Some(&format!("Bearer {SLOW}"));
-    fake.seen.lock().unwrap().push(Seen { path, auth, body });
-    good
-}
-
-async fn number(State(f): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    let slow = headers.get("authorization").and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {SLOW}"));
-    if slow && !std::mem::replace(&mut *f.number_throttled.lock().unwrap(), true) {
-        record(&f, format!("GET /{id}"), &headers, Bytes::new());
-        return meta_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            4,
-            "Application request limit reached",
-        );
-    }
-    if !record(&f, format!("GET /{id}"), &headers, Bytes::new()) {
-        return meta_error(
-            StatusCode::UNAUTHORIZED,
-            190,
-            "Error validating access token: Session has expired",
-        );
-    }
-    if id == PNID {
-        return axum::Json(json!({ "display_phone_number": "+1 555-000-1111", "verified_name": "Corner Shop", "id": PNID })).into_response();
-    }
-    // A media record.
-    let base = f.base.lock().unwrap().clone();
-    axum::Json(json!({ "url": format!("{base}/cdn/{id}"), "mime_type": "image/jpeg", "file_size": 4, "id": id })).into_response()
-}
-
-async fn messages(
-    State(f): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if !record(&f, format!("POST /{id}/messages"), &headers, body.clone()) {
-        return meta_error(
-            StatusCode::UNAUTHORIZED,
-            190,
-            "Error validating access token",
-        );
-    }
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    if v.get("status").is_some() {
-        return axum::Json(json!({ "success": true })).into_response();
-    }
-    match v["to"].as_str().unwrap_or("") {
-        "15550000047" => meta_error(StatusCode::BAD_REQUEST, 131047, "Re-engagement message"),
-        "15550000429" => {
-            let mut once = f.throttled_once.lock().unwrap();
-            if !*once {
-                *once = true;
-                let mut r = meta_error(StatusCode::BAD_REQUEST, 130429, "Rate limit hit");
-                r.headers_mut().insert("retry-after", "2".parse().unwrap());
-                return r;
-            }
-            axum::Json(json!({ "messages": [{ "id": "wamid.after-throttle" }] })).into_response()
-        }
-        to => {
-            let n = f.seen.lock().unwrap().len();
-            axum::Json(json!({ "messaging_product": "whatsapp",
-                               "contacts": [{ "input": to, "wa_id": to }],
-                               "messages": [{ "id": format!("wamid.{n}") }] }))
-            .into_response()
-        }
-    }
-}
-
-async fn media(
-    State(f): State<Shared>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    record(&f, format!("POST /{id}/media"), &headers, body);
-    axum::Json(json!({ "id": "MEDIA-UP-1" })).into_response()
-}
-
-async fn cdn(State(f): State<Shared>, Path(id): Path<String>, headers: HeaderMap) -> Response {
-    if !record(&f, format!("GET /cdn/{id}"), &headers, Bytes::new()) {
-        return StatusCode::UNAUTHORIZED.into_response();
-    }
-    (
-        [("content-type", "image/jpeg")],
-        vec![0xFF, 0xD8, 0xFF, 0xE0],
-    )
-        .into_response()
-}
-
-async fn fake_graph() -> (Shared, String) {
-    let fake: Shared = Arc::default();
-    let app = Router::new()
-        .route("/v21.0/{id}", get(number))
-        .route("/v21.0/{id}/messages", post(messages))
-        .route("/v21.0/{id}/media", post(media))
-        .route("/cdn/{id}", get(cdn))
-        .with_state(fake.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    *fake.base.lock().unwrap() = base.clone();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (fake, base)
-}
 
 struct Fixed(CloudApiCredentials);
 
@@ -188,9 +48,16 @@ fn creds(token: &str) -> CloudApiCredentials {
     }
 }
 
-async fn started(token: &str) -> (Shared, Arc<dyn EngineSession>, Arc<Recorder>) {
-    let (fake, base) = fake_graph().await;
-    let client = GraphClient::new(GraphConfig::new(base.parse().unwrap(), "v21.0")).unwrap();
+async fn started(token: &str) -> (Arc<FakeGraph>, Arc<dyn EngineSession>, Arc<Recorder>) {
+    let fake = FakeGraph::start().await;
+    fake.add_number_signed(PNID, GOOD, "+1 555-000-1111", SECRET);
+    if token == SLOW {
+        // A good token whose first check Meta throttles.
+        fake.add_number_signed(PNID, SLOW, "+1 555-000-1111", SECRET);
+        fake.throttle_next_check();
+    }
+    fake.add_media("MEDIA-IN-1", &[0xFF, 0xD8, 0xFF, 0xE0], "image/jpeg");
+    let client = GraphClient::new(GraphConfig::new(fake.base.parse().unwrap(), VERSION)).unwrap();
     let engine = CloudApiEngine::new(client, Arc::new(Fixed(creds(token))));
     let events = Recorder::new();
     let device = DeviceContext {
@@ -305,10 +172,10 @@ async fn a_send_is_posted_with_the_token_then_known_by_metas_id() {
             _ => None,
         })
         .await;
-    let seen = fake.seen.lock().unwrap().clone();
+    let seen = fake.seen();
     let post = seen
         .iter()
-        .find(|s| s.path == format!("POST /{PNID}/messages"))
+        .find(|s| s.method == "POST" && s.path == format!("/{PNID}/messages"))
         .unwrap();
     assert_eq!(post.auth.as_deref(), Some("Bearer EAAG-good-token"));
     let body: Value = serde_json::from_slice(&post.body).unwrap();
@@ -334,18 +201,15 @@ async fn media_is_uploaded_then_sent_by_its_id() {
         },
     );
     session.send(m).await.unwrap();
-    let seen = fake.seen.lock().unwrap().clone();
-    let paths: Vec<&str> = seen
+    let seen = fake.seen();
+    let posts: Vec<&str> = seen
         .iter()
+        .filter(|s| s.method == "POST")
         .map(|s| s.path.as_str())
-        .filter(|p| p.starts_with("POST"))
         .collect();
     assert_eq!(
-        paths,
-        [
-            format!("POST /{PNID}/media"),
-            format!("POST /{PNID}/messages")
-        ]
+        posts,
+        [format!("/{PNID}/media"), format!("/{PNID}/messages")]
     );
     let upload = String::from_utf8_lossy(
         &seen
@@ -371,7 +235,8 @@ async fn media_is_uploaded_then_sent_by_its_id() {
     assert_eq!(send["type"], "image");
     assert_eq!(
         send["image"],
-        json!({ "id": "MEDIA-UP-1", "caption": "Your order" })
+        json!({ "id": "MEDIA1", "caption": "Your order" }),
+        "the id Meta gave the upload"
     );
 }
 
@@ -391,7 +256,11 @@ async fn metas_refusals_fail_or_delay_the_message() {
     }
     match session.send(message("15550000429", text())).await {
         Err(EngineError::RateLimited { retry_after, .. }) => {
-            assert_eq!(retry_after, Some(Duration::from_secs(2)));
+            assert_eq!(
+                retry_after,
+                Some(Duration::from_secs(1)),
+                "Meta's Retry-After"
+            );
         }
         other => panic!("throttled: {other:?}"),
     }
@@ -483,11 +352,9 @@ async fn webhooks_are_checked_then_read_into_messages_and_statuses() {
     let media = inbound.media.as_ref().expect("downloaded with the token");
     assert_eq!(&media.data[..], &[0xFF, 0xD8, 0xFF, 0xE0]);
     let fetched = fake
-        .seen
-        .lock()
-        .unwrap()
+        .seen()
         .iter()
-        .filter(|s| s.path == "GET /cdn/MEDIA-IN-1")
+        .filter(|s| s.method == "GET" && s.path == "/cdn/MEDIA-IN-1")
         .count();
     assert_eq!(fetched, 1);
     // Statuses in the order Meta sent them (the store keeps steps forward-only).
@@ -523,10 +390,7 @@ async fn webhooks_are_checked_then_read_into_messages_and_statuses() {
         )
         .await
         .unwrap();
-    let typing: Value = {
-        let seen = fake.seen.lock().unwrap();
-        serde_json::from_slice(&seen.last().unwrap().body).unwrap()
-    };
+    let typing = fake.seen().last().unwrap().json();
     assert_eq!(typing["message_id"], "wamid.IN1");
     assert_eq!(typing["typing_indicator"]["type"], "text");
     assert!(matches!(

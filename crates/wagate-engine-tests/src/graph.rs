@@ -68,6 +68,8 @@ struct Inner {
     /// Media id → (bytes, type).
     media: HashMap<String, (Vec<u8>, String)>,
     throttled: bool,
+    /// The next number check is answered "request limit reached" (code 4).
+    throttle_check: bool,
     next_id: u64,
     target: Option<Arc<dyn WebhookTarget>>,
 }
@@ -149,6 +151,12 @@ impl FakeGraph {
                 app_secret: app_secret.into(),
             },
         );
+    }
+
+    /// Meta answers the next check of a number with its app request limit (code 4), as it
+    /// does when an app calls too often.
+    pub fn throttle_next_check(&self) {
+        self.lock().throttle_check = true;
     }
 
     /// Meta stops taking `token` (it expired or was revoked).
@@ -337,7 +345,14 @@ async fn object(State(f): State<Shared>, Path(id): Path<String>, headers: Header
     {
         return expired();
     }
-    let inner = f.lock();
+    let mut inner = f.lock();
+    if inner.numbers.contains_key(&id) && std::mem::take(&mut inner.throttle_check) {
+        return meta_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            4,
+            "Application request limit reached",
+        );
+    }
     if let Some(n) = inner.numbers.get(&id) {
         return axum::Json(json!({ "display_phone_number": n.display,
                                   "verified_name": "Corner Shop", "id": id }))
