@@ -1,5 +1,7 @@
 //! The benchmark run: memory per idle device, end to end with webhooks, accepted sends
-//! at several concurrency levels, and the baseline at the same levels.
+//! at several concurrency levels, and three baselines at the same levels (the HTTP
+//! ceiling, the durable group-commit ceiling, one row per transaction), with wagate's
+//! ratio to each.
 
 use crate::load::{self, LevelResult, Target};
 use crate::server::{self, Api, Server};
@@ -41,7 +43,7 @@ pub struct Args {
     /// Where to write the JSON results and the SVG chart.
     #[arg(long, default_value = "target/wagate-bench")]
     out_dir: PathBuf,
-    /// Skip phases: any of idle,e2e,load,baseline,failover.
+    /// Skip phases: any of idle,e2e,load,baseline (all three),failover.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run wagate on PostgreSQL: a server on which the run makes (and drops) a fresh
@@ -222,108 +224,126 @@ pub async fn run(bin: &Path, args: Args) -> anyhow::Result<()> {
     }
     drop(cluster);
 
-    let mut base_levels = Vec::new();
+    // The three baselines, same client, body and levels: what the HTTP stack allows, what
+    // the machine can durably accept (group commit), and one row per transaction.
+    let mut baselines: Vec<(baseline::Kind, Vec<LevelResult>)> = Vec::new();
     if !skip("baseline") {
-        let bdir = tempfile::tempdir()?;
-        let b = baseline::start(bdir.path(), args.synchronous == "full")?;
-        let target = Target {
-            urls: vec![format!("http://{}/send", b.addr)],
-            key: None,
-            devices: senders.clone(),
-        };
-        out!("\n## baseline (axum + one single-row SQLite insert per request, same durability)\n");
-        out!(
-            "| clients | sends/s (median of runs) | runs | p50 ms | p99 ms | p99.9 ms | non-2xx |"
-        );
-        out!("|---:|---:|---|---:|---:|---:|---|");
-        for &c in &args.concurrency {
-            let r = load::level(
-                &target,
-                c,
-                secs(args.warmup_secs),
-                secs(args.run_secs),
-                args.runs,
-            )
-            .await;
-            print_level(&r);
-            base_levels.push(r);
+        for kind in baseline::Kind::ALL {
+            let bdir = tempfile::tempdir()?;
+            let b = baseline::start(bdir.path(), args.synchronous == "full", kind)?;
+            let target = Target {
+                urls: vec![format!("http://{}/send", b.addr)],
+                key: None,
+                devices: senders.clone(),
+            };
+            out!("\n## baseline: {}\n", kind.title());
+            out!(
+                "| clients | sends/s (median of runs) | runs | p50 ms | p99 ms | p99.9 ms | non-2xx |"
+            );
+            out!("|---:|---:|---|---:|---:|---:|---|");
+            let mut levels = Vec::new();
+            for &c in &args.concurrency {
+                let r = load::level(
+                    &target,
+                    c,
+                    secs(args.warmup_secs),
+                    secs(args.run_secs),
+                    args.runs,
+                )
+                .await;
+                print_level(&r);
+                levels.push(r);
+            }
+            results["baselines"][kind.key()] = levels_json(&levels);
+            drop(b);
+            baselines.push((kind, levels));
         }
-        results["baseline"] = levels_json(&base_levels);
-        drop(b);
     }
 
-    if !wagate_levels.is_empty() && !base_levels.is_empty() {
-        out!(
-            "\n## wagate / baseline\n\n| clients | wagate sends/s | baseline sends/s | ratio |\n|---:|---:|---:|---:|"
-        );
-        let mut ratios = Vec::new();
-        for (w, b) in wagate_levels.iter().zip(&base_levels) {
-            let ratio = w.median_rate() / b.median_rate().max(1e-9);
-            out!(
-                "| {} | {:.0} | {:.0} | {:.2} |",
-                w.concurrency,
-                w.median_rate(),
-                b.median_rate(),
-                ratio
-            );
-            ratios.push(json!({"concurrency": w.concurrency, "ratio": ratio}));
+    if !wagate_levels.is_empty() && !baselines.is_empty() {
+        let mut header =
+            "\n## wagate / each baseline (same run)\n\n| clients | wagate sends/s |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for (kind, _) in &baselines {
+            header.push_str(&format!(" {} sends/s | wagate ÷ it |", kind.key()));
+            rule.push_str("---:|---:|");
         }
-        let best_w = wagate_levels
-            .iter()
-            .map(LevelResult::median_rate)
-            .fold(0.0, f64::max);
-        let best_b = base_levels
-            .iter()
-            .map(LevelResult::median_rate)
-            .fold(0.0, f64::max);
-        out!(
-            "\nbest wagate {best_w:.0}/s vs best baseline {best_b:.0}/s: ratio {:.2}",
-            best_w / best_b.max(1e-9)
-        );
+        out!("{header}\n{rule}");
+        let mut ratios = Vec::new();
+        for (i, w) in wagate_levels.iter().enumerate() {
+            let mut line = format!("| {} | {:.0} |", w.concurrency, w.median_rate());
+            let mut row = json!({"concurrency": w.concurrency});
+            for (kind, levels) in &baselines {
+                let b = levels[i].median_rate();
+                let ratio = w.median_rate() / b.max(1e-9);
+                line.push_str(&format!(" {b:.0} | {ratio:.3} |"));
+                row[kind.key()] = json!(ratio);
+            }
+            out!("{line}");
+            ratios.push(row);
+        }
+        let best = |levels: &[LevelResult]| {
+            levels
+                .iter()
+                .map(LevelResult::median_rate)
+                .fold(0.0, f64::max)
+        };
+        let best_w = best(&wagate_levels);
+        out!("");
+        for (kind, levels) in &baselines {
+            let best_b = best(levels);
+            let ratio = best_w / best_b.max(1e-9);
+            out!(
+                "best wagate {best_w:.0}/s vs best {} {best_b:.0}/s: {:.1} %",
+                kind.key(),
+                ratio * 100.0
+            );
+            results["best_ratio"][kind.key()] = json!(ratio);
+        }
         results["ratios"] = json!(ratios);
-        results["best_ratio"] = json!(best_w / best_b.max(1e-9));
+        let colors = ["#2ca02c", "#ff7f0e", "#9467bd"];
+        let mut series = vec![
+            svg::Series {
+                name: "wagate sends/s".to_owned(),
+                color: "#1f77b4",
+                right_axis: false,
+                points: wagate_levels
+                    .iter()
+                    .map(|l| (l.concurrency, l.median_rate()))
+                    .collect(),
+            },
+            svg::Series {
+                name: "wagate p99 ms".to_owned(),
+                color: "#1f77b4",
+                right_axis: true,
+                points: wagate_levels
+                    .iter()
+                    .map(|l| (l.concurrency, l.ms(0.99)))
+                    .collect(),
+            },
+        ];
+        for ((kind, levels), color) in baselines.iter().zip(colors) {
+            series.push(svg::Series {
+                name: format!("{} sends/s", kind.key()),
+                color,
+                right_axis: false,
+                points: levels
+                    .iter()
+                    .map(|l| (l.concurrency, l.median_rate()))
+                    .collect(),
+            });
+            series.push(svg::Series {
+                name: format!("{} p99 ms", kind.key()),
+                color,
+                right_axis: true,
+                points: levels.iter().map(|l| (l.concurrency, l.ms(0.99))).collect(),
+            });
+        }
         let chart = svg::chart(
-            "wagate vs baseline: accepted sends/s (solid) and p99 ms (dashed)",
+            "wagate vs the baselines: accepted sends/s (solid) and p99 ms (dashed)",
             "accepted sends per second",
             "p99 latency (ms)",
-            &[
-                svg::Series {
-                    name: "wagate sends/s",
-                    color: "#1f77b4",
-                    right_axis: false,
-                    points: wagate_levels
-                        .iter()
-                        .map(|l| (l.concurrency, l.median_rate()))
-                        .collect(),
-                },
-                svg::Series {
-                    name: "baseline sends/s",
-                    color: "#ff7f0e",
-                    right_axis: false,
-                    points: base_levels
-                        .iter()
-                        .map(|l| (l.concurrency, l.median_rate()))
-                        .collect(),
-                },
-                svg::Series {
-                    name: "wagate p99 ms",
-                    color: "#1f77b4",
-                    right_axis: true,
-                    points: wagate_levels
-                        .iter()
-                        .map(|l| (l.concurrency, l.ms(0.99)))
-                        .collect(),
-                },
-                svg::Series {
-                    name: "baseline p99 ms",
-                    color: "#ff7f0e",
-                    right_axis: true,
-                    points: base_levels
-                        .iter()
-                        .map(|l| (l.concurrency, l.ms(0.99)))
-                        .collect(),
-                },
-            ],
+            &series,
         );
         let p = args.out_dir.join("throughput.svg");
         std::fs::write(&p, chart)?;

@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 pub struct Series<'a> {
-    pub name: &'a str,
+    pub name: String,
     pub color: &'a str,
     /// true: plotted against the right (latency) axis, dashed.
     pub right_axis: bool,
