@@ -49,9 +49,22 @@ pub use sandbox::SandboxService;
 pub use sessions::SessionService;
 pub use webhooks::WebhookService;
 
-/// The area services, cheap to clone: the HTTP state of every dialect.
+/// The area services: the HTTP state of every dialect. One `Arc`, because axum clones the
+/// state for every request (the profile of issue 18 showed cloning and dropping each
+/// service's fields per request on the hot path).
 #[derive(Clone)]
-pub struct Services {
+pub struct Services(Arc<ServiceSet>);
+
+impl std::ops::Deref for Services {
+    type Target = ServiceSet;
+
+    fn deref(&self) -> &ServiceSet {
+        &self.0
+    }
+}
+
+/// The services themselves, reached through [`Services`].
+pub struct ServiceSet {
     pub accounts: AccountService,
     pub cloud: CloudApiService,
     pub sessions: SessionService,
@@ -112,7 +125,7 @@ impl Services {
             router,
             config.sending.sync_wait_ms,
         );
-        Self {
+        Self(Arc::new(ServiceSet {
             sessions: SessionService::new(
                 Arc::clone(&store),
                 accounts.clone(),
@@ -142,7 +155,7 @@ impl Services {
             ops: OpsService::new(Arc::clone(&config), Arc::clone(&store), control),
             accounts,
             media,
-        }
+        }))
     }
 }
 
