@@ -128,7 +128,9 @@ pub struct MessageBody {
     /// The group, for a message sent to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_id: Option<String>,
-    /// text, image, video, audio, voice, document, sticker, location, contact or poll.
+    /// text, image, video, audio, voice, document, sticker, location, contact, poll,
+    /// template (Cloud API devices), or an action on another message: reaction, edit,
+    /// delete, poll_vote.
     #[serde(rename = "type")]
     pub kind: String,
     /// queued, sent, delivered, read, played or failed.
