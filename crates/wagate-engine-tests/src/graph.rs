@@ -213,14 +213,6 @@ impl FakeGraph {
         })
     }
 
-    /// Whether the number showed "typing…" to someone who wrote to it.
-    pub fn showed_typing(&self, phone_number_id: &str) -> bool {
-        let path = format!("/{phone_number_id}/messages");
-        self.seen()
-            .iter()
-            .any(|s| s.path == path && s.json()["typing_indicator"]["type"] == "text")
-    }
-
     /// Whether `auth` is a live token of some number (Meta's tokens are per app; the fake
     /// is as lenient), recording the request either way (at the index returned).
     fn authorized(

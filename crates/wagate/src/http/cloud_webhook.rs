@@ -28,11 +28,10 @@ pub fn router() -> Router<Services> {
 /// Meta's statuses for what the service said.
 fn reply(e: ServiceError) -> Response {
     let api = match e {
-        ServiceError::Invalid(field, message) if field == SIGNATURE_HEADER => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            format!("{field}: {message}"),
-        ),
+        // The engine's reason names the header itself.
+        ServiceError::Invalid(field, message) if field == SIGNATURE_HEADER => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "bad_signature", message)
+        }
         ServiceError::Invalid(field, message) if field == VERIFY_TOKEN => ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
